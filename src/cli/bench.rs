@@ -1,0 +1,119 @@
+//! `tickflare bench`: on one embedded broker and one set of messages, measures
+//! (a) raw consume → produce passthrough and (b) the full pipeline, in msgs/s.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use rdkafka::message::Message;
+use serde::Serialize;
+
+use crate::pipeline::build::build;
+use crate::pipeline::{self, RunOptions};
+use crate::sink::kafka::producer;
+use crate::source::kafka::{assign_all, consumer, end_offsets};
+use crate::source::sample;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Pipeline to measure.
+    #[arg(long, default_value = "pipelines/market-ticks.toml")]
+    pub pipeline: PathBuf,
+    /// JSON-lines input (default: the full Binance file in ../shared/data if present, else the pipeline's sample).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Benchmark results.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub messages: u64,
+    pub passthrough_msgs_per_s: f64,
+    pub pipeline_msgs_per_s: f64,
+    pub ratio: f64,
+    pub predictions: u64,
+}
+
+pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let r = run_bench(&a.pipeline, a.input.as_deref()).await?;
+    println!(
+        "messages {}\npassthrough  {:>10.0} msg/s\npipeline     {:>10.0} msg/s\nratio        {:>10.3}",
+        r.messages, r.passthrough_msgs_per_s, r.pipeline_msgs_per_s, r.ratio
+    );
+    if let Some(p) = a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path::Path>) -> anyhow::Result<BenchResult> {
+    let built = match build(pipeline_path).await {
+        Ok(b) => b,
+        Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
+    };
+    let cfg = &built.config;
+    let shared = cfg.resolve(std::path::Path::new("../../shared/data/market/binance_spot_l1_trades_2025-03-25.jsonl"));
+    let input = match input {
+        Some(p) => p.to_path_buf(),
+        None if shared.is_file() => shared,
+        None => cfg.resolve(cfg.source.sample.as_deref().ok_or_else(|| anyhow::anyhow!("no input"))?),
+    };
+    let lines = sample::read_lines(&input)?;
+    let broker = crate::broker::EmbeddedBroker::start()?;
+    let bs = broker.bootstrap_servers().to_string();
+    let n = cfg.source.partitions;
+    for t in [&cfg.source.topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic, &"bench-passthrough".to_string()] {
+        broker.create_topic(t, n)?;
+    }
+    let prod = producer(&bs)?;
+    let messages = sample::seed_lines(&prod, &cfg.source.topic, n, &built.schema, &cfg.source.key, lines).await?;
+    eprintln!("seeded {messages} messages from {}", input.display());
+
+    // (a) passthrough: same consumer settings, same batching, same ack discipline.
+    let started = Instant::now();
+    let c = consumer(&bs, "bench-passthrough")?;
+    let ends = end_offsets(&c, &cfg.source.topic, Duration::from_secs(10))?;
+    assign_all(&c, &cfg.source.topic, ends.len() as i32)?;
+    let mut seen = 0u64;
+    let mut acks = Vec::new();
+    while seen < messages {
+        let m = c.recv().await?;
+        let rec = rdkafka::producer::FutureRecord::<[u8], [u8]>::to("bench-passthrough")
+            .partition(m.partition())
+            .payload(m.payload().unwrap_or_default());
+        let rec = match m.key() {
+            Some(k) => rec.key(k),
+            None => rec,
+        };
+        acks.push(prod.send_result(rec).map_err(|(e, _)| e)?);
+        seen += 1;
+        if acks.len() >= cfg.source.max_batch_rows {
+            for a in acks.drain(..) {
+                a.await?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    for a in acks.drain(..) {
+        a.await?.map_err(|(e, _)| e)?;
+    }
+    let pass = messages as f64 / started.elapsed().as_secs_f64();
+    drop(c);
+
+    // (b) the whole pipeline over the same topic.
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let opts = RunOptions { brokers: Some(bs.clone()), stop_at_end: true, assign: true, ..Default::default() };
+    let started = Instant::now();
+    let s = pipeline::run(&built, opts, rx).await?;
+    let pipe = messages as f64 / started.elapsed().as_secs_f64();
+    drop(broker);
+    Ok(BenchResult {
+        messages,
+        passthrough_msgs_per_s: pass,
+        pipeline_msgs_per_s: pipe,
+        ratio: pipe / pass,
+        predictions: s.predictions_out,
+    })
+}

@@ -1,0 +1,98 @@
+//! Command line: raw flags (clap) dispatched to one module per subcommand.
+
+pub mod bench;
+pub mod broker;
+pub mod run;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "tickflare", version, about = "Streaming online regression: Kafka → Arrow → DataFusion → candle → Kafka")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline (embedded broker: over the sample, then exit; real brokers: until SIGINT/SIGTERM).
+    Run(run::RunArgs),
+    /// Check a pipeline file, its schema, its SQL and (for real brokers) the brokers and topics.
+    Validate(validate::ValidateArgs),
+    /// Run the embedded Kafka-protocol broker as its own process.
+    Broker(broker::BrokerArgs),
+    /// Measure passthrough and pipeline throughput on the embedded broker.
+    Bench(bench::BenchArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Run(a) => run::run(a).await,
+            Command::Validate(a) => validate::validate(a).await,
+            Command::Broker(a) => broker::broker(a).await,
+            Command::Bench(a) => bench::bench(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+/// Brokers from the flag or `TICKFLARE_BROKERS`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BrokerArg {
+    /// Bootstrap servers (`host:port,...`), or `embedded`; overrides the pipeline's `source.brokers`.
+    #[arg(long, env = "TICKFLARE_BROKERS")]
+    pub brokers: Option<String>,
+}
+
+pub(crate) fn print_problems(path: &std::path::Path, probs: &[crate::pipeline::build::Problem]) {
+    eprintln!("{}: {} problem(s)", path.display(), probs.len());
+    for p in probs {
+        eprintln!("  {p}");
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(_: PathBuf) {}

@@ -1,0 +1,134 @@
+//! Feature SQL: planned once per pipeline with DataFusion, executed per micro-batch.
+//!
+//! The input table is a [`StreamingTable`] whose only partition reads a shared slot, so
+//! the physical plan is built once and each batch just fills the slot, resets the
+//! plan's run state and executes it. Each partition's per-key look-back rows
+//! ([`lookback`]) are prepended to the batch so window functions see the same history
+//! whatever the batch boundaries; only rows of the new batch are returned.
+
+pub mod exact;
+pub mod lookback;
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::{collect, ExecutionPlan, SendableRecordBatchStream};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::source::schema::OFFSET_COLUMN;
+
+/// The single partition of the input table: yields whatever batch is in the slot.
+#[derive(Debug)]
+struct SlotStream {
+    schema: SchemaRef,
+    slot: Arc<Mutex<Option<RecordBatch>>>,
+}
+
+impl PartitionStream for SlotStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batch = self.slot.lock().expect("slot lock").take();
+        let items = batch.into_iter().map(Ok);
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::iter(items)))
+    }
+}
+
+/// A planned feature query.
+pub struct FeatureEngine {
+    task_ctx: Arc<TaskContext>,
+    plan: Arc<dyn ExecutionPlan>,
+    slot: Arc<Mutex<Option<RecordBatch>>>,
+    input_schema: SchemaRef,
+    output_schema: SchemaRef,
+    offset_out: usize,
+}
+
+impl FeatureEngine {
+    /// Plans `sql` against a table `table` of `input_schema` (which must contain
+    /// `_offset`). The output must contain `_offset` too.
+    pub async fn plan(sql: &str, table: &str, input_schema: SchemaRef) -> Result<Self> {
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(8192)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        exact::register(&ctx);
+        let slot = Arc::new(Mutex::new(None));
+        let stream = SlotStream { schema: input_schema.clone(), slot: slot.clone() };
+        let provider = StreamingTable::try_new(input_schema.clone(), vec![Arc::new(stream)])?;
+        ctx.register_table(table, Arc::new(provider))?;
+        let df = ctx.sql(sql).await?;
+        let plan = df.create_physical_plan().await?;
+        let output_schema = plan.schema();
+        let offset_out = output_schema.index_of(OFFSET_COLUMN).map_err(|_| {
+            Error::Config(format!(
+                "the feature SQL must select the {OFFSET_COLUMN} column (it ties each feature row to its record)"
+            ))
+        })?;
+        Ok(FeatureEngine {
+            task_ctx: ctx.task_ctx(),
+            plan,
+            slot,
+            input_schema,
+            output_schema,
+            offset_out,
+        })
+    }
+
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.output_schema
+    }
+
+    pub fn input_schema(&self) -> &SchemaRef {
+        &self.input_schema
+    }
+
+    /// Runs the query over `history` followed by `new` and returns the output rows of
+    /// records in `new`, ordered by `_offset`. Rows the query filtered out are absent.
+    pub async fn compute(&self, history: Option<&RecordBatch>, new: &RecordBatch) -> Result<RecordBatch> {
+        if new.num_rows() == 0 {
+            return Ok(RecordBatch::new_empty(self.output_schema.clone()));
+        }
+        let first_new = new
+            .column_by_name(OFFSET_COLUMN)
+            .ok_or_else(|| Error::Internal("input batch lacks _offset".into()))?
+            .as_primitive::<Int64Type>()
+            .value(0);
+        let input = match history {
+            Some(h) if h.num_rows() > 0 => concat_batches(&self.input_schema, [h, new])?,
+            _ => new.clone(),
+        };
+        *self.slot.lock().expect("slot lock") = Some(input);
+        let plan = reset_plan_states(self.plan.clone())?;
+        let out = collect(plan, self.task_ctx.clone()).await?;
+        let out = concat_batches(&self.output_schema, &out)?;
+        // Keep rows of the new records, in offset order.
+        let offsets = out.column(self.offset_out).as_primitive::<Int64Type>();
+        if offsets.null_count() > 0 {
+            return Err(Error::Config("the feature SQL produced a NULL _offset".into()));
+        }
+        let sorted = sort_to_indices(offsets, None, None)?;
+        let first = sorted.values().partition_point(|&i| offsets.value(i as usize) < first_new);
+        let keep = sorted.slice(first, sorted.len() - first);
+        let out = take_record_batch(&out, &keep)?;
+        let offs = out.column(self.offset_out).as_primitive::<Int64Type>().values();
+        if let Some(w) = offs.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Config(format!(
+                "the feature SQL produced more than one row for offset {}; it must keep at most one row per record",
+                w[0]
+            )));
+        }
+        Ok(out)
+    }
+}

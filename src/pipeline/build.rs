@@ -1,0 +1,198 @@
+//! Builds a pipeline from its file, collecting *every* problem — unknown keys, bad
+//! values, schema errors, SQL that does not plan, columns that do not exist, broker
+//! and topic problems — each tagged with the config key it concerns.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::DataType;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::ClientConfig;
+
+use super::config::PipelineConfig;
+use super::processor::Processor;
+use crate::features::FeatureEngine;
+use crate::source::kafka::partition_count;
+use crate::source::schema::{TopicSchema, OFFSET_COLUMN};
+
+/// One thing wrong with a pipeline, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Config key (`model.features[1]`), file, or `brokers`.
+    pub at: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+/// A pipeline ready to run.
+pub struct Built {
+    pub config: PipelineConfig,
+    pub schema: Arc<TopicSchema>,
+    pub processor: Processor,
+}
+
+fn problem(at: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem { at: at.into(), message: message.into() }
+}
+
+/// Loads, checks and plans the pipeline at `path`.
+pub async fn build(path: &Path) -> Result<Built, Vec<Problem>> {
+    let loaded = PipelineConfig::load(path)
+        .map_err(|e| vec![problem(path.display().to_string(), format!("{e:#}"))])?;
+    let cfg = loaded.config;
+    let mut probs: Vec<Problem> =
+        loaded.unknown_keys.iter().map(|k| problem(k.clone(), "unknown key")).collect();
+    check_values(&cfg, &mut probs);
+
+    let schema = match TopicSchema::load(&cfg.resolve(&cfg.source.schema)) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            probs.push(problem("source.schema", format!("{e:#}")));
+            None
+        }
+    };
+    let mut engine = None;
+    if let Some(s) = &schema {
+        for (k, col) in [("source.key", &cfg.source.key), ("source.time", &cfg.source.time)] {
+            match s.arrow.field_with_name(col) {
+                Err(_) => probs.push(problem(k, format!("column {col:?} is not in schema {:?}", s.name))),
+                Ok(f) if k == "source.time" && !matches!(f.data_type(), DataType::Timestamp(..)) => {
+                    probs.push(problem(k, format!("column {col:?} must be a timestamp, is {}", f.data_type())))
+                }
+                Ok(_) => {}
+            }
+        }
+        match FeatureEngine::plan(&cfg.features.sql, &cfg.features.table, s.arrow.clone()).await {
+            Ok(e) => engine = Some(e),
+            Err(e) => probs.push(problem("features.sql", e.to_string())),
+        }
+    }
+    if let Some(e) = &engine {
+        let out = e.output_schema();
+        let mut need = |at: String, col: &str| {
+            match out.field_with_name(col) {
+                Err(_) => probs.push(problem(at, format!("column {col:?} is not in the feature SQL output ({})", names(out)))),
+                Ok(f) if at.starts_with("model.") && !f.data_type().is_numeric() => {
+                    probs.push(problem(at, format!("column {col:?} is {}, not numeric", f.data_type())))
+                }
+                Ok(_) => {}
+            }
+        };
+        for (i, f) in cfg.model.features.iter().enumerate() {
+            need(format!("model.features[{i}]"), f);
+        }
+        need("model.target".into(), &cfg.model.target);
+        need("source.key".into(), &cfg.source.key);
+        need("source.time".into(), &cfg.source.time);
+        need("features.sql".into(), OFFSET_COLUMN);
+    }
+    if !probs.is_empty() {
+        return Err(probs);
+    }
+    let (schema, engine) = (schema.expect("no problems"), engine.expect("no problems"));
+    let processor = Processor::new(
+        engine,
+        &cfg.source.key,
+        &cfg.source.time,
+        cfg.source.allowed_lateness_ms,
+        cfg.features.lookback_rows,
+        &cfg.model,
+    )
+    .map_err(|e| vec![problem("pipeline", e.to_string())])?;
+    Ok(Built { config: cfg, schema, processor })
+}
+
+fn names(s: &arrow::datatypes::Schema) -> String {
+    s.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
+    let m = &cfg.model;
+    if m.kind != "linear" {
+        probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear)", m.kind)));
+    }
+    if !matches!(m.optimizer.as_str(), "sgd" | "adamw") {
+        probs.push(problem("model.optimizer", format!("{:?} is not one of sgd, adamw", m.optimizer)));
+    }
+    if !(m.learning_rate.is_finite() && m.learning_rate > 0.0) {
+        probs.push(problem("model.learning_rate", "must be a positive number"));
+    }
+    if !matches!(m.scope.as_str(), "global" | "per_key") {
+        probs.push(problem("model.scope", format!("{:?} is not one of global, per_key", m.scope)));
+    }
+    if !matches!(m.device.as_str(), "cpu" | "cuda" | "auto") {
+        probs.push(problem("model.device", format!("{:?} is not one of cpu, cuda, auto", m.device)));
+    } else if m.device == "cuda" && !cfg!(feature = "cuda") {
+        probs.push(problem("model.device", "this build has no CUDA support (build with --features cuda)"));
+    }
+    if m.features.is_empty() {
+        probs.push(problem("model.features", "list at least one feature column"));
+    }
+    let s = &cfg.source;
+    if s.max_batch_rows == 0 {
+        probs.push(problem("source.max_batch_rows", "must be at least 1"));
+    }
+    if s.partitions < 1 {
+        probs.push(problem("source.partitions", "must be at least 1"));
+    }
+    if s.allowed_lateness_ms < 0 {
+        probs.push(problem("source.allowed_lateness_ms", "must not be negative"));
+    }
+    if s.brokers == "embedded" {
+        match &s.sample {
+            None => probs.push(problem("source.sample", "the embedded broker needs a sample file to seed")),
+            Some(p) if !cfg.resolve(p).is_file() => {
+                probs.push(problem("source.sample", format!("{} does not exist", cfg.resolve(p).display())))
+            }
+            Some(_) => {}
+        }
+    }
+    let topics = [("source.topic", &s.topic), ("sink.topic", &cfg.sink.topic), ("sink.dead_letter_topic", &cfg.sink.dead_letter_topic)];
+    for (i, (k, t)) in topics.iter().enumerate() {
+        if t.is_empty() {
+            probs.push(problem(*k, "topic name is empty"));
+        }
+        if topics[..i].iter().any(|(_, u)| u == t) {
+            probs.push(problem(*k, format!("topic {t:?} is used twice")));
+        }
+    }
+}
+
+/// Checks that the brokers answer and that the topics exist with enough partitions.
+pub fn check_brokers(cfg: &PipelineConfig, brokers: &str) -> Vec<Problem> {
+    let consumer: BaseConsumer = match ClientConfig::new().set("bootstrap.servers", brokers).create() {
+        Ok(c) => c,
+        Err(e) => return vec![problem("source.brokers", e.to_string())],
+    };
+    let t = Duration::from_secs(10);
+    let mut probs = Vec::new();
+    let count = |probs: &mut Vec<Problem>, key: &str, topic: &str| match partition_count(&consumer, topic, t) {
+        Ok(0) => {
+            probs.push(problem(key, format!("topic {topic:?} does not exist on {brokers}")));
+            None
+        }
+        Ok(n) => Some(n),
+        Err(e) => {
+            probs.push(problem("source.brokers", format!("cannot fetch metadata from {brokers}: {e}")));
+            None
+        }
+    };
+    let input = count(&mut probs, "source.topic", &cfg.source.topic);
+    if probs.iter().any(|p| p.at == "source.brokers") {
+        return probs;
+    }
+    for (key, topic) in [("sink.topic", &cfg.sink.topic), ("sink.dead_letter_topic", &cfg.sink.dead_letter_topic)] {
+        if let (Some(i), Some(o)) = (input, count(&mut probs, key, topic)) {
+            if o < i {
+                probs.push(problem(key, format!("topic {topic:?} has {o} partitions, fewer than the input's {i}: each input partition writes to the same output partition")));
+            }
+        }
+    }
+    probs
+}

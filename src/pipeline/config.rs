@@ -1,0 +1,255 @@
+//! The pipeline file (TOML): one section per stage. Every field is documented here;
+//! the README's config reference is written from these comments.
+//!
+//! Loading collects *every* unknown key (not just the first) so `validate` can report
+//! them all at once; semantic checks live in [`crate::pipeline::build`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// A whole pipeline.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipelineConfig {
+    /// Pipeline name; used in logs, metrics labels and the default consumer group.
+    pub name: String,
+    pub source: SourceConfig,
+    pub features: FeaturesConfig,
+    pub model: ModelConfig,
+    pub sink: SinkConfig,
+    /// Directory of the config file; relative paths in the file resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[source]`: where records come from and how they are read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceConfig {
+    /// `"embedded"` (in-process broker seeded from `sample`) or a bootstrap list
+    /// `host:port[,host:port]`. Overridden by `--brokers` / `TICKFLARE_BROKERS`.
+    #[serde(default = "embedded")]
+    pub brokers: String,
+    /// Input topic.
+    pub topic: String,
+    /// Consumer group; default `tickflare-<name>`.
+    pub group: Option<String>,
+    /// Arrow schema (JSON) of the input topic, relative to this file.
+    pub schema: PathBuf,
+    /// Column that keys records (per-key look-back, per-key models, output key).
+    pub key: String,
+    /// Event-time column (a timestamp).
+    pub time: String,
+    /// Partitions of the topics created on the embedded broker.
+    #[serde(default = "three")]
+    pub partitions: i32,
+    /// JSON-lines file seeded into the input topic on the embedded broker.
+    pub sample: Option<PathBuf>,
+    /// Largest micro-batch, in records.
+    #[serde(default = "thousand")]
+    pub max_batch_rows: usize,
+    /// Longest wait for a micro-batch to fill, in milliseconds.
+    #[serde(default = "hundred")]
+    pub max_batch_wait_ms: u64,
+    /// A record whose event time is more than this behind the latest event time seen
+    /// for its key goes to the dead-letter topic with reason `late`.
+    #[serde(default = "thousand_i64")]
+    pub allowed_lateness_ms: i64,
+}
+
+/// `[features]`: the feature SQL.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FeaturesConfig {
+    /// A query over the table named by `table` whose output has one row per input
+    /// row it keeps and carries `_offset`. Window functions should order by `_offset`.
+    pub sql: String,
+    /// Name of the input table in the SQL.
+    #[serde(default = "ticks")]
+    pub table: String,
+    /// Rows of history kept per key and prepended to each batch, so windows see the
+    /// same rows whatever the batch boundaries. Must cover the longest window/LAG.
+    #[serde(default = "sixty_four")]
+    pub lookback_rows: usize,
+}
+
+/// `[model]`: the online regression model.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelConfig {
+    /// Model kind: `linear`.
+    #[serde(default = "linear")]
+    pub kind: String,
+    /// `sgd` or `adamw`.
+    #[serde(default = "sgd")]
+    pub optimizer: String,
+    /// Learning rate.
+    #[serde(default = "lr")]
+    pub learning_rate: f64,
+    /// Feature columns (of the SQL output) fed to the model, in order.
+    pub features: Vec<String>,
+    /// Column (of the SQL output) to predict.
+    pub target: String,
+    /// How far ahead: an integer number of rows of the same key, or a duration
+    /// string such as `"500ms"`, `"1s"`, `"5m"`, `"1h"`, `"1d"`.
+    pub horizon: Horizon,
+    /// `global` (one model per input partition) or `per_key`.
+    #[serde(default = "global")]
+    pub scope: String,
+    /// `cpu`, `cuda` or `auto`.
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+/// `[sink]`: where predictions and dead letters go.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SinkConfig {
+    /// Output topic for predictions (same partition count as the input).
+    pub topic: String,
+    /// Dead-letter topic: original bytes plus `reason` and source headers.
+    pub dead_letter_topic: String,
+}
+
+/// Prediction horizon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    Rows(u32),
+    Nanos(i64),
+}
+
+impl<'de> Deserialize<'de> for Horizon {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Rows(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Rows(n) if n >= 1 && n <= u32::MAX as i64 => Ok(Horizon::Rows(n as u32)),
+            Raw::Rows(n) => Err(serde::de::Error::custom(format!("horizon {n} rows must be >= 1"))),
+            Raw::Text(s) => parse_duration_ns(&s).map(Horizon::Nanos).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::fmt::Display for Horizon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Horizon::Rows(n) => write!(f, "{n} rows"),
+            Horizon::Nanos(ns) => write!(f, "{}ms", *ns as f64 / 1e6),
+        }
+    }
+}
+
+/// Parses `"250ms"`, `"1s"`, `"5m"`, `"1h"`, `"1d"`, `"10us"`, `"7ns"` into nanoseconds.
+pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("duration {s:?}: no number"))?;
+    let mult = match unit.trim() {
+        "ns" => 1.0,
+        "us" => 1e3,
+        "ms" => 1e3 * 1e3,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        "d" => 86400e9,
+        u => return Err(format!("duration {s:?}: unit {u:?} is not one of ns, us, ms, s, m, h, d")),
+    };
+    let ns = n * mult;
+    if !(ns >= 1.0 && ns < 9.2e18) {
+        return Err(format!("duration {s:?} must be positive and below 292 years"));
+    }
+    Ok(ns.round() as i64)
+}
+
+fn embedded() -> String {
+    "embedded".into()
+}
+fn three() -> i32 {
+    3
+}
+fn thousand() -> usize {
+    1000
+}
+fn thousand_i64() -> i64 {
+    1000
+}
+fn hundred() -> u64 {
+    100
+}
+fn ticks() -> String {
+    "ticks".into()
+}
+fn sixty_four() -> usize {
+    64
+}
+fn linear() -> String {
+    "linear".into()
+}
+fn sgd() -> String {
+    "sgd".into()
+}
+fn lr() -> f64 {
+    0.01
+}
+fn global() -> String {
+    "global".into()
+}
+fn cpu() -> String {
+    "cpu".into()
+}
+
+/// A config that parsed, plus every key in it that tickflare does not know.
+pub struct Loaded {
+    pub config: PipelineConfig,
+    pub unknown_keys: Vec<String>,
+}
+
+impl PipelineConfig {
+    /// Reads and parses a pipeline file. Unknown keys do not fail parsing; they are
+    /// returned so the caller can report them together with every other problem.
+    pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading pipeline {}", path.display()))?;
+        let mut loaded = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        loaded.config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(loaded)
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Loaded> {
+        let de = toml::Deserializer::new(text);
+        let mut unknown_keys = Vec::new();
+        let config: PipelineConfig = serde_ignored::deserialize(de, |path| {
+            unknown_keys.push(path.to_string());
+        })?;
+        Ok(Loaded { config, unknown_keys })
+    }
+
+    /// Resolves a path from the file against the file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn group(&self) -> String {
+        self.source.group.clone().unwrap_or_else(|| format!("tickflare-{}", self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ns("1s"), Ok(1_000_000_000));
+        assert_eq!(parse_duration_ns("250ms"), Ok(250_000_000));
+        assert_eq!(parse_duration_ns("1d"), Ok(86_400_000_000_000));
+        assert!(parse_duration_ns("3 weeks").is_err());
+        assert!(parse_duration_ns("0s").is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! Pipeline wiring: Kafka source → per-partition [`processor`] → Kafka sink, with
+//! micro-batching, offset storage after delivery, graceful shutdown and the embedded
+//! broker for self-contained runs.
+
+pub mod build;
+pub mod config;
+pub mod processor;
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
+use tokio::sync::watch;
+
+use crate::broker::EmbeddedBroker;
+use crate::sink::kafka::{producer, KafkaSink};
+use crate::sink::Outputs;
+use crate::source::batch::PartitionInput;
+use crate::source::kafka::{assign_all, consumer, end_offsets};
+use crate::source::sample;
+use crate::state::PartitionState;
+use build::Built;
+use summary::Summary;
+
+/// How to run a built pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Bootstrap servers; `None` or `"embedded"` runs on an in-process broker.
+    pub brokers: Option<String>,
+    /// Stop once every partition reached the end offset it had at start.
+    pub stop_at_end: bool,
+    /// Read by assigning all partitions instead of joining the consumer group.
+    pub assign: bool,
+    /// Overrides `source.max_batch_rows`.
+    pub max_batch_rows: Option<usize>,
+    /// Overrides the consumer group.
+    pub group: Option<String>,
+}
+
+/// Runs the pipeline until the end of input (embedded / `stop_at_end`) or until
+/// `shutdown` turns true; then publishes what it owes, commits and returns.
+pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
+    let cfg = &built.config;
+    let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
+    let mut embedded = None;
+    let (brokers, assign, stop_at_end) = if brokers == "embedded" {
+        let b = start_embedded(built).await?;
+        let bs = b.bootstrap_servers().to_string();
+        embedded = Some(b);
+        (bs, true, true)
+    } else {
+        (brokers, opts.assign, opts.stop_at_end)
+    };
+    let group = opts.group.clone().unwrap_or_else(|| cfg.group());
+    let consumer = consumer(&brokers, &group)?;
+    let meta_timeout = Duration::from_secs(10);
+    let ends = end_offsets(&consumer, &cfg.source.topic, meta_timeout)
+        .with_context(|| format!("reading end offsets of {:?}", cfg.source.topic))?;
+    if assign {
+        assign_all(&consumer, &cfg.source.topic, ends.len() as i32)?;
+    } else {
+        consumer.subscribe(&[&cfg.source.topic])?;
+    }
+    let sink = KafkaSink {
+        producer: producer(&brokers)?,
+        source_topic: cfg.source.topic.clone(),
+        topic: cfg.sink.topic.clone(),
+        dead_letter_topic: cfg.sink.dead_letter_topic.clone(),
+    };
+    let max_rows = opts.max_batch_rows.unwrap_or(cfg.source.max_batch_rows).max(1);
+    let max_wait = Duration::from_millis(cfg.source.max_batch_wait_ms);
+    let mut inputs: BTreeMap<i32, PartitionInput> = BTreeMap::new();
+    let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
+    let mut out = Outputs::default();
+    let started = Instant::now();
+    tracing::info!(pipeline = %cfg.name, brokers = %brokers, group = %group, "pipeline started");
+    let at_end = |states: &BTreeMap<i32, PartitionState>| {
+        ends.iter().all(|(p, &high)| high <= 0 || states.get(p).is_some_and(|s| s.next_offset >= high))
+    };
+    loop {
+        if *shutdown.borrow() || (stop_at_end && at_end(&states)) {
+            break;
+        }
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut rows = 0;
+        while rows < max_rows {
+            tokio::select! {
+                biased;
+                _ = wait_true(&mut shutdown) => break,
+                r = tokio::time::timeout_at(deadline, consumer.recv()) => match r {
+                    Err(_) => break,
+                    Ok(Ok(m)) => {
+                        let p = m.partition();
+                        inputs
+                            .entry(p)
+                            .or_insert_with(|| PartitionInput::new(p, built.schema.clone()))
+                            .push(m.key(), m.payload(), m.offset());
+                        rows += 1;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
+                },
+            }
+        }
+        process_batch(built, &mut inputs, &mut states, &mut out, &sink).await?;
+        for (p, s) in &states {
+            if s.next_offset > 0 {
+                // Offsets are stored only after the batch's outputs were acknowledged.
+                let _ = consumer.store_offset(&cfg.source.topic, *p, s.next_offset - 1);
+            }
+        }
+    }
+    // Anything read but not processed yet (shutdown mid-batch) is processed now.
+    process_batch(built, &mut inputs, &mut states, &mut out, &sink).await?;
+    for (p, s) in &states {
+        if s.next_offset > 0 {
+            let _ = consumer.store_offset(&cfg.source.topic, *p, s.next_offset - 1);
+        }
+    }
+    if !assign {
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(error = %e, "final offset commit failed");
+        }
+    }
+    let summary = Summary::from_states(&cfg.name, states.values(), started.elapsed().as_secs_f64());
+    tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
+    drop(consumer);
+    drop(embedded);
+    Ok(summary)
+}
+
+async fn process_batch(
+    built: &Built,
+    inputs: &mut BTreeMap<i32, PartitionInput>,
+    states: &mut BTreeMap<i32, PartitionState>,
+    out: &mut Outputs,
+    sink: &KafkaSink,
+) -> anyhow::Result<()> {
+    for (p, input) in inputs.iter_mut() {
+        if input.is_empty() {
+            continue;
+        }
+        let state = states.entry(*p).or_insert_with(|| PartitionState::new(*p));
+        built.processor.process(state, input, out).await.with_context(|| format!("partition {p}"))?;
+    }
+    if !out.predictions.is_empty() || !out.dead_letters.is_empty() {
+        sink.publish(out).await.context("publishing outputs")?;
+    }
+    out.clear();
+    Ok(())
+}
+
+/// Starts the embedded broker, creates the pipeline's topics and seeds the input
+/// from the sample file.
+pub async fn start_embedded(built: &Built) -> anyhow::Result<EmbeddedBroker> {
+    let cfg = &built.config;
+    let b = EmbeddedBroker::start()?;
+    let n = cfg.source.partitions;
+    for t in [&cfg.source.topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic] {
+        b.create_topic(t, n)?;
+    }
+    if let Some(path) = &cfg.source.sample {
+        let lines = sample::read_lines(&cfg.resolve(path))?;
+        let prod = producer(b.bootstrap_servers())?;
+        let seeded = sample::seed_lines(&prod, &cfg.source.topic, n, &built.schema, &cfg.source.key, lines).await?;
+        tracing::info!(records = seeded, topic = %cfg.source.topic, "seeded the embedded broker");
+    }
+    Ok(b)
+}
+
+/// Resolves once the switch is true; never, if its sender is gone while false.
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A shutdown switch flipped by SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    let tx = Arc::new(tx);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining and stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: draining and stopping"),
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}

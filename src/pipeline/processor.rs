@@ -1,0 +1,319 @@
+//! The per-partition processing step, free of Kafka: a decoded micro-batch in,
+//! predictions and dead letters out, partition state advanced.
+//!
+//! Order of work for each batch: lateness check (per-key watermark) → feature SQL over
+//! look-back + batch → for each row in offset order: label the key's due pending
+//! predictions and update the model on each, then predict for the row. Every step is a
+//! function of the rows in offset order, so output does not depend on batch sizes.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use candle_core::Device;
+
+use crate::error::{Error, Result};
+use crate::features::{lookback, FeatureEngine};
+use crate::model;
+use crate::pipeline::config::{Horizon, ModelConfig};
+use crate::sink::{Outputs, PredictionRef};
+use crate::source::batch::PartitionInput;
+use crate::source::schema::OFFSET_COLUMN;
+use crate::state::{KeyState, Pending, PartitionState};
+
+/// Columns the processor needs, resolved once.
+pub struct Processor {
+    engine: FeatureEngine,
+    model_cfg: ModelConfig,
+    device: Device,
+    per_key: bool,
+    horizon: Horizon,
+    horizon_label: String,
+    lateness_ns: i64,
+    lookback_rows: usize,
+    /// In the input (decoded) batch.
+    in_key: usize,
+    in_time: usize,
+    /// In the feature output.
+    out_key: usize,
+    out_time: usize,
+    out_offset: usize,
+    out_target: usize,
+    out_features: Vec<usize>,
+}
+
+impl Processor {
+    pub fn new(
+        engine: FeatureEngine,
+        key: &str,
+        time: &str,
+        lateness_ms: i64,
+        lookback_rows: usize,
+        model_cfg: &ModelConfig,
+    ) -> Result<Self> {
+        let ins = engine.input_schema().clone();
+        let outs = engine.output_schema().clone();
+        let find = |s: &arrow::datatypes::Schema, name: &str, what: &str| {
+            s.index_of(name)
+                .map_err(|_| Error::Config(format!("{what} column {name:?} is not in the {}", if std::ptr::eq(s, &*ins) { "input schema" } else { "feature SQL output" })))
+        };
+        let out_features = model_cfg
+            .features
+            .iter()
+            .map(|f| find(&outs, f, "model.features"))
+            .collect::<Result<Vec<_>>>()?;
+        if out_features.is_empty() {
+            return Err(Error::Config("model.features is empty".into()));
+        }
+        let per_key = match model_cfg.scope.as_str() {
+            "global" => false,
+            "per_key" => true,
+            s => return Err(Error::Config(format!("model.scope {s:?} is not one of global, per_key"))),
+        };
+        let device = model::device(&model_cfg.device)?;
+        Ok(Processor {
+            in_key: find(&ins, key, "source.key")?,
+            in_time: find(&ins, time, "source.time")?,
+            out_key: find(&outs, key, "source.key")?,
+            out_time: find(&outs, time, "source.time")?,
+            out_offset: find(&outs, OFFSET_COLUMN, "offset")?,
+            out_target: find(&outs, &model_cfg.target, "model.target")?,
+            out_features,
+            horizon: model_cfg.horizon,
+            horizon_label: model_cfg.horizon.to_string(),
+            model_cfg: model_cfg.clone(),
+            device,
+            per_key,
+            lateness_ns: lateness_ms.saturating_mul(1_000_000),
+            lookback_rows,
+            engine,
+        })
+    }
+
+    pub fn engine(&self) -> &FeatureEngine {
+        &self.engine
+    }
+
+    /// Processes the batch collected in `input` and clears it.
+    pub async fn process(
+        &self,
+        state: &mut PartitionState,
+        input: &mut PartitionInput,
+        out: &mut Outputs,
+    ) -> Result<()> {
+        let r = self.process_inner(state, input, out).await;
+        if let Some(o) = input.last_offset {
+            state.next_offset = o + 1;
+        }
+        input.clear();
+        r
+    }
+
+    async fn process_inner(
+        &self,
+        state: &mut PartitionState,
+        input: &mut PartitionInput,
+        out: &mut Outputs,
+    ) -> Result<()> {
+        state.counters.messages_in += input.messages;
+        for d in input.dead.drain(..) {
+            state.counters.dead_letter(d.reason);
+            out.dead_letters.push(d);
+        }
+        let batch = input.decoder.finish();
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = self.drop_late(state, input, out, batch)?;
+        let feats = self.engine.compute(state.lookback.as_ref(), &batch).await?;
+        state.lookback = Some(lookback::retain_last_per_key(
+            state.lookback.as_ref(),
+            &batch,
+            self.in_key,
+            self.lookback_rows,
+        )?);
+        state.counters.filtered += (batch.num_rows() - feats.num_rows()) as u64;
+        self.model_stage(state, input, out, &feats)
+    }
+
+    /// Dead-letters records more than the allowed lateness behind their key's latest
+    /// event time; advances the per-key watermarks.
+    fn drop_late(
+        &self,
+        state: &mut PartitionState,
+        input: &PartitionInput,
+        out: &mut Outputs,
+        batch: RecordBatch,
+    ) -> Result<RecordBatch> {
+        let keys = cast(batch.column(self.in_key), &DataType::Utf8)?;
+        let keys = keys.as_string::<i32>();
+        let times = cast(batch.column(self.in_time), &DataType::Int64)?;
+        let times = times.as_primitive::<Int64Type>();
+        let offsets = batch.column_by_name(OFFSET_COLUMN).expect("decoded batch has _offset");
+        let offsets = offsets.as_primitive::<Int64Type>();
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        let mut any_late = false;
+        for i in 0..batch.num_rows() {
+            let ks = key_state(&mut state.keys, str_or_empty(keys, i));
+            let late = match (times.is_valid(i), ks.max_time) {
+                (true, Some(m)) => times.value(i) < m.saturating_sub(self.lateness_ns),
+                _ => false,
+            };
+            if late {
+                any_late = true;
+                let m = ks.max_time.unwrap_or_default();
+                let d = input.dead_letter(
+                    offsets.value(i),
+                    "late",
+                    format!(
+                        "event time is {} ms behind the key's latest ({} ms allowed)",
+                        (m - times.value(i)) / 1_000_000,
+                        self.lateness_ns / 1_000_000
+                    ),
+                );
+                state.counters.dead_letter(d.reason);
+                out.dead_letters.push(d);
+            } else if times.is_valid(i) {
+                ks.max_time = Some(ks.max_time.map_or(times.value(i), |m| m.max(times.value(i))));
+            }
+            keep.push(!late);
+        }
+        if !any_late {
+            return Ok(batch);
+        }
+        Ok(filter_record_batch(&batch, &BooleanArray::from(keep))?)
+    }
+
+    fn model_stage(
+        &self,
+        state: &mut PartitionState,
+        input: &PartitionInput,
+        out: &mut Outputs,
+        feats: &RecordBatch,
+    ) -> Result<()> {
+        let n = feats.num_rows();
+        let keys = cast(feats.column(self.out_key), &DataType::Utf8)?;
+        let keys = keys.as_string::<i32>();
+        let times = cast(feats.column(self.out_time), &DataType::Int64)?;
+        let times = times.as_primitive::<Int64Type>();
+        let offsets = feats.column(self.out_offset).as_primitive::<Int64Type>();
+        let f64col = |i: usize| -> Result<Float64Array> {
+            Ok(cast(feats.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+        };
+        let target = f64col(self.out_target)?;
+        let xs = self.out_features.iter().map(|&i| f64col(i)).collect::<Result<Vec<_>>>()?;
+        let d = xs.len();
+        let schema = feats.schema();
+        let mut x = vec![0.0; d];
+        let mut lx = vec![0.0; d];
+        let PartitionState { keys: key_states, model: global, counters, model_error, persistence_error, partition, .. } = state;
+        for i in 0..n {
+            let offset = offsets.value(i);
+            // Non-finite values from the SQL (ln(0), x/0) are bad input, not warm-up.
+            let bad = std::iter::once((self.out_target, &target))
+                .chain(self.out_features.iter().copied().zip(xs.iter()))
+                .find(|(_, c)| c.is_valid(i) && !c.value(i).is_finite());
+            if let Some((col, _)) = bad {
+                let d = input.dead_letter(
+                    offset,
+                    "non_finite_feature",
+                    format!("feature SQL gave a NaN or infinite {:?}", schema.field(col).name()),
+                );
+                counters.dead_letter(d.reason);
+                out.dead_letters.push(d);
+                continue;
+            }
+            let key = str_or_empty(keys, i);
+            let ks = key_state(key_states, key);
+            ks.rows += 1;
+            let t = if times.is_valid(i) { times.value(i) } else { i64::MIN };
+            let y = target.is_valid(i).then(|| target.value(i));
+            if let Some(y) = y {
+                // Label every pending prediction of this key that is due.
+                while let Some(p) = ks.pending.front().copied() {
+                    let due = match self.horizon {
+                        Horizon::Rows(_) => ks.rows >= p.due_row,
+                        Horizon::Nanos(_) => t != i64::MIN && t >= p.due_time,
+                    };
+                    if !due {
+                        break;
+                    }
+                    ks.pending.pop_front();
+                    for v in lx.iter_mut() {
+                        *v = ks.pending_x.pop_front().expect("pending_x holds d values per pending");
+                    }
+                    let m = if self.per_key { &mut ks.model } else { &mut *global };
+                    let m = m.as_mut().expect("a model exists once it has predicted");
+                    m.update(&lx, y)?;
+                    model_error.add(p.predicted, y);
+                    persistence_error.add(p.persistence, y);
+                    counters.labelled += 1;
+                }
+            }
+            let all_x = xs.iter().zip(x.iter_mut()).all(|(c, v)| {
+                *v = if c.is_valid(i) { c.value(i) } else { f64::NAN };
+                c.is_valid(i)
+            });
+            let (Some(y), true, true) = (y, all_x, t != i64::MIN) else {
+                counters.warmup += 1;
+                continue;
+            };
+            let slot = if self.per_key { &mut ks.model } else { &mut *global };
+            if slot.is_none() {
+                *slot = Some(model::build(&self.model_cfg, d, &self.device)?);
+            }
+            let m = slot.as_mut().expect("just built");
+            let predicted = m.predict(&x)?;
+            out.push_prediction(&PredictionRef {
+                key,
+                event_time_ns: t,
+                horizon: &self.horizon_label,
+                target: &self.model_cfg.target,
+                predicted,
+                model_updates: m.updates(),
+                partition: *partition,
+                offset,
+            });
+            counters.predictions_out += 1;
+            let (due_row, due_time) = match self.horizon {
+                Horizon::Rows(h) => (ks.rows + h as u64, i64::MAX),
+                Horizon::Nanos(h) => (u64::MAX, t.saturating_add(h)),
+            };
+            ks.pending.push_back(Pending { offset, due_row, due_time, predicted, persistence: y });
+            ks.pending_x.extend(x.iter().copied());
+        }
+        Ok(())
+    }
+}
+
+fn str_or_empty(a: &arrow::array::StringArray, i: usize) -> &str {
+    if a.is_valid(i) {
+        a.value(i)
+    } else {
+        ""
+    }
+}
+
+fn key_state<'a>(map: &'a mut std::collections::HashMap<String, KeyState>, key: &str) -> &'a mut KeyState {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), KeyState::default());
+    }
+    map.get_mut(key).expect("inserted")
+}
+
+/// Convenience for tests and the bench: build a processor straight from a config.
+pub async fn build(
+    cfg: &crate::pipeline::config::PipelineConfig,
+    schema: Arc<crate::source::schema::TopicSchema>,
+) -> Result<Processor> {
+    let engine = FeatureEngine::plan(&cfg.features.sql, &cfg.features.table, schema.arrow.clone()).await?;
+    Processor::new(
+        engine,
+        &cfg.source.key,
+        &cfg.source.time,
+        cfg.source.allowed_lateness_ms,
+        cfg.features.lookback_rows,
+        &cfg.model,
+    )
+}

@@ -1,0 +1,85 @@
+//! The run summary: printed for people, written as JSON for tools (`--summary-json`).
+//! Field names are an interface; add fields, do not rename them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::state::score::{ErrorStats, ErrorSummary};
+use crate::state::{Counters, PartitionState};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Metrics {
+    pub model: ErrorSummary,
+    pub persistence: ErrorSummary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub pipeline: String,
+    pub messages_in: u64,
+    pub predictions_out: u64,
+    pub dead_letters: u64,
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
+    pub labelled: u64,
+    pub pending: u64,
+    pub warmup: u64,
+    pub filtered: u64,
+    pub partitions: usize,
+    pub model_updates: u64,
+    pub elapsed_s: f64,
+    pub messages_per_s: f64,
+    pub metrics: Metrics,
+}
+
+impl Summary {
+    pub fn from_states<'a>(pipeline: &str, states: impl IntoIterator<Item = &'a PartitionState>, elapsed_s: f64) -> Self {
+        let mut c = Counters::default();
+        let (mut m, mut p) = (ErrorStats::default(), ErrorStats::default());
+        let (mut pending, mut parts, mut updates) = (0, 0, 0);
+        for s in states {
+            c.merge(&s.counters);
+            m.merge(&s.model_error);
+            p.merge(&s.persistence_error);
+            pending += s.pending();
+            parts += 1;
+            updates += s.model.as_ref().map_or(0, |m| m.updates());
+            updates += s.keys.values().filter_map(|k| k.model.as_ref()).map(|m| m.updates()).sum::<u64>();
+        }
+        Summary {
+            pipeline: pipeline.to_string(),
+            messages_in: c.messages_in,
+            predictions_out: c.predictions_out,
+            dead_letters: c.dead_letters,
+            dead_letters_by_reason: c.dead_letters_by_reason,
+            labelled: c.labelled,
+            pending,
+            warmup: c.warmup,
+            filtered: c.filtered,
+            partitions: parts,
+            model_updates: updates,
+            elapsed_s,
+            messages_per_s: if elapsed_s > 0.0 { c.messages_in as f64 / elapsed_s } else { 0.0 },
+            metrics: Metrics { model: m.summary(), persistence: p.summary() },
+        }
+    }
+
+    /// A few lines for a terminal.
+    pub fn human(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6}"));
+        let mut s = format!(
+            "pipeline {}: {} messages in {:.2}s ({:.0} msg/s) over {} partitions\n  predictions {}  labelled {}  pending {}  warm-up {}  filtered {}  dead letters {}",
+            self.pipeline, self.messages_in, self.elapsed_s, self.messages_per_s, self.partitions,
+            self.predictions_out, self.labelled, self.pending, self.warmup, self.filtered, self.dead_letters
+        );
+        for (r, n) in &self.dead_letters_by_reason {
+            s.push_str(&format!("\n    dead letters [{r}]: {n}"));
+        }
+        s.push_str(&format!("\n  model updates {}", self.model_updates));
+        s.push_str("\n              MAE          RMSE         SMAPE%      n");
+        for (name, e) in [("model", &self.metrics.model), ("persistence", &self.metrics.persistence)] {
+            s.push_str(&format!("\n  {name:<11} {:<12} {:<12} {:<11} {}", f(e.mae), f(e.rmse), f(e.smape), e.n));
+        }
+        s
+    }
+}

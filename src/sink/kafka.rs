@@ -1,0 +1,106 @@
+//! Kafka producer for predictions and dead letters.
+//!
+//! Each input partition maps to the same output partition; the producer is
+//! idempotent; every message carries its source coordinates as headers. A full
+//! producer queue is backpressure (wait and retry), not an error. `publish` returns
+//! only when every message of the batch is acknowledged, so the caller can then
+//! store the input offsets.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use super::Outputs;
+use crate::error::{Error, Result};
+
+/// Header names carried by every output message.
+pub const H_SOURCE_TOPIC: &str = "tickflare.source.topic";
+pub const H_SOURCE_PARTITION: &str = "tickflare.source.partition";
+pub const H_SOURCE_OFFSET: &str = "tickflare.source.offset";
+/// Dead-letter headers.
+pub const H_REASON: &str = "reason";
+pub const H_ERROR: &str = "error";
+
+pub fn producer(brokers: &str) -> Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("client.id", "tickflare")
+        .create()?)
+}
+
+/// Publishes a batch's outputs.
+pub struct KafkaSink {
+    pub producer: FutureProducer,
+    pub source_topic: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+}
+
+impl KafkaSink {
+    /// Sends every prediction and dead letter of `out` and waits for all acks.
+    pub async fn publish(&self, out: &Outputs) -> Result<()> {
+        let mut acks = Vec::with_capacity(out.predictions.len() + out.dead_letters.len());
+        for r in &out.predictions {
+            let headers = source_headers(&self.source_topic, r.partition, r.offset);
+            let rec = FutureRecord::to(&self.topic)
+                .partition(r.partition)
+                .key(out.key(r))
+                .payload(out.payload(r))
+                .headers(headers);
+            acks.push(self.send(rec).await?);
+        }
+        for d in &out.dead_letters {
+            let headers = source_headers(&self.source_topic, d.partition, d.offset)
+                .insert(Header { key: H_REASON, value: Some(d.reason) })
+                .insert(Header { key: H_ERROR, value: Some(&d.detail) });
+            let mut rec = FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic)
+                .partition(d.partition)
+                .headers(headers);
+            if let Some(k) = &d.key {
+                rec = rec.key(k.as_slice());
+            }
+            if let Some(p) = &d.payload {
+                rec = rec.payload(p.as_slice());
+            }
+            acks.push(self.send(rec).await?);
+        }
+        for a in acks {
+            match a.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(Error::Kafka(e)),
+                Err(_) => return Err(Error::Internal("producer dropped a delivery report".into())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn send<'a, K, P>(&self, mut rec: FutureRecord<'a, K, P>) -> Result<rdkafka::producer::DeliveryFuture>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        loop {
+            match self.producer.send_result(rec) {
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => return Err(Error::Kafka(e)),
+            }
+        }
+    }
+}
+
+fn source_headers(topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(5)
+        .insert(Header { key: H_SOURCE_TOPIC, value: Some(topic) })
+        .insert(Header { key: H_SOURCE_PARTITION, value: Some(&partition.to_string()) })
+        .insert(Header { key: H_SOURCE_OFFSET, value: Some(&offset.to_string()) })
+}

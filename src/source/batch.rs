@@ -1,0 +1,102 @@
+//! A micro-batch of one input partition being assembled: decoded rows plus the raw
+//! bytes of every record, so any later stage can dead-letter the original message.
+
+use std::sync::Arc;
+
+use super::decode::Decoder;
+use super::schema::TopicSchema;
+use crate::sink::DeadLetter;
+
+/// Where a decoded row's original bytes sit in the batch arena.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRow {
+    pub offset: i64,
+    pub key: Option<(usize, usize)>,
+    pub payload: Option<(usize, usize)>,
+}
+
+/// Records of one partition collected for the next micro-batch.
+pub struct PartitionInput {
+    pub partition: i32,
+    pub decoder: Decoder,
+    pub arena: Vec<u8>,
+    /// One entry per decoded row, in offset order.
+    pub rows: Vec<RawRow>,
+    /// Records that failed to decode.
+    pub dead: Vec<DeadLetter>,
+    /// Records received (decoded or not).
+    pub messages: u64,
+    pub last_offset: Option<i64>,
+}
+
+impl PartitionInput {
+    pub fn new(partition: i32, schema: Arc<TopicSchema>) -> Self {
+        PartitionInput {
+            partition,
+            decoder: Decoder::new(schema),
+            arena: Vec::new(),
+            rows: Vec::new(),
+            dead: Vec::new(),
+            messages: 0,
+            last_offset: None,
+        }
+    }
+
+    /// Adds one record: decoded into the batch, or turned into a dead letter.
+    pub fn push(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, offset: i64) {
+        self.messages += 1;
+        self.last_offset = Some(offset);
+        match self.decoder.push(payload, offset) {
+            Ok(()) => {
+                let key = key.map(|k| self.stash(k));
+                let payload = payload.map(|p| self.stash(p));
+                self.rows.push(RawRow { offset, key, payload });
+            }
+            Err(e) => self.dead.push(DeadLetter {
+                partition: self.partition,
+                offset,
+                reason: e.reason(),
+                detail: e.to_string(),
+                key: key.map(<[u8]>::to_vec),
+                payload: payload.map(<[u8]>::to_vec),
+            }),
+        }
+    }
+
+    fn stash(&mut self, bytes: &[u8]) -> (usize, usize) {
+        let s = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        (s, self.arena.len())
+    }
+
+    /// A dead letter carrying the original bytes of the decoded row at `offset`.
+    pub fn dead_letter(&self, offset: i64, reason: &'static str, detail: String) -> DeadLetter {
+        let row = self
+            .rows
+            .binary_search_by_key(&offset, |r| r.offset)
+            .ok()
+            .map(|i| self.rows[i]);
+        let bytes = |r: Option<(usize, usize)>| r.map(|(s, e)| self.arena[s..e].to_vec());
+        DeadLetter {
+            partition: self.partition,
+            offset,
+            reason,
+            detail,
+            key: row.and_then(|r| bytes(r.key)),
+            payload: row.and_then(|r| bytes(r.payload)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    /// Forgets the batch (after it has been processed).
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.rows.clear();
+        self.dead.clear();
+        self.messages = 0;
+        self.last_offset = None;
+    }
+}

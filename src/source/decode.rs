@@ -1,0 +1,319 @@
+//! Schema-driven decoding of message payloads into Arrow record batches.
+//!
+//! A record is parsed completely into a scratch row before anything is appended to
+//! the column builders, so a bad record leaves the batch untouched and comes back as
+//! a [`DecodeError`] with a stable reason code for the dead-letter queue.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampNanosecondBuilder,
+};
+use arrow::record_batch::RecordBatch;
+use serde_json::Value;
+
+use super::schema::{Extract, FieldSpec, Kind, TopicSchema};
+
+/// Why a record could not be decoded. `reason()` is the stable code used in the
+/// dead-letter `reason` header and the dead-letter counter's label.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeError {
+    EmptyPayload,
+    MalformedJson(String),
+    MissingField(String),
+    WrongType { field: String, expected: &'static str, found: String },
+    NonFinite(String),
+}
+
+impl DecodeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::EmptyPayload => "empty_payload",
+            DecodeError::MalformedJson(_) => "malformed_json",
+            DecodeError::MissingField(_) => "missing_field",
+            DecodeError::WrongType { .. } => "wrong_type",
+            DecodeError::NonFinite(_) => "non_finite",
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::EmptyPayload => write!(f, "message has no payload"),
+            DecodeError::MalformedJson(e) => write!(f, "malformed JSON: {e}"),
+            DecodeError::MissingField(p) => write!(f, "required field {p} is missing or null"),
+            DecodeError::WrongType { field, expected, found } => {
+                write!(f, "field {field}: expected {expected}, found {found}")
+            }
+            DecodeError::NonFinite(p) => write!(f, "field {p} is NaN or infinite"),
+        }
+    }
+}
+
+/// One parsed value, before it is appended.
+#[derive(Debug, Clone, Copy)]
+enum Cell {
+    Null,
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    /// Byte range in the scratch string buffer.
+    Str(usize, usize),
+}
+
+enum Builder {
+    F64(Float64Builder),
+    I64(Int64Builder),
+    Str(StringBuilder),
+    Bool(BooleanBuilder),
+    Ts(TimestampNanosecondBuilder),
+}
+
+/// Turns payloads into rows of a [`RecordBatch`] with the topic schema's columns plus
+/// `_offset`.
+pub struct Decoder {
+    schema: Arc<TopicSchema>,
+    builders: Vec<Builder>,
+    offsets: Int64Builder,
+    cells: Vec<Cell>,
+    text: String,
+    rows: usize,
+}
+
+impl Decoder {
+    pub fn new(schema: Arc<TopicSchema>) -> Self {
+        let builders = schema.fields.iter().map(|f| new_builder(f.kind)).collect();
+        let n = schema.fields.len();
+        Decoder {
+            schema,
+            builders,
+            offsets: Int64Builder::new(),
+            cells: Vec::with_capacity(n),
+            text: String::new(),
+            rows: 0,
+        }
+    }
+
+    pub fn schema(&self) -> &Arc<TopicSchema> {
+        &self.schema
+    }
+
+    /// Rows appended since the last [`Decoder::finish`].
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Parses one payload and appends it as a row, or returns why it cannot.
+    pub fn push(&mut self, payload: Option<&[u8]>, offset: i64) -> Result<(), DecodeError> {
+        let payload = match payload {
+            Some(p) if !p.iter().all(u8::is_ascii_whitespace) => p,
+            _ => return Err(DecodeError::EmptyPayload),
+        };
+        let doc: Value = serde_json::from_slice(payload)
+            .map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
+        self.cells.clear();
+        self.text.clear();
+        for f in self.schema.fields.iter() {
+            let cell = extract(f, &doc, &mut self.text)?;
+            self.cells.push(cell);
+        }
+        for (b, c) in self.builders.iter_mut().zip(self.cells.iter()) {
+            append(b, *c, &self.text);
+        }
+        self.offsets.append_value(offset);
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Takes the rows appended so far as a batch (possibly empty).
+    pub fn finish(&mut self) -> RecordBatch {
+        let mut cols: Vec<ArrayRef> = self.builders.iter_mut().map(finish_builder).collect();
+        cols.push(Arc::new(self.offsets.finish()));
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.arrow.clone(), cols)
+            .expect("decoder builds columns of the schema's types")
+    }
+}
+
+fn new_builder(kind: Kind) -> Builder {
+    match kind {
+        Kind::Float64 => Builder::F64(Float64Builder::new()),
+        Kind::Int64 => Builder::I64(Int64Builder::new()),
+        Kind::Utf8 => Builder::Str(StringBuilder::new()),
+        Kind::Boolean => Builder::Bool(BooleanBuilder::new()),
+        Kind::Timestamp { .. } => Builder::Ts(TimestampNanosecondBuilder::new().with_timezone("UTC")),
+    }
+}
+
+fn finish_builder(b: &mut Builder) -> ArrayRef {
+    match b {
+        Builder::F64(b) => Arc::new(b.finish()),
+        Builder::I64(b) => Arc::new(b.finish()),
+        Builder::Str(b) => Arc::new(b.finish()),
+        Builder::Bool(b) => Arc::new(b.finish()),
+        Builder::Ts(b) => Arc::new(b.finish()),
+    }
+}
+
+fn append(b: &mut Builder, c: Cell, text: &str) {
+    match (b, c) {
+        (Builder::F64(b), Cell::F64(v)) => b.append_value(v),
+        (Builder::I64(b), Cell::I64(v)) => b.append_value(v),
+        (Builder::Ts(b), Cell::I64(v)) => b.append_value(v),
+        (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+        (Builder::Str(b), Cell::Str(s, e)) => b.append_value(&text[s..e]),
+        (Builder::F64(b), _) => b.append_null(),
+        (Builder::I64(b), _) => b.append_null(),
+        (Builder::Ts(b), _) => b.append_null(),
+        (Builder::Bool(b), _) => b.append_null(),
+        (Builder::Str(b), _) => b.append_null(),
+    }
+}
+
+fn type_name(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) if s.len() <= 40 => format!("the string {s:?}"),
+        Value::String(_) => "a long string".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn extract(f: &FieldSpec, doc: &Value, text: &mut String) -> Result<Cell, DecodeError> {
+    let (pointer, variant) = match &f.extract {
+        Extract::Pointer(p) => (p.as_str(), false),
+        Extract::Variant(p) => (p.as_str(), true),
+    };
+    let v = match doc.pointer(pointer) {
+        None | Some(Value::Null) => {
+            return if f.nullable {
+                Ok(Cell::Null)
+            } else {
+                Err(DecodeError::MissingField(pointer.to_string()))
+            }
+        }
+        Some(v) => v,
+    };
+    let wrong = |expected: &'static str| DecodeError::WrongType {
+        field: pointer.to_string(),
+        expected,
+        found: type_name(v),
+    };
+    if variant {
+        return match v {
+            Value::Object(m) if m.len() == 1 => {
+                let k = m.keys().next().expect("one key");
+                Ok(push_str(text, k))
+            }
+            _ => Err(wrong("an object with exactly one key")),
+        };
+    }
+    match f.kind {
+        Kind::Float64 => {
+            let x = match v {
+                Value::Number(n) => n.as_f64().ok_or_else(|| wrong("a number"))?,
+                Value::String(s) => s.trim().parse::<f64>().map_err(|_| wrong("a number"))?,
+                _ => return Err(wrong("a number")),
+            };
+            if !x.is_finite() {
+                return Err(DecodeError::NonFinite(pointer.to_string()));
+            }
+            Ok(Cell::F64(x))
+        }
+        Kind::Int64 => match v {
+            Value::Number(n) => n.as_i64().map(Cell::I64).ok_or_else(|| wrong("an integer")),
+            Value::String(s) => s.trim().parse::<i64>().map(Cell::I64).map_err(|_| wrong("an integer")),
+            _ => Err(wrong("an integer")),
+        },
+        Kind::Boolean => v.as_bool().map(Cell::Bool).ok_or_else(|| wrong("a boolean")),
+        Kind::Utf8 => match v {
+            Value::String(s) => Ok(push_str(text, s)),
+            // Identifiers such as instrument ids arrive as numbers; keep their text.
+            Value::Number(n) if n.is_i64() || n.is_u64() => {
+                use std::fmt::Write;
+                let start = text.len();
+                let _ = write!(text, "{n}");
+                Ok(Cell::Str(start, text.len()))
+            }
+            _ => Err(wrong("a string")),
+        },
+        Kind::Timestamp { int_unit_ns } => match v {
+            Value::Number(n) => n
+                .as_i64()
+                .and_then(|i| i.checked_mul(int_unit_ns))
+                .map(Cell::I64)
+                .ok_or_else(|| wrong("an integer timestamp")),
+            Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .map(Cell::I64)
+                .ok_or_else(|| wrong("an RFC 3339 timestamp")),
+            _ => Err(wrong("a timestamp")),
+        },
+    }
+}
+
+fn push_str(text: &mut String, s: &str) -> Cell {
+    let start = text.len();
+    text.push_str(s);
+    Cell::Str(start, text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
+
+    fn flat() -> Arc<TopicSchema> {
+        Arc::new(
+            TopicSchema::parse(
+                r#"{"name":"t","fields":[
+                {"name":"symbol","data_type":"Utf8","nullable":false},
+                {"name":"ts","data_type":"Timestamp(Nanosecond, UTC)","nullable":false,"metadata":{"time_unit":"ms"}},
+                {"name":"price","data_type":"Float64","nullable":false},
+                {"name":"size","data_type":"Float64"}]}"#,
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn decodes_rows_and_rejects_bad_ones_without_touching_the_batch() {
+        let mut d = Decoder::new(flat());
+        d.push(Some(br#"{"symbol":"A","ts":1000,"price":"1.5","size":2}"#), 7).unwrap();
+        assert_eq!(d.push(Some(b"{nope"), 8).unwrap_err().reason(), "malformed_json");
+        assert_eq!(d.push(Some(br#"{"symbol":"A","ts":1}"#), 9).unwrap_err().reason(), "missing_field");
+        assert_eq!(
+            d.push(Some(br#"{"symbol":"A","ts":1,"price":"NaN"}"#), 10).unwrap_err().reason(),
+            "non_finite"
+        );
+        assert_eq!(
+            d.push(Some(br#"{"symbol":"A","ts":1,"price":[1]}"#), 11).unwrap_err().reason(),
+            "wrong_type"
+        );
+        assert_eq!(d.push(None, 12).unwrap_err().reason(), "empty_payload");
+        d.push(Some(br#"{"symbol":7,"ts":"1970-01-01T00:00:02Z","price":3}"#), 13).unwrap();
+        let b = d.finish();
+        assert_eq!(b.num_rows(), 2);
+        let sym = b.column(0).as_string::<i32>();
+        assert_eq!((sym.value(0), sym.value(1)), ("A", "7"));
+        let ts = b.column(1).as_primitive::<TimestampNanosecondType>();
+        assert_eq!((ts.value(0), ts.value(1)), (1_000_000_000, 2_000_000_000));
+        let price = b.column(2).as_primitive::<Float64Type>();
+        assert_eq!((price.value(0), price.value(1)), (1.5, 3.0));
+        assert!(b.column(3).is_null(1));
+        let off = b.column(4).as_primitive::<Int64Type>();
+        assert_eq!((off.value(0), off.value(1)), (7, 13));
+        assert_eq!(d.finish().num_rows(), 0);
+    }
+}

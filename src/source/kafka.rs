@@ -1,0 +1,120 @@
+//! Kafka consumer setup: at-least-once settings (offsets stored only after the sink
+//! acknowledged a batch), assignment or group subscription, and end-of-topic marks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::error::Result;
+
+/// Creates the pipeline's consumer. Auto-commit only commits offsets the pipeline
+/// stored explicitly, after their outputs were delivered.
+pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "50")
+        .set("client.id", "tickflare")
+        .create()?)
+}
+
+/// Assigns every partition of `topic` from the beginning (no group protocol; used
+/// where this process alone reads the topic, e.g. on the embedded broker).
+pub fn assign_all(c: &StreamConsumer, topic: &str, partitions: i32) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    Ok(())
+}
+
+/// Number of partitions of `topic` according to the broker's metadata.
+pub fn partition_count<C: Consumer>(c: &C, topic: &str, timeout: Duration) -> Result<i32> {
+    let md = c.fetch_metadata(Some(topic), timeout)?;
+    let n = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+    Ok(n as i32)
+}
+
+/// High watermark (next offset to be written) of every partition of `topic`.
+pub fn end_offsets<C: Consumer>(c: &C, topic: &str, timeout: Duration) -> Result<BTreeMap<i32, i64>> {
+    let n = partition_count(c, topic, timeout)?;
+    let mut out = BTreeMap::new();
+    for p in 0..n {
+        let (_, high) = c.fetch_watermarks(topic, p, timeout)?;
+        out.insert(p, high);
+    }
+    Ok(out)
+}
+
+/// One message read back from a topic (tests, tools).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ReadMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Reads every message of `topic` up to its current end, ordered by partition then
+/// offset.
+pub fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<ReadMessage>> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::message::{Headers, Message};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "tickflare-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let t = Duration::from_secs(10);
+    let ends = end_offsets(&c, topic, t)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    drop(tpl);
+    let mut out = Vec::new();
+    let mut next: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while next.iter().any(|(p, n)| *n < ends[p]) {
+        if std::time::Instant::now() > deadline {
+            return Err(crate::error::Error::Internal(format!("timed out reading {topic}")));
+        }
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                next.insert(m.partition(), m.offset() + 1);
+                let headers = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .unwrap_or_default();
+                out.push(ReadMessage {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    out.sort_by_key(|m| (m.partition, m.offset));
+    Ok(out)
+}

@@ -1,0 +1,11 @@
+//! Source stage: Kafka records → per-partition micro-batches of Arrow rows.
+//!
+//! [`batch::PartitionInput`] decodes records as they arrive and keeps their original
+//! bytes for the batch's lifetime (for dead letters raised later in the pipeline);
+//! [`kafka`] reads the topic and [`sample`] seeds the embedded broker.
+
+pub mod batch;
+pub mod decode;
+pub mod kafka;
+pub mod sample;
+pub mod schema;

@@ -1,0 +1,103 @@
+//! Per-partition pipeline state: the one unit that a checkpoint will capture.
+//!
+//! Everything that makes output depend on history lives here — feature look-back,
+//! per-key watermarks, pending (not yet labelled) predictions, models, error
+//! accumulators and the next input offset — so a partition can move between
+//! processes (scale-out) or be restored after a crash as one piece.
+
+pub mod score;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use arrow::record_batch::RecordBatch;
+
+use crate::model::OnlineModel;
+use score::ErrorStats;
+
+/// A prediction waiting for its label.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    /// Input offset of the record the prediction was made for.
+    pub offset: i64,
+    /// Labelled by the first later row of the key at or after this row count…
+    pub due_row: u64,
+    /// …or at or after this event time (ns), depending on the horizon kind.
+    pub due_time: i64,
+    pub predicted: f64,
+    /// The persistence baseline's forecast: the target's value at prediction time.
+    pub persistence: f64,
+}
+
+/// State of one key within a partition.
+#[derive(Default)]
+pub struct KeyState {
+    /// Rows of this key that reached the model stage.
+    pub rows: u64,
+    /// Latest event time seen (ns), for lateness.
+    pub max_time: Option<i64>,
+    pub pending: VecDeque<Pending>,
+    /// Feature rows of `pending`, flattened (stride = number of features).
+    pub pending_x: VecDeque<f64>,
+    /// The key's own model when `scope = "per_key"`.
+    pub model: Option<Box<dyn OnlineModel>>,
+}
+
+/// Counts of what happened to the partition's records.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Counters {
+    pub messages_in: u64,
+    pub predictions_out: u64,
+    pub dead_letters: u64,
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
+    pub labelled: u64,
+    /// Rows with a NULL feature or target (window warm-up): no prediction made.
+    pub warmup: u64,
+    /// Rows the feature SQL did not return (a WHERE clause).
+    pub filtered: u64,
+}
+
+impl Counters {
+    pub fn merge(&mut self, o: &Counters) {
+        self.messages_in += o.messages_in;
+        self.predictions_out += o.predictions_out;
+        self.dead_letters += o.dead_letters;
+        for (k, v) in &o.dead_letters_by_reason {
+            *self.dead_letters_by_reason.entry(k.clone()).or_default() += v;
+        }
+        self.labelled += o.labelled;
+        self.warmup += o.warmup;
+        self.filtered += o.filtered;
+    }
+
+    pub fn dead_letter(&mut self, reason: &str) {
+        self.dead_letters += 1;
+        *self.dead_letters_by_reason.entry(reason.to_string()).or_default() += 1;
+    }
+}
+
+/// Everything one input partition carries between batches.
+#[derive(Default)]
+pub struct PartitionState {
+    pub partition: i32,
+    /// Next input offset to process.
+    pub next_offset: i64,
+    /// Last rows per key, prepended to the next batch for the feature SQL.
+    pub lookback: Option<RecordBatch>,
+    pub keys: HashMap<String, KeyState>,
+    /// The partition's model when `scope = "global"`.
+    pub model: Option<Box<dyn OnlineModel>>,
+    pub counters: Counters,
+    pub model_error: ErrorStats,
+    pub persistence_error: ErrorStats,
+}
+
+impl PartitionState {
+    pub fn new(partition: i32) -> Self {
+        PartitionState { partition, ..Default::default() }
+    }
+
+    /// Predictions still waiting for a label.
+    pub fn pending(&self) -> u64 {
+        self.keys.values().map(|k| k.pending.len() as u64).sum()
+    }
+}

@@ -1,0 +1,106 @@
+//! Helpers: write pipeline files, seed topics, run pipelines against a broker the
+//! test owns, read topics back.
+
+use std::path::{Path, PathBuf};
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tickflare::broker::EmbeddedBroker;
+use tickflare::pipeline::build::{build, Built};
+use tickflare::pipeline::summary::Summary;
+use tickflare::pipeline::{run, RunOptions};
+use tickflare::sink::kafka::producer;
+use tickflare::source::kafka::{read_to_end, ReadMessage};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tickflare"))
+}
+
+/// A pipeline over the flat tick schema, 1 partition unless `partitions` says more.
+pub fn flat_pipeline(dir: &Path, sql: &str, model: &str, partitions: i32) -> PathBuf {
+    let schema = repo().join("schemas/flat-ticks.json");
+    let text = format!(
+        r#"name = "test"
+[source]
+brokers = "127.0.0.1:1"
+topic = "in"
+schema = "{}"
+key = "symbol"
+time = "ts"
+partitions = {partitions}
+max_batch_rows = 1000
+max_batch_wait_ms = 50
+allowed_lateness_ms = 1000
+[features]
+lookback_rows = 16
+sql = """{sql}"""
+[model]
+{model}
+[sink]
+topic = "out"
+dead_letter_topic = "dlq"
+"#,
+        schema.display()
+    );
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub async fn built(path: &Path) -> Built {
+    match build(path).await {
+        Ok(b) => b,
+        Err(p) => panic!("pipeline does not build: {p:?}"),
+    }
+}
+
+/// A broker with the pipeline's three topics.
+pub fn broker_for(b: &Built) -> EmbeddedBroker {
+    let broker = EmbeddedBroker::start().unwrap();
+    let c = &b.config;
+    for t in [&c.source.topic, &c.sink.topic, &c.sink.dead_letter_topic] {
+        broker.create_topic(t, c.source.partitions).unwrap();
+    }
+    broker
+}
+
+/// Produces `(partition, payload)` records in order and waits for the acks.
+pub async fn produce(brokers: &str, topic: &str, records: &[(i32, Option<&[u8]>)]) {
+    let p: FutureProducer = producer(brokers).unwrap();
+    for (part, payload) in records {
+        let mut r = FutureRecord::<[u8], [u8]>::to(topic).partition(*part).key(b"k".as_slice());
+        if let Some(v) = payload {
+            r = r.payload(*v);
+        }
+        p.send(r, std::time::Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+/// Runs the pipeline over what the input topic holds now.
+pub async fn run_to_end(b: &Built, brokers: &str, batch_rows: usize) -> Summary {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let opts = RunOptions {
+        brokers: Some(brokers.to_string()),
+        stop_at_end: true,
+        assign: true,
+        max_batch_rows: Some(batch_rows),
+        group: None,
+    };
+    run(b, opts, rx).await.unwrap()
+}
+
+pub fn read(brokers: &str, topic: &str) -> Vec<ReadMessage> {
+    read_to_end(brokers, topic).unwrap()
+}
+
+pub fn json(m: &ReadMessage) -> serde_json::Value {
+    serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap()
+}
+
+/// A flat tick as JSON.
+pub fn tick(symbol: &str, ts_ms: i64, price: f64, size: f64) -> String {
+    format!(r#"{{"symbol":"{symbol}","ts":{ts_ms},"price":{price},"size":{size}}}"#)
+}

@@ -1,0 +1,107 @@
+//! Bad input: one test per kind. Each asserts the dead-letter record (original bytes,
+//! reason, source offset) and that every good record around it was still predicted.
+
+use crate::common::*;
+
+const SQL: &str = "SELECT _offset, symbol, ts, price, ln(price) AS lp, \
+    price - LAG(price, 1) OVER (PARTITION BY symbol ORDER BY _offset) AS d1 FROM ticks";
+const MODEL: &str = r#"features = ["d1", "lp"]
+target = "price"
+horizon = 1
+learning_rate = 0.001"#;
+
+/// Ten good ticks with a bad record (or none) at offset 5. Returns predictions and
+/// dead letters.
+async fn run_with(bad: Option<Option<&[u8]>>) -> (Vec<serde_json::Value>, Vec<tickflare::source::kafka::ReadMessage>) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = built(&flat_pipeline(dir.path(), SQL, MODEL, 1)).await;
+    let broker = broker_for(&b);
+    let bs = broker.bootstrap_servers().to_string();
+    let good: Vec<String> = (0..10).map(|i| tick("A", 100_000 + i * 100, 10.0 + i as f64, 1.0)).collect();
+    let mut recs: Vec<(i32, Option<&[u8]>)> = good.iter().map(|l| (0, Some(l.as_bytes()))).collect();
+    if let Some(bad) = bad {
+        recs.insert(5, (0, bad));
+    }
+    produce(&bs, "in", &recs).await;
+    let s = run_to_end(&b, &bs, 4).await;
+    assert_eq!(s.messages_in as usize, recs.len());
+    let out: Vec<_> = read(&bs, "out").iter().map(json).collect();
+    let dlq = read(&bs, "dlq");
+    assert_eq!(s.dead_letters as usize, dlq.len());
+    (out, dlq)
+}
+
+async fn check(bad: &[u8], reason: &str) {
+    let (out, dlq) = run_with(Some(Some(bad))).await;
+    assert_eq!(dlq.len(), 1, "{reason}");
+    let d = &dlq[0];
+    assert_eq!(d.payload.as_deref(), Some(bad), "original bytes kept");
+    assert_eq!(d.header("reason"), Some(reason));
+    assert_eq!(d.header("tickflare.source.offset"), Some("5"));
+    assert_eq!(d.header("tickflare.source.partition"), Some("0"));
+    assert!(!d.header("error").unwrap_or("").is_empty());
+    // 10 good ticks; the first has no d1 (warm-up), the other 9 are predicted.
+    let offsets: Vec<i64> = out.iter().map(|v| v["source_offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, vec![1, 2, 3, 4, 6, 7, 8, 9, 10], "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_stream_has_no_dead_letters() {
+    let (out, dlq) = run_with(None).await;
+    assert!(dlq.is_empty());
+    assert_eq!(out.len(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json() {
+    check(br#"{"symbol":"A","ts":100450,"price":"#, "malformed_json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_field() {
+    check(br#"{"symbol":"A","ts":100450,"size":1}"#, "missing_field").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistyped_field() {
+    check(br#"{"symbol":"A","ts":100450,"price":{"v":1}}"#, "wrong_type").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_number() {
+    check(br#"{"symbol":"A","ts":100450,"price":"NaN"}"#, "non_finite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_number() {
+    check(br#"{"symbol":"A","ts":100450,"price":"-Infinity"}"#, "non_finite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_payload() {
+    let (out, dlq) = run_with(Some(None)).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].header("reason"), Some("empty_payload"));
+    assert_eq!(dlq[0].header("tickflare.source.offset"), Some("5"));
+    assert_eq!(out.len(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_than_allowed_lateness() {
+    // The key's latest event time is 100400 ms; 1000 ms lateness allowed.
+    check(br#"{"symbol":"A","ts":99000,"price":12.5}"#, "late").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_but_within_allowed_lateness_is_kept() {
+    let bad = br#"{"symbol":"A","ts":99500,"price":12.5}"#;
+    let (out, dlq) = run_with(Some(Some(bad))).await;
+    assert!(dlq.is_empty());
+    assert_eq!(out.len(), 10, "the out-of-order record is predicted too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_sql_gives_infinity() {
+    // price 0 → ln(0) = −inf in the feature SQL.
+    check(br#"{"symbol":"A","ts":100450,"price":0}"#, "non_finite_feature").await;
+}

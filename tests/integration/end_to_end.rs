@@ -1,0 +1,110 @@
+//! End to end through the Kafka-protocol broker: predictions equal an independent
+//! SGD computation; output is byte-identical whatever the batch size.
+
+use std::collections::HashMap;
+
+use crate::common::*;
+
+const SQL_DIFF: &str = "SELECT _offset, symbol, ts, price, \
+    price - LAG(price, 1) OVER (PARTITION BY symbol ORDER BY _offset) AS d1, size AS x2 FROM ticks";
+
+/// Known ticks for two symbols in one partition, one global linear model trained by
+/// SGD (lr 0.05) to predict the next price change of the same symbol from
+/// (d1, size). The test redoes the whole recurrence in plain f64:
+///   features: d1 = price − previous price of the symbol, x2 = size;
+///   on each row of symbol k with a target: every pending prediction of k due
+///   (made 1 row of k earlier) is labelled with this row's d1 and the model is
+///   updated once: g = 2(w·x + b − y), w ← w − lr·g·x, b ← b − lr·g;
+///   then, if d1 exists, the row is predicted with ŷ = w·x + b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_match_sgd_worked_out_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = r#"kind = "linear"
+optimizer = "sgd"
+learning_rate = 0.05
+features = ["d1", "x2"]
+target = "d1"
+horizon = 1
+scope = "global""#;
+    let b = built(&flat_pipeline(dir.path(), SQL_DIFF, model, 1)).await;
+    let broker = broker_for(&b);
+    let bs = broker.bootstrap_servers().to_string();
+    let mut rows = Vec::new();
+    for i in 0..80i64 {
+        let sym = if i % 3 == 0 { "B" } else { "A" };
+        let price = 100.0 + (i as f64 * 0.7).sin() * 2.0 + if sym == "B" { 50.0 } else { 0.0 };
+        let size = 0.5 + (i % 5) as f64 * 0.25;
+        rows.push((sym, 1_000 + i * 10, price, size));
+    }
+    let lines: Vec<String> = rows.iter().map(|(s, t, p, z)| tick(s, *t, *p, *z)).collect();
+    let recs: Vec<(i32, Option<&[u8]>)> = lines.iter().map(|l| (0, Some(l.as_bytes()))).collect();
+    produce(&bs, "in", &recs).await;
+    let summary = run_to_end(&b, &bs, 13).await;
+
+    // Independent reference.
+    let lr = 0.05;
+    let (mut w, mut bias) = ([0.0f64; 2], 0.0f64);
+    let mut last_price: HashMap<&str, f64> = HashMap::new();
+    let mut pending: HashMap<&str, Vec<[f64; 2]>> = HashMap::new();
+    let mut expected = Vec::new();
+    for (i, (sym, _, price, size)) in rows.iter().enumerate() {
+        let d1 = last_price.get(sym).map(|p| price - p);
+        last_price.insert(sym, *price);
+        if let Some(y) = d1 {
+            for x in pending.remove(sym).unwrap_or_default() {
+                let g = 2.0 * (w[0] * x[0] + w[1] * x[1] + bias - y);
+                w[0] -= lr * g * x[0];
+                w[1] -= lr * g * x[1];
+                bias -= lr * g;
+            }
+            let x = [y, *size];
+            expected.push((i as i64, w[0] * x[0] + w[1] * x[1] + bias));
+            pending.entry(sym).or_default().push(x);
+        }
+    }
+    let out = read(&bs, "out");
+    assert_eq!(out.len(), expected.len());
+    assert_eq!(summary.predictions_out as usize, expected.len());
+    assert_eq!(summary.labelled as usize, expected.len() - 2, "all but the last of each symbol");
+    for (m, (off, yhat)) in out.iter().zip(&expected) {
+        let v = json(m);
+        assert_eq!(v["source_offset"], *off);
+        assert_eq!(m.header("tickflare.source.offset"), Some(off.to_string().as_str()));
+        let got = v["predicted"].as_f64().unwrap();
+        assert!((got - yhat).abs() <= 1e-9 * (1.0 + yhat.abs()), "offset {off}: {got} vs {yhat}");
+    }
+    // The model learned something: later predictions are not all zero.
+    assert!(expected.iter().skip(10).any(|(_, y)| y.abs() > 1e-3));
+}
+
+/// The shipped market pipeline on real Binance ticks, 3 partitions, micro-batches of
+/// 1, 7 and 1000 records: predictions and dead letters must be byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_identical_for_batch_sizes_1_7_1000() {
+    let b = built(&repo().join("pipelines/market-ticks.toml")).await;
+    let lines: Vec<Vec<u8>> = tickflare::source::sample::read_lines(&repo().join("data/binance_ticks_sample.jsonl"))
+        .unwrap()
+        .into_iter()
+        .take(1500)
+        .collect();
+    let mut outputs = Vec::new();
+    for batch in [1usize, 7, 1000] {
+        let broker = broker_for(&b);
+        let bs = broker.bootstrap_servers().to_string();
+        let prod = tickflare::sink::kafka::producer(&bs).unwrap();
+        tickflare::source::sample::seed_lines(&prod, "ticks", 3, &b.schema, "symbol", lines.clone()).await.unwrap();
+        let s = run_to_end(&b, &bs, batch).await;
+        assert_eq!(s.messages_in, 1500);
+        let out = read(&bs, "tick-predictions");
+        let dlq = read(&bs, "ticks-dlq");
+        assert!(out.len() > 1000, "batch {batch}: only {} predictions", out.len());
+        outputs.push((batch, out, dlq));
+    }
+    for (batch, out, dlq) in &outputs[1..] {
+        assert_eq!(out.len(), outputs[0].1.len(), "batch {batch}");
+        for (a, b) in outputs[0].1.iter().zip(out) {
+            assert_eq!(a, b, "batch 1 vs batch {batch}");
+        }
+        assert_eq!(&outputs[0].2, dlq, "dead letters, batch {batch}");
+    }
+}

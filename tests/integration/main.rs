@@ -1,0 +1,8 @@
+//! Integration tests, compiled into one binary (one link of the heavy dependencies).
+//! Each module pins one capability; `common` has the shared helpers.
+
+mod common;
+mod dead_letters;
+mod end_to_end;
+mod features;
+mod processes;

@@ -1,0 +1,149 @@
+//! The binary as users run it: the README's main command, `validate`, and a run
+//! against `tickflare broker` in a separate process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+#[test]
+fn main_command_runs_the_shipped_pipeline_on_the_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .args(["run", "pipelines/market-ticks.toml", "--summary-json"])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("predictions"), "{human}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let n = |k: &str| s[k].as_u64().unwrap();
+    // Every record of the sample is accounted for exactly once.
+    let lines = std::fs::read_to_string(repo().join("data/binance_ticks_sample.jsonl")).unwrap();
+    assert_eq!(n("messages_in"), lines.lines().filter(|l| !l.trim().is_empty()).count() as u64);
+    assert_eq!(n("messages_in"), n("predictions_out") + n("dead_letters") + n("warmup") + n("filtered"));
+    // Every prediction is labelled or still pending.
+    assert_eq!(n("predictions_out"), n("labelled") + n("pending"));
+    for m in ["model", "persistence"] {
+        assert_eq!(s["metrics"][m]["n"].as_u64().unwrap(), n("labelled"));
+        for k in ["mae", "rmse", "smape"] {
+            assert!(s["metrics"][m][k].as_f64().unwrap().is_finite(), "{m}.{k}");
+        }
+    }
+}
+
+#[test]
+fn validate_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = repo().join("schemas/flat-ticks.json");
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"name = "bad"
+[source]
+topic = "in"
+schema = "{}"
+key = "sym"
+time = "ts"
+sample = "nowhere.jsonl"
+max_batch_rowz = 10
+[features]
+sql = "SELECT _offset, symbol, ts, price FROM ticks"
+[model]
+optimizer = "adam"
+features = ["price", "nope"]
+target = "price"
+horizon = 1
+[sink]
+topic = "out"
+dead_letter_topic = "out"
+"#,
+            schema.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin()).arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "source.max_batch_rowz: unknown key",
+        "source.key: column \"sym\"",
+        "source.sample:",
+        "model.optimizer:",
+        "model.features[1]: column \"nope\"",
+        "sink.dead_letter_topic: topic \"out\" is used twice",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    let ok = Command::new(bin()).current_dir(repo()).args(["validate", "pipelines/market-ticks.toml"]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+#[test]
+fn validate_points_at_the_sql_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = flat_pipeline(dir.path(), "SELECT _offset, symbol, ts, price FROM ticks WHERE", "features = [\"price\"]\ntarget = \"price\"\nhorizon = 1", 1);
+    let out = Command::new(bin()).arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("features.sql:"), "{err}");
+}
+
+/// Kills the child on drop so a failing test leaves no broker behind.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_against_a_broker_in_another_process() {
+    let mut broker = Child(
+        Command::new(bin())
+            .args(["broker", "--port", "0", "--topic", "ticks:2", "--topic", "tick-predictions:2", "--topic", "ticks-dlq:2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(broker.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().nth(4).expect("listening line").to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lines: Vec<Vec<u8>> = tickflare::source::sample::read_lines(&repo().join("data/binance_ticks_sample.jsonl"))
+        .unwrap()
+        .into_iter()
+        .take(600)
+        .collect();
+    rt.block_on(async {
+        let b = built(&repo().join("pipelines/market-ticks.toml")).await;
+        let prod = tickflare::sink::kafka::producer(&addr).unwrap();
+        tickflare::source::sample::seed_lines(&prod, "ticks", 2, &b.schema, "symbol", lines).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("s.json");
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .args(["run", "pipelines/market-ticks.toml", "--stop-at-end", "--group", "two-process-test", "--brokers", &addr, "--summary-json"])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["messages_in"], 600);
+    let preds = read(&addr, "tick-predictions");
+    assert_eq!(preds.len() as u64, s["predictions_out"].as_u64().unwrap());
+    assert!(preds.len() > 400);
+    // Each prediction sits in the partition of its source record.
+    for m in &preds {
+        assert_eq!(m.header("tickflare.source.partition"), Some(m.partition.to_string().as_str()));
+    }
+}
