@@ -1,6 +1,10 @@
 //! The embedded broker: librdkafka's in-process mock cluster, which speaks the Kafka
 //! protocol on a loopback port (produce, fetch, consumer groups, commits).
 //!
+//! Its partitions keep at most 5 MB / 100,000 messages each (librdkafka's fixed mock
+//! retention): older messages are deleted. [`EmbeddedBroker::check_retained`] turns
+//! that into a clear error instead of silently missing records.
+//!
 //! `tickflare broker --port N` runs one as its own process and forwards `127.0.0.1:N`
 //! to it, so other processes can bootstrap from a port they chose.
 
@@ -30,6 +34,25 @@ impl EmbeddedBroker {
     /// Creates a topic (a no-op if it exists with that many partitions).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
         self.cluster.create_topic(name, partitions, 1)?;
+        Ok(())
+    }
+}
+
+impl EmbeddedBroker {
+    /// Fails if any partition of `topic` already dropped messages to retention.
+    pub fn check_retained(&self, topic: &str) -> anyhow::Result<()> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create()?;
+        let t = std::time::Duration::from_secs(10);
+        let n = crate::source::kafka::partition_count(&c, topic, t)?;
+        for p in 0..n {
+            let (low, high) = c.fetch_watermarks(topic, p, t)?;
+            if low > 0 {
+                anyhow::bail!(
+                    "the embedded broker keeps at most 5 MB / 100,000 messages per partition; {topic}[{p}] already dropped {low} of {high} messages — use a smaller sample, more partitions, or a real broker"
+                );
+            }
+        }
         Ok(())
     }
 }

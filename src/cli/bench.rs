@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// JSON-lines input (default: the full Binance file in ../shared/data if present, else the pipeline's sample).
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// Partitions of the benchmark topics (records are spread round-robin, so the
+    /// embedded broker's 5 MB-per-partition retention is not reached).
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -38,7 +42,7 @@ pub struct BenchResult {
 }
 
 pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let r = run_bench(&a.pipeline, a.input.as_deref()).await?;
+    let r = run_bench(&a.pipeline, a.input.as_deref(), a.partitions).await?;
     println!(
         "messages {}\npassthrough  {:>10.0} msg/s\npipeline     {:>10.0} msg/s\nratio        {:>10.3}",
         r.messages, r.passthrough_msgs_per_s, r.pipeline_msgs_per_s, r.ratio
@@ -49,7 +53,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path::Path>) -> anyhow::Result<BenchResult> {
+pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path::Path>, partitions: i32) -> anyhow::Result<BenchResult> {
     let built = match build(pipeline_path).await {
         Ok(b) => b,
         Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
@@ -64,12 +68,15 @@ pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path
     let lines = sample::read_lines(&input)?;
     let broker = crate::broker::EmbeddedBroker::start()?;
     let bs = broker.bootstrap_servers().to_string();
-    let n = cfg.source.partitions;
+    let n = partitions.max(1);
     for t in [&cfg.source.topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic, &"bench-passthrough".to_string()] {
         broker.create_topic(t, n)?;
     }
     let prod = producer(&bs)?;
-    let messages = sample::seed_lines(&prod, &cfg.source.topic, n, &built.schema, &cfg.source.key, lines).await?;
+    let placement = sample::Placement::RoundRobin;
+    let messages =
+        sample::seed_lines_placed(&prod, &cfg.source.topic, n, &built.schema, &cfg.source.key, lines, placement).await?;
+    broker.check_retained(&cfg.source.topic)?;
     eprintln!("seeded {messages} messages from {}", input.display());
 
     // (a) passthrough: same consumer settings, same batching, same ack discipline.
@@ -108,6 +115,7 @@ pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path
     let started = Instant::now();
     let s = pipeline::run(&built, opts, rx).await?;
     let pipe = messages as f64 / started.elapsed().as_secs_f64();
+    drop(prod);
     drop(broker);
     Ok(BenchResult {
         messages,

@@ -5,7 +5,6 @@ pub mod broker;
 pub mod run;
 pub mod validate;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,6 +39,7 @@ pub enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    crate::model::init_cpu_threads();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -93,6 +93,3 @@ pub(crate) fn print_problems(path: &std::path::Path, probs: &[crate::pipeline::b
         eprintln!("  {p}");
     }
 }
-
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}

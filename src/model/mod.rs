@@ -22,6 +22,17 @@ pub trait OnlineModel: Send {
     fn parameters(&self) -> Result<Vec<f64>>;
 }
 
+/// Pins candle's CPU thread count once. Without `RAYON_NUM_THREADS`, candle re-reads
+/// `/proc/cpuinfo` on every matmul to count physical cores — for one-row online
+/// updates that was most of the CPU time. Call before any other thread starts.
+pub fn init_cpu_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Safe in practice: called first thing in `main`, before any thread exists.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
 /// Picks the candle device named by the config.
 pub fn device(name: &str) -> Result<Device> {
     match name {

@@ -127,7 +127,9 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     }
     let summary = Summary::from_states(&cfg.name, states.values(), started.elapsed().as_secs_f64());
     tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
+    // Clients go before the embedded broker they talk to.
     drop(consumer);
+    drop(sink);
     drop(embedded);
     Ok(summary)
 }
@@ -166,6 +168,7 @@ pub async fn start_embedded(built: &Built) -> anyhow::Result<EmbeddedBroker> {
         let lines = sample::read_lines(&cfg.resolve(path))?;
         let prod = producer(b.bootstrap_servers())?;
         let seeded = sample::seed_lines(&prod, &cfg.source.topic, n, &built.schema, &cfg.source.key, lines).await?;
+        b.check_retained(&cfg.source.topic)?;
         tracing::info!(records = seeded, topic = %cfg.source.topic, "seeded the embedded broker");
     }
     Ok(b)

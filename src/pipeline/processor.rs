@@ -118,7 +118,7 @@ impl Processor {
     ) -> Result<()> {
         state.counters.messages_in += input.messages;
         for d in input.dead.drain(..) {
-            state.counters.dead_letter(d.reason);
+            state.counters.dead_letter(&d);
             out.dead_letters.push(d);
         }
         let batch = input.decoder.finish();
@@ -172,7 +172,7 @@ impl Processor {
                         self.lateness_ns / 1_000_000
                     ),
                 );
-                state.counters.dead_letter(d.reason);
+                state.counters.dead_letter(&d);
                 out.dead_letters.push(d);
             } else if times.is_valid(i) {
                 ks.max_time = Some(ks.max_time.map_or(times.value(i), |m| m.max(times.value(i))));
@@ -220,7 +220,7 @@ impl Processor {
                     "non_finite_feature",
                     format!("feature SQL gave a NaN or infinite {:?}", schema.field(col).name()),
                 );
-                counters.dead_letter(d.reason);
+                counters.dead_letter(&d);
                 out.dead_letters.push(d);
                 continue;
             }

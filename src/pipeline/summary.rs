@@ -21,6 +21,7 @@ pub struct Summary {
     pub predictions_out: u64,
     pub dead_letters: u64,
     pub dead_letters_by_reason: BTreeMap<String, u64>,
+    pub dead_letter_examples: BTreeMap<String, String>,
     pub labelled: u64,
     pub pending: u64,
     pub warmup: u64,
@@ -52,6 +53,7 @@ impl Summary {
             predictions_out: c.predictions_out,
             dead_letters: c.dead_letters,
             dead_letters_by_reason: c.dead_letters_by_reason,
+            dead_letter_examples: c.dead_letter_examples,
             labelled: c.labelled,
             pending,
             warmup: c.warmup,
@@ -74,6 +76,9 @@ impl Summary {
         );
         for (r, n) in &self.dead_letters_by_reason {
             s.push_str(&format!("\n    dead letters [{r}]: {n}"));
+            if let Some(ex) = self.dead_letter_examples.get(r) {
+                s.push_str(&format!("  (first: {ex})"));
+            }
         }
         s.push_str(&format!("\n  model updates {}", self.model_updates));
         s.push_str("\n              MAE          RMSE         SMAPE%      n");

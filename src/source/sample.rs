@@ -35,7 +35,18 @@ pub fn key_of(line: &[u8], schema: &TopicSchema, key: &str) -> Option<String> {
     }
 }
 
-/// Publishes each non-empty line of `lines` to `topic`; returns the count.
+/// How seeded records are spread over partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// By a stable hash of the key: all records of a key in one partition.
+    ByKey,
+    /// Line i to partition i mod n (spreads a few hot keys; each partition then sees
+    /// its own subsequence of every key).
+    RoundRobin,
+}
+
+/// Publishes each non-empty line of `lines` to `topic`, keyed by the schema's key
+/// field and placed by key hash; returns the count.
 pub async fn seed_lines<I: IntoIterator<Item = Vec<u8>>>(
     producer: &FutureProducer,
     topic: &str,
@@ -44,6 +55,19 @@ pub async fn seed_lines<I: IntoIterator<Item = Vec<u8>>>(
     key: &str,
     lines: I,
 ) -> anyhow::Result<u64> {
+    seed_lines_placed(producer, topic, partitions, schema, key, lines, Placement::ByKey).await
+}
+
+/// [`seed_lines`] with a choice of placement.
+pub async fn seed_lines_placed<I: IntoIterator<Item = Vec<u8>>>(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+    schema: &TopicSchema,
+    key: &str,
+    lines: I,
+    placement: Placement,
+) -> anyhow::Result<u64> {
     let mut n = 0u64;
     let mut acks = Vec::new();
     for line in lines {
@@ -51,7 +75,10 @@ pub async fn seed_lines<I: IntoIterator<Item = Vec<u8>>>(
             continue;
         }
         let k = key_of(&line, schema, key);
-        let p = k.as_deref().map_or(0, |k| (stable_hash(k.as_bytes()) % partitions as u64) as i32);
+        let p = match placement {
+            Placement::ByKey => k.as_deref().map_or(0, |k| (stable_hash(k.as_bytes()) % partitions as u64) as i32),
+            Placement::RoundRobin => (n % partitions as u64) as i32,
+        };
         let mut rec = FutureRecord::<[u8], [u8]>::to(topic).partition(p).payload(&line);
         if let Some(k) = k.as_deref() {
             rec = rec.key(k.as_bytes());

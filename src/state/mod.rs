@@ -49,6 +49,8 @@ pub struct Counters {
     pub predictions_out: u64,
     pub dead_letters: u64,
     pub dead_letters_by_reason: BTreeMap<String, u64>,
+    /// The first dead letter of each reason: "partition/offset: detail".
+    pub dead_letter_examples: BTreeMap<String, String>,
     pub labelled: u64,
     /// Rows with a NULL feature or target (window warm-up): no prediction made.
     pub warmup: u64,
@@ -64,14 +66,21 @@ impl Counters {
         for (k, v) in &o.dead_letters_by_reason {
             *self.dead_letters_by_reason.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &o.dead_letter_examples {
+            self.dead_letter_examples.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         self.labelled += o.labelled;
         self.warmup += o.warmup;
         self.filtered += o.filtered;
     }
 
-    pub fn dead_letter(&mut self, reason: &str) {
+    pub fn dead_letter(&mut self, d: &crate::sink::DeadLetter) {
         self.dead_letters += 1;
-        *self.dead_letters_by_reason.entry(reason.to_string()).or_default() += 1;
+        *self.dead_letters_by_reason.entry(d.reason.to_string()).or_default() += 1;
+        if !self.dead_letter_examples.contains_key(d.reason) {
+            let ex = format!("{}/{}: {}", d.partition, d.offset, d.detail);
+            self.dead_letter_examples.insert(d.reason.to_string(), ex);
+        }
     }
 }
 
