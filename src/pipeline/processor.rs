@@ -54,14 +54,14 @@ impl Processor {
     ) -> Result<Self> {
         let ins = engine.input_schema().clone();
         let outs = engine.output_schema().clone();
-        let find = |s: &arrow::datatypes::Schema, name: &str, what: &str| {
-            s.index_of(name)
-                .map_err(|_| Error::Config(format!("{what} column {name:?} is not in the {}", if std::ptr::eq(s, &*ins) { "input schema" } else { "feature SQL output" })))
+        let find = |s: &arrow::datatypes::Schema, name: &str, what: &str, place: &str| {
+            s.index_of(name).map_err(|_| Error::Config(format!("{what} column {name:?} is not in the {place}")))
         };
+        let (inp, out) = ("input schema", "feature SQL output");
         let out_features = model_cfg
             .features
             .iter()
-            .map(|f| find(&outs, f, "model.features"))
+            .map(|f| find(&outs, f, "model.features", out))
             .collect::<Result<Vec<_>>>()?;
         if out_features.is_empty() {
             return Err(Error::Config("model.features is empty".into()));
@@ -73,12 +73,12 @@ impl Processor {
         };
         let device = model::device(&model_cfg.device)?;
         Ok(Processor {
-            in_key: find(&ins, key, "source.key")?,
-            in_time: find(&ins, time, "source.time")?,
-            out_key: find(&outs, key, "source.key")?,
-            out_time: find(&outs, time, "source.time")?,
-            out_offset: find(&outs, OFFSET_COLUMN, "offset")?,
-            out_target: find(&outs, &model_cfg.target, "model.target")?,
+            in_key: find(&ins, key, "source.key", inp)?,
+            in_time: find(&ins, time, "source.time", inp)?,
+            out_key: find(&outs, key, "source.key", out)?,
+            out_time: find(&outs, time, "source.time", out)?,
+            out_offset: find(&outs, OFFSET_COLUMN, "offset", out)?,
+            out_target: find(&outs, &model_cfg.target, "model.target", out)?,
             out_features,
             horizon: model_cfg.horizon,
             horizon_label: model_cfg.horizon.to_string(),

@@ -108,3 +108,76 @@ async fn output_is_identical_for_batch_sizes_1_7_1000() {
         assert_eq!(&outputs[0].2, dlq, "dead letters, batch {batch}");
     }
 }
+
+/// Horizon as a duration: a prediction made at event time t is labelled by the first
+/// later row of the same symbol with event time ≥ t + 25 ms. Ticks arrive at uneven
+/// spacing, so one row may label several predictions (each one SGD step, oldest
+/// first) and some rows label none. Per-key models (scope = "per_key"), lr 0.02.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_horizon_labels_by_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = r#"kind = "linear"
+optimizer = "sgd"
+learning_rate = 0.02
+features = ["d1", "x2"]
+target = "d1"
+horizon = "25ms"
+scope = "per_key""#;
+    let b = built(&flat_pipeline(dir.path(), SQL_DIFF, model, 1)).await;
+    let broker = broker_for(&b);
+    let bs = broker.bootstrap_servers().to_string();
+    let gaps = [3i64, 11, 7, 19, 2, 30, 5, 5, 13, 41, 1, 8];
+    let mut rows = Vec::new();
+    let mut t = 10_000i64;
+    for i in 0..90usize {
+        t += gaps[i % gaps.len()];
+        let sym = if i % 4 == 3 { "Y" } else { "X" };
+        let price = 20.0 + ((i * 7919) % 13) as f64 * 0.1;
+        rows.push((sym, t, price, 1.0 + (i % 3) as f64 * 0.5));
+    }
+    let lines: Vec<String> = rows.iter().map(|(s, t, p, z)| tick(s, *t, *p, *z)).collect();
+    let recs: Vec<(i32, Option<&[u8]>)> = lines.iter().map(|l| (0, Some(l.as_bytes()))).collect();
+    produce(&bs, "in", &recs).await;
+    let summary = run_to_end(&b, &bs, 9).await;
+
+    let (lr, h) = (0.02, 25i64);
+    struct Key {
+        w: [f64; 2],
+        b: f64,
+        last: Option<f64>,
+        pending: Vec<(i64, [f64; 2])>,
+    }
+    let mut keys: HashMap<&str, Key> = HashMap::new();
+    let mut expected = Vec::new();
+    let mut labelled = 0;
+    for (i, (sym, t, price, size)) in rows.iter().enumerate() {
+        let k = keys.entry(sym).or_insert(Key { w: [0.0; 2], b: 0.0, last: None, pending: vec![] });
+        let d1 = k.last.map(|p| price - p);
+        k.last = Some(*price);
+        let Some(y) = d1 else { continue };
+        while let Some((t0, x)) = k.pending.first().copied() {
+            if *t < t0 + h {
+                break;
+            }
+            k.pending.remove(0);
+            let g = 2.0 * (k.w[0] * x[0] + k.w[1] * x[1] + k.b - y);
+            k.w[0] -= lr * g * x[0];
+            k.w[1] -= lr * g * x[1];
+            k.b -= lr * g;
+            labelled += 1;
+        }
+        let x = [y, *size];
+        expected.push((i as i64, k.w[0] * x[0] + k.w[1] * x[1] + k.b));
+        k.pending.push((*t, x));
+    }
+    assert_eq!(summary.labelled, labelled);
+    let out = read(&bs, "out");
+    assert_eq!(out.len(), expected.len());
+    for (m, (off, yhat)) in out.iter().zip(&expected) {
+        let v = json(m);
+        assert_eq!(v["source_offset"], *off);
+        assert_eq!(v["horizon"], "25ms");
+        let got = v["predicted"].as_f64().unwrap();
+        assert!((got - yhat).abs() <= 1e-9 * (1.0 + yhat.abs()), "offset {off}: {got} vs {yhat}");
+    }
+}
