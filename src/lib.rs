@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod telemetry;

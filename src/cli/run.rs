@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// Consumer group (default: the pipeline's `source.group`).
     #[arg(long)]
     pub group: Option<String>,
+    /// Serve /metrics, /healthz, /readyz on HOST:PORT (`off` to disable). Default: the
+    /// pipeline's `[metrics] addr`, else 127.0.0.1:9464.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
     /// Override `source.max_batch_rows`.
     #[arg(long)]
     pub batch_rows: Option<usize>,
@@ -42,7 +46,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         assign: false,
         max_batch_rows: a.batch_rows,
         group: a.group.clone(),
+        metrics_addr: None,
     };
+    let explicit = a.metrics_addr.clone().or_else(|| built.config.metrics.addr.clone());
+    let opts = RunOptions { metrics_addr: metrics_addr(explicit.as_deref()).await, ..opts };
     let summary = pipeline::run(&built, opts, pipeline::shutdown_on_signals()).await?;
     println!("{}", summary.human());
     if let Some(p) = &a.summary_json {
@@ -50,4 +57,26 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The metrics address to serve on: an explicit one is used as given (a bind error
+/// is then fatal); the default 127.0.0.1:9464 is skipped with a warning when taken.
+async fn metrics_addr(explicit: Option<&str>) -> Option<String> {
+    match explicit {
+        Some("off") => None,
+        Some(a) => Some(a.to_string()),
+        None => {
+            let default = "127.0.0.1:9464";
+            match tokio::net::TcpListener::bind(default).await {
+                Ok(l) => {
+                    drop(l);
+                    Some(default.to_string())
+                }
+                Err(e) => {
+                    tracing::warn!(addr = default, error = %e, "metrics endpoint disabled: default port unavailable");
+                    None
+                }
+            }
+        }
+    }
 }

@@ -18,6 +18,8 @@ pub struct PipelineConfig {
     pub features: FeaturesConfig,
     pub model: ModelConfig,
     pub sink: SinkConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Directory of the config file; relative paths in the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -106,6 +108,14 @@ pub struct SinkConfig {
     pub topic: String,
     /// Dead-letter topic: original bytes plus `reason` and source headers.
     pub dead_letter_topic: String,
+}
+
+/// `[metrics]`: the HTTP endpoint for `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` to serve on, or `"off"`. Default for `tickflare run`:
+    /// `127.0.0.1:9464`. Overridden by `--metrics-addr`.
+    pub addr: Option<String>,
 }
 
 /// Prediction horizon.

@@ -9,6 +9,7 @@ pub mod summary;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,7 +21,10 @@ use crate::broker::EmbeddedBroker;
 use crate::sink::kafka::{producer, KafkaSink};
 use crate::sink::Outputs;
 use crate::source::batch::PartitionInput;
-use crate::source::kafka::{assign_all, consumer, end_offsets};
+use crate::source::context::SourceContext;
+use crate::source::kafka::{assign_all, consumer_with, end_offsets};
+use crate::telemetry::events::{BatchProcessed, BatchPublished, DeadLettered, PipelineMetrics, StageTimings};
+use crate::telemetry::{self, Health};
 use crate::source::sample;
 use crate::state::PartitionState;
 use build::Built;
@@ -39,12 +43,24 @@ pub struct RunOptions {
     pub max_batch_rows: Option<usize>,
     /// Overrides the consumer group.
     pub group: Option<String>,
+    /// Serve `/metrics`, `/healthz`, `/readyz` here (`None`: no endpoint).
+    pub metrics_addr: Option<String>,
 }
 
 /// Runs the pipeline until the end of input (embedded / `stop_at_end`) or until
 /// `shutdown` turns true; then publishes what it owes, commits and returns.
 pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
     let cfg = &built.config;
+    let health = Health::new();
+    let mut server = None;
+    if let Some(addr) = &opts.metrics_addr {
+        let handle = telemetry::install()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+        server = Some(tokio::spawn(telemetry::http::serve(listener, handle, health.clone())));
+    }
     let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
     let mut embedded = None;
     let (brokers, assign, stop_at_end) = if brokers == "embedded" {
@@ -56,12 +72,14 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         (brokers, opts.assign, opts.stop_at_end)
     };
     let group = opts.group.clone().unwrap_or_else(|| cfg.group());
-    let consumer = consumer(&brokers, &group)?;
+    let ctx = SourceContext { pipeline: cfg.name.clone(), topic: cfg.source.topic.clone(), health: health.clone() };
+    let consumer = consumer_with(&brokers, &group, ctx)?;
     let meta_timeout = Duration::from_secs(10);
     let ends = end_offsets(&consumer, &cfg.source.topic, meta_timeout)
         .with_context(|| format!("reading end offsets of {:?}", cfg.source.topic))?;
     if assign {
         assign_all(&consumer, &cfg.source.topic, ends.len() as i32)?;
+        health.assigned.store(ends.len(), Ordering::Relaxed);
     } else {
         consumer.subscribe(&[&cfg.source.topic])?;
     }
@@ -71,18 +89,18 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         topic: cfg.sink.topic.clone(),
         dead_letter_topic: cfg.sink.dead_letter_topic.clone(),
     };
+    let mut metrics = PipelineMetrics::new(&cfg.name, &cfg.source.topic, &cfg.model.kind);
     let max_rows = opts.max_batch_rows.unwrap_or(cfg.source.max_batch_rows).max(1);
     let max_wait = Duration::from_millis(cfg.source.max_batch_wait_ms);
-    let mut inputs: BTreeMap<i32, PartitionInput> = BTreeMap::new();
-    let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
-    let mut out = Outputs::default();
+    let mut batch = Batch::default();
     let started = Instant::now();
     tracing::info!(pipeline = %cfg.name, brokers = %brokers, group = %group, "pipeline started");
+    health.consuming.store(true, Ordering::Relaxed);
     let at_end = |states: &BTreeMap<i32, PartitionState>| {
         ends.iter().all(|(p, &high)| high <= 0 || states.get(p).is_some_and(|s| s.next_offset >= high))
     };
     loop {
-        if *shutdown.borrow() || (stop_at_end && at_end(&states)) {
+        if *shutdown.borrow() || (stop_at_end && at_end(&batch.states)) {
             break;
         }
         let deadline = tokio::time::Instant::now() + max_wait;
@@ -94,65 +112,120 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                 r = tokio::time::timeout_at(deadline, consumer.recv()) => match r {
                     Err(_) => break,
                     Ok(Ok(m)) => {
+                        health.brokers_down.store(false, Ordering::Relaxed);
+                        let t0 = Instant::now();
                         let p = m.partition();
-                        inputs
+                        batch.inputs
                             .entry(p)
                             .or_insert_with(|| PartitionInput::new(p, built.schema.clone()))
-                            .push(m.key(), m.payload(), m.offset());
+                            .push(m.key(), m.payload(), m.offset(), m.timestamp().to_millis());
+                        batch.timings.decode += t0.elapsed();
                         rows += 1;
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
                 },
             }
         }
-        process_batch(built, &mut inputs, &mut states, &mut out, &sink).await?;
-        for (p, s) in &states {
-            if s.next_offset > 0 {
-                // Offsets are stored only after the batch's outputs were acknowledged.
-                let _ = consumer.store_offset(&cfg.source.topic, *p, s.next_offset - 1);
-            }
-        }
+        batch.process(built, &sink, &mut metrics).await?;
+        store_offsets(&consumer, &cfg.source.topic, &batch.states);
     }
+    health.consuming.store(false, Ordering::Relaxed);
     // Anything read but not processed yet (shutdown mid-batch) is processed now.
-    process_batch(built, &mut inputs, &mut states, &mut out, &sink).await?;
-    for (p, s) in &states {
-        if s.next_offset > 0 {
-            let _ = consumer.store_offset(&cfg.source.topic, *p, s.next_offset - 1);
-        }
-    }
+    batch.process(built, &sink, &mut metrics).await?;
+    store_offsets(&consumer, &cfg.source.topic, &batch.states);
     if !assign {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::warn!(error = %e, "final offset commit failed");
         }
     }
-    let summary = Summary::from_states(&cfg.name, states.values(), started.elapsed().as_secs_f64());
+    let summary = Summary::from_states(&cfg.name, batch.states.values(), started.elapsed().as_secs_f64());
     tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
     // Clients go before the embedded broker they talk to.
     drop(consumer);
     drop(sink);
     drop(embedded);
+    if let Some(s) = server {
+        s.abort();
+    }
     Ok(summary)
 }
 
-async fn process_batch(
-    built: &Built,
-    inputs: &mut BTreeMap<i32, PartitionInput>,
-    states: &mut BTreeMap<i32, PartitionState>,
-    out: &mut Outputs,
-    sink: &KafkaSink,
-) -> anyhow::Result<()> {
-    for (p, input) in inputs.iter_mut() {
-        if input.is_empty() {
-            continue;
+/// Offsets are stored only after the batch's outputs were acknowledged.
+fn store_offsets<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+    states: &BTreeMap<i32, PartitionState>,
+) {
+    for (p, s) in states {
+        if s.next_offset > 0 {
+            let _ = consumer.store_offset(topic, *p, s.next_offset - 1);
         }
-        let state = states.entry(*p).or_insert_with(|| PartitionState::new(*p));
-        built.processor.process(state, input, out).await.with_context(|| format!("partition {p}"))?;
     }
-    if !out.predictions.is_empty() || !out.dead_letters.is_empty() {
-        sink.publish(out).await.context("publishing outputs")?;
+}
+
+/// The micro-batch being assembled and the partition states it advances.
+#[derive(Default)]
+struct Batch {
+    inputs: BTreeMap<i32, PartitionInput>,
+    states: BTreeMap<i32, PartitionState>,
+    out: Outputs,
+    timings: StageTimings,
+    timestamps: Vec<i64>,
+}
+
+impl Batch {
+    /// Runs every partition's records through the processor, publishes the outputs
+    /// and waits for their acknowledgement.
+    async fn process(&mut self, built: &Built, sink: &KafkaSink, metrics: &mut PipelineMetrics) -> anyhow::Result<()> {
+        for (p, input) in self.inputs.iter_mut() {
+            if input.is_empty() {
+                continue;
+            }
+            let state = self.states.entry(*p).or_insert_with(|| PartitionState::new(*p));
+            let before = state.counters.clone();
+            self.timestamps.extend_from_slice(&input.timestamps_ms);
+            input.clear_timestamps();
+            built
+                .processor
+                .process(state, input, &mut self.out, &mut self.timings)
+                .await
+                .with_context(|| format!("partition {p}"))?;
+            let c = &state.counters;
+            BatchProcessed {
+                partition: *p,
+                records: c.messages_in - before.messages_in,
+                predictions: c.predictions_out - before.predictions_out,
+                warmup: c.warmup - before.warmup,
+                labelled: c.labelled - before.labelled,
+                pending: state.pending(),
+                rolling_mae_model: state.rolling_model.value(),
+                rolling_mae_persistence: state.rolling_persistence.value(),
+            }
+            .emit(metrics);
+        }
+        if self.timestamps.is_empty() && self.out.predictions.is_empty() && self.out.dead_letters.is_empty() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        if !self.out.predictions.is_empty() || !self.out.dead_letters.is_empty() {
+            sink.publish(&self.out).await.context("publishing outputs")?;
+        }
+        self.timings.produce = t0.elapsed();
+        for d in &self.out.dead_letters {
+            DeadLettered(d).emit(metrics);
+        }
+        BatchPublished {
+            timings: self.timings,
+            record_timestamps_ms: &self.timestamps,
+            published_at_ms: chrono::Utc::now().timestamp_millis(),
+            live_models: self.states.values().map(PartitionState::live_models).sum(),
+        }
+        .emit(metrics);
+        self.out.clear();
+        self.timestamps.clear();
+        self.timings = StageTimings::default();
+        Ok(())
     }
-    out.clear();
-    Ok(())
 }
 
 /// Starts the embedded broker, creates the pipeline's topics and seeds the input

@@ -7,6 +7,7 @@
 //! function of the rows in offset order, so output does not depend on batch sizes.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{Array, AsArray, BooleanArray, Float64Array, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
@@ -21,6 +22,7 @@ use crate::sink::{Outputs, PredictionRef};
 use crate::source::batch::PartitionInput;
 use crate::source::schema::OFFSET_COLUMN;
 use crate::state::{KeyState, Pending, PartitionState};
+use crate::telemetry::events::StageTimings;
 
 /// Columns the processor needs, resolved once.
 pub struct Processor {
@@ -101,8 +103,9 @@ impl Processor {
         state: &mut PartitionState,
         input: &mut PartitionInput,
         out: &mut Outputs,
+        timings: &mut StageTimings,
     ) -> Result<()> {
-        let r = self.process_inner(state, input, out).await;
+        let r = self.process_inner(state, input, out, timings).await;
         if let Some(o) = input.last_offset {
             state.next_offset = o + 1;
         }
@@ -115,6 +118,7 @@ impl Processor {
         state: &mut PartitionState,
         input: &mut PartitionInput,
         out: &mut Outputs,
+        timings: &mut StageTimings,
     ) -> Result<()> {
         state.counters.messages_in += input.messages;
         for d in input.dead.drain(..) {
@@ -126,6 +130,7 @@ impl Processor {
             return Ok(());
         }
         let batch = self.drop_late(state, input, out, batch)?;
+        let t0 = Instant::now();
         let feats = self.engine.compute(state.lookback.as_ref(), &batch).await?;
         state.lookback = Some(lookback::retain_last_per_key(
             state.lookback.as_ref(),
@@ -133,8 +138,9 @@ impl Processor {
             self.in_key,
             self.lookback_rows,
         )?);
+        timings.features += t0.elapsed();
         state.counters.filtered += (batch.num_rows() - feats.num_rows()) as u64;
-        self.model_stage(state, input, out, &feats)
+        self.model_stage(state, input, out, &feats, timings)
     }
 
     /// Dead-letters records more than the allowed lateness behind their key's latest
@@ -191,6 +197,7 @@ impl Processor {
         input: &PartitionInput,
         out: &mut Outputs,
         feats: &RecordBatch,
+        timings: &mut StageTimings,
     ) -> Result<()> {
         let n = feats.num_rows();
         let keys = cast(feats.column(self.out_key), &DataType::Utf8)?;
@@ -207,7 +214,17 @@ impl Processor {
         let schema = feats.schema();
         let mut x = vec![0.0; d];
         let mut lx = vec![0.0; d];
-        let PartitionState { keys: key_states, model: global, counters, model_error, persistence_error, partition, .. } = state;
+        let PartitionState {
+            keys: key_states,
+            model: global,
+            counters,
+            model_error,
+            persistence_error,
+            rolling_model,
+            rolling_persistence,
+            partition,
+            ..
+        } = state;
         for i in 0..n {
             let offset = offsets.value(i);
             // Non-finite values from the SQL (ln(0), x/0) are bad input, not warm-up.
@@ -245,9 +262,13 @@ impl Processor {
                     }
                     let m = if self.per_key { &mut ks.model } else { &mut *global };
                     let m = m.as_mut().expect("a model exists once it has predicted");
+                    let t0 = Instant::now();
                     m.update(&lx, y)?;
+                    timings.update += t0.elapsed();
                     model_error.add(p.predicted, y);
                     persistence_error.add(p.persistence, y);
+                    rolling_model.add(p.predicted, y);
+                    rolling_persistence.add(p.persistence, y);
                     counters.labelled += 1;
                 }
             }
@@ -264,7 +285,9 @@ impl Processor {
                 *slot = Some(model::build(&self.model_cfg, d, &self.device)?);
             }
             let m = slot.as_mut().expect("just built");
+            let t0 = Instant::now();
             let predicted = m.predict(&x)?;
+            timings.predict += t0.elapsed();
             out.push_prediction(&PredictionRef {
                 key,
                 event_time_ns: t,

@@ -27,6 +27,8 @@ pub struct PartitionInput {
     /// Records received (decoded or not).
     pub messages: u64,
     pub last_offset: Option<i64>,
+    /// Kafka timestamps (ms) of the records, for end-to-end latency.
+    pub timestamps_ms: Vec<i64>,
 }
 
 impl PartitionInput {
@@ -39,12 +41,16 @@ impl PartitionInput {
             dead: Vec::new(),
             messages: 0,
             last_offset: None,
+            timestamps_ms: Vec::new(),
         }
     }
 
     /// Adds one record: decoded into the batch, or turned into a dead letter.
-    pub fn push(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, offset: i64) {
+    pub fn push(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, offset: i64, timestamp_ms: Option<i64>) {
         self.messages += 1;
+        if let Some(t) = timestamp_ms {
+            self.timestamps_ms.push(t);
+        }
         self.last_offset = Some(offset);
         match self.decoder.push(payload, offset) {
             Ok(()) => {
@@ -98,5 +104,10 @@ impl PartitionInput {
         self.dead.clear();
         self.messages = 0;
         self.last_offset = None;
+    }
+
+    /// Forgets the timestamps (after latency was recorded).
+    pub fn clear_timestamps(&mut self) {
+        self.timestamps_ms.clear();
     }
 }

@@ -7,12 +7,22 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use super::context::SourceContext;
 use crate::error::Result;
 
 /// Creates the pipeline's consumer. Auto-commit only commits offsets the pipeline
 /// stored explicitly, after their outputs were delivered.
 pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer> {
-    Ok(ClientConfig::new()
+    Ok(consumer_config(brokers, group).create()?)
+}
+
+/// The pipeline's consumer, reporting rebalances, errors and lag through `ctx`.
+pub fn consumer_with(brokers: &str, group: &str, ctx: SourceContext) -> Result<StreamConsumer<SourceContext>> {
+    Ok(consumer_config(brokers, group).set("statistics.interval.ms", "1000").create_with_context(ctx)?)
+}
+
+fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -22,12 +32,12 @@ pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer> {
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "50")
         .set("client.id", "tickflare")
-        .create()?)
+        .clone()
 }
 
 /// Assigns every partition of `topic` from the beginning (no group protocol; used
 /// where this process alone reads the topic, e.g. on the embedded broker).
-pub fn assign_all(c: &StreamConsumer, topic: &str, partitions: i32) -> Result<()> {
+pub fn assign_all<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(c: &C, topic: &str, partitions: i32) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -37,14 +47,14 @@ pub fn assign_all(c: &StreamConsumer, topic: &str, partitions: i32) -> Result<()
 }
 
 /// Number of partitions of `topic` according to the broker's metadata.
-pub fn partition_count<C: Consumer>(c: &C, topic: &str, timeout: Duration) -> Result<i32> {
+pub fn partition_count<K: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(c: &K, topic: &str, timeout: Duration) -> Result<i32> {
     let md = c.fetch_metadata(Some(topic), timeout)?;
     let n = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
     Ok(n as i32)
 }
 
 /// High watermark (next offset to be written) of every partition of `topic`.
-pub fn end_offsets<C: Consumer>(c: &C, topic: &str, timeout: Duration) -> Result<BTreeMap<i32, i64>> {
+pub fn end_offsets<K: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(c: &K, topic: &str, timeout: Duration) -> Result<BTreeMap<i32, i64>> {
     let n = partition_count(c, topic, timeout)?;
     let mut out = BTreeMap::new();
     for p in 0..n {

@@ -5,6 +5,7 @@
 //! [`kafka`] reads the topic and [`sample`] seeds the embedded broker.
 
 pub mod batch;
+pub mod context;
 pub mod decode;
 pub mod kafka;
 pub mod sample;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use arrow::record_batch::RecordBatch;
 
 use crate::model::OnlineModel;
-use score::ErrorStats;
+use score::{ErrorStats, RollingMae};
 
 /// A prediction waiting for its label.
 #[derive(Debug, Clone, Copy)]
@@ -98,11 +98,18 @@ pub struct PartitionState {
     pub counters: Counters,
     pub model_error: ErrorStats,
     pub persistence_error: ErrorStats,
+    pub rolling_model: RollingMae,
+    pub rolling_persistence: RollingMae,
 }
 
 impl PartitionState {
     pub fn new(partition: i32) -> Self {
         PartitionState { partition, ..Default::default() }
+    }
+
+    /// Models held in memory for this partition.
+    pub fn live_models(&self) -> usize {
+        self.model.is_some() as usize + self.keys.values().filter(|k| k.model.is_some()).count()
     }
 
     /// Predictions still waiting for a label.

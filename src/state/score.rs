@@ -74,3 +74,41 @@ mod tests {
         assert_eq!(ErrorStats::default().summary().mae, None);
     }
 }
+
+/// Mean absolute error over the last `cap` labelled predictions.
+#[derive(Debug, Clone, Default)]
+pub struct RollingMae {
+    errors: std::collections::VecDeque<f64>,
+}
+
+impl RollingMae {
+    pub const WINDOW: usize = 1000;
+
+    pub fn add(&mut self, predicted: f64, actual: f64) {
+        if self.errors.len() == Self::WINDOW {
+            self.errors.pop_front();
+        }
+        self.errors.push_back((predicted - actual).abs());
+    }
+
+    /// Summed afresh each time, so no floating-point drift accumulates.
+    pub fn value(&self) -> Option<f64> {
+        (!self.errors.is_empty()).then(|| self.errors.iter().sum::<f64>() / self.errors.len() as f64)
+    }
+}
+
+#[cfg(test)]
+mod rolling_tests {
+    use super::RollingMae;
+
+    #[test]
+    fn keeps_the_last_window() {
+        let mut r = RollingMae::default();
+        assert_eq!(r.value(), None);
+        for i in 0..RollingMae::WINDOW + 10 {
+            // errors 0, 1, 2, …: the window holds 10 ..= 1009, mean 509.5
+            r.add(i as f64, 0.0);
+        }
+        assert_eq!(r.value(), Some(509.5));
+    }
+}

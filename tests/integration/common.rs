@@ -88,6 +88,7 @@ pub async fn run_to_end(b: &Built, brokers: &str, batch_rows: usize) -> Summary 
         assign: true,
         max_batch_rows: Some(batch_rows),
         group: None,
+        metrics_addr: None,
     };
     run(b, opts, rx).await.unwrap()
 }

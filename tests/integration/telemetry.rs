@@ -1,0 +1,139 @@
+//! Operability: a daemon against a separate broker process, scraped over HTTP.
+//! Counters must match what the run did (and what the output topic holds);
+//! `/readyz` must say not-ready before the group assigned partitions, ready after.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// Sum of a metric's samples whose label set contains every `want` pair.
+fn sum(body: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (n, labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l));
+        if n != name || !want.iter().all(|(k, v)| labels.contains(&format!("{k}=\"{v}\""))) {
+            continue;
+        }
+        *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+    }
+    found
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn metrics_match_the_run_and_readiness_follows_assignment() {
+    let mut broker = Child(
+        Command::new(bin())
+            .args(["broker", "--port", "0", "--topic", "ticks:2", "--topic", "tick-predictions:2", "--topic", "ticks-dlq:2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(broker.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let kafka = line.split_whitespace().nth(4).unwrap().to_string();
+    let http = format!("127.0.0.1:{}", free_port());
+    let daemon = Child(
+        Command::new(bin())
+            .current_dir(repo())
+            .args(["run", "pipelines/market-ticks.toml", "--group", "metrics-test", "--brokers", &kafka, "--metrics-addr", &http])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Before the group has assigned partitions (the first join takes seconds), the
+    // endpoint is up but not ready.
+    let (code, body) = wait_for("the endpoint", 30, || get(&http, "/readyz"));
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(get(&http, "/healthz").unwrap().0, 200);
+    wait_for("readiness", 60, || get(&http, "/readyz").filter(|(c, _)| *c == 200));
+
+    let mut lines: Vec<Vec<u8>> = tickflare::source::sample::read_lines(&repo().join("data/binance_ticks_sample.jsonl"))
+        .unwrap()
+        .into_iter()
+        .take(600)
+        .collect();
+    lines.insert(100, br#"{"Item": oops"#.to_vec());
+    lines.insert(300, b"not json at all".to_vec());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let b = built(&repo().join("pipelines/market-ticks.toml")).await;
+        let prod = tickflare::sink::kafka::producer(&kafka).unwrap();
+        tickflare::source::sample::seed_lines(&prod, "ticks", 2, &b.schema, "symbol", lines).await.unwrap();
+    });
+    let body = wait_for("all 602 records", 60, || {
+        let (_, b) = get(&http, "/metrics")?;
+        (sum(&b, "tickflare_records_in_total", &[])? == 602.0).then_some(b)
+    });
+    let m = |name: &str, want: &[(&str, &str)]| sum(&body, name, want).unwrap_or_else(|| panic!("{name} missing"));
+    let preds = m("tickflare_predictions_total", &[]);
+    let dead = m("tickflare_dead_letters_total", &[]);
+    assert_eq!(m("tickflare_dead_letters_total", &[("reason", "malformed_json")]), 2.0);
+    assert_eq!(dead, 2.0);
+    assert_eq!(602.0, preds + dead + m("tickflare_warmup_total", &[]), "records in = predictions + dead letters + warm-up");
+    assert_eq!(preds, m("tickflare_labelled_total", &[]) + m("tickflare_pending_predictions", &[]), "predictions = labelled + pending");
+    assert_eq!(m("tickflare_model_updates_total", &[("model", "linear")]), m("tickflare_labelled_total", &[]));
+    // What the output topic holds, counted independently of the daemon.
+    assert_eq!(read(&kafka, "tick-predictions").len() as f64, preds);
+    assert_eq!(read(&kafka, "ticks-dlq").len() as f64, dead);
+    assert_eq!(m("tickflare_end_to_end_latency_seconds_count", &[]), 602.0);
+    for stage in ["decode", "features", "predict", "update", "produce"] {
+        assert!(m("tickflare_stage_seconds_count", &[("stage", stage)]) > 0.0, "{stage}");
+    }
+    assert!(m("tickflare_rolling_mae", &[("forecaster", "model")]) > 0.0);
+    assert!(m("tickflare_rolling_mae", &[("forecaster", "persistence")]) > 0.0);
+    assert_eq!(m("tickflare_assigned_partitions", &[]), 2.0);
+    assert!(m("tickflare_live_models", &[]) >= 2.0, "per-key models of the seeded symbols");
+    // librdkafka statistics arrive every second; all records consumed → lag 0.
+    let lag = wait_for("consumer lag", 30, || {
+        let (_, b) = get(&http, "/metrics")?;
+        sum(&b, "tickflare_consumer_lag", &[("topic", "ticks")])
+    });
+    assert_eq!(lag, 0.0);
+
+    // Graceful stop.
+    let pid = daemon.0.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut daemon = daemon;
+    let status = wait_for("exit", 30, || daemon.0.try_wait().unwrap());
+    assert!(status.success());
+}
