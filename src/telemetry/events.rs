@@ -23,12 +23,9 @@ pub fn describe() {
     describe_histogram!("tickflare_stage_seconds", Unit::Seconds, "Time per micro-batch in each stage: decode, features, predict, update, produce");
     describe_histogram!("tickflare_end_to_end_latency_seconds", Unit::Seconds, "Kafka record timestamp to acknowledged publish of its outputs");
     describe_gauge!("tickflare_live_models", "Models held in memory (one per partition, or per key with scope = per_key)");
-    describe_counter!("tickflare_model_evictions_total", "Per-key models evicted by the live-model cap");
-    describe_counter!("tickflare_drift_events_total", "Drift detections on the residuals");
     describe_gauge!("tickflare_rolling_mae", "MAE over the last 1000 labelled predictions, per partition, for the model and the persistence baseline");
     describe_gauge!("tickflare_assigned_partitions", "Input partitions assigned to this process");
     describe_counter!("tickflare_kafka_errors_total", "Errors reported by librdkafka (client level)");
-    describe_gauge!("tickflare_checkpoint_last_age_seconds", "Seconds since the last completed checkpoint");
 }
 
 /// Metric handles of one pipeline.
