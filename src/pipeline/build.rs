@@ -114,8 +114,24 @@ fn names(s: &arrow::datatypes::Schema) -> String {
 
 fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     let m = &cfg.model;
-    if m.kind != "linear" {
-        probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear)", m.kind)));
+    if !matches!(m.kind.as_str(), "linear" | "rls") {
+        probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear, rls)", m.kind)));
+    }
+    if !(m.forgetting_factor > 0.0 && m.forgetting_factor <= 1.0) {
+        probs.push(problem("model.forgetting_factor", "must be in (0, 1]"));
+    }
+    if !(m.regularization > 0.0 && m.regularization.is_finite()) {
+        probs.push(problem("model.regularization", "must be a positive number"));
+    }
+    match (m.season, m.horizon) {
+        (Some(0), _) => probs.push(problem("model.season", "must be at least 1")),
+        (Some(s), super::config::Horizon::Rows(h)) if h > s => {
+            probs.push(problem("model.season", format!("the horizon ({h} rows) must not exceed the season ({s})")))
+        }
+        (Some(_), super::config::Horizon::Nanos(_)) => {
+            probs.push(problem("model.season", "the seasonal-naive baseline needs a horizon in rows"))
+        }
+        _ => {}
     }
     if !matches!(m.optimizer.as_str(), "sgd" | "adamw") {
         probs.push(problem("model.optimizer", format!("{:?} is not one of sgd, adamw", m.optimizer)));

@@ -77,7 +77,7 @@ pub struct FeaturesConfig {
 /// `[model]`: the online regression model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
-    /// Model kind: `linear`.
+    /// Model kind: `linear` (SGD/AdamW) or `rls` (recursive least squares).
     #[serde(default = "linear")]
     pub kind: String,
     /// `sgd` or `adamw`.
@@ -86,6 +86,15 @@ pub struct ModelConfig {
     /// Learning rate.
     #[serde(default = "lr")]
     pub learning_rate: f64,
+    /// `rls`: forgetting factor λ in (0, 1]; 1 weighs all history equally.
+    #[serde(default = "one")]
+    pub forgetting_factor: f64,
+    /// `rls`: ridge regularization δ (the initial P is I/δ).
+    #[serde(default = "milli")]
+    pub regularization: f64,
+    /// Season length in rows of a key for the seasonal-naive baseline (e.g. 7 for
+    /// daily data); needs a row horizon no longer than the season.
+    pub season: Option<u32>,
     /// Feature columns (of the SQL output) fed to the model, in order.
     pub features: Vec<String>,
     /// Column (of the SQL output) to predict.
@@ -202,6 +211,12 @@ fn sgd() -> String {
 }
 fn lr() -> f64 {
     0.01
+}
+fn one() -> f64 {
+    1.0
+}
+fn milli() -> f64 {
+    1e-3
 }
 fn global() -> String {
     "global".into()

@@ -34,6 +34,7 @@ pub struct Processor {
     horizon_label: String,
     lateness_ns: i64,
     lookback_rows: usize,
+    season: Option<usize>,
     /// In the input (decoded) batch.
     in_key: usize,
     in_time: usize,
@@ -89,6 +90,7 @@ impl Processor {
             per_key,
             lateness_ns: lateness_ms.saturating_mul(1_000_000),
             lookback_rows,
+            season: model_cfg.season.map(|m| m as usize),
             engine,
         })
     }
@@ -220,6 +222,7 @@ impl Processor {
             counters,
             model_error,
             persistence_error,
+            seasonal_error,
             rolling_model,
             rolling_persistence,
             partition,
@@ -265,12 +268,24 @@ impl Processor {
                     let t0 = Instant::now();
                     m.update(&lx, y)?;
                     timings.update += t0.elapsed();
-                    model_error.add(p.predicted, y);
-                    persistence_error.add(p.persistence, y);
+                    model_error.add(p.predicted, y, p.persistence);
+                    persistence_error.add(p.persistence, y, p.persistence);
+                    ks.errors[0].add(p.predicted, y, p.persistence);
+                    ks.errors[1].add(p.persistence, y, p.persistence);
+                    if let Some(sn) = p.seasonal {
+                        seasonal_error.add(sn, y, p.persistence);
+                        ks.errors[2].add(sn, y, p.persistence);
+                    }
                     rolling_model.add(p.predicted, y);
                     rolling_persistence.add(p.persistence, y);
                     counters.labelled += 1;
                 }
+            }
+            if let (Some(y), Some(m)) = (y, self.season) {
+                if ks.history.len() == m {
+                    ks.history.pop_front();
+                }
+                ks.history.push_back(y);
             }
             let all_x = xs.iter().zip(x.iter_mut()).all(|(c, v)| {
                 *v = if c.is_valid(i) { c.value(i) } else { f64::NAN };
@@ -303,7 +318,13 @@ impl Processor {
                 Horizon::Rows(h) => (ks.rows + h as u64, i64::MAX),
                 Horizon::Nanos(h) => (u64::MAX, t.saturating_add(h)),
             };
-            ks.pending.push_back(Pending { offset, due_row, due_time, predicted, persistence: y });
+            // Forecast of y[i + h] one season back: y[i + h − m], i.e. the h-th oldest
+            // of the last m values.
+            let seasonal = match (self.season, self.horizon) {
+                (Some(m), Horizon::Rows(h)) if ks.history.len() == m => ks.history.get(h as usize - 1).copied(),
+                _ => None,
+            };
+            ks.pending.push_back(Pending { offset, due_row, due_time, predicted, persistence: y, seasonal });
             ks.pending_x.extend(x.iter().copied());
         }
         Ok(())

@@ -12,6 +12,19 @@ use crate::state::{Counters, PartitionState};
 pub struct Metrics {
     pub model: ErrorSummary,
     pub persistence: ErrorSummary,
+    /// Present when `model.season` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seasonal_naive: Option<ErrorSummary>,
+}
+
+impl Metrics {
+    fn new(m: &ErrorStats, p: &ErrorStats, s: Option<&ErrorStats>) -> Self {
+        Metrics {
+            model: m.summary_against(Some(p)),
+            persistence: p.summary_against(Some(p)),
+            seasonal_naive: s.map(|s| s.summary_against(Some(p))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,17 +44,30 @@ pub struct Summary {
     pub elapsed_s: f64,
     pub messages_per_s: f64,
     pub metrics: Metrics,
+    /// The same metrics for each key (keys of all partitions; a key seen in several
+    /// partitions is merged).
+    pub per_key: BTreeMap<String, Metrics>,
 }
 
 impl Summary {
     pub fn from_states<'a>(pipeline: &str, states: impl IntoIterator<Item = &'a PartitionState>, elapsed_s: f64) -> Self {
         let mut c = Counters::default();
-        let (mut m, mut p) = (ErrorStats::default(), ErrorStats::default());
+        let (mut m, mut p, mut sn) = (ErrorStats::default(), ErrorStats::default(), ErrorStats::default());
+        let mut keys: BTreeMap<String, [ErrorStats; 3]> = BTreeMap::new();
+        let mut seasonal = false;
         let (mut pending, mut parts, mut updates) = (0, 0, 0);
         for s in states {
             c.merge(&s.counters);
             m.merge(&s.model_error);
             p.merge(&s.persistence_error);
+            sn.merge(&s.seasonal_error);
+            for (k, ks) in &s.keys {
+                let e = keys.entry(k.clone()).or_default();
+                for (a, b) in e.iter_mut().zip(&ks.errors) {
+                    a.merge(b);
+                }
+                seasonal |= ks.errors[2].n > 0;
+            }
             pending += s.pending();
             parts += 1;
             updates += s.model.as_ref().map_or(0, |m| m.updates());
@@ -62,7 +88,11 @@ impl Summary {
             model_updates: updates,
             elapsed_s,
             messages_per_s: if elapsed_s > 0.0 { c.messages_in as f64 / elapsed_s } else { 0.0 },
-            metrics: Metrics { model: m.summary(), persistence: p.summary() },
+            metrics: Metrics::new(&m, &p, seasonal.then_some(&sn)),
+            per_key: keys
+                .iter()
+                .map(|(k, e)| (k.clone(), Metrics::new(&e[0], &e[1], seasonal.then_some(&e[2]))))
+                .collect(),
         }
     }
 
@@ -81,9 +111,16 @@ impl Summary {
             }
         }
         s.push_str(&format!("\n  model updates {}", self.model_updates));
-        s.push_str("\n              MAE          RMSE         SMAPE%      n");
-        for (name, e) in [("model", &self.metrics.model), ("persistence", &self.metrics.persistence)] {
-            s.push_str(&format!("\n  {name:<11} {:<12} {:<12} {:<11} {}", f(e.mae), f(e.rmse), f(e.smape), e.n));
+        s.push_str("\n                 MAE          RMSE         SMAPE%       R²           dir.acc      Theil U      n");
+        let mut rows = vec![("model", &self.metrics.model), ("persistence", &self.metrics.persistence)];
+        if let Some(sn) = &self.metrics.seasonal_naive {
+            rows.push(("seasonal naive", sn));
+        }
+        for (name, e) in rows {
+            s.push_str(&format!(
+                "\n  {name:<14} {:<12} {:<12} {:<12} {:<12} {:<12} {:<12} {}",
+                f(e.mae), f(e.rmse), f(e.smape), f(e.r2), f(e.directional_accuracy), f(e.theil_u), e.n
+            ));
         }
         s
     }

@@ -26,6 +26,9 @@ pub struct Pending {
     pub predicted: f64,
     /// The persistence baseline's forecast: the target's value at prediction time.
     pub persistence: f64,
+    /// The seasonal-naive baseline's forecast: the target one season before the
+    /// labelled row (when `model.season` is set and enough history exists).
+    pub seasonal: Option<f64>,
 }
 
 /// State of one key within a partition.
@@ -40,6 +43,10 @@ pub struct KeyState {
     pub pending_x: VecDeque<f64>,
     /// The key's own model when `scope = "per_key"`.
     pub model: Option<Box<dyn OnlineModel>>,
+    /// The last `season` target values (oldest first), for seasonal naive.
+    pub history: VecDeque<f64>,
+    /// This key's errors: model, persistence, seasonal naive.
+    pub errors: [ErrorStats; 3],
 }
 
 /// Counts of what happened to the partition's records.
@@ -98,6 +105,7 @@ pub struct PartitionState {
     pub counters: Counters,
     pub model_error: ErrorStats,
     pub persistence_error: ErrorStats,
+    pub seasonal_error: ErrorStats,
     pub rolling_model: RollingMae,
     pub rolling_persistence: RollingMae,
 }

@@ -181,3 +181,31 @@ scope = "per_key""#;
         assert!((got - yhat).abs() <= 1e-9 * (1.0 + yhat.abs()), "offset {off}: {got} vs {yhat}");
     }
 }
+
+/// A key whose value repeats every 7 rows: seasonal naive (season 7, horizon 1)
+/// forecasts y[i+1] by y[i−6] and must be exact once 7 values are known, i.e. for
+/// predictions at rows 6..=48 of 50 (43 labels); persistence is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seasonal_naive_baseline_is_exact_on_a_weekly_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = r#"kind = "rls"
+features = ["x"]
+target = "price"
+horizon = 1
+season = 7"#;
+    let sql = "SELECT _offset, symbol, ts, price, price AS x FROM ticks";
+    let b = built(&flat_pipeline(dir.path(), sql, model, 1)).await;
+    let broker = broker_for(&b);
+    let bs = broker.bootstrap_servers().to_string();
+    let week = [100.0, 120.0, 90.0, 95.0, 130.0, 60.0, 55.0];
+    let lines: Vec<String> = (0..50).map(|i| tick("D", 86_400_000 * i as i64, week[i % 7], 1.0)).collect();
+    let recs: Vec<(i32, Option<&[u8]>)> = lines.iter().map(|l| (0, Some(l.as_bytes()))).collect();
+    produce(&bs, "in", &recs).await;
+    let s = run_to_end(&b, &bs, 10).await;
+    assert_eq!(s.labelled, 49);
+    let sn = s.metrics.seasonal_naive.expect("seasonal naive reported");
+    assert_eq!(sn.n, 43);
+    assert_eq!(sn.mae, Some(0.0));
+    assert!(s.metrics.persistence.mae.unwrap() > 10.0);
+    assert_eq!(s.per_key["D"].seasonal_naive.unwrap().n, 43);
+}
