@@ -147,3 +147,25 @@ fn run_against_a_broker_in_another_process() {
         assert_eq!(m.header("tickflare.source.partition"), Some(m.partition.to_string().as_str()));
     }
 }
+
+/// The daily-demand pipeline on the shipped US births sample: the default model's
+/// SMAPE must beat persistence and seasonal naive (both computed by tickflare's
+/// baselines, whose formulas the unit and seasonal tests pin).
+#[test]
+fn daily_demand_model_beats_both_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .args(["run", "pipelines/daily-demand.toml", "--metrics-addr", "off", "--summary-json"])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let smape = |m: &str| s["metrics"][m]["smape"].as_f64().unwrap_or_else(|| panic!("{m}"));
+    assert_eq!(s["messages_in"], 5479);
+    assert_eq!(s["dead_letters"], 0);
+    let (model, pers, seas) = (smape("model"), smape("persistence"), smape("seasonal_naive"));
+    assert!(model < seas && model < pers, "model {model} vs seasonal naive {seas}, persistence {pers}");
+}
