@@ -6,7 +6,6 @@
 //! predictions and update the model on each, then predict for the row. Every step is a
 //! function of the rows in offset order, so output does not depend on batch sizes.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray, BooleanArray, Float64Array, RecordBatch};
@@ -344,20 +343,4 @@ fn key_state<'a>(map: &'a mut std::collections::HashMap<String, KeyState>, key: 
         map.insert(key.to_string(), KeyState::default());
     }
     map.get_mut(key).expect("inserted")
-}
-
-/// Convenience for tests and the bench: build a processor straight from a config.
-pub async fn build(
-    cfg: &crate::pipeline::config::PipelineConfig,
-    schema: Arc<crate::source::schema::TopicSchema>,
-) -> Result<Processor> {
-    let engine = FeatureEngine::plan(&cfg.features.sql, &cfg.features.table, schema.arrow.clone()).await?;
-    Processor::new(
-        engine,
-        &cfg.source.key,
-        &cfg.source.time,
-        cfg.source.allowed_lateness_ms,
-        cfg.features.lookback_rows,
-        &cfg.model,
-    )
 }

@@ -105,3 +105,32 @@ pub fn json(m: &ReadMessage) -> serde_json::Value {
 pub fn tick(symbol: &str, ts_ms: i64, price: f64, size: f64) -> String {
     format!(r#"{{"symbol":"{symbol}","ts":{ts_ms},"price":{price},"size":{size}}}"#)
 }
+
+/// Kills the child on drop so a failing test leaves no process behind.
+pub struct Child(pub std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tickflare broker` on a free port with the market pipeline's topics (2
+/// partitions each); returns the process and its bootstrap address.
+pub fn broker_process() -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Child(
+        Command::new(bin())
+            .args(["broker", "--port", "0", "--topic", "ticks:2", "--topic", "tick-predictions:2", "--topic", "ticks-dlq:2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().nth(4).expect("listening line").to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+    (child, addr)
+}

@@ -1,8 +1,7 @@
 //! The binary as users run it: the README's main command, `validate`, and a run
 //! against `tickflare broker` in a separate process.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::common::*;
 
@@ -93,29 +92,9 @@ fn validate_points_at_the_sql_error() {
     assert!(err.contains("features.sql:"), "{err}");
 }
 
-/// Kills the child on drop so a failing test leaves no broker behind.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn run_against_a_broker_in_another_process() {
-    let mut broker = Child(
-        Command::new(bin())
-            .args(["broker", "--port", "0", "--topic", "ticks:2", "--topic", "tick-predictions:2", "--topic", "ticks-dlq:2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(broker.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split_whitespace().nth(4).expect("listening line").to_string();
-    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+    let (_broker, addr) = broker_process();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let lines: Vec<Vec<u8>> = tickflare::source::sample::read_lines(&repo().join("data/binance_ticks_sample.jsonl"))

@@ -2,20 +2,12 @@
 //! Counters must match what the run did (and what the output topic holds);
 //! `/readyz` must say not-ready before the group assigned partitions, ready after.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
@@ -59,17 +51,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn metrics_match_the_run_and_readiness_follows_assignment() {
-    let mut broker = Child(
-        Command::new(bin())
-            .args(["broker", "--port", "0", "--topic", "ticks:2", "--topic", "tick-predictions:2", "--topic", "ticks-dlq:2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(broker.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let kafka = line.split_whitespace().nth(4).unwrap().to_string();
+    let (_broker, kafka) = broker_process();
     let http = format!("127.0.0.1:{}", free_port());
     let daemon = Child(
         Command::new(bin())
