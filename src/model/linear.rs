@@ -8,6 +8,7 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
 
 use crate::error::{Error, Result};
 
+use super::loss::Loss;
 use super::OnlineModel;
 
 /// Which optimizer steps the weights.
@@ -37,6 +38,7 @@ pub struct LinearModel {
     w: Var,
     b: Var,
     opt: Opt,
+    loss: Loss,
     device: Device,
     n: usize,
     updates: u64,
@@ -44,6 +46,10 @@ pub struct LinearModel {
 
 impl LinearModel {
     pub fn new(n_features: usize, optim: Optim, lr: f64, device: &Device) -> Result<Self> {
+        Self::with_loss(n_features, optim, lr, Loss::Mse, device)
+    }
+
+    pub fn with_loss(n_features: usize, optim: Optim, lr: f64, loss: Loss, device: &Device) -> Result<Self> {
         let w = Var::zeros((n_features, 1), DType::F64, device)?;
         let b = Var::zeros((1, 1), DType::F64, device)?;
         let vars = vec![w.clone(), b.clone()];
@@ -54,7 +60,7 @@ impl LinearModel {
                 ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() },
             )?),
         };
-        Ok(LinearModel { w, b, opt, device: device.clone(), n: n_features, updates: 0 })
+        Ok(LinearModel { w, b, opt, loss, device: device.clone(), n: n_features, updates: 0 })
     }
 
     fn forward(&self, x: &[f64]) -> Result<Tensor> {
@@ -74,7 +80,7 @@ impl OnlineModel for LinearModel {
     fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
         let pred = self.forward(x)?;
         let target = Tensor::new(&[[y]], &self.device)?;
-        let loss = pred.sub(&target)?.sqr()?.mean_all()?;
+        let loss = self.loss.apply(&pred, &target)?;
         let value = loss.to_scalar::<f64>()?;
         match &mut self.opt {
             Opt::Sgd(o) => o.backward_step(&loss)?,
@@ -115,6 +121,21 @@ mod tests {
             assert!((a - b).abs() < 1e-12, "{p:?}");
         }
         assert_eq!(m.updates(), 2);
+    }
+
+    /// Huber (δ = 1), lr = 0.1, x = (1, 2), y = 3 from w = b = 0: e = −3 is outside
+    /// ±δ, so the gradient is δ·sign(e) = −1 per unit input: w = (0.1, 0.2), b = 0.1.
+    /// Then x = (1, 0), y = 0.5: ŷ = 0.2, e = −0.3 inside ±δ → gradient e:
+    /// w₁ = 0.1 + 0.03 = 0.13, b = 0.1 + 0.03 = 0.13.
+    #[test]
+    fn huber_sgd_matches_hand_computation() {
+        let mut m = LinearModel::with_loss(2, Optim::Sgd, 0.1, Loss::Huber { delta: 1.0 }, &Device::Cpu).unwrap();
+        m.update(&[1.0, 2.0], 3.0).unwrap();
+        m.update(&[1.0, 0.0], 0.5).unwrap();
+        let p = m.parameters().unwrap();
+        for (a, b) in p.iter().zip([0.13, 0.2, 0.13]) {
+            assert!((a - b).abs() < 1e-12, "{p:?}");
+        }
     }
 
     /// AdamW's first step moves every parameter with a non-zero gradient by

@@ -114,8 +114,17 @@ fn names(s: &arrow::datatypes::Schema) -> String {
 
 fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     let m = &cfg.model;
-    if !matches!(m.kind.as_str(), "linear" | "rls") {
-        probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear, rls)", m.kind)));
+    if !matches!(m.kind.as_str(), "linear" | "mlp" | "rls") {
+        probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear, mlp, rls)", m.kind)));
+    }
+    if let Err(e) = crate::model::loss::Loss::parse(&m.loss, m.huber_delta) {
+        probs.push(problem("model.loss", e.to_string()));
+    }
+    if let Err(e) = crate::model::mlp::Activation::parse(&m.activation) {
+        probs.push(problem("model.activation", e.to_string()));
+    }
+    if m.hidden.contains(&0) {
+        probs.push(problem("model.hidden", "layer sizes must be at least 1"));
     }
     if !(m.forgetting_factor > 0.0 && m.forgetting_factor <= 1.0) {
         probs.push(problem("model.forgetting_factor", "must be in (0, 1]"));

@@ -86,6 +86,21 @@ pub struct ModelConfig {
     /// Learning rate.
     #[serde(default = "lr")]
     pub learning_rate: f64,
+    /// `linear`, `mlp`: `mse` or `huber`.
+    #[serde(default = "mse")]
+    pub loss: String,
+    /// `huber`: the error beyond which the loss grows linearly.
+    #[serde(default = "one")]
+    pub huber_delta: f64,
+    /// `mlp`: hidden layer sizes.
+    #[serde(default = "hidden")]
+    pub hidden: Vec<usize>,
+    /// `mlp`: `relu` or `tanh`.
+    #[serde(default = "relu")]
+    pub activation: String,
+    /// Seed of the initial weights (models with random initialisation).
+    #[serde(default)]
+    pub seed: u64,
     /// `rls`: forgetting factor λ in (0, 1]; 1 weighs all history equally.
     #[serde(default = "one")]
     pub forgetting_factor: f64,
@@ -211,6 +226,15 @@ fn sgd() -> String {
 }
 fn lr() -> f64 {
     0.01
+}
+fn mse() -> String {
+    "mse".into()
+}
+fn relu() -> String {
+    "relu".into()
+}
+fn hidden() -> Vec<usize> {
+    vec![32]
 }
 fn one() -> f64 {
     1.0
