@@ -33,11 +33,20 @@ enum Opt {
     AdamW(AdamW),
 }
 
+fn make_opt(optim: Optim, vars: Vec<Var>, lr: f64) -> Result<Opt> {
+    Ok(match optim {
+        Optim::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
+        Optim::AdamW => Opt::AdamW(AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?),
+    })
+}
+
 /// A linear model with its optimizer state.
 pub struct LinearModel {
     w: Var,
     b: Var,
     opt: Opt,
+    optim: Optim,
+    lr: f64,
     loss: Loss,
     device: Device,
     n: usize,
@@ -52,15 +61,8 @@ impl LinearModel {
     pub fn with_loss(n_features: usize, optim: Optim, lr: f64, loss: Loss, device: &Device) -> Result<Self> {
         let w = Var::zeros((n_features, 1), DType::F64, device)?;
         let b = Var::zeros((1, 1), DType::F64, device)?;
-        let vars = vec![w.clone(), b.clone()];
-        let opt = match optim {
-            Optim::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
-            Optim::AdamW => Opt::AdamW(AdamW::new(
-                vars,
-                ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() },
-            )?),
-        };
-        Ok(LinearModel { w, b, opt, loss, device: device.clone(), n: n_features, updates: 0 })
+        let opt = make_opt(optim, vec![w.clone(), b.clone()], lr)?;
+        Ok(LinearModel { w, b, opt, optim, lr, loss, device: device.clone(), n: n_features, updates: 0 })
     }
 
     fn forward(&self, x: &[f64]) -> Result<Tensor> {
@@ -92,6 +94,20 @@ impl OnlineModel for LinearModel {
 
     fn updates(&self) -> u64 {
         self.updates
+    }
+
+    fn reset_optimizer(&mut self) -> Result<()> {
+        self.opt = make_opt(self.optim, vec![self.w.clone(), self.b.clone()], self.lr)?;
+        Ok(())
+    }
+
+    fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
+        let lr = self.lr * scale;
+        match &mut self.opt {
+            Opt::Sgd(o) => o.set_learning_rate(lr),
+            Opt::AdamW(o) => o.set_learning_rate(lr),
+        }
+        Ok(())
     }
 
     fn parameters(&self) -> Result<Vec<f64>> {

@@ -40,10 +40,19 @@ pub struct MlpModel {
     act: Activation,
     loss: Loss,
     opt: Opt,
+    optim: Optim,
+    lr: f64,
     varmap: VarMap,
     device: Device,
     n: usize,
     updates: u64,
+}
+
+fn make_opt(optim: Optim, vars: Vec<Var>, lr: f64) -> Result<Opt> {
+    Ok(match optim {
+        Optim::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
+        Optim::AdamW => Opt::AdamW(AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?),
+    })
 }
 
 /// SplitMix64: a tiny seeded generator for initial weights.
@@ -93,12 +102,8 @@ impl MlpModel {
             .enumerate()
             .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("l{i}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let vars = varmap.all_vars();
-        let opt = match optim {
-            Optim::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
-            Optim::AdamW => Opt::AdamW(AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?),
-        };
-        Ok(MlpModel { layers, act, loss, opt, varmap, device: device.clone(), n: n_features, updates: 0 })
+        let opt = make_opt(optim, varmap.all_vars(), lr)?;
+        Ok(MlpModel { layers, act, loss, opt, optim, lr, varmap, device: device.clone(), n: n_features, updates: 0 })
     }
 
     fn forward(&self, x: &[f64]) -> Result<Tensor> {
@@ -148,6 +153,19 @@ impl OnlineModel for MlpModel {
 
     fn updates(&self) -> u64 {
         self.updates
+    }
+
+    fn reset_optimizer(&mut self) -> Result<()> {
+        self.opt = make_opt(self.optim, self.varmap.all_vars(), self.lr)?;
+        Ok(())
+    }
+
+    fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
+        match &mut self.opt {
+            Opt::Sgd(o) => o.set_learning_rate(self.lr * scale),
+            Opt::AdamW(o) => o.set_learning_rate(self.lr * scale),
+        }
+        Ok(())
     }
 
     fn parameters(&self) -> Result<Vec<f64>> {

@@ -4,6 +4,7 @@
 //! at a time, in record order, so results never depend on micro-batch boundaries.
 
 pub mod linear;
+pub mod drift;
 pub mod loss;
 pub mod mlp;
 pub mod rls;
@@ -23,6 +24,88 @@ pub trait OnlineModel: Send {
     fn updates(&self) -> u64;
     /// The parameters, flattened (weights then bias for linear models).
     fn parameters(&self) -> Result<Vec<f64>>;
+    /// Forgets the optimizer's adaptive state (moments; RLS: the covariance).
+    fn reset_optimizer(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Multiplies the configured learning rate by `scale` (1 restores it).
+    fn set_lr_scale(&mut self, _scale: f64) -> Result<()> {
+        Ok(())
+    }
+    /// Drift detections so far (models wrapped in a drift guard).
+    fn drift_events(&self) -> u64 {
+        0
+    }
+}
+
+/// What to do when drift is detected.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DriftAction {
+    Log,
+    ResetOptimizer,
+    /// Multiply the learning rate by `factor` for the next `updates` updates.
+    RaiseLr { factor: f64, updates: u64 },
+}
+
+enum Detector {
+    PageHinkley(drift::PageHinkley),
+    Adwin(drift::Adwin),
+}
+
+/// Wraps a model: feeds each label's absolute residual (before the update) to a
+/// drift detector and applies the configured action on detection.
+pub struct DriftGuard {
+    inner: Box<dyn OnlineModel>,
+    detector: Detector,
+    action: DriftAction,
+    boost_left: u64,
+    events: u64,
+}
+
+impl OnlineModel for DriftGuard {
+    fn predict(&self, x: &[f64]) -> Result<f64> {
+        self.inner.predict(x)
+    }
+
+    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
+        let r = (self.inner.predict(x)? - y).abs();
+        let drift = match &mut self.detector {
+            Detector::PageHinkley(d) => d.add(r),
+            Detector::Adwin(d) => d.add(r),
+        };
+        if drift {
+            self.events += 1;
+            tracing::info!(action = ?self.action, updates = self.inner.updates(), "drift detected");
+            match self.action {
+                DriftAction::Log => {}
+                DriftAction::ResetOptimizer => self.inner.reset_optimizer()?,
+                DriftAction::RaiseLr { factor, updates } => {
+                    self.inner.set_lr_scale(factor)?;
+                    self.boost_left = updates;
+                }
+            }
+        }
+        let loss = self.inner.update(x, y)?;
+        if self.boost_left > 0 {
+            self.boost_left -= 1;
+            if self.boost_left == 0 {
+                self.inner.set_lr_scale(1.0)?;
+            }
+        }
+        Ok(loss)
+    }
+
+    fn updates(&self) -> u64 {
+        self.inner.updates()
+    }
+
+    fn parameters(&self) -> Result<Vec<f64>> {
+        self.inner.parameters()
+    }
+
+    fn drift_events(&self) -> u64 {
+        self.events
+    }
 }
 
 /// Pins candle's CPU thread count once. Without `RAYON_NUM_THREADS`, candle re-reads
@@ -46,8 +129,28 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
-/// Builds a fresh model for `n_features` inputs.
+/// Builds a fresh model for `n_features` inputs (wrapped in a drift guard when
+/// `model.drift` is set).
 pub fn build(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
+    let inner = build_kind(cfg, n_features, device)?;
+    let detector = match cfg.drift.as_str() {
+        "none" => return Ok(inner),
+        "page_hinkley" => Detector::PageHinkley(drift::PageHinkley::new(cfg.drift_delta, cfg.drift_threshold, 30)),
+        "adwin" => Detector::Adwin(drift::Adwin::new(cfg.drift_delta, 2000)),
+        other => return Err(Error::Config(format!("model.drift {other:?} is not one of none, page_hinkley, adwin"))),
+    };
+    let action = match cfg.drift_action.as_str() {
+        "log" => DriftAction::Log,
+        "reset_optimizer" => DriftAction::ResetOptimizer,
+        "raise_lr" => DriftAction::RaiseLr { factor: cfg.drift_lr_factor, updates: cfg.drift_lr_updates },
+        other => {
+            return Err(Error::Config(format!("model.drift_action {other:?} is not one of log, reset_optimizer, raise_lr")))
+        }
+    };
+    Ok(Box::new(DriftGuard { inner, detector, action, boost_left: 0, events: 0 }))
+}
+
+fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
     match cfg.kind.as_str() {
         "linear" => {
             let opt = linear::Optim::parse(&cfg.optimizer)?;
@@ -173,6 +276,42 @@ mod learning_tests {
         };
         assert_eq!(mk(5), mk(5));
         assert_ne!(mk(5), mk(6));
+    }
+
+    /// y = 2x₁ − 3x₂ + ε for 1500 rows, then y = −2x₁ + 3x₂ + ε. RLS with λ = 1
+    /// averages over all history and adapts ever more slowly; Page-Hinkley must fire
+    /// after the switch (not before), and resetting RLS's covariance on drift must
+    /// cut the error of the 500 rows after the switch against only logging it.
+    #[test]
+    fn drift_is_detected_and_reset_helps() {
+        let run = |action: &str| {
+            let cfg: ModelConfig = toml::from_str(&format!(
+                "kind = \"rls\"\nfeatures = [\"a\", \"b\"]\ntarget = \"y\"\nhorizon = 1\nregularization = 0.001\n\
+                 drift = \"page_hinkley\"\ndrift_action = \"{action}\"\ndrift_delta = 0.05\ndrift_threshold = 20.0"
+            ))
+            .unwrap();
+            let mut m = build(&cfg, 2, &Device::Cpu).unwrap();
+            let mut rng = Rng(11);
+            let (mut before, mut after_err) = (0, 0.0);
+            for i in 0..2000 {
+                let x = [rng.normal(), rng.normal()];
+                let sgn = if i < 1500 { 1.0 } else { -1.0 };
+                let y = sgn * (2.0 * x[0] - 3.0 * x[1]) + 0.1 * rng.normal();
+                if i >= 1500 {
+                    after_err += (m.predict(&x).unwrap() - y).abs();
+                }
+                m.update(&x, y).unwrap();
+                if i == 1499 {
+                    before = m.drift_events();
+                }
+            }
+            (before, m.drift_events(), after_err / 500.0)
+        };
+        let (b_log, n_log, err_log) = run("log");
+        let (b_reset, n_reset, err_reset) = run("reset_optimizer");
+        assert_eq!((b_log, b_reset), (0, 0), "no false alarm before the switch");
+        assert!(n_log >= 1 && n_reset >= 1);
+        assert!(err_reset < 0.5 * err_log, "reset {err_reset} vs log {err_log}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub struct RlsModel {
     w: Tensor,
     p: Tensor,
     lambda: f64,
+    delta: f64,
     device: Device,
     n: usize,
     updates: u64,
@@ -35,6 +36,7 @@ impl RlsModel {
             w: Tensor::zeros((d, 1), DType::F64, device)?,
             p: (Tensor::eye(d, DType::F64, device)? / delta)?,
             lambda,
+            delta,
             device: device.clone(),
             n: n_features,
             updates: 0,
@@ -74,6 +76,13 @@ impl OnlineModel for RlsModel {
 
     fn updates(&self) -> u64 {
         self.updates
+    }
+
+    /// Restarts the covariance at I/δ: the weights stay, but new data is again
+    /// trusted as much as at the start — the classical response to drift.
+    fn reset_optimizer(&mut self) -> Result<()> {
+        self.p = (Tensor::eye(self.n + 1, DType::F64, &self.device)? / self.delta)?;
+        Ok(())
     }
 
     fn parameters(&self) -> Result<Vec<f64>> {

@@ -123,6 +123,12 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     if let Err(e) = crate::model::mlp::Activation::parse(&m.activation) {
         probs.push(problem("model.activation", e.to_string()));
     }
+    if !matches!(m.drift.as_str(), "none" | "page_hinkley" | "adwin") {
+        probs.push(problem("model.drift", format!("{:?} is not one of none, page_hinkley, adwin", m.drift)));
+    }
+    if !matches!(m.drift_action.as_str(), "log" | "reset_optimizer" | "raise_lr") {
+        probs.push(problem("model.drift_action", format!("{:?} is not one of log, reset_optimizer, raise_lr", m.drift_action)));
+    }
     if m.hidden.contains(&0) {
         probs.push(problem("model.hidden", "layer sizes must be at least 1"));
     }

@@ -101,6 +101,24 @@ pub struct ModelConfig {
     /// Seed of the initial weights (models with random initialisation).
     #[serde(default)]
     pub seed: u64,
+    /// Drift detector on the absolute residuals: `none`, `page_hinkley`, `adwin`.
+    #[serde(default = "none")]
+    pub drift: String,
+    /// On drift: `log`, `reset_optimizer` or `raise_lr`.
+    #[serde(default = "log")]
+    pub drift_action: String,
+    /// Page-Hinkley δ (tolerated mean increase) / ADWIN confidence δ.
+    #[serde(default = "drift_delta")]
+    pub drift_delta: f64,
+    /// Page-Hinkley threshold λ, in units of the residual.
+    #[serde(default = "drift_threshold")]
+    pub drift_threshold: f64,
+    /// `raise_lr`: learning-rate multiplier…
+    #[serde(default = "ten")]
+    pub drift_lr_factor: f64,
+    /// …for this many updates.
+    #[serde(default = "hundred")]
+    pub drift_lr_updates: u64,
     /// `rls`: forgetting factor λ in (0, 1]; 1 weighs all history equally.
     #[serde(default = "one")]
     pub forgetting_factor: f64,
@@ -226,6 +244,21 @@ fn sgd() -> String {
 }
 fn lr() -> f64 {
     0.01
+}
+fn none() -> String {
+    "none".into()
+}
+fn log() -> String {
+    "log".into()
+}
+fn drift_delta() -> f64 {
+    0.005
+}
+fn drift_threshold() -> f64 {
+    50.0
+}
+fn ten() -> f64 {
+    10.0
 }
 fn mse() -> String {
     "mse".into()

@@ -183,6 +183,7 @@ impl Batch {
             }
             let state = self.states.entry(*p).or_insert_with(|| PartitionState::new(*p));
             let before = state.counters.clone();
+            let drift_before = state.drift_events();
             self.timestamps.extend_from_slice(&input.timestamps_ms);
             input.clear_timestamps();
             built
@@ -198,6 +199,7 @@ impl Batch {
                 warmup: c.warmup - before.warmup,
                 labelled: c.labelled - before.labelled,
                 pending: state.pending(),
+                drift_events: state.drift_events() - drift_before,
                 rolling_mae_model: state.rolling_model.value(),
                 rolling_mae_persistence: state.rolling_persistence.value(),
             }

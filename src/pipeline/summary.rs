@@ -41,6 +41,7 @@ pub struct Summary {
     pub filtered: u64,
     pub partitions: usize,
     pub model_updates: u64,
+    pub drift_events: u64,
     pub elapsed_s: f64,
     pub messages_per_s: f64,
     pub metrics: Metrics,
@@ -55,7 +56,7 @@ impl Summary {
         let (mut m, mut p, mut sn) = (ErrorStats::default(), ErrorStats::default(), ErrorStats::default());
         let mut keys: BTreeMap<String, [ErrorStats; 3]> = BTreeMap::new();
         let mut seasonal = false;
-        let (mut pending, mut parts, mut updates) = (0, 0, 0);
+        let (mut pending, mut parts, mut updates, mut drift) = (0, 0, 0, 0);
         for s in states {
             c.merge(&s.counters);
             m.merge(&s.model_error);
@@ -69,6 +70,7 @@ impl Summary {
                 seasonal |= ks.errors[2].n > 0;
             }
             pending += s.pending();
+            drift += s.drift_events();
             parts += 1;
             updates += s.model.as_ref().map_or(0, |m| m.updates());
             updates += s.keys.values().filter_map(|k| k.model.as_ref()).map(|m| m.updates()).sum::<u64>();
@@ -86,6 +88,7 @@ impl Summary {
             filtered: c.filtered,
             partitions: parts,
             model_updates: updates,
+            drift_events: drift,
             elapsed_s,
             messages_per_s: if elapsed_s > 0.0 { c.messages_in as f64 / elapsed_s } else { 0.0 },
             metrics: Metrics::new(&m, &p, seasonal.then_some(&sn)),
@@ -110,7 +113,7 @@ impl Summary {
                 s.push_str(&format!("  (first: {ex})"));
             }
         }
-        s.push_str(&format!("\n  model updates {}", self.model_updates));
+        s.push_str(&format!("\n  model updates {}  drift events {}", self.model_updates, self.drift_events));
         s.push_str("\n                 MAE          RMSE         SMAPE%       R²           dir.acc      Theil U      n");
         let mut rows = vec![("model", &self.metrics.model), ("persistence", &self.metrics.persistence)];
         if let Some(sn) = &self.metrics.seasonal_naive {

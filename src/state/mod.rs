@@ -120,6 +120,12 @@ impl PartitionState {
         self.model.is_some() as usize + self.keys.values().filter(|k| k.model.is_some()).count()
     }
 
+    /// Drift detections of this partition's models.
+    pub fn drift_events(&self) -> u64 {
+        self.model.as_ref().map_or(0, |m| m.drift_events())
+            + self.keys.values().filter_map(|k| k.model.as_ref()).map(|m| m.drift_events()).sum::<u64>()
+    }
+
     /// Predictions still waiting for a label.
     pub fn pending(&self) -> u64 {
         self.keys.values().map(|k| k.pending.len() as u64).sum()

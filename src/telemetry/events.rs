@@ -23,6 +23,7 @@ pub fn describe() {
     describe_histogram!("tickflare_stage_seconds", Unit::Seconds, "Time per micro-batch in each stage: decode, features, predict, update, produce");
     describe_histogram!("tickflare_end_to_end_latency_seconds", Unit::Seconds, "Kafka record timestamp to acknowledged publish of its outputs");
     describe_gauge!("tickflare_live_models", "Models held in memory (one per partition, or per key with scope = per_key)");
+    describe_counter!("tickflare_drift_events_total", "Drift detections on the residuals");
     describe_gauge!("tickflare_rolling_mae", "MAE over the last 1000 labelled predictions, per partition, for the model and the persistence baseline");
     describe_gauge!("tickflare_assigned_partitions", "Input partitions assigned to this process");
     describe_counter!("tickflare_kafka_errors_total", "Errors reported by librdkafka (client level)");
@@ -45,6 +46,7 @@ struct PartitionMetrics {
     warmup: Counter,
     labelled: Counter,
     updates: Counter,
+    drift: Counter,
     pending: Gauge,
     batch_rows: Histogram,
     mae_model: Gauge,
@@ -89,6 +91,7 @@ impl PipelineMetrics {
                 warmup: l("tickflare_warmup_total"),
                 labelled: l("tickflare_labelled_total"),
                 updates: counter!("tickflare_model_updates_total", "pipeline" => pl.clone(), "partition" => part.clone(), "model" => m.clone()),
+                drift: counter!("tickflare_drift_events_total", "pipeline" => pl.clone(), "partition" => part.clone(), "model" => m.clone()),
                 pending: gauge!("tickflare_pending_predictions", "pipeline" => pl.clone(), "partition" => part.clone()),
                 batch_rows: histogram!("tickflare_batch_rows", "pipeline" => pl.clone(), "partition" => part.clone()),
                 mae_model: gauge!("tickflare_rolling_mae", "pipeline" => pl.clone(), "partition" => part.clone(), "forecaster" => "model"),
@@ -106,6 +109,7 @@ pub struct BatchProcessed {
     pub warmup: u64,
     pub labelled: u64,
     pub pending: u64,
+    pub drift_events: u64,
     pub rolling_mae_model: Option<f64>,
     pub rolling_mae_persistence: Option<f64>,
 }
@@ -126,6 +130,7 @@ impl BatchProcessed {
         p.labelled.increment(self.labelled);
         p.updates.increment(self.labelled);
         p.pending.set(self.pending as f64);
+        p.drift.increment(self.drift_events);
         p.batch_rows.record(self.records as f64);
         if let Some(v) = self.rolling_mae_model {
             p.mae_model.set(v);
