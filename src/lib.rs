@@ -4,6 +4,7 @@
 //! partition carries between batches, `pipeline` wires the stages, `cli` is the
 //! command line and `broker` the embedded Kafka-protocol broker.
 
+pub mod analysis;
 pub mod broker;
 pub mod cli;
 pub mod error;

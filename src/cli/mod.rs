@@ -1,5 +1,6 @@
 //! Command line: raw flags (clap) dispatched to one module per subcommand.
 
+pub mod analyze;
 pub mod bench;
 pub mod broker;
 pub mod run;
@@ -33,6 +34,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Run the embedded Kafka-protocol broker as its own process.
     Broker(broker::BrokerArgs),
+    /// ACF, embedding delay and Cao's embedding dimension of a column, with SQL.
+    Analyze(analyze::AnalyzeArgs),
     /// Measure passthrough and pipeline throughput on the embedded broker.
     Bench(bench::BenchArgs),
 }
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
             Command::Validate(a) => validate::validate(a).await,
             Command::Broker(a) => broker::broker(a).await,
             Command::Bench(a) => bench::bench(a).await,
+            Command::Analyze(a) => analyze::analyze(a).await,
         }
     });
     match result {
