@@ -8,6 +8,7 @@ pub mod drift;
 pub mod loss;
 pub mod mlp;
 pub mod rls;
+pub mod wrappers;
 
 use candle_core::Device;
 
@@ -132,7 +133,18 @@ pub fn device(name: &str) -> Result<Device> {
 /// Builds a fresh model for `n_features` inputs (wrapped in a drift guard when
 /// `model.drift` is set).
 pub fn build(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
-    let inner = build_kind(cfg, n_features, device)?;
+    let mut inner = build_kind(cfg, n_features, device)?;
+    if cfg.replay > 0 {
+        let policy = match cfg.replay_policy.as_str() {
+            "recent" => wrappers::ReplayPolicy::Recent,
+            "reservoir" => wrappers::ReplayPolicy::Reservoir,
+            other => return Err(Error::Config(format!("model.replay_policy {other:?} is not one of recent, reservoir"))),
+        };
+        inner = Box::new(wrappers::Replay::new(inner, n_features, cfg.replay_capacity, cfg.replay, policy, cfg.seed));
+    }
+    if cfg.normalize {
+        inner = Box::new(wrappers::Normalized::new(inner, n_features));
+    }
     let detector = match cfg.drift.as_str() {
         "none" => return Ok(inner),
         "page_hinkley" => Detector::PageHinkley(drift::PageHinkley::new(cfg.drift_delta, cfg.drift_threshold, 30)),

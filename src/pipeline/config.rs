@@ -101,6 +101,22 @@ pub struct ModelConfig {
     /// Seed of the initial weights (models with random initialisation).
     #[serde(default)]
     pub seed: u64,
+    /// Standardise features and target with running mean/variance.
+    #[serde(default)]
+    pub normalize: bool,
+    /// Past labelled examples replayed after each new label (0 = off).
+    #[serde(default)]
+    pub replay: usize,
+    /// Replay buffer size.
+    #[serde(default = "thousand")]
+    pub replay_capacity: usize,
+    /// `recent` (last K) or `reservoir` (uniform over all seen).
+    #[serde(default = "recent")]
+    pub replay_policy: String,
+    /// Cap on live per-key models (`scope = "per_key"`); the least recently used is
+    /// evicted (and counted) when a new key needs one. 0 = no cap.
+    #[serde(default)]
+    pub max_live_models: usize,
     /// Drift detector on the absolute residuals: `none`, `page_hinkley`, `adwin`.
     #[serde(default = "none")]
     pub drift: String,
@@ -244,6 +260,9 @@ fn sgd() -> String {
 }
 fn lr() -> f64 {
     0.01
+}
+fn recent() -> String {
+    "recent".into()
 }
 fn none() -> String {
     "none".into()

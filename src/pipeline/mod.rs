@@ -200,6 +200,7 @@ impl Batch {
                 labelled: c.labelled - before.labelled,
                 pending: state.pending(),
                 drift_events: state.drift_events() - drift_before,
+                evictions: c.evictions - before.evictions,
                 rolling_mae_model: state.rolling_model.value(),
                 rolling_mae_persistence: state.rolling_persistence.value(),
             }

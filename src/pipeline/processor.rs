@@ -34,6 +34,7 @@ pub struct Processor {
     lateness_ns: i64,
     lookback_rows: usize,
     season: Option<usize>,
+    max_live: usize,
     /// In the input (decoded) batch.
     in_key: usize,
     in_time: usize,
@@ -90,6 +91,7 @@ impl Processor {
             lateness_ns: lateness_ms.saturating_mul(1_000_000),
             lookback_rows,
             season: model_cfg.season.map(|m| m as usize),
+            max_live: model_cfg.max_live_models,
             engine,
         })
     }
@@ -225,6 +227,8 @@ impl Processor {
             rolling_model,
             rolling_persistence,
             partition,
+            tick,
+            live_models: live,
             ..
         } = state;
         for i in 0..n {
@@ -244,8 +248,20 @@ impl Processor {
                 continue;
             }
             let key = str_or_empty(keys, i);
+            *tick += 1;
+            if self.per_key && self.max_live > 0 && *live >= self.max_live && key_states.get(key).is_none_or(|k| k.model.is_none()) {
+                // This key will need a model: make room by evicting the least recently
+                // used one. Its pending predictions stay; if labelled, a fresh model
+                // learns from them.
+                if let Some(lru) = key_states.values_mut().filter(|k| k.model.is_some()).min_by_key(|k| k.last_used) {
+                    lru.model = None;
+                    *live -= 1;
+                    counters.evictions += 1;
+                }
+            }
             let ks = key_state(key_states, key);
             ks.rows += 1;
+            ks.last_used = *tick;
             let t = if times.is_valid(i) { times.value(i) } else { i64::MIN };
             let y = target.is_valid(i).then(|| target.value(i));
             if let Some(y) = y {
@@ -262,8 +278,8 @@ impl Processor {
                     for v in lx.iter_mut() {
                         *v = ks.pending_x.pop_front().expect("pending_x holds d values per pending");
                     }
-                    let m = if self.per_key { &mut ks.model } else { &mut *global };
-                    let m = m.as_mut().expect("a model exists once it has predicted");
+                    let slot = if self.per_key { &mut ks.model } else { &mut *global };
+                    let m = self.ensure_model(slot, live, d)?;
                     let t0 = Instant::now();
                     m.update(&lx, y)?;
                     timings.update += t0.elapsed();
@@ -295,10 +311,7 @@ impl Processor {
                 continue;
             };
             let slot = if self.per_key { &mut ks.model } else { &mut *global };
-            if slot.is_none() {
-                *slot = Some(model::build(&self.model_cfg, d, &self.device)?);
-            }
-            let m = slot.as_mut().expect("just built");
+            let m = self.ensure_model(slot, live, d)?;
             let t0 = Instant::now();
             let predicted = m.predict(&x)?;
             timings.predict += t0.elapsed();
@@ -327,6 +340,22 @@ impl Processor {
             ks.pending_x.extend(x.iter().copied());
         }
         Ok(())
+    }
+}
+
+impl Processor {
+    /// The model in `slot`, built first if there is none (counted in `live`).
+    fn ensure_model<'a>(
+        &self,
+        slot: &'a mut Option<Box<dyn model::OnlineModel>>,
+        live: &mut usize,
+        d: usize,
+    ) -> Result<&'a mut Box<dyn model::OnlineModel>> {
+        if slot.is_none() {
+            *slot = Some(model::build(&self.model_cfg, d, &self.device)?);
+            *live += 1;
+        }
+        Ok(slot.as_mut().expect("just built"))
     }
 }
 

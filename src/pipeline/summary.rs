@@ -42,6 +42,8 @@ pub struct Summary {
     pub partitions: usize,
     pub model_updates: u64,
     pub drift_events: u64,
+    pub evictions: u64,
+    pub live_models: usize,
     pub elapsed_s: f64,
     pub messages_per_s: f64,
     pub metrics: Metrics,
@@ -56,7 +58,7 @@ impl Summary {
         let (mut m, mut p, mut sn) = (ErrorStats::default(), ErrorStats::default(), ErrorStats::default());
         let mut keys: BTreeMap<String, [ErrorStats; 3]> = BTreeMap::new();
         let mut seasonal = false;
-        let (mut pending, mut parts, mut updates, mut drift) = (0, 0, 0, 0);
+        let (mut pending, mut parts, mut updates, mut drift, mut live) = (0, 0, 0, 0, 0);
         for s in states {
             c.merge(&s.counters);
             m.merge(&s.model_error);
@@ -71,6 +73,7 @@ impl Summary {
             }
             pending += s.pending();
             drift += s.drift_events();
+            live += s.live_models();
             parts += 1;
             updates += s.model.as_ref().map_or(0, |m| m.updates());
             updates += s.keys.values().filter_map(|k| k.model.as_ref()).map(|m| m.updates()).sum::<u64>();
@@ -89,6 +92,8 @@ impl Summary {
             partitions: parts,
             model_updates: updates,
             drift_events: drift,
+            evictions: c.evictions,
+            live_models: live,
             elapsed_s,
             messages_per_s: if elapsed_s > 0.0 { c.messages_in as f64 / elapsed_s } else { 0.0 },
             metrics: Metrics::new(&m, &p, seasonal.then_some(&sn)),

@@ -36,6 +36,8 @@ pub struct Pending {
 pub struct KeyState {
     /// Rows of this key that reached the model stage.
     pub rows: u64,
+    /// The partition's row counter when this key was last seen (LRU eviction).
+    pub last_used: u64,
     /// Latest event time seen (ns), for lateness.
     pub max_time: Option<i64>,
     pub pending: VecDeque<Pending>,
@@ -63,6 +65,8 @@ pub struct Counters {
     pub warmup: u64,
     /// Rows the feature SQL did not return (a WHERE clause).
     pub filtered: u64,
+    /// Per-key models evicted by `model.max_live_models`.
+    pub evictions: u64,
 }
 
 impl Counters {
@@ -79,6 +83,7 @@ impl Counters {
         self.labelled += o.labelled;
         self.warmup += o.warmup;
         self.filtered += o.filtered;
+        self.evictions += o.evictions;
     }
 
     pub fn dead_letter(&mut self, d: &crate::sink::DeadLetter) {
@@ -108,6 +113,10 @@ pub struct PartitionState {
     pub seasonal_error: ErrorStats,
     pub rolling_model: RollingMae,
     pub rolling_persistence: RollingMae,
+    /// Rows that reached the model stage (the LRU clock).
+    pub tick: u64,
+    /// Models currently held (global or per key).
+    pub live_models: usize,
 }
 
 impl PartitionState {
@@ -117,7 +126,7 @@ impl PartitionState {
 
     /// Models held in memory for this partition.
     pub fn live_models(&self) -> usize {
-        self.model.is_some() as usize + self.keys.values().filter(|k| k.model.is_some()).count()
+        self.live_models
     }
 
     /// Drift detections of this partition's models.

@@ -23,6 +23,7 @@ pub fn describe() {
     describe_histogram!("tickflare_stage_seconds", Unit::Seconds, "Time per micro-batch in each stage: decode, features, predict, update, produce");
     describe_histogram!("tickflare_end_to_end_latency_seconds", Unit::Seconds, "Kafka record timestamp to acknowledged publish of its outputs");
     describe_gauge!("tickflare_live_models", "Models held in memory (one per partition, or per key with scope = per_key)");
+    describe_counter!("tickflare_model_evictions_total", "Per-key models evicted by the live-model cap");
     describe_counter!("tickflare_drift_events_total", "Drift detections on the residuals");
     describe_gauge!("tickflare_rolling_mae", "MAE over the last 1000 labelled predictions, per partition, for the model and the persistence baseline");
     describe_gauge!("tickflare_assigned_partitions", "Input partitions assigned to this process");
@@ -47,6 +48,7 @@ struct PartitionMetrics {
     labelled: Counter,
     updates: Counter,
     drift: Counter,
+    evictions: Counter,
     pending: Gauge,
     batch_rows: Histogram,
     mae_model: Gauge,
@@ -92,6 +94,7 @@ impl PipelineMetrics {
                 labelled: l("tickflare_labelled_total"),
                 updates: counter!("tickflare_model_updates_total", "pipeline" => pl.clone(), "partition" => part.clone(), "model" => m.clone()),
                 drift: counter!("tickflare_drift_events_total", "pipeline" => pl.clone(), "partition" => part.clone(), "model" => m.clone()),
+                evictions: counter!("tickflare_model_evictions_total", "pipeline" => pl.clone(), "partition" => part.clone()),
                 pending: gauge!("tickflare_pending_predictions", "pipeline" => pl.clone(), "partition" => part.clone()),
                 batch_rows: histogram!("tickflare_batch_rows", "pipeline" => pl.clone(), "partition" => part.clone()),
                 mae_model: gauge!("tickflare_rolling_mae", "pipeline" => pl.clone(), "partition" => part.clone(), "forecaster" => "model"),
@@ -110,6 +113,7 @@ pub struct BatchProcessed {
     pub labelled: u64,
     pub pending: u64,
     pub drift_events: u64,
+    pub evictions: u64,
     pub rolling_mae_model: Option<f64>,
     pub rolling_mae_persistence: Option<f64>,
 }
@@ -131,6 +135,7 @@ impl BatchProcessed {
         p.updates.increment(self.labelled);
         p.pending.set(self.pending as f64);
         p.drift.increment(self.drift_events);
+        p.evictions.increment(self.evictions);
         p.batch_rows.record(self.records as f64);
         if let Some(v) = self.rolling_mae_model {
             p.mae_model.set(v);

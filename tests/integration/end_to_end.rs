@@ -209,3 +209,30 @@ season = 7"#;
     assert!(s.metrics.persistence.mae.unwrap() > 10.0);
     assert_eq!(s.per_key["D"].seasonal_naive.unwrap().n, 43);
 }
+
+/// Per-key models capped at 2 with keys A, B, C in turn: the first two rows build
+/// models, and every later row's key has just lost its model to the cap (it is the
+/// least recently used), so each of rows 3..=30 evicts exactly one: 28 evictions,
+/// and never more than 2 live models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_model_cap_evicts_least_recently_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = r#"kind = "linear"
+features = ["x"]
+target = "price"
+horizon = 1
+scope = "per_key"
+max_live_models = 2"#;
+    let sql = "SELECT _offset, symbol, ts, price, price AS x FROM ticks";
+    let b = built(&flat_pipeline(dir.path(), sql, model, 1)).await;
+    let broker = broker_for(&b);
+    let bs = broker.bootstrap_servers().to_string();
+    let lines: Vec<String> = (0..30).map(|i| tick(["A", "B", "C"][i % 3], 1000 + i as i64, 1.0 + i as f64 * 0.01, 1.0)).collect();
+    let recs: Vec<(i32, Option<&[u8]>)> = lines.iter().map(|l| (0, Some(l.as_bytes()))).collect();
+    produce(&bs, "in", &recs).await;
+    let s = run_to_end(&b, &bs, 7).await;
+    assert_eq!(s.predictions_out, 30);
+    assert_eq!(s.evictions, 28);
+    assert_eq!(s.live_models, 2);
+    assert_eq!(s.labelled, 27, "all but the last prediction of each key");
+}
