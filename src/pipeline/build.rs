@@ -114,8 +114,14 @@ fn names(s: &arrow::datatypes::Schema) -> String {
 
 fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     let m = &cfg.model;
-    if !matches!(m.kind.as_str(), "linear" | "mlp" | "rls") {
-        probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear, mlp, rls)", m.kind)));
+    if !matches!(m.kind.as_str(), "linear" | "mlp" | "rls" | "lstm" | "cnn1d") {
+        probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear, mlp, rls, lstm, cnn1d)", m.kind)));
+    }
+    if m.window == 0 {
+        probs.push(problem("model.window", "must be at least 1"));
+    }
+    if m.kind == "cnn1d" && (m.kernel == 0 || m.kernel > m.window) {
+        probs.push(problem("model.kernel", format!("must be between 1 and model.window ({})", m.window)));
     }
     if let Err(e) = crate::model::loss::Loss::parse(&m.loss, m.huber_delta) {
         probs.push(problem("model.loss", e.to_string()));

@@ -95,6 +95,13 @@ pub struct ModelConfig {
     /// `mlp`: hidden layer sizes.
     #[serde(default = "hidden")]
     pub hidden: Vec<usize>,
+    /// `lstm`, `cnn1d`: rows of the key's history fed as one sequence (the model
+    /// sees the last `window` feature rows, oldest first); other models ignore it.
+    #[serde(default = "one_usize")]
+    pub window: usize,
+    /// `cnn1d`: kernel width in rows.
+    #[serde(default = "three_usize")]
+    pub kernel: usize,
     /// `mlp`: `relu` or `tanh`.
     #[serde(default = "relu")]
     pub activation: String,
@@ -260,6 +267,12 @@ fn sgd() -> String {
 }
 fn lr() -> f64 {
     0.01
+}
+fn one_usize() -> usize {
+    1
+}
+fn three_usize() -> usize {
+    3
 }
 fn recent() -> String {
     "recent".into()

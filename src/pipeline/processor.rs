@@ -35,6 +35,7 @@ pub struct Processor {
     lookback_rows: usize,
     season: Option<usize>,
     max_live: usize,
+    window: usize,
     /// In the input (decoded) batch.
     in_key: usize,
     in_time: usize,
@@ -92,6 +93,7 @@ impl Processor {
             lookback_rows,
             season: model_cfg.season.map(|m| m as usize),
             max_live: model_cfg.max_live_models,
+            window: if matches!(model_cfg.kind.as_str(), "lstm" | "cnn1d") { model_cfg.window.max(1) } else { 1 },
             engine,
         })
     }
@@ -216,7 +218,10 @@ impl Processor {
         let d = xs.len();
         let schema = feats.schema();
         let mut x = vec![0.0; d];
-        let mut lx = vec![0.0; d];
+        // Sequence models see the key's last `window` feature rows, flattened.
+        let stride = d * self.window;
+        let mut xw = vec![0.0; stride];
+        let mut lx = vec![0.0; stride];
         let PartitionState {
             keys: key_states,
             model: global,
@@ -279,7 +284,7 @@ impl Processor {
                         *v = ks.pending_x.pop_front().expect("pending_x holds d values per pending");
                     }
                     let slot = if self.per_key { &mut ks.model } else { &mut *global };
-                    let m = self.ensure_model(slot, live, d)?;
+                    let m = self.ensure_model(slot, live, stride)?;
                     let t0 = Instant::now();
                     m.update(&lx, y)?;
                     timings.update += t0.elapsed();
@@ -310,10 +315,21 @@ impl Processor {
                 counters.warmup += 1;
                 continue;
             };
+            if ks.window.len() == stride {
+                ks.window.drain(..d);
+            }
+            ks.window.extend(x.iter().copied());
+            if ks.window.len() < stride {
+                counters.warmup += 1;
+                continue;
+            }
+            for (dst, src) in xw.iter_mut().zip(ks.window.iter()) {
+                *dst = *src;
+            }
             let slot = if self.per_key { &mut ks.model } else { &mut *global };
-            let m = self.ensure_model(slot, live, d)?;
+            let m = self.ensure_model(slot, live, stride)?;
             let t0 = Instant::now();
-            let predicted = m.predict(&x)?;
+            let predicted = m.predict(&xw)?;
             timings.predict += t0.elapsed();
             out.push_prediction(&PredictionRef {
                 key,
@@ -337,7 +353,7 @@ impl Processor {
                 _ => None,
             };
             ks.pending.push_back(Pending { offset, due_row, due_time, predicted, persistence: y, seasonal });
-            ks.pending_x.extend(x.iter().copied());
+            ks.pending_x.extend(xw.iter().copied());
         }
         Ok(())
     }

@@ -41,8 +41,10 @@ pub struct KeyState {
     /// Latest event time seen (ns), for lateness.
     pub max_time: Option<i64>,
     pub pending: VecDeque<Pending>,
-    /// Feature rows of `pending`, flattened (stride = number of features).
+    /// Feature rows of `pending`, flattened (stride = features × window).
     pub pending_x: VecDeque<f64>,
+    /// The key's last `window` feature rows (sequence models), oldest first.
+    pub window: VecDeque<f64>,
     /// The key's own model when `scope = "per_key"`.
     pub model: Option<Box<dyn OnlineModel>>,
     /// The last `season` target values (oldest first), for seasonal naive.

@@ -236,3 +236,41 @@ max_live_models = 2"#;
     assert_eq!(s.live_models, 2);
     assert_eq!(s.labelled, 27, "all but the last prediction of each key");
 }
+
+/// An LSTM over the last 5 rows of each key, through the whole pipeline: the first 4
+/// complete rows of a key only fill its window (warm-up), then every row is predicted
+/// and labelled by the next; the model learns (its error falls below persistence on
+/// a smooth series).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lstm_over_a_window_of_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = r#"kind = "lstm"
+optimizer = "adamw"
+learning_rate = 0.02
+window = 5
+hidden = [8]
+features = ["x"]
+target = "x"
+horizon = 1
+scope = "per_key""#;
+    let sql = "SELECT _offset, symbol, ts, price, price - 10 AS x FROM ticks";
+    let b = built(&flat_pipeline(dir.path(), sql, model, 1)).await;
+    let broker = broker_for(&b);
+    let bs = broker.bootstrap_servers().to_string();
+    // Two keys, each a sampled sine: persistence lags behind, a sequence model can do better.
+    let lines: Vec<String> = (0..2000)
+        .map(|i| {
+            let k = i % 2;
+            let n = (i / 2) as f64;
+            tick(["S", "T"][k], 1000 + i as i64, 10.0 + (n * 0.3 + k as f64).sin(), 1.0)
+        })
+        .collect();
+    let recs: Vec<(i32, Option<&[u8]>)> = lines.iter().map(|l| (0, Some(l.as_bytes()))).collect();
+    produce(&bs, "in", &recs).await;
+    let s = run_to_end(&b, &bs, 50).await;
+    assert_eq!(s.warmup, 8, "4 rows per key fill the window");
+    assert_eq!(s.predictions_out, 1992);
+    assert_eq!(s.labelled, 1990);
+    let (m, p) = (s.metrics.model.mae.unwrap(), s.metrics.persistence.mae.unwrap());
+    assert!(m < p, "lstm MAE {m} vs persistence {p}");
+}

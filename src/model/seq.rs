@@ -1,0 +1,182 @@
+//! Sequence regressors over a window of the last N feature rows of a key: an LSTM
+//! (candle-nn's, last hidden state → linear head) and a 1-D CNN (Conv1d over time,
+//! ReLU, flatten → linear head), as in the stock-price papers' "one week prior
+//! → next" setting. The window arrives flattened, oldest row first (N × d values).
+//!
+//! Layers are built through a `VarBuilder` (names: `lstm.*` / `conv.*`, `head.*`),
+//! then every variable is overwritten from a seeded generator (uniform ±1/√fan_in) so
+//! runs and restarts start identically whatever candle's own random state is.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
+use candle_nn::rnn::{LSTMConfig, RNN};
+use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder, VarMap, LSTM};
+
+use super::linear::Optim;
+use super::loss::Loss;
+use super::OnlineModel;
+use crate::error::{Error, Result};
+
+enum Net {
+    Lstm(LSTM),
+    Cnn(Conv1d),
+}
+
+enum Opt {
+    Sgd(SGD),
+    AdamW(AdamW),
+}
+
+pub struct SeqModel {
+    net: Net,
+    head: Linear,
+    loss: Loss,
+    opt: Opt,
+    optim: Optim,
+    lr: f64,
+    varmap: VarMap,
+    device: Device,
+    window: usize,
+    d: usize,
+    updates: u64,
+}
+
+fn make_opt(optim: Optim, varmap: &VarMap, lr: f64) -> Result<Opt> {
+    let vars = varmap.all_vars();
+    Ok(match optim {
+        Optim::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
+        Optim::AdamW => Opt::AdamW(AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?),
+    })
+}
+
+/// Overwrites every variable (in name order) with seeded uniform ±1/√fan_in values.
+fn seed_vars(varmap: &VarMap, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().map_err(|_| Error::Internal("varmap lock".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut state = seed;
+    for name in names {
+        let var = &data[name];
+        let shape = var.shape().clone();
+        let dims = shape.dims();
+        let fan_in: usize = if dims.len() >= 2 { dims[1..].iter().product() } else { dims[0] };
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        let vals: Vec<f64> = (0..shape.elem_count())
+            .map(|_| {
+                state = state.wrapping_add(0x9E3779B97F4A7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+                let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+                (2.0 * u - 1.0) * bound
+            })
+            .collect();
+        var.set(&Tensor::from_vec(vals, shape, var.device())?)?;
+    }
+    Ok(())
+}
+
+impl SeqModel {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: &str,
+        window: usize,
+        d: usize,
+        hidden: usize,
+        kernel: usize,
+        loss: Loss,
+        optim: Optim,
+        lr: f64,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        if window == 0 || hidden == 0 {
+            return Err(Error::Config("sequence models need model.window ≥ 1 and a hidden size ≥ 1".into()));
+        }
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F64, device);
+        let net = match kind {
+            "lstm" => Net::Lstm(candle_nn::lstm(d, hidden, LSTMConfig::default(), vb.pp("lstm"))?),
+            "cnn1d" => {
+                if kernel == 0 || kernel > window {
+                    return Err(Error::Config(format!("model.kernel {kernel} must be in 1..=window ({window})")));
+                }
+                Net::Cnn(candle_nn::conv1d(d, hidden, kernel, Conv1dConfig::default(), vb.pp("conv"))?)
+            }
+            other => return Err(Error::Config(format!("{other:?} is not a sequence model"))),
+        };
+        let head_in = match net {
+            Net::Lstm(_) => hidden,
+            Net::Cnn(_) => hidden * (window - kernel + 1),
+        };
+        let head = candle_nn::linear(head_in, 1, vb.pp("head"))?;
+        seed_vars(&varmap, seed)?;
+        let opt = make_opt(optim, &varmap, lr)?;
+        Ok(SeqModel { net, head, loss, opt, optim, lr, varmap, device: device.clone(), window, d, updates: 0 })
+    }
+
+    fn forward(&self, x: &[f64]) -> Result<Tensor> {
+        if x.len() != self.window * self.d {
+            return Err(Error::Internal(format!("expected {}×{} window values, got {}", self.window, self.d, x.len())));
+        }
+        let seq = Tensor::from_slice(x, (1, self.window, self.d), &self.device)?;
+        let h = match &self.net {
+            Net::Lstm(l) => {
+                let states = l.seq(&seq)?;
+                states.last().expect("window ≥ 1").h().clone()
+            }
+            // Conv1d wants (batch, channels = features, time).
+            // then flatten (channels × positions) so the head sees where in the window
+            // each pattern occurred.
+            Net::Cnn(c) => c.forward(&seq.transpose(1, 2)?.contiguous()?)?.relu()?.flatten_from(1)?,
+        };
+        Ok(self.head.forward(&h)?)
+    }
+}
+
+impl OnlineModel for SeqModel {
+    fn predict(&self, x: &[f64]) -> Result<f64> {
+        Ok(self.forward(x)?.flatten_all()?.to_vec1::<f64>()?[0])
+    }
+
+    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
+        let pred = self.forward(x)?;
+        let target = Tensor::new(&[[y]], &self.device)?;
+        let loss = self.loss.apply(&pred, &target)?;
+        let v = loss.to_scalar::<f64>()?;
+        match &mut self.opt {
+            Opt::Sgd(o) => o.backward_step(&loss)?,
+            Opt::AdamW(o) => o.backward_step(&loss)?,
+        }
+        self.updates += 1;
+        Ok(v)
+    }
+
+    fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    fn parameters(&self) -> Result<Vec<f64>> {
+        let data = self.varmap.data().lock().map_err(|_| Error::Internal("varmap lock".into()))?;
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            out.extend(data[n].as_tensor().flatten_all()?.to_vec1::<f64>()?);
+        }
+        Ok(out)
+    }
+
+    fn reset_optimizer(&mut self) -> Result<()> {
+        self.opt = make_opt(self.optim, &self.varmap, self.lr)?;
+        Ok(())
+    }
+
+    fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
+        match &mut self.opt {
+            Opt::Sgd(o) => o.set_learning_rate(self.lr * scale),
+            Opt::AdamW(o) => o.set_learning_rate(self.lr * scale),
+        }
+        Ok(())
+    }
+}
