@@ -18,7 +18,9 @@ impl Loss {
             "mse" => Ok(Loss::Mse),
             "huber" if delta > 0.0 && delta.is_finite() => Ok(Loss::Huber { delta }),
             "huber" => Err(Error::Config(format!("model.huber_delta {delta} must be positive"))),
-            other => Err(Error::Config(format!("model.loss {other:?} is not one of mse, huber"))),
+            // The classification head is built by the model (see `mlp::HlGauss`).
+            "hl_gauss" => Ok(Loss::Mse),
+            other => Err(Error::Config(format!("model.loss {other:?} is not one of mse, huber, hl_gauss"))),
         }
     }
 

@@ -35,8 +35,57 @@ enum Opt {
     AdamW(AdamW),
 }
 
+/// Regression as classification (HL-Gauss, Farebrother et al. 2024, "Stop
+/// Regressing"): the net outputs one logit per bin; the target is the Gaussian
+/// (σ = 0.75 bin widths) histogram of y over the bins, the loss cross-entropy, and the
+/// prediction the expected bin centre.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HlGauss {
+    pub lo: f64,
+    pub hi: f64,
+    pub bins: usize,
+}
+
+impl HlGauss {
+    pub fn width(&self) -> f64 {
+        (self.hi - self.lo) / self.bins as f64
+    }
+
+    pub fn centers(&self) -> Vec<f64> {
+        let w = self.width();
+        (0..self.bins).map(|k| self.lo + (k as f64 + 0.5) * w).collect()
+    }
+
+    /// The target histogram of `y`: Φ differences at the bin edges, renormalised
+    /// over the range.
+    pub fn target(&self, y: f64) -> Vec<f64> {
+        let (w, sigma) = (self.width(), 0.75 * self.width());
+        let cdf = |e: f64| 0.5 * (1.0 + erf((e - y) / (sigma * std::f64::consts::SQRT_2)));
+        let mut p: Vec<f64> = (0..self.bins).map(|k| cdf(self.lo + (k + 1) as f64 * w) - cdf(self.lo + k as f64 * w)).collect();
+        let total: f64 = p.iter().sum();
+        if total > 1e-12 {
+            p.iter_mut().for_each(|v| *v /= total);
+        } else {
+            // y far outside the range: all mass on the nearest end bin.
+            let k = if y < self.lo { 0 } else { self.bins - 1 };
+            p.iter_mut().enumerate().for_each(|(i, v)| *v = (i == k) as u8 as f64);
+        }
+        p
+    }
+}
+
+/// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5·10⁻⁷).
+pub fn erf(x: f64) -> f64 {
+    let s = x.signum();
+    let x = x.abs();
+    let t = 1.0 / (1.0 + 0.3275911 * x);
+    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * (-x * x).exp();
+    s * y
+}
+
 pub struct MlpModel {
     layers: Vec<Linear>,
+    hl: Option<(HlGauss, Tensor)>,
     act: Activation,
     loss: Loss,
     opt: Opt,
@@ -79,11 +128,27 @@ impl MlpModel {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
+        Self::with_head(n_features, hidden, act, loss, None, optim, lr, seed, device)
+    }
+
+    /// As [`MlpModel::new`], with an HL-Gauss classification head when `hl` is set.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_head(
+        n_features: usize,
+        hidden: &[usize],
+        act: Activation,
+        loss: Loss,
+        hl: Option<HlGauss>,
+        optim: Optim,
+        lr: f64,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let varmap = VarMap::new();
         let mut rng = SplitMix(seed);
         let mut dims = vec![n_features];
         dims.extend_from_slice(hidden);
-        dims.push(1);
+        dims.push(hl.as_ref().map_or(1, |h| h.bins));
         {
             let mut data = varmap.data().lock().map_err(|_| Error::Internal("varmap lock".into()))?;
             for (i, w) in dims.windows(2).enumerate() {
@@ -103,7 +168,14 @@ impl MlpModel {
             .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("l{i}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let opt = make_opt(optim, varmap.all_vars(), lr)?;
-        Ok(MlpModel { layers, act, loss, opt, optim, lr, varmap, device: device.clone(), n: n_features, updates: 0 })
+        let hl = match hl {
+            Some(h) => {
+                let c = Tensor::from_vec(h.centers(), (h.bins, 1), device)?;
+                Some((h, c))
+            }
+            None => None,
+        };
+        Ok(MlpModel { layers, hl, act, loss, opt, optim, lr, varmap, device: device.clone(), n: n_features, updates: 0 })
     }
 
     fn forward(&self, x: &[f64]) -> Result<Tensor> {
@@ -135,13 +207,24 @@ impl MlpModel {
 
 impl OnlineModel for MlpModel {
     fn predict(&self, x: &[f64]) -> Result<f64> {
-        Ok(self.forward(x)?.flatten_all()?.to_vec1::<f64>()?[0])
+        let out = self.forward(x)?;
+        let out = match &self.hl {
+            None => out,
+            Some((_, centers)) => candle_nn::ops::softmax_last_dim(&out)?.matmul(centers)?,
+        };
+        Ok(out.flatten_all()?.to_vec1::<f64>()?[0])
     }
 
     fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
-        let pred = self.forward(x)?;
-        let target = Tensor::new(&[[y]], &self.device)?;
-        let loss = self.loss.apply(&pred, &target)?;
+        let out = self.forward(x)?;
+        let loss = match &self.hl {
+            None => self.loss.apply(&out, &Tensor::new(&[[y]], &self.device)?)?,
+            Some((h, _)) => {
+                let p = Tensor::from_vec(h.target(y), (1, h.bins), &self.device)?;
+                let logp = candle_nn::ops::log_softmax(&out, 1)?;
+                (p * logp)?.sum_all()?.neg()?
+            }
+        };
         let value = loss.to_scalar::<f64>()?;
         match &mut self.opt {
             Opt::Sgd(o) => o.backward_step(&loss)?,
@@ -174,5 +257,33 @@ impl OnlineModel for MlpModel {
             out.extend(t.flatten_all()?.to_vec1::<f64>()?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// erf(0.5) = 0.5204998778, erf(1) = 0.8427007929 (Abramowitz & Stegun, Table 7.1).
+    #[test]
+    fn erf_table_values() {
+        assert!((erf(0.5) - 0.5204998778).abs() < 2e-7);
+        assert!((erf(1.0) - 0.8427007929).abs() < 2e-7);
+        assert!((erf(-1.0) + 0.8427007929).abs() < 2e-7);
+    }
+
+    /// Bins of width 1 on [0, 4), y = 2 (an edge): σ = 0.75, so bins 1 and 2 each get
+    /// Φ(1/0.75) − Φ(0) = 0.40878 and bins 0 and 3 Φ(2/0.75) − Φ(1/0.75) = 0.08740,
+    /// renormalised by their sum 0.99236 → 0.41193 and 0.08807. The expected centre is
+    /// exactly 2 by symmetry.
+    #[test]
+    fn hl_gauss_target_by_hand() {
+        let h = HlGauss { lo: 0.0, hi: 4.0, bins: 4 };
+        let p = h.target(2.0);
+        for (a, b) in p.iter().zip([0.08807, 0.41193, 0.41193, 0.08807]) {
+            assert!((a - b).abs() < 5e-5, "{p:?}");
+        }
+        let mean: f64 = p.iter().zip(h.centers()).map(|(p, c)| p * c).sum();
+        assert!((mean - 2.0).abs() < 1e-9);
     }
 }

@@ -86,9 +86,19 @@ pub struct ModelConfig {
     /// Learning rate.
     #[serde(default = "lr")]
     pub learning_rate: f64,
-    /// `linear`, `mlp`: `mse` or `huber`.
+    /// `linear`, `mlp`: `mse`, `huber` or `hl_gauss` (classification over bins);
+    /// sequence models: `mse` or `huber`.
     #[serde(default = "mse")]
     pub loss: String,
+    /// `hl_gauss`: number of bins.
+    #[serde(default = "fifty_one")]
+    pub hl_bins: usize,
+    /// `hl_gauss`: the bins' range `[low, high]`; omitted: from the first
+    /// `hl_auto_n` labels (±10 % of their span).
+    pub hl_range: Option<[f64; 2]>,
+    /// `hl_gauss`: labels used to find the range automatically.
+    #[serde(default = "hundred_usize")]
+    pub hl_auto_n: usize,
     /// `huber`: the error beyond which the loss grows linearly.
     #[serde(default = "one")]
     pub huber_delta: f64,
@@ -267,6 +277,12 @@ fn sgd() -> String {
 }
 fn lr() -> f64 {
     0.01
+}
+fn fifty_one() -> usize {
+    51
+}
+fn hundred_usize() -> usize {
+    100
 }
 fn one_usize() -> usize {
     1
