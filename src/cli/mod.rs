@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod bench_models;
 pub mod broker;
 pub mod run;
 pub mod validate;
@@ -34,6 +35,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Run the embedded Kafka-protocol broker as its own process.
     Broker(broker::BrokerArgs),
+    /// Predict+update throughput of every model kind on a device.
+    BenchModels(bench_models::BenchModelsArgs),
     /// ACF, embedding delay and Cao's embedding dimension of a column, with SQL.
     Analyze(analyze::AnalyzeArgs),
     /// Measure passthrough and pipeline throughput on the embedded broker.
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
             Command::Broker(a) => broker::broker(a).await,
             Command::Bench(a) => bench::bench(a).await,
             Command::Analyze(a) => analyze::analyze(a).await,
+            Command::BenchModels(a) => bench_models::bench_models(a).await,
         }
     });
     match result {
