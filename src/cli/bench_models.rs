@@ -1,6 +1,8 @@
 //! `tickflare bench-models`: predict + update throughput (rows/s) of every model kind
 //! on one device, on a synthetic stream with 8 features (windows of 8 rows for the
-//! sequence models). One row per optimizer step, as the pipeline does.
+//! sequence models), at mini-batch sizes 1, 32 and 256: predict the batch, then one
+//! optimizer step on it (models without a batched path — RLS, LSTM, CNN — step once
+//! per row, so their rows/s hardly changes). The pipeline itself uses batch 1.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -34,19 +36,22 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
              features = [\"f\"]\ntarget = \"y\"\nhorizon = 1"
         ))?;
         let n = d * window;
-        let mut m = model::build(&cfg, n, &dev)?;
-        let mut x = vec![0.0f64; n];
-        let started = Instant::now();
-        for i in 0..a.rows {
-            for (j, v) in x.iter_mut().enumerate() {
-                *v = ((i * 31 + j * 17) % 101) as f64 / 50.0 - 1.0;
+        let mut line = format!("{kind:<8}");
+        for batch in [1usize, 32, 256] {
+            let mut m = model::build(&cfg, n, &dev)?;
+            let xs: Vec<f64> = (0..batch * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
+            let ys: Vec<f64> = xs.chunks(n).map(|x| x[0] - 0.5 * x[1]).collect();
+            let mut out = Vec::new();
+            let steps = a.rows.div_ceil(batch);
+            let started = Instant::now();
+            for _ in 0..steps {
+                m.predict_batch(&xs, n, &mut out)?;
+                m.update_batch(&xs, n, &ys)?;
             }
-            let y = x[0] - 0.5 * x[1];
-            m.predict(&x)?;
-            m.update(&x, y)?;
+            let s = started.elapsed().as_secs_f64();
+            line.push_str(&format!("  batch {batch:>3}: {:>10.0} rows/s", (steps * batch) as f64 / s));
         }
-        let s = started.elapsed().as_secs_f64();
-        println!("{kind:<8} {:>10.0} rows/s   ({:.1} µs per predict+update)", a.rows as f64 / s, 1e6 * s / a.rows as f64);
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

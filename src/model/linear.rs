@@ -96,6 +96,28 @@ impl OnlineModel for LinearModel {
         self.updates
     }
 
+    fn predict_batch(&self, xs: &[f64], n: usize, out: &mut Vec<f64>) -> Result<()> {
+        let rows = xs.len() / n;
+        let x = Tensor::from_slice(xs, (rows, n), &self.device)?;
+        let p = x.matmul(self.w.as_tensor())?.broadcast_add(self.b.as_tensor())?;
+        *out = p.flatten_all()?.to_vec1::<f64>()?;
+        Ok(())
+    }
+
+    fn update_batch(&mut self, xs: &[f64], n: usize, ys: &[f64]) -> Result<()> {
+        let rows = ys.len();
+        let x = Tensor::from_slice(xs, (rows, n), &self.device)?;
+        let pred = x.matmul(self.w.as_tensor())?.broadcast_add(self.b.as_tensor())?;
+        let target = Tensor::from_slice(ys, (rows, 1), &self.device)?;
+        let loss = self.loss.apply(&pred, &target)?;
+        match &mut self.opt {
+            Opt::Sgd(o) => o.backward_step(&loss)?,
+            Opt::AdamW(o) => o.backward_step(&loss)?,
+        }
+        self.updates += 1;
+        Ok(())
+    }
+
     fn reset_optimizer(&mut self) -> Result<()> {
         self.opt = make_opt(self.optim, vec![self.w.clone(), self.b.clone()], self.lr)?;
         Ok(())
@@ -150,6 +172,19 @@ mod tests {
         m.update(&[1.0, 0.0], 0.5).unwrap();
         let p = m.parameters().unwrap();
         for (a, b) in p.iter().zip([0.13, 0.2, 0.13]) {
+            assert!((a - b).abs() < 1e-12, "{p:?}");
+        }
+    }
+
+    /// A mini-batch step uses the mean gradient: by hand (lr 0.1, from zero) rows
+    /// x = (1, 0), y = 2 and x = (0, 1), y = 4: ŷ = 0, g = 2(ŷ − y) = (−4, −8), mean
+    /// over rows → w = (0.1·4/2, 0.1·8/2) = (0.2, 0.4), b = 0.1·12/2 = 0.6.
+    #[test]
+    fn batch_step_uses_the_mean_gradient() {
+        let mut m = LinearModel::new(2, Optim::Sgd, 0.1, &Device::Cpu).unwrap();
+        m.update_batch(&[1.0, 0.0, 0.0, 1.0], 2, &[2.0, 4.0]).unwrap();
+        let p = m.parameters().unwrap();
+        for (a, b) in p.iter().zip([0.2, 0.4, 0.6]) {
             assert!((a - b).abs() < 1e-12, "{p:?}");
         }
     }

@@ -179,10 +179,10 @@ impl MlpModel {
     }
 
     fn forward(&self, x: &[f64]) -> Result<Tensor> {
-        if x.len() != self.n {
-            return Err(Error::Internal(format!("expected {} features, got {}", self.n, x.len())));
+        if x.len() % self.n != 0 || x.is_empty() {
+            return Err(Error::Internal(format!("expected rows of {} features, got {} values", self.n, x.len())));
         }
-        let mut h = Tensor::from_slice(x, (1, self.n), &self.device)?;
+        let mut h = Tensor::from_slice(x, (x.len() / self.n, self.n), &self.device)?;
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
@@ -236,6 +236,35 @@ impl OnlineModel for MlpModel {
 
     fn updates(&self) -> u64 {
         self.updates
+    }
+
+    fn predict_batch(&self, xs: &[f64], _n: usize, out: &mut Vec<f64>) -> Result<()> {
+        let o = self.forward(xs)?;
+        let o = match &self.hl {
+            None => o,
+            Some((_, centers)) => candle_nn::ops::softmax_last_dim(&o)?.matmul(centers)?,
+        };
+        *out = o.flatten_all()?.to_vec1::<f64>()?;
+        Ok(())
+    }
+
+    fn update_batch(&mut self, xs: &[f64], _n: usize, ys: &[f64]) -> Result<()> {
+        let out = self.forward(xs)?;
+        let rows = ys.len();
+        let loss = match &self.hl {
+            None => self.loss.apply(&out, &Tensor::from_slice(ys, (rows, 1), &self.device)?)?,
+            Some((h, _)) => {
+                let p: Vec<f64> = ys.iter().flat_map(|y| h.target(*y)).collect();
+                let p = Tensor::from_vec(p, (rows, h.bins), &self.device)?;
+                ((p * candle_nn::ops::log_softmax(&out, 1)?)?.sum_all()? / rows as f64)?.neg()?
+            }
+        };
+        match &mut self.opt {
+            Opt::Sgd(o) => o.backward_step(&loss)?,
+            Opt::AdamW(o) => o.backward_step(&loss)?,
+        }
+        self.updates += 1;
+        Ok(())
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {

@@ -241,3 +241,155 @@ mod tests {
         assert_eq!(r, (9000..10_000).map(|v| v as f64).collect::<Vec<_>>());
     }
 }
+
+/// A seeded source of uniform, normal, gamma and beta draws (for augmentation).
+pub struct Draws(pub u64);
+
+impl Draws {
+    pub fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    /// Gamma(k, 1) by Marsaglia & Tsang (2000), boosted for k < 1.
+    pub fn gamma(&mut self, k: f64) -> f64 {
+        if k < 1.0 {
+            return self.gamma(k + 1.0) * self.uniform().powf(1.0 / k);
+        }
+        let d = k - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v > 0.0 && self.uniform().ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v;
+            }
+        }
+    }
+
+    /// Beta(a, a) as G₁/(G₁ + G₂).
+    pub fn beta_sym(&mut self, a: f64) -> f64 {
+        let (g1, g2) = (self.gamma(a), self.gamma(a));
+        g1 / (g1 + g2)
+    }
+}
+
+/// C-Mixup for regression (Yao et al., NeurIPS 2022): after each update on a new label
+/// (x, y), picks a partner from the last `cap` labelled examples with probability
+/// ∝ exp(−(y − yⱼ)² / 2h²) — pairs with close targets — draws λ ~ Beta(α, α) and
+/// also updates on (λx + (1−λ)xⱼ, λy + (1−λ)yⱼ).
+pub struct CMixup {
+    inner: Box<dyn OnlineModel>,
+    alpha: f64,
+    bandwidth: f64,
+    cap: usize,
+    d: usize,
+    xs: VecDeque<f64>,
+    ys: VecDeque<f64>,
+    draws: Draws,
+}
+
+use std::collections::VecDeque;
+
+impl CMixup {
+    pub fn new(inner: Box<dyn OnlineModel>, n_features: usize, cap: usize, alpha: f64, bandwidth: f64, seed: u64) -> Self {
+        CMixup {
+            inner,
+            alpha,
+            bandwidth,
+            cap: cap.max(1),
+            d: n_features,
+            xs: VecDeque::new(),
+            ys: VecDeque::new(),
+            draws: Draws(seed ^ 0xC0FFEE),
+        }
+    }
+}
+
+impl OnlineModel for CMixup {
+    fn predict(&self, x: &[f64]) -> Result<f64> {
+        self.inner.predict(x)
+    }
+
+    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
+        let loss = self.inner.update(x, y)?;
+        if !self.ys.is_empty() {
+            let w: Vec<f64> = self.ys.iter().map(|yj| (-(y - yj).powi(2) / (2.0 * self.bandwidth.powi(2))).exp()).collect();
+            let total: f64 = w.iter().sum();
+            if total > 0.0 {
+                let mut u = self.draws.uniform() * total;
+                let j = w.iter().position(|wi| {
+                    u -= wi;
+                    u <= 0.0
+                });
+                let j = j.unwrap_or(w.len() - 1);
+                let lam = self.draws.beta_sym(self.alpha);
+                let xm: Vec<f64> = (0..self.d).map(|k| lam * x[k] + (1.0 - lam) * self.xs[j * self.d + k]).collect();
+                self.inner.update(&xm, lam * y + (1.0 - lam) * self.ys[j])?;
+            }
+        }
+        if self.ys.len() == self.cap {
+            self.ys.pop_front();
+            self.xs.drain(..self.d);
+        }
+        self.ys.push_back(y);
+        self.xs.extend(x.iter().copied());
+        Ok(loss)
+    }
+
+    fn updates(&self) -> u64 {
+        self.inner.updates()
+    }
+    fn parameters(&self) -> Result<Vec<f64>> {
+        self.inner.parameters()
+    }
+    fn reset_optimizer(&mut self) -> Result<()> {
+        self.inner.reset_optimizer()
+    }
+    fn set_lr_scale(&mut self, s: f64) -> Result<()> {
+        self.inner.set_lr_scale(s)
+    }
+}
+
+#[cfg(test)]
+mod mixup_tests {
+    use super::*;
+    use crate::model::linear::{LinearModel, Optim};
+    use candle_core::Device;
+
+    /// Beta(α, α) has mean ½ and variance 1/(4(2α + 1)): for α = 2, 0.05.
+    #[test]
+    fn beta_draws_have_the_right_moments() {
+        let mut d = Draws(1);
+        let xs: Vec<f64> = (0..20_000).map(|_| d.beta_sym(2.0)).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!((mean - 0.5).abs() < 0.01, "{mean}");
+        assert!((var - 0.05).abs() < 0.003, "{var}");
+    }
+
+    /// Mixing pairs of a linear relation stays on it, so C-Mixup must not stop a
+    /// linear model from learning y = 2x₁ − 3x₂ + 0.5 (noise-free here).
+    #[test]
+    fn cmixup_keeps_a_linear_relation_learnable() {
+        let lin = Box::new(LinearModel::new(2, Optim::Sgd, 0.02, &Device::Cpu).unwrap());
+        let mut m = CMixup::new(lin, 2, 64, 2.0, 1.0, 3);
+        let mut d = Draws(8);
+        for _ in 0..3000 {
+            let x = [d.normal(), d.normal()];
+            m.update(&x, 2.0 * x[0] - 3.0 * x[1] + 0.5).unwrap();
+        }
+        let p = m.parameters().unwrap();
+        for (g, w) in p.iter().zip([2.0, -3.0, 0.5]) {
+            assert!((g - w).abs() < 0.01, "{p:?}");
+        }
+    }
+}

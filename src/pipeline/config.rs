@@ -130,6 +130,16 @@ pub struct ModelConfig {
     /// `recent` (last K) or `reservoir` (uniform over all seen).
     #[serde(default = "recent")]
     pub replay_policy: String,
+    /// C-Mixup augmentation: one extra update per label on a mix with a past example
+    /// whose target is close (partners from the last `replay_capacity` labels).
+    #[serde(default)]
+    pub mixup: bool,
+    /// C-Mixup: λ ~ Beta(α, α).
+    #[serde(default = "two")]
+    pub mixup_alpha: f64,
+    /// C-Mixup: Gaussian kernel bandwidth on target distance, in target units.
+    #[serde(default = "one")]
+    pub mixup_bandwidth: f64,
     /// Cap on live per-key models (`scope = "per_key"`); the least recently used is
     /// evicted (and counted) when a new key needs one. 0 = no cap.
     #[serde(default)]
@@ -277,6 +287,9 @@ fn sgd() -> String {
 }
 fn lr() -> f64 {
     0.01
+}
+fn two() -> f64 {
+    2.0
 }
 fn fifty_one() -> usize {
     51
