@@ -1,10 +1,13 @@
-//! Online linear regression in candle: `y = x·w + b`, MSE loss, SGD or AdamW steps.
+//! Online linear regression in candle: `y = x·w + b`, MSE or Huber loss, SGD or AdamW.
 //!
-//! Weights start at zero (deterministic). One `update` is one optimizer step on one
-//! example: with SGD, `w ← w − lr · 2(ŷ − y)·x` and `b ← b − lr · 2(ŷ − y)`.
+//! The parameters are one tensor θ = (w, b) over inputs z = (x, 1). The gradient of
+//! a linear model is closed-form, so it is computed directly — for MSE
+//! ∂L/∂θ = zᵀ·2(ŷ − y)/B, for Huber zᵀ·clamp(ŷ − y, ±δ)/B — instead of through
+//! autograd; and the optimizers are written out here (AdamW exactly as candle-nn's,
+//! see `optim.rs` there) so their state (moments, step count) is ours to checkpoint.
+//! Weights start at zero (deterministic). One `update` is one optimizer step.
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -28,25 +31,25 @@ impl Optim {
     }
 }
 
-enum Opt {
-    Sgd(SGD),
-    AdamW(AdamW),
-}
+/// AdamW's hyper-parameters (candle-nn's defaults, weight decay off).
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
 
-fn make_opt(optim: Optim, vars: Vec<Var>, lr: f64) -> Result<Opt> {
-    Ok(match optim {
-        Optim::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
-        Optim::AdamW => Opt::AdamW(AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?),
-    })
+/// AdamW state: first and second moments and the step count.
+struct Moments {
+    m: Tensor,
+    v: Tensor,
+    t: i32,
 }
 
 /// A linear model with its optimizer state.
 pub struct LinearModel {
-    w: Var,
-    b: Var,
-    opt: Opt,
+    theta: Tensor,
     optim: Optim,
+    moments: Option<Moments>,
     lr: f64,
+    lr_scale: f64,
     loss: Loss,
     device: Device,
     n: usize,
@@ -59,83 +62,108 @@ impl LinearModel {
     }
 
     pub fn with_loss(n_features: usize, optim: Optim, lr: f64, loss: Loss, device: &Device) -> Result<Self> {
-        let w = Var::zeros((n_features, 1), DType::F64, device)?;
-        let b = Var::zeros((1, 1), DType::F64, device)?;
-        let opt = make_opt(optim, vec![w.clone(), b.clone()], lr)?;
-        Ok(LinearModel { w, b, opt, optim, lr, loss, device: device.clone(), n: n_features, updates: 0 })
+        let mut m = LinearModel {
+            theta: Tensor::zeros((n_features + 1, 1), DType::F64, device)?,
+            optim,
+            moments: None,
+            lr,
+            lr_scale: 1.0,
+            loss,
+            device: device.clone(),
+            n: n_features,
+            updates: 0,
+        };
+        m.reset_optimizer()?;
+        Ok(m)
     }
 
-    fn forward(&self, x: &[f64]) -> Result<Tensor> {
-        if x.len() != self.n {
-            return Err(Error::Internal(format!("expected {} features, got {}", self.n, x.len())));
+    /// The rows of `xs` (row-major, n features each) with a 1 appended: (B, n + 1).
+    fn z(&self, xs: &[f64]) -> Result<Tensor> {
+        if xs.is_empty() || xs.len() % self.n != 0 {
+            return Err(Error::Internal(format!("expected rows of {} features, got {} values", self.n, xs.len())));
         }
-        let x = Tensor::from_slice(x, (1, self.n), &self.device)?;
-        Ok(x.matmul(self.w.as_tensor())?.broadcast_add(self.b.as_tensor())?)
+        let rows = xs.len() / self.n;
+        let mut z = Vec::with_capacity(rows * (self.n + 1));
+        for x in xs.chunks(self.n) {
+            z.extend_from_slice(x);
+            z.push(1.0);
+        }
+        Ok(Tensor::from_vec(z, (rows, self.n + 1), &self.device)?)
+    }
+
+    /// One optimizer step on rows `xs` with targets `ys`; returns the mean loss.
+    fn step(&mut self, xs: &[f64], ys: &[f64]) -> Result<f64> {
+        let z = self.z(xs)?;
+        let rows = ys.len();
+        let y = Tensor::from_slice(ys, (rows, 1), &self.device)?;
+        let r = z.matmul(&self.theta)?.sub(&y)?;
+        let loss = self.loss.apply(&r, &Tensor::zeros((rows, 1), DType::F64, &self.device)?)?.to_scalar::<f64>()?;
+        // ∂L/∂ŷ per row, already divided by the batch size.
+        let g = match self.loss {
+            Loss::Mse => (r * (2.0 / rows as f64))?,
+            Loss::Huber { delta } => (r.clamp(-delta, delta)? / rows as f64)?,
+        };
+        let grad = z.t()?.matmul(&g)?;
+        let lr = self.lr * self.lr_scale;
+        self.theta = match &mut self.moments {
+            None => (&self.theta - (grad * lr)?)?,
+            Some(s) => {
+                s.t += 1;
+                s.m = ((&s.m * BETA1)? + (&grad * (1.0 - BETA1))?)?;
+                s.v = ((&s.v * BETA2)? + (grad.sqr()? * (1.0 - BETA2))?)?;
+                let m_hat = (&s.m * (1.0 / (1.0 - BETA1.powi(s.t))))?;
+                let v_hat = (&s.v * (1.0 / (1.0 - BETA2.powi(s.t))))?;
+                (&self.theta - ((m_hat / (v_hat.sqrt()? + EPS)?)? * lr)?)?
+            }
+        };
+        self.updates += 1;
+        Ok(loss)
     }
 }
 
 impl OnlineModel for LinearModel {
     fn predict(&self, x: &[f64]) -> Result<f64> {
-        Ok(self.forward(x)?.flatten_all()?.to_vec1::<f64>()?[0])
+        Ok(self.z(x)?.matmul(&self.theta)?.flatten_all()?.to_vec1::<f64>()?[0])
     }
 
     fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
-        let pred = self.forward(x)?;
-        let target = Tensor::new(&[[y]], &self.device)?;
-        let loss = self.loss.apply(&pred, &target)?;
-        let value = loss.to_scalar::<f64>()?;
-        match &mut self.opt {
-            Opt::Sgd(o) => o.backward_step(&loss)?,
-            Opt::AdamW(o) => o.backward_step(&loss)?,
+        if x.len() != self.n {
+            return Err(Error::Internal(format!("expected {} features, got {}", self.n, x.len())));
         }
-        self.updates += 1;
-        Ok(value)
+        self.step(x, &[y])
     }
 
     fn updates(&self) -> u64 {
         self.updates
     }
 
-    fn predict_batch(&self, xs: &[f64], n: usize, out: &mut Vec<f64>) -> Result<()> {
-        let rows = xs.len() / n;
-        let x = Tensor::from_slice(xs, (rows, n), &self.device)?;
-        let p = x.matmul(self.w.as_tensor())?.broadcast_add(self.b.as_tensor())?;
-        *out = p.flatten_all()?.to_vec1::<f64>()?;
+    fn predict_batch(&self, xs: &[f64], _n: usize, out: &mut Vec<f64>) -> Result<()> {
+        *out = self.z(xs)?.matmul(&self.theta)?.flatten_all()?.to_vec1::<f64>()?;
         Ok(())
     }
 
-    fn update_batch(&mut self, xs: &[f64], n: usize, ys: &[f64]) -> Result<()> {
-        let rows = ys.len();
-        let x = Tensor::from_slice(xs, (rows, n), &self.device)?;
-        let pred = x.matmul(self.w.as_tensor())?.broadcast_add(self.b.as_tensor())?;
-        let target = Tensor::from_slice(ys, (rows, 1), &self.device)?;
-        let loss = self.loss.apply(&pred, &target)?;
-        match &mut self.opt {
-            Opt::Sgd(o) => o.backward_step(&loss)?,
-            Opt::AdamW(o) => o.backward_step(&loss)?,
-        }
-        self.updates += 1;
-        Ok(())
+    fn update_batch(&mut self, xs: &[f64], _n: usize, ys: &[f64]) -> Result<()> {
+        self.step(xs, ys).map(|_| ())
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {
-        self.opt = make_opt(self.optim, vec![self.w.clone(), self.b.clone()], self.lr)?;
+        self.moments = match self.optim {
+            Optim::Sgd => None,
+            Optim::AdamW => {
+                let zeros = Tensor::zeros((self.n + 1, 1), DType::F64, &self.device)?;
+                Some(Moments { m: zeros.clone(), v: zeros, t: 0 })
+            }
+        };
         Ok(())
     }
 
     fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
-        let lr = self.lr * scale;
-        match &mut self.opt {
-            Opt::Sgd(o) => o.set_learning_rate(lr),
-            Opt::AdamW(o) => o.set_learning_rate(lr),
-        }
+        self.lr_scale = scale;
         Ok(())
     }
 
     fn parameters(&self) -> Result<Vec<f64>> {
-        let mut p = self.w.as_tensor().flatten_all()?.to_vec1::<f64>()?;
-        p.extend(self.b.as_tensor().flatten_all()?.to_vec1::<f64>()?);
-        Ok(p)
+        Ok(self.theta.flatten_all()?.to_vec1::<f64>()?)
     }
 }
 
@@ -186,6 +214,35 @@ mod tests {
         let p = m.parameters().unwrap();
         for (a, b) in p.iter().zip([0.2, 0.4, 0.6]) {
             assert!((a - b).abs() < 1e-12, "{p:?}");
+        }
+    }
+
+    /// The hand-written AdamW equals candle-nn's `AdamW` driven by autograd on the
+    /// same stream (an independent implementation of the same update).
+    #[test]
+    fn adamw_matches_candle_nn() {
+        use candle_core::Var;
+        use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+        let dev = Device::Cpu;
+        let mut ours = LinearModel::new(2, Optim::AdamW, 0.05, &dev).unwrap();
+        let w = Var::zeros((2, 1), DType::F64, &dev).unwrap();
+        let b = Var::zeros((1, 1), DType::F64, &dev).unwrap();
+        let mut theirs =
+            AdamW::new(vec![w.clone(), b.clone()], ParamsAdamW { lr: 0.05, weight_decay: 0.0, ..Default::default() }).unwrap();
+        for i in 0..50 {
+            let x = [(i as f64 * 0.3).sin(), (i as f64 * 0.7).cos()];
+            let y = 1.5 * x[0] - 0.5 * x[1] + 0.2;
+            ours.update(&x, y).unwrap();
+            let xt = Tensor::new(&[x], &dev).unwrap();
+            let pred = xt.matmul(w.as_tensor()).unwrap().broadcast_add(b.as_tensor()).unwrap();
+            let loss = pred.sub(&Tensor::new(&[[y]], &dev).unwrap()).unwrap().sqr().unwrap().mean_all().unwrap();
+            theirs.backward_step(&loss).unwrap();
+        }
+        let mut want = w.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        want.extend(b.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap());
+        let got = ours.parameters().unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
         }
     }
 
