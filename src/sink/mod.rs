@@ -70,10 +70,22 @@ impl Outputs {
         let k1 = self.buf.len();
         let b = &mut self.buf;
         let t = chrono::DateTime::from_timestamp_nanos(p.event_time_ns);
+        use chrono::{Datelike, Timelike};
         // Writing into a Vec cannot fail.
         let _ = b.write_all(b"{\"key\":");
         let _ = serde_json::to_writer(&mut *b, p.key);
-        let _ = write!(b, ",\"event_time\":\"{}\"", t.format("%Y-%m-%dT%H:%M:%S%.9fZ"));
+        // Formatted field by field: chrono's `format` re-parses its pattern per call.
+        let _ = write!(
+            b,
+            ",\"event_time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z\"",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.nanosecond()
+        );
         let _ = write!(b, ",\"event_time_ns\":{},\"horizon\":", p.event_time_ns);
         let _ = serde_json::to_writer(&mut *b, p.horizon);
         let _ = b.write_all(b",\"target\":");

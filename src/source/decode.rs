@@ -193,7 +193,7 @@ fn extract(f: &FieldSpec, doc: &Value, text: &mut String) -> Result<Cell, Decode
         Extract::Pointer(p) => (p.as_str(), false),
         Extract::Variant(p) => (p.as_str(), true),
     };
-    let v = match doc.pointer(pointer) {
+    let v = match lookup(doc, &f.segments) {
         None | Some(Value::Null) => {
             return if f.nullable {
                 Ok(Cell::Null)
@@ -262,6 +262,19 @@ fn extract(f: &FieldSpec, doc: &Value, text: &mut String) -> Result<Cell, Decode
     }
 }
 
+/// Follows pre-split JSON-pointer segments (object keys, or array indices).
+fn lookup<'a>(doc: &'a Value, segments: &[String]) -> Option<&'a Value> {
+    let mut v = doc;
+    for s in segments {
+        v = match v {
+            Value::Object(m) => m.get(s.as_str())?,
+            Value::Array(a) => a.get(s.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
 fn push_str(text: &mut String, s: &str) -> Cell {
     let start = text.len();
     text.push_str(s);
@@ -285,6 +298,17 @@ mod tests {
             )
             .unwrap(),
         )
+    }
+
+    /// The pre-split walk agrees with serde_json's own `Value::pointer` (RFC 6901),
+    /// escapes and array indices included.
+    #[test]
+    fn pointer_walk_matches_serde_json() {
+        let doc: Value = serde_json::from_str(r#"{"a/b":{"c~d":[10,{"e":true}]},"":1}"#).unwrap();
+        for p in ["/a~1b/c~0d/0", "/a~1b/c~0d/1/e", "/a~1b", "/missing", "/a~1b/c~0d/7", "/"] {
+            let segs = crate::source::schema::pointer_segments(p);
+            assert_eq!(lookup(&doc, &segs), doc.pointer(p), "{p}");
+        }
     }
 
     #[test]

@@ -81,6 +81,17 @@ pub struct FieldSpec {
     pub kind: Kind,
     pub nullable: bool,
     pub extract: Extract,
+    /// The pointer's segments, unescaped once at load (`~1` → `/`, `~0` → `~`), so
+    /// decoding walks the document without allocating.
+    pub segments: Vec<String>,
+}
+
+/// Splits an RFC 6901 pointer into unescaped segments.
+pub fn pointer_segments(p: &str) -> Vec<String> {
+    if p.is_empty() {
+        return vec![];
+    }
+    p.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect()
 }
 
 /// A loaded topic schema.
@@ -190,7 +201,10 @@ fn field_spec(f: &FieldFile) -> anyhow::Result<FieldSpec> {
         (Some(p), None) => Extract::Pointer(check_pointer(p)?),
         (None, None) => Extract::Pointer(format!("/{}", f.name.replace('~', "~0").replace('/', "~1"))),
     };
-    Ok(FieldSpec { name: f.name.clone(), kind, nullable: f.nullable, extract })
+    let segments = match &extract {
+        Extract::Pointer(p) | Extract::Variant(p) => pointer_segments(p),
+    };
+    Ok(FieldSpec { name: f.name.clone(), kind, nullable: f.nullable, extract, segments })
 }
 
 fn check_pointer(p: &str) -> anyhow::Result<String> {
