@@ -201,8 +201,8 @@ impl Batch {
                 pending: state.pending(),
                 drift_events: state.drift_events() - drift_before,
                 evictions: c.evictions - before.evictions,
-                rolling_mae_model: state.rolling_model.value(),
-                rolling_mae_persistence: state.rolling_persistence.value(),
+                rolling_mae_model: state.rolling.mae().0,
+                rolling_mae_persistence: state.rolling.mae().1,
             }
             .emit(metrics);
         }

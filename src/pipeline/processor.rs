@@ -20,6 +20,7 @@ use crate::pipeline::config::{Horizon, ModelConfig};
 use crate::sink::{Outputs, PredictionRef};
 use crate::source::batch::PartitionInput;
 use crate::source::schema::OFFSET_COLUMN;
+use crate::state::score::Scored;
 use crate::state::{KeyState, Pending, PartitionState};
 use crate::telemetry::events::StageTimings;
 
@@ -229,8 +230,7 @@ impl Processor {
             model_error,
             persistence_error,
             seasonal_error,
-            rolling_model,
-            rolling_persistence,
+            rolling,
             partition,
             tick,
             live_models: live,
@@ -296,8 +296,9 @@ impl Processor {
                         seasonal_error.add(sn, y, p.persistence);
                         ks.errors[2].add(sn, y, p.persistence);
                     }
-                    rolling_model.add(p.predicted, y);
-                    rolling_persistence.add(p.persistence, y);
+                    let scored = Scored { model: p.predicted, persistence: p.persistence, seasonal: p.seasonal, actual: y };
+                    rolling.add(scored);
+                    ks.rolling.add(scored);
                     counters.labelled += 1;
                 }
             }

@@ -47,9 +47,13 @@ pub struct Summary {
     pub elapsed_s: f64,
     pub messages_per_s: f64,
     pub metrics: Metrics,
+    /// The metrics over each partition's last 1000 labels (merged).
+    pub rolling: Metrics,
     /// The same metrics for each key (keys of all partitions; a key seen in several
     /// partitions is merged).
     pub per_key: BTreeMap<String, Metrics>,
+    /// Per key, over its last 1000 labels.
+    pub per_key_rolling: BTreeMap<String, Metrics>,
 }
 
 impl Summary {
@@ -57,6 +61,8 @@ impl Summary {
         let mut c = Counters::default();
         let (mut m, mut p, mut sn) = (ErrorStats::default(), ErrorStats::default(), ErrorStats::default());
         let mut keys: BTreeMap<String, [ErrorStats; 3]> = BTreeMap::new();
+        let mut keys_rolling: BTreeMap<String, [ErrorStats; 3]> = BTreeMap::new();
+        let mut rolling = [ErrorStats::default(); 3];
         let mut seasonal = false;
         let (mut pending, mut parts, mut updates, mut drift, mut live) = (0, 0, 0, 0, 0);
         for s in states {
@@ -64,9 +70,16 @@ impl Summary {
             m.merge(&s.model_error);
             p.merge(&s.persistence_error);
             sn.merge(&s.seasonal_error);
+            for (a, b) in rolling.iter_mut().zip(&s.rolling.stats()) {
+                a.merge(b);
+            }
             for (k, ks) in &s.keys {
                 let e = keys.entry(k.clone()).or_default();
                 for (a, b) in e.iter_mut().zip(&ks.errors) {
+                    a.merge(b);
+                }
+                let e = keys_rolling.entry(k.clone()).or_default();
+                for (a, b) in e.iter_mut().zip(&ks.rolling.stats()) {
                     a.merge(b);
                 }
                 seasonal |= ks.errors[2].n > 0;
@@ -97,7 +110,12 @@ impl Summary {
             elapsed_s,
             messages_per_s: if elapsed_s > 0.0 { c.messages_in as f64 / elapsed_s } else { 0.0 },
             metrics: Metrics::new(&m, &p, seasonal.then_some(&sn)),
+            rolling: Metrics::new(&rolling[0], &rolling[1], seasonal.then_some(&rolling[2])),
             per_key: keys
+                .iter()
+                .map(|(k, e)| (k.clone(), Metrics::new(&e[0], &e[1], seasonal.then_some(&e[2]))))
+                .collect(),
+            per_key_rolling: keys_rolling
                 .iter()
                 .map(|(k, e)| (k.clone(), Metrics::new(&e[0], &e[1], seasonal.then_some(&e[2]))))
                 .collect(),

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use arrow::record_batch::RecordBatch;
 
 use crate::model::OnlineModel;
-use score::{ErrorStats, RollingMae};
+use score::{ErrorStats, Rolling};
 
 /// A prediction waiting for its label.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +51,8 @@ pub struct KeyState {
     pub history: VecDeque<f64>,
     /// This key's errors: model, persistence, seasonal naive.
     pub errors: [ErrorStats; 3],
+    /// This key's last `Rolling::WINDOW` labels.
+    pub rolling: Rolling,
 }
 
 /// Counts of what happened to the partition's records.
@@ -113,8 +115,8 @@ pub struct PartitionState {
     pub model_error: ErrorStats,
     pub persistence_error: ErrorStats,
     pub seasonal_error: ErrorStats,
-    pub rolling_model: RollingMae,
-    pub rolling_persistence: RollingMae,
+    /// The partition's last `Rolling::WINDOW` labels.
+    pub rolling: Rolling,
     /// Rows that reached the model stage (the LRU clock).
     pub tick: u64,
     /// Models currently held (global or per key).

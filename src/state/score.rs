@@ -161,40 +161,84 @@ mod tests {
     }
 }
 
-/// Mean absolute error over the last `cap` labelled predictions.
-#[derive(Debug, Clone, Default)]
-pub struct RollingMae {
-    errors: std::collections::VecDeque<f64>,
+/// One scored label: the three forecasts, the actual and the last observed value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub model: f64,
+    pub persistence: f64,
+    pub seasonal: Option<f64>,
+    pub actual: f64,
 }
 
-impl RollingMae {
+/// The last `cap` scored labels, from which every metric can be recomputed over the
+/// rolling window (summed afresh each time: no floating-point drift).
+#[derive(Debug, Clone)]
+pub struct Rolling {
+    cap: usize,
+    items: std::collections::VecDeque<Scored>,
+}
+
+impl Default for Rolling {
+    fn default() -> Self {
+        Rolling::new(Rolling::WINDOW)
+    }
+}
+
+impl Rolling {
     pub const WINDOW: usize = 1000;
 
-    pub fn add(&mut self, predicted: f64, actual: f64) {
-        if self.errors.len() == Self::WINDOW {
-            self.errors.pop_front();
-        }
-        self.errors.push_back((predicted - actual).abs());
+    pub fn new(cap: usize) -> Self {
+        Rolling { cap: cap.max(1), items: Default::default() }
     }
 
-    /// Summed afresh each time, so no floating-point drift accumulates.
-    pub fn value(&self) -> Option<f64> {
-        (!self.errors.is_empty()).then(|| self.errors.iter().sum::<f64>() / self.errors.len() as f64)
+    pub fn add(&mut self, s: Scored) {
+        if self.items.len() == self.cap {
+            self.items.pop_front();
+        }
+        self.items.push_back(s);
+    }
+
+    /// Error sums over the window: model, persistence, seasonal naive.
+    pub fn stats(&self) -> [ErrorStats; 3] {
+        let mut out = [ErrorStats::default(); 3];
+        for s in &self.items {
+            out[0].add(s.model, s.actual, s.persistence);
+            out[1].add(s.persistence, s.actual, s.persistence);
+            if let Some(v) = s.seasonal {
+                out[2].add(v, s.actual, s.persistence);
+            }
+        }
+        out
+    }
+
+    /// MAE of the model and of persistence over the window.
+    pub fn mae(&self) -> (Option<f64>, Option<f64>) {
+        let n = self.items.len() as f64;
+        if self.items.is_empty() {
+            return (None, None);
+        }
+        let m = self.items.iter().map(|s| (s.model - s.actual).abs()).sum::<f64>() / n;
+        let p = self.items.iter().map(|s| (s.persistence - s.actual).abs()).sum::<f64>() / n;
+        (Some(m), Some(p))
     }
 }
 
 #[cfg(test)]
 mod rolling_tests {
-    use super::RollingMae;
+    use super::{Rolling, Scored};
 
     #[test]
     fn keeps_the_last_window() {
-        let mut r = RollingMae::default();
-        assert_eq!(r.value(), None);
-        for i in 0..RollingMae::WINDOW + 10 {
-            // errors 0, 1, 2, …: the window holds 10 ..= 1009, mean 509.5
-            r.add(i as f64, 0.0);
+        let mut r = Rolling::new(1000);
+        assert_eq!(r.mae(), (None, None));
+        for i in 0..1010 {
+            // model errors 0, 1, 2, …: the window holds 10 ..= 1009, mean 509.5;
+            // persistence is always off by 2.
+            r.add(Scored { model: i as f64, persistence: 2.0, seasonal: None, actual: 0.0 });
         }
-        assert_eq!(r.value(), Some(509.5));
+        assert_eq!(r.mae(), (Some(509.5), Some(2.0)));
+        let [m, p, s] = r.stats();
+        assert_eq!((m.n, p.n, s.n), (1000, 1000, 0));
+        assert_eq!(m.summary().mae, Some(509.5));
     }
 }

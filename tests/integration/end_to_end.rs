@@ -208,6 +208,9 @@ season = 7"#;
     assert_eq!(sn.mae, Some(0.0));
     assert!(s.metrics.persistence.mae.unwrap() > 10.0);
     assert_eq!(s.per_key["D"].seasonal_naive.unwrap().n, 43);
+    // Fewer labels than the rolling window: the rolling metrics are the whole run's.
+    assert_eq!(s.rolling.model, s.metrics.model);
+    assert_eq!(s.per_key_rolling["D"].seasonal_naive, s.metrics.seasonal_naive);
 }
 
 /// Per-key models capped at 2 with keys A, B, C in turn: the first two rows build

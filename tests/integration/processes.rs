@@ -145,6 +145,11 @@ fn daily_demand_model_beats_both_baselines() {
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(s["messages_in"], 5479 + 3269);
     assert_eq!(s["dead_letters"], 0);
+    // The rolling window holds each series' last 1000 labels.
+    for k in ["us_births", "bikesharing"] {
+        assert_eq!(s["per_key_rolling"][k]["model"]["n"], 1000);
+        assert_eq!(s["per_key_rolling"][k]["seasonal_naive"]["n"], 1000);
+    }
     for m in [&s["metrics"], &s["per_key"]["us_births"], &s["per_key"]["bikesharing"]] {
         let smape = |k: &str| m[k]["smape"].as_f64().unwrap_or_else(|| panic!("{k}"));
         let (model, pers, seas) = (smape("model"), smape("persistence"), smape("seasonal_naive"));
