@@ -126,19 +126,26 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                 },
             }
         }
-        batch.process(built, &sink, &mut metrics).await?;
-        store_offsets(&consumer, &cfg.source.topic, &batch.states);
+        if let Some(acked) = batch.process(built, &sink, &mut metrics).await? {
+            store_offsets(&consumer, &cfg.source.topic, &acked);
+        }
     }
     health.consuming.store(false, Ordering::Relaxed);
-    // Anything read but not processed yet (shutdown mid-batch) is processed now.
-    batch.process(built, &sink, &mut metrics).await?;
-    store_offsets(&consumer, &cfg.source.topic, &batch.states);
+    // Anything read but not processed yet (shutdown mid-batch) is processed now, and
+    // every outstanding acknowledgement awaited.
+    if let Some(acked) = batch.process(built, &sink, &mut metrics).await? {
+        store_offsets(&consumer, &cfg.source.topic, &acked);
+    }
+    if let Some(acked) = batch.drain().await? {
+        store_offsets(&consumer, &cfg.source.topic, &acked);
+    }
     if !assign {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::warn!(error = %e, "final offset commit failed");
         }
     }
-    let summary = Summary::from_states(&cfg.name, batch.states.values(), started.elapsed().as_secs_f64());
+    let mut summary = Summary::from_states(&cfg.name, batch.states.values(), started.elapsed().as_secs_f64());
+    summary.stage_seconds = batch.totals.seconds();
     tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
     // Clients go before the embedded broker they talk to.
     drop(consumer);
@@ -150,17 +157,24 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     Ok(summary)
 }
 
-/// Offsets are stored only after the batch's outputs were acknowledged.
+/// Stores next-offsets whose batch outputs were all acknowledged.
 fn store_offsets<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
     topic: &str,
-    states: &BTreeMap<i32, PartitionState>,
+    acked: &BTreeMap<i32, i64>,
 ) {
-    for (p, s) in states {
-        if s.next_offset > 0 {
-            let _ = consumer.store_offset(topic, *p, s.next_offset - 1);
+    for (p, next) in acked {
+        if *next > 0 {
+            let _ = consumer.store_offset(topic, *p, next - 1);
         }
     }
+}
+
+/// A published batch whose acknowledgements are still outstanding, and the input
+/// offsets that become safe to commit once they arrive.
+struct Inflight {
+    acks: Vec<rdkafka::producer::DeliveryFuture>,
+    offsets: BTreeMap<i32, i64>,
 }
 
 /// The micro-batch being assembled and the partition states it advances.
@@ -170,13 +184,33 @@ struct Batch {
     states: BTreeMap<i32, PartitionState>,
     out: Outputs,
     timings: StageTimings,
+    /// Sum of every batch's timings (for the summary).
+    totals: StageTimings,
     timestamps: Vec<i64>,
+    inflight: Option<Inflight>,
 }
 
 impl Batch {
-    /// Runs every partition's records through the processor, publishes the outputs
-    /// and waits for their acknowledgement.
-    async fn process(&mut self, built: &Built, sink: &KafkaSink, metrics: &mut PipelineMetrics) -> anyhow::Result<()> {
+    /// Waits for the outstanding batch's acknowledgements; returns its offsets.
+    async fn drain(&mut self) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
+        match self.inflight.take() {
+            Some(f) => {
+                KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                Ok(Some(f.offsets))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Runs every partition's records through the processor and publishes the
+    /// outputs; then waits for the *previous* batch's acknowledgements (so they
+    /// overlap with this batch's work) and returns the offsets they make safe.
+    async fn process(
+        &mut self,
+        built: &Built,
+        sink: &KafkaSink,
+        metrics: &mut PipelineMetrics,
+    ) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
         for (p, input) in self.inputs.iter_mut() {
             if input.is_empty() {
                 continue;
@@ -207,13 +241,22 @@ impl Batch {
             .emit(metrics);
         }
         if self.timestamps.is_empty() && self.out.predictions.is_empty() && self.out.dead_letters.is_empty() {
-            return Ok(());
+            // Idle: settle what is outstanding.
+            return self.drain().await;
         }
         let t0 = Instant::now();
-        if !self.out.predictions.is_empty() || !self.out.dead_letters.is_empty() {
-            sink.publish(&self.out).await.context("publishing outputs")?;
-        }
+        let acks = sink.send(&self.out).await.context("publishing outputs")?;
+        let offsets = self.states.iter().map(|(p, s)| (*p, s.next_offset)).collect();
+        let previous = self.inflight.replace(Inflight { acks, offsets });
+        let acked = match previous {
+            Some(f) => {
+                KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                Some(f.offsets)
+            }
+            None => None,
+        };
         self.timings.produce = t0.elapsed();
+        self.totals.add(&self.timings);
         for d in &self.out.dead_letters {
             DeadLettered(d).emit(metrics);
         }
@@ -227,7 +270,7 @@ impl Batch {
         self.out.clear();
         self.timestamps.clear();
         self.timings = StageTimings::default();
-        Ok(())
+        Ok(acked)
     }
 }
 

@@ -46,6 +46,9 @@ pub struct Summary {
     pub live_models: usize,
     pub elapsed_s: f64,
     pub messages_per_s: f64,
+    /// Time spent in each stage over the run (decode, features, predict, update,
+    /// produce — produce includes waiting for the broker's acknowledgements).
+    pub stage_seconds: BTreeMap<String, f64>,
     pub metrics: Metrics,
     /// The metrics over each partition's last 1000 labels (merged).
     pub rolling: Metrics,
@@ -108,6 +111,7 @@ impl Summary {
             evictions: c.evictions,
             live_models: live,
             elapsed_s,
+            stage_seconds: BTreeMap::new(),
             messages_per_s: if elapsed_s > 0.0 { c.messages_in as f64 / elapsed_s } else { 0.0 },
             metrics: Metrics::new(&m, &p, seasonal.then_some(&sn)),
             rolling: Metrics::new(&rolling[0], &rolling[1], seasonal.then_some(&rolling[2])),
@@ -137,6 +141,10 @@ impl Summary {
             }
         }
         s.push_str(&format!("\n  model updates {}  drift events {}", self.model_updates, self.drift_events));
+        if !self.stage_seconds.is_empty() {
+            let parts: Vec<String> = self.stage_seconds.iter().map(|(k, v)| format!("{k} {v:.3}s")).collect();
+            s.push_str(&format!("\n  stage time: {}", parts.join(", ")));
+        }
         s.push_str("\n                 MAE          RMSE         SMAPE%       R²           dir.acc      Theil U      n");
         let mut rows = vec![("model", &self.metrics.model), ("persistence", &self.metrics.persistence)];
         if let Some(sn) = &self.metrics.seasonal_naive {

@@ -4,7 +4,8 @@
 //! idempotent; every message carries its source coordinates as headers. A full
 //! producer queue is backpressure (wait and retry), not an error. `publish` returns
 //! only when every message of the batch is acknowledged, so the caller can then
-//! store the input offsets.
+//! store the input offsets. The run loop uses `send` and `await_acks` separately to
+//! overlap one batch's acknowledgements with the next batch's work.
 
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub fn producer(brokers: &str) -> Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
+        .set("linger.ms", "1")
         .set("queue.buffering.max.messages", "1000000")
         .set("client.id", "tickflare")
         .create()?)
@@ -45,6 +46,26 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Sends every prediction and dead letter of `out` and waits for all acks.
     pub async fn publish(&self, out: &Outputs) -> Result<()> {
+        let acks = self.send(out).await?;
+        Self::await_acks(acks).await
+    }
+
+    /// Waits until the broker acknowledged every message; the first failure is the
+    /// error.
+    pub async fn await_acks(acks: Vec<rdkafka::producer::DeliveryFuture>) -> Result<()> {
+        for a in acks {
+            match a.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(Error::Kafka(e)),
+                Err(_) => return Err(Error::Internal("producer dropped a delivery report".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues every prediction and dead letter of `out` (in order) and returns
+    /// their delivery futures.
+    pub async fn send(&self, out: &Outputs) -> Result<Vec<rdkafka::producer::DeliveryFuture>> {
         let mut acks = Vec::with_capacity(out.predictions.len() + out.dead_letters.len());
         for r in &out.predictions {
             let headers = source_headers(&self.source_topic, r.partition, r.offset);
@@ -53,7 +74,7 @@ impl KafkaSink {
                 .key(out.key(r))
                 .payload(out.payload(r))
                 .headers(headers);
-            acks.push(self.send(rec).await?);
+            acks.push(self.enqueue(rec).await?);
         }
         for d in &out.dead_letters {
             let headers = source_headers(&self.source_topic, d.partition, d.offset)
@@ -68,19 +89,12 @@ impl KafkaSink {
             if let Some(p) = &d.payload {
                 rec = rec.payload(p.as_slice());
             }
-            acks.push(self.send(rec).await?);
+            acks.push(self.enqueue(rec).await?);
         }
-        for a in acks {
-            match a.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(Error::Kafka(e)),
-                Err(_) => return Err(Error::Internal("producer dropped a delivery report".into())),
-            }
-        }
-        Ok(())
+        Ok(acks)
     }
 
-    async fn send<'a, K, P>(&self, mut rec: FutureRecord<'a, K, P>) -> Result<rdkafka::producer::DeliveryFuture>
+    async fn enqueue<'a, K, P>(&self, mut rec: FutureRecord<'a, K, P>) -> Result<rdkafka::producer::DeliveryFuture>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,

@@ -21,7 +21,7 @@ pub fn describe() {
     describe_gauge!("tickflare_consumer_lag", "Messages behind the partition's high watermark (librdkafka statistics)");
     describe_histogram!("tickflare_batch_rows", Unit::Count, "Records per micro-batch and partition");
     describe_histogram!("tickflare_stage_seconds", Unit::Seconds, "Time per micro-batch in each stage: decode, features, predict, update, produce");
-    describe_histogram!("tickflare_end_to_end_latency_seconds", Unit::Seconds, "Kafka record timestamp to acknowledged publish of its outputs");
+    describe_histogram!("tickflare_end_to_end_latency_seconds", Unit::Seconds, "Kafka record timestamp to its outputs handed to the producer (acknowledgements are awaited while the next batch runs)");
     describe_gauge!("tickflare_live_models", "Models held in memory (one per partition, or per key with scope = per_key)");
     describe_counter!("tickflare_model_evictions_total", "Per-key models evicted by the live-model cap");
     describe_counter!("tickflare_drift_events_total", "Drift detections on the residuals");
@@ -63,6 +63,25 @@ pub struct StageTimings {
     pub predict: Duration,
     pub update: Duration,
     pub produce: Duration,
+}
+
+impl StageTimings {
+    pub fn add(&mut self, o: &StageTimings) {
+        self.decode += o.decode;
+        self.features += o.features;
+        self.predict += o.predict;
+        self.update += o.update;
+        self.produce += o.produce;
+    }
+
+    /// Seconds per stage, by name.
+    pub fn seconds(&self) -> std::collections::BTreeMap<String, f64> {
+        STAGES
+            .iter()
+            .zip([self.decode, self.features, self.predict, self.update, self.produce])
+            .map(|(k, d)| (k.to_string(), d.as_secs_f64()))
+            .collect()
+    }
 }
 
 pub const STAGES: [&str; 5] = ["decode", "features", "predict", "update", "produce"];
