@@ -99,6 +99,10 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     let at_end = |states: &BTreeMap<i32, PartitionState>| {
         ends.iter().all(|(p, &high)| high <= 0 || states.get(p).is_some_and(|s| s.next_offset >= high))
     };
+    // Next offset received per partition: lets a run that stops at the end close its
+    // last batch at once instead of waiting out `max_batch_wait_ms`.
+    let mut received: BTreeMap<i32, i64> = BTreeMap::new();
+    let received_all = |r: &BTreeMap<i32, i64>| ends.iter().all(|(p, &high)| high <= 0 || r.get(p).is_some_and(|n| *n >= high));
     loop {
         if *shutdown.borrow() || (stop_at_end && at_end(&batch.states)) {
             break;
@@ -121,6 +125,12 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                             .push(m.key(), m.payload(), m.offset(), m.timestamp().to_millis());
                         batch.timings.decode += t0.elapsed();
                         rows += 1;
+                        if stop_at_end {
+                            received.insert(p, m.offset() + 1);
+                            if received_all(&received) {
+                                break;
+                            }
+                        }
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
                 },
