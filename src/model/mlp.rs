@@ -6,10 +6,11 @@
 //! PyTorch's default), so two runs — and a restarted run — start identically.
 
 use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
 use candle_nn::{Linear, VarBuilder, VarMap};
 
 use super::linear::Optim;
+use super::optim::NetOptimizer;
+use super::rand::Draws;
 use super::loss::Loss;
 use super::OnlineModel;
 use crate::error::{Error, Result};
@@ -30,10 +31,6 @@ impl Activation {
     }
 }
 
-enum Opt {
-    Sgd(SGD),
-    AdamW(AdamW),
-}
 
 /// Regression as classification (HL-Gauss, Farebrother et al. 2024, "Stop
 /// Regressing"): the net outputs one logit per bin; the target is the Gaussian
@@ -88,32 +85,13 @@ pub struct MlpModel {
     hl: Option<(HlGauss, Tensor)>,
     act: Activation,
     loss: Loss,
-    opt: Opt,
+    opt: NetOptimizer,
     optim: Optim,
     lr: f64,
     varmap: VarMap,
     device: Device,
     n: usize,
     updates: u64,
-}
-
-fn make_opt(optim: Optim, vars: Vec<Var>, lr: f64) -> Result<Opt> {
-    Ok(match optim {
-        Optim::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
-        Optim::AdamW => Opt::AdamW(AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?),
-    })
-}
-
-/// SplitMix64: a tiny seeded generator for initial weights.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 impl MlpModel {
@@ -145,7 +123,7 @@ impl MlpModel {
         device: &Device,
     ) -> Result<Self> {
         let varmap = VarMap::new();
-        let mut rng = SplitMix(seed);
+        let mut rng = Draws(seed);
         let mut dims = vec![n_features];
         dims.extend_from_slice(hidden);
         dims.push(hl.as_ref().map_or(1, |h| h.bins));
@@ -154,7 +132,7 @@ impl MlpModel {
             for (i, w) in dims.windows(2).enumerate() {
                 let (fan_in, fan_out) = (w[0], w[1]);
                 let bound = 1.0 / (fan_in as f64).sqrt();
-                let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| (2.0 * rng.next_f64() - 1.0) * bound).collect() };
+                let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.symmetric(bound)).collect() };
                 let weight = Tensor::from_vec(draw(fan_in * fan_out), (fan_out, fan_in), device)?;
                 let bias = Tensor::from_vec(draw(fan_out), fan_out, device)?;
                 data.insert(format!("l{i}.weight"), Var::from_tensor(&weight)?);
@@ -167,7 +145,7 @@ impl MlpModel {
             .enumerate()
             .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("l{i}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let opt = make_opt(optim, varmap.all_vars(), lr)?;
+        let opt = NetOptimizer::new(optim, varmap.all_vars(), lr)?;
         let hl = match hl {
             Some(h) => {
                 let c = Tensor::from_vec(h.centers(), (h.bins, 1), device)?;
@@ -226,10 +204,7 @@ impl OnlineModel for MlpModel {
             }
         };
         let value = loss.to_scalar::<f64>()?;
-        match &mut self.opt {
-            Opt::Sgd(o) => o.backward_step(&loss)?,
-            Opt::AdamW(o) => o.backward_step(&loss)?,
-        }
+        self.opt.step(&loss)?;
         self.updates += 1;
         Ok(value)
     }
@@ -259,24 +234,18 @@ impl OnlineModel for MlpModel {
                 ((p * candle_nn::ops::log_softmax(&out, 1)?)?.sum_all()? / rows as f64)?.neg()?
             }
         };
-        match &mut self.opt {
-            Opt::Sgd(o) => o.backward_step(&loss)?,
-            Opt::AdamW(o) => o.backward_step(&loss)?,
-        }
+        self.opt.step(&loss)?;
         self.updates += 1;
         Ok(())
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {
-        self.opt = make_opt(self.optim, self.varmap.all_vars(), self.lr)?;
+        self.opt = NetOptimizer::new(self.optim, self.varmap.all_vars(), self.lr)?;
         Ok(())
     }
 
     fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
-        match &mut self.opt {
-            Opt::Sgd(o) => o.set_learning_rate(self.lr * scale),
-            Opt::AdamW(o) => o.set_learning_rate(self.lr * scale),
-        }
+        self.opt.set_lr(self.lr * scale);
         Ok(())
     }
 

@@ -7,6 +7,8 @@ pub mod linear;
 pub mod drift;
 pub mod loss;
 pub mod mlp;
+pub mod optim;
+pub mod rand;
 pub mod rls;
 pub mod seq;
 pub mod wrappers;

@@ -8,11 +8,12 @@
 //! runs and restarts start identically whatever candle's own random state is.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
 use candle_nn::rnn::{LSTMConfig, RNN};
 use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder, VarMap, LSTM};
 
 use super::linear::Optim;
+use super::optim::NetOptimizer;
+use super::rand::Draws;
 use super::loss::Loss;
 use super::OnlineModel;
 use crate::error::{Error, Result};
@@ -22,16 +23,12 @@ enum Net {
     Cnn(Conv1d),
 }
 
-enum Opt {
-    Sgd(SGD),
-    AdamW(AdamW),
-}
 
 pub struct SeqModel {
     net: Net,
     head: Linear,
     loss: Loss,
-    opt: Opt,
+    opt: NetOptimizer,
     optim: Optim,
     lr: f64,
     varmap: VarMap,
@@ -41,36 +38,19 @@ pub struct SeqModel {
     updates: u64,
 }
 
-fn make_opt(optim: Optim, varmap: &VarMap, lr: f64) -> Result<Opt> {
-    let vars = varmap.all_vars();
-    Ok(match optim {
-        Optim::Sgd => Opt::Sgd(SGD::new(vars, lr)?),
-        Optim::AdamW => Opt::AdamW(AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?),
-    })
-}
-
 /// Overwrites every variable (in name order) with seeded uniform ±1/√fan_in values.
 fn seed_vars(varmap: &VarMap, seed: u64) -> Result<()> {
     let data = varmap.data().lock().map_err(|_| Error::Internal("varmap lock".into()))?;
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
-    let mut state = seed;
+    let mut draws = Draws(seed);
     for name in names {
         let var = &data[name];
         let shape = var.shape().clone();
         let dims = shape.dims();
         let fan_in: usize = if dims.len() >= 2 { dims[1..].iter().product() } else { dims[0] };
         let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-        let vals: Vec<f64> = (0..shape.elem_count())
-            .map(|_| {
-                state = state.wrapping_add(0x9E3779B97F4A7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-                let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
-                (2.0 * u - 1.0) * bound
-            })
-            .collect();
+        let vals: Vec<f64> = (0..shape.elem_count()).map(|_| draws.symmetric(bound)).collect();
         var.set(&Tensor::from_vec(vals, shape, var.device())?)?;
     }
     Ok(())
@@ -111,7 +91,7 @@ impl SeqModel {
         };
         let head = candle_nn::linear(head_in, 1, vb.pp("head"))?;
         seed_vars(&varmap, seed)?;
-        let opt = make_opt(optim, &varmap, lr)?;
+        let opt = NetOptimizer::new(optim, varmap.all_vars(), lr)?;
         Ok(SeqModel { net, head, loss, opt, optim, lr, varmap, device: device.clone(), window, d, updates: 0 })
     }
 
@@ -144,10 +124,7 @@ impl OnlineModel for SeqModel {
         let target = Tensor::new(&[[y]], &self.device)?;
         let loss = self.loss.apply(&pred, &target)?;
         let v = loss.to_scalar::<f64>()?;
-        match &mut self.opt {
-            Opt::Sgd(o) => o.backward_step(&loss)?,
-            Opt::AdamW(o) => o.backward_step(&loss)?,
-        }
+        self.opt.step(&loss)?;
         self.updates += 1;
         Ok(v)
     }
@@ -168,15 +145,12 @@ impl OnlineModel for SeqModel {
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {
-        self.opt = make_opt(self.optim, &self.varmap, self.lr)?;
+        self.opt = NetOptimizer::new(self.optim, self.varmap.all_vars(), self.lr)?;
         Ok(())
     }
 
     fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
-        match &mut self.opt {
-            Opt::Sgd(o) => o.set_learning_rate(self.lr * scale),
-            Opt::AdamW(o) => o.set_learning_rate(self.lr * scale),
-        }
+        self.opt.set_lr(self.lr * scale);
         Ok(())
     }
 }

@@ -1,8 +1,27 @@
 //! Model wrappers that add continual-learning behaviour to any [`OnlineModel`]:
 //! online normalisation of features and target, and a replay buffer.
 
+use super::rand::Draws;
 use super::OnlineModel;
 use crate::error::Result;
+
+/// The `OnlineModel` methods a wrapper passes straight to its `inner` model.
+macro_rules! delegate_to_inner {
+    () => {
+        fn updates(&self) -> u64 {
+            self.inner.updates()
+        }
+        fn parameters(&self) -> Result<Vec<f64>> {
+            self.inner.parameters()
+        }
+        fn reset_optimizer(&mut self) -> Result<()> {
+            self.inner.reset_optimizer()
+        }
+        fn set_lr_scale(&mut self, s: f64) -> Result<()> {
+            self.inner.set_lr_scale(s)
+        }
+    };
+}
 
 /// Welford's running mean and variance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -74,18 +93,7 @@ impl OnlineModel for Normalized {
         r
     }
 
-    fn updates(&self) -> u64 {
-        self.inner.updates()
-    }
-    fn parameters(&self) -> Result<Vec<f64>> {
-        self.inner.parameters()
-    }
-    fn reset_optimizer(&mut self) -> Result<()> {
-        self.inner.reset_optimizer()
-    }
-    fn set_lr_scale(&mut self, s: f64) -> Result<()> {
-        self.inner.set_lr_scale(s)
-    }
+    delegate_to_inner!();
 }
 
 /// Which labelled examples the replay buffer keeps.
@@ -108,21 +116,12 @@ pub struct Replay {
     xs: Vec<f64>,
     ys: Vec<f64>,
     seen: u64,
-    rng: u64,
+    draws: Draws,
 }
 
 impl Replay {
     pub fn new(inner: Box<dyn OnlineModel>, n_features: usize, cap: usize, k: usize, policy: ReplayPolicy, seed: u64) -> Self {
-        Replay { inner, policy, cap: cap.max(1), k, d: n_features, xs: Vec::new(), ys: Vec::new(), seen: 0, rng: seed ^ 0x5DEECE66D }
-    }
-
-    fn next(&mut self, bound: u64) -> u64 {
-        // SplitMix64 step, reduced to [0, bound).
-        self.rng = self.rng.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        (z ^ (z >> 31)) % bound.max(1)
+        Replay { inner, policy, cap: cap.max(1), k, d: n_features, xs: Vec::new(), ys: Vec::new(), seen: 0, draws: Draws(seed ^ 0x5DEECE66D) }
     }
 
     fn store(&mut self, x: &[f64], y: f64) {
@@ -136,7 +135,7 @@ impl Replay {
             match self.policy {
                 ReplayPolicy::Recent => ((self.seen - 1) % self.cap as u64) as usize,
                 ReplayPolicy::Reservoir => {
-                    let j = self.next(self.seen) as usize;
+                    let j = self.draws.below(self.seen) as usize;
                     if j >= self.cap {
                         return;
                     }
@@ -159,7 +158,7 @@ impl OnlineModel for Replay {
         let n = self.ys.len() as u64;
         let mut bx = vec![0.0; self.d];
         for _ in 0..if n > 0 { self.k } else { 0 } {
-            let i = self.next(n) as usize;
+            let i = self.draws.below(n) as usize;
             bx.copy_from_slice(&self.xs[i * self.d..(i + 1) * self.d]);
             let by = self.ys[i];
             self.inner.update(&bx, by)?;
@@ -168,18 +167,7 @@ impl OnlineModel for Replay {
         Ok(loss)
     }
 
-    fn updates(&self) -> u64 {
-        self.inner.updates()
-    }
-    fn parameters(&self) -> Result<Vec<f64>> {
-        self.inner.parameters()
-    }
-    fn reset_optimizer(&mut self) -> Result<()> {
-        self.inner.reset_optimizer()
-    }
-    fn set_lr_scale(&mut self, s: f64) -> Result<()> {
-        self.inner.set_lr_scale(s)
-    }
+    delegate_to_inner!();
 }
 
 #[cfg(test)]
@@ -239,46 +227,6 @@ mod tests {
         let mut r = rec.ys.clone();
         r.sort_by(f64::total_cmp);
         assert_eq!(r, (9000..10_000).map(|v| v as f64).collect::<Vec<_>>());
-    }
-}
-
-/// A seeded source of uniform, normal, gamma and beta draws (for augmentation).
-pub struct Draws(pub u64);
-
-impl Draws {
-    pub fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-
-    /// Gamma(k, 1) by Marsaglia & Tsang (2000), boosted for k < 1.
-    pub fn gamma(&mut self, k: f64) -> f64 {
-        if k < 1.0 {
-            return self.gamma(k + 1.0) * self.uniform().powf(1.0 / k);
-        }
-        let d = k - 1.0 / 3.0;
-        let c = 1.0 / (9.0 * d).sqrt();
-        loop {
-            let x = self.normal();
-            let v = (1.0 + c * x).powi(3);
-            if v > 0.0 && self.uniform().ln() < 0.5 * x * x + d - d * v + d * v.ln() {
-                return d * v;
-            }
-        }
-    }
-
-    /// Beta(a, a) as G₁/(G₁ + G₂).
-    pub fn beta_sym(&mut self, a: f64) -> f64 {
-        let (g1, g2) = (self.gamma(a), self.gamma(a));
-        g1 / (g1 + g2)
     }
 }
 
@@ -345,18 +293,7 @@ impl OnlineModel for CMixup {
         Ok(loss)
     }
 
-    fn updates(&self) -> u64 {
-        self.inner.updates()
-    }
-    fn parameters(&self) -> Result<Vec<f64>> {
-        self.inner.parameters()
-    }
-    fn reset_optimizer(&mut self) -> Result<()> {
-        self.inner.reset_optimizer()
-    }
-    fn set_lr_scale(&mut self, s: f64) -> Result<()> {
-        self.inner.set_lr_scale(s)
-    }
+    delegate_to_inner!();
 }
 
 #[cfg(test)]
