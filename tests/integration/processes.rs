@@ -156,3 +156,21 @@ fn daily_demand_model_beats_both_baselines() {
         assert!(model < seas && model < pers, "model {model} vs seasonal naive {seas}, persistence {pers}");
     }
 }
+
+/// `validate --brokers` against a live broker: clean when the topics exist with
+/// enough partitions; each missing or too-small topic reported otherwise.
+#[test]
+fn validate_checks_the_brokers_and_topics() {
+    let (_broker, addr) = broker_process();
+    let ok = Command::new(bin()).current_dir(repo()).args(["validate", "pipelines/market-ticks.toml", "--brokers", &addr]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    // daily-demand's topics do not exist on this broker.
+    let bad = Command::new(bin()).current_dir(repo()).args(["validate", "pipelines/daily-demand.toml", "--brokers", &addr]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("source.topic: topic \"demand\" does not exist"), "{err}");
+    // Nothing listens on port 1: a broker problem, reported as such.
+    let down = Command::new(bin()).current_dir(repo()).args(["validate", "pipelines/market-ticks.toml", "--brokers", "127.0.0.1:1"]).output().unwrap();
+    assert_eq!(down.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("source.brokers"), "{}", String::from_utf8_lossy(&down.stderr));
+}
