@@ -137,16 +137,62 @@ impl Processor {
         }
         let batch = self.drop_late(state, input, out, batch)?;
         let t0 = Instant::now();
-        let feats = self.engine.compute(state.lookback.as_ref(), &batch).await?;
-        state.lookback = Some(lookback::retain_last_per_key(
-            state.lookback.as_ref(),
-            &batch,
-            self.in_key,
-            self.lookback_rows,
-        )?);
+        let (feats, kept) = match self.engine.compute(state.lookback.as_ref(), &batch).await {
+            Ok(f) => {
+                state.lookback = Some(lookback::retain_last_per_key(
+                    state.lookback.as_ref(),
+                    &batch,
+                    self.in_key,
+                    self.lookback_rows,
+                )?);
+                (f, batch.num_rows())
+            }
+            // A runtime SQL error (a cast overflow, say) is caused by some record's
+            // values: find which by running the rows one at a time.
+            Err(e) => {
+                tracing::debug!(error = %e, "feature SQL failed on the batch; isolating the records");
+                self.features_row_by_row(state, input, out, &batch).await?
+            }
+        };
         timings.features += t0.elapsed();
-        state.counters.filtered += (batch.num_rows() - feats.num_rows()) as u64;
+        state.counters.filtered += (kept - feats.num_rows()) as u64;
         self.model_stage(state, input, out, &feats, timings)
+    }
+
+    /// Runs the feature SQL one record at a time (each with the look-back so far),
+    /// dead-lettering records it fails on as `feature_error`; those records do not
+    /// enter the look-back. Returns the feature rows and how many records went in.
+    async fn features_row_by_row(
+        &self,
+        state: &mut PartitionState,
+        input: &PartitionInput,
+        out: &mut Outputs,
+        batch: &RecordBatch,
+    ) -> Result<(RecordBatch, usize)> {
+        let offsets = batch.column_by_name(OFFSET_COLUMN).expect("decoded batch has _offset").as_primitive::<Int64Type>().clone();
+        let mut parts = Vec::new();
+        let mut kept = 0;
+        for i in 0..batch.num_rows() {
+            let row = batch.slice(i, 1);
+            match self.engine.compute(state.lookback.as_ref(), &row).await {
+                Ok(f) => {
+                    parts.push(f);
+                    kept += 1;
+                    state.lookback = Some(lookback::retain_last_per_key(
+                        state.lookback.as_ref(),
+                        &row,
+                        self.in_key,
+                        self.lookback_rows,
+                    )?);
+                }
+                Err(e) => {
+                    let d = input.dead_letter(offsets.value(i), "feature_error", format!("feature SQL failed on this record: {e}"));
+                    state.counters.dead_letter(&d);
+                    out.dead_letters.push(d);
+                }
+            }
+        }
+        Ok((arrow::compute::concat_batches(self.engine.output_schema(), &parts)?, kept))
     }
 
     /// Dead-letters records more than the allowed lateness behind their key's latest
@@ -332,6 +378,14 @@ impl Processor {
             let t0 = Instant::now();
             let predicted = m.predict(&xw)?;
             timings.predict += t0.elapsed();
+            if !predicted.is_finite() {
+                // The model has diverged (e.g. a learning rate too high for the
+                // features' scale): say so for this record rather than publish a null.
+                let d = input.dead_letter(offset, "model_diverged", format!("the model predicted {predicted}; check learning_rate / normalize"));
+                counters.dead_letter(&d);
+                out.dead_letters.push(d);
+                continue;
+            }
             out.push_prediction(&PredictionRef {
                 key,
                 event_time_ns: t,

@@ -105,3 +105,52 @@ async fn feature_sql_gives_infinity() {
     // price 0 → ln(0) = −inf in the feature SQL.
     check(br#"{"symbol":"A","ts":100450,"price":0}"#, "non_finite_feature").await;
 }
+
+/// A record on which the feature SQL itself fails at run time (CAST of 1e19 to a
+/// 64-bit integer overflows): only that record is dead-lettered, the others in its
+/// batch are predicted as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_sql_fails_on_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT _offset, symbol, ts, price, CAST(size * 1e9 AS BIGINT) / 1e9 AS lp, \
+        price - LAG(price, 1) OVER (PARTITION BY symbol ORDER BY _offset) AS d1 FROM ticks";
+    let b = built(&flat_pipeline(dir.path(), sql, MODEL, 1)).await;
+    let broker = broker_for(&b);
+    let bs = broker.bootstrap_servers().to_string();
+    let good: Vec<String> = (0..10).map(|i| tick("A", 100_000 + i * 100, 10.0 + i as f64, 1.0)).collect();
+    let bad = br#"{"symbol":"A","ts":100450,"price":12.5,"size":1e10}"#;
+    let mut recs: Vec<(i32, Option<&[u8]>)> = good.iter().map(|l| (0, Some(l.as_bytes()))).collect();
+    recs.insert(5, (0, Some(bad.as_slice())));
+    produce(&bs, "in", &recs).await;
+    let s = run_to_end(&b, &bs, 4).await;
+    let dlq = read(&bs, "dlq");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].header("reason"), Some("feature_error"));
+    assert_eq!(dlq[0].header("tickflare.source.offset"), Some("5"));
+    assert_eq!(dlq[0].payload.as_deref(), Some(bad.as_slice()));
+    let offsets: Vec<i64> = read(&bs, "out").iter().map(|m| json(m)["source_offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, vec![1, 2, 3, 4, 6, 7, 8, 9, 10]);
+    assert_eq!(s.messages_in, 11);
+}
+
+/// SGD at learning rate 10 on features ~100 diverges within a few updates: every
+/// record from then on is dead-lettered as `model_diverged` (no null predictions are
+/// published), and the run still accounts for every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diverging_model_is_reported_not_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT _offset, symbol, ts, price, price * 10 AS lp, \
+        price - LAG(price, 1) OVER (PARTITION BY symbol ORDER BY _offset) AS d1 FROM ticks";
+    let model = "features = [\"d1\", \"lp\"]\ntarget = \"price\"\nhorizon = 1\nlearning_rate = 10.0";
+    let b = built(&flat_pipeline(dir.path(), sql, model, 1)).await;
+    let broker = broker_for(&b);
+    let bs = broker.bootstrap_servers().to_string();
+    let lines: Vec<String> = (0..200).map(|i| tick("A", 100_000 + i * 100, 10.0 + (i % 7) as f64, 1.0)).collect();
+    let recs: Vec<(i32, Option<&[u8]>)> = lines.iter().map(|l| (0, Some(l.as_bytes()))).collect();
+    produce(&bs, "in", &recs).await;
+    let s = run_to_end(&b, &bs, 50).await;
+    let out = read(&bs, "out");
+    assert!(out.iter().all(|m| json(m)["predicted"].is_f64()), "no null predictions");
+    assert!(s.dead_letters_by_reason.get("model_diverged").copied().unwrap_or(0) > 100);
+    assert_eq!(s.messages_in, s.predictions_out + s.dead_letters + s.warmup + s.filtered);
+}
