@@ -47,9 +47,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         max_batch_rows: a.batch_rows,
         group: a.group.clone(),
         metrics_addr: None,
+        metrics_required: false,
     };
     let explicit = a.metrics_addr.clone().or_else(|| built.config.metrics.addr.clone());
-    let opts = RunOptions { metrics_addr: metrics_addr(explicit.as_deref()).await, ..opts };
+    let opts = match explicit.as_deref() {
+        Some("off") => opts,
+        Some(addr) => RunOptions { metrics_addr: Some(addr.to_string()), metrics_required: true, ..opts },
+        None => RunOptions { metrics_addr: Some(DEFAULT_METRICS_ADDR.to_string()), ..opts },
+    };
     let summary = pipeline::run(&built, opts, pipeline::shutdown_on_signals()).await?;
     println!("{}", summary.human());
     if let Some(p) = &a.summary_json {
@@ -59,24 +64,5 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The metrics address to serve on: an explicit one is used as given (a bind error
-/// is then fatal); the default 127.0.0.1:9464 is skipped with a warning when taken.
-async fn metrics_addr(explicit: Option<&str>) -> Option<String> {
-    match explicit {
-        Some("off") => None,
-        Some(a) => Some(a.to_string()),
-        None => {
-            let default = "127.0.0.1:9464";
-            match tokio::net::TcpListener::bind(default).await {
-                Ok(l) => {
-                    drop(l);
-                    Some(default.to_string())
-                }
-                Err(e) => {
-                    tracing::warn!(addr = default, error = %e, "metrics endpoint disabled: default port unavailable");
-                    None
-                }
-            }
-        }
-    }
-}
+/// Where `run` serves metrics unless told otherwise.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";

@@ -45,6 +45,9 @@ pub struct RunOptions {
     pub group: Option<String>,
     /// Serve `/metrics`, `/healthz`, `/readyz` here (`None`: no endpoint).
     pub metrics_addr: Option<String>,
+    /// When the address cannot be bound: fail (`true`, an address the user gave) or
+    /// log a warning and run without the endpoint (`false`, the default address).
+    pub metrics_required: bool,
 }
 
 /// Runs the pipeline until the end of input (embedded / `stop_at_end`) or until
@@ -55,11 +58,16 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     let mut server = None;
     if let Some(addr) = &opts.metrics_addr {
         let handle = telemetry::install()?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics endpoint {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
-        server = Some(tokio::spawn(telemetry::http::serve(listener, handle, health.clone())));
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+                server = Some(tokio::spawn(telemetry::http::serve(listener, handle, health.clone())));
+            }
+            Err(e) if !opts.metrics_required => {
+                tracing::warn!(addr = %addr, error = %e, "metrics endpoint disabled: address unavailable (pass --metrics-addr to require it)");
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding the metrics endpoint {addr}")),
+        }
     }
     let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
     let mut embedded = None;

@@ -89,6 +89,7 @@ pub async fn run_to_end(b: &Built, brokers: &str, batch_rows: usize) -> Summary 
         max_batch_rows: Some(batch_rows),
         group: None,
         metrics_addr: None,
+        metrics_required: false,
     };
     run(b, opts, rx).await.unwrap()
 }
