@@ -93,3 +93,55 @@ async fn lookback_makes_batches_bit_identical() {
         assert_eq!(split, whole, "batch size {size}");
     }
 }
+
+/// Per-symbol 1-second bars, as features on every tick: the open, high, low and tick
+/// count of the tick's own second so far (date_bin buckets; unbounded frames within
+/// the bucket are exact — first value, max, min, count — and batch-invariant as long as
+/// the look-back covers a bucket's ticks). Checked against direct computation and
+/// against split batches.
+#[tokio::test]
+async fn one_second_bars_per_tick() {
+    let sql = "SELECT _offset, symbol, ts, price, \
+      FIRST_VALUE(price) OVER b AS bar_open, MAX(price) OVER b AS bar_high, \
+      MIN(price) OVER b AS bar_low, COUNT(price) OVER b AS bar_ticks \
+      FROM ticks WINDOW b AS (PARTITION BY symbol, date_bin(INTERVAL '1 second', ts) \
+      ORDER BY _offset ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)";
+    // 30 ticks, 3 symbols, timestamps 250 ms apart → 4 ticks per second overall.
+    let rows: Vec<(&str, f64)> = (0..30).map(|i| (["X", "Y", "Z"][i % 3], 100.0 + ((i * 7) % 5) as f64)).collect();
+    let mk = |chunk: &[(&str, f64)], first: usize| {
+        let mut d = Decoder::new(schema());
+        for (j, (s, p)) in chunk.iter().enumerate() {
+            let o = (first + j) as i64;
+            d.push(Some(tick(s, 1_000_000 + o * 250, *p, 1.0).as_bytes()), o).unwrap();
+        }
+        d.finish()
+    };
+    let e = FeatureEngine::plan(sql, "ticks", schema().arrow.clone()).await.unwrap();
+    let whole = e.compute(None, &mk(&rows, 0)).await.unwrap();
+    let (open, high, low) = (col(&whole, "bar_open"), col(&whole, "bar_high"), col(&whole, "bar_low"));
+    let ticks = whole.column_by_name("bar_ticks").unwrap().as_primitive::<Int64Type>().clone();
+    for (i, (sym, _)) in rows.iter().enumerate() {
+        let sec = (1_000_000 + i as i64 * 250) / 1000;
+        let bar: Vec<f64> = rows[..=i]
+            .iter()
+            .enumerate()
+            .filter(|(j, (s, _))| s == sym && (1_000_000 + *j as i64 * 250) / 1000 == sec)
+            .map(|(_, (_, p))| *p)
+            .collect();
+        assert_eq!(open[i], Some(bar[0]), "row {i}");
+        assert_eq!(high[i], Some(bar.iter().cloned().fold(f64::MIN, f64::max)), "row {i}");
+        assert_eq!(low[i], Some(bar.iter().cloned().fold(f64::MAX, f64::min)), "row {i}");
+        assert_eq!(ticks.value(i), bar.len() as i64, "row {i}");
+    }
+    for size in [1usize, 4, 7] {
+        let mut history = None;
+        let mut parts = Vec::new();
+        for (k, chunk) in rows.chunks(size).enumerate() {
+            let batch = mk(chunk, k * size);
+            parts.push(e.compute(history.as_ref(), &batch).await.unwrap());
+            history = Some(retain_last_per_key(history.as_ref(), &batch, 0, 8).unwrap());
+        }
+        let split = arrow::compute::concat_batches(&whole.schema(), &parts).unwrap();
+        assert_eq!(split, whole, "batch size {size}");
+    }
+}
