@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod bench;
 pub mod bench_models;
 pub mod broker;
+pub mod replay;
 pub mod run;
 pub mod validate;
 
@@ -37,6 +38,8 @@ pub enum Command {
     Broker(broker::BrokerArgs),
     /// Predict+update throughput of every model kind on a device.
     BenchModels(bench_models::BenchModelsArgs),
+    /// Publish a historical file (JSON lines or CSV) into a topic with event-time timestamps.
+    Replay(replay::ReplayArgs),
     /// ACF, embedding delay and Cao's embedding dimension of a column, with SQL.
     Analyze(analyze::AnalyzeArgs),
     /// Measure passthrough and pipeline throughput on the embedded broker.
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
             Command::Broker(a) => broker::broker(a).await,
             Command::Bench(a) => bench::bench(a).await,
             Command::Analyze(a) => analyze::analyze(a).await,
+            Command::Replay(a) => replay::replay(a).await,
             Command::BenchModels(a) => bench_models::bench_models(a).await,
         }
     });

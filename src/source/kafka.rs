@@ -72,6 +72,7 @@ pub struct ReadMessage {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp_ms: Option<i64>,
 }
 
 impl ReadMessage {
@@ -119,6 +120,7 @@ pub fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<ReadMessage>> {
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
                     headers,
+                    timestamp_ms: m.timestamp().to_millis(),
                 });
             }
             Some(Err(e)) => return Err(e.into()),
