@@ -73,6 +73,7 @@ impl KafkaSink {
                 .partition(r.partition)
                 .key(out.key(r))
                 .payload(out.payload(r))
+                .timestamp(r.timestamp_ms)
                 .headers(headers);
             acks.push(self.enqueue(rec).await?);
         }
@@ -88,6 +89,9 @@ impl KafkaSink {
             }
             if let Some(p) = &d.payload {
                 rec = rec.payload(p.as_slice());
+            }
+            if let Some(t) = d.timestamp_ms {
+                rec = rec.timestamp(t);
             }
             acks.push(self.enqueue(rec).await?);
         }

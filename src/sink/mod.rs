@@ -17,6 +17,8 @@ pub struct DeadLetter {
     pub detail: String,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The source record's Kafka timestamp (ms), reused so the topic is deterministic.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// An encoded prediction: ranges into [`Outputs::buf`].
@@ -26,6 +28,8 @@ pub struct OutRecord {
     pub offset: i64,
     pub key: (usize, usize),
     pub payload: (usize, usize),
+    /// Kafka timestamp (ms): the input record's event time.
+    pub timestamp_ms: i64,
 }
 
 /// Everything a batch produced, in record order.
@@ -103,6 +107,7 @@ impl Outputs {
             offset: p.offset,
             key: (k0, k1),
             payload: (k1, p1),
+            timestamp_ms: p.event_time_ns.div_euclid(1_000_000),
         });
     }
 }

@@ -13,6 +13,7 @@ pub struct RawRow {
     pub offset: i64,
     pub key: Option<(usize, usize)>,
     pub payload: Option<(usize, usize)>,
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Records of one partition collected for the next micro-batch.
@@ -56,7 +57,7 @@ impl PartitionInput {
             Ok(()) => {
                 let key = key.map(|k| self.stash(k));
                 let payload = payload.map(|p| self.stash(p));
-                self.rows.push(RawRow { offset, key, payload });
+                self.rows.push(RawRow { offset, key, payload, timestamp_ms });
             }
             Err(e) => self.dead.push(DeadLetter {
                 partition: self.partition,
@@ -65,6 +66,7 @@ impl PartitionInput {
                 detail: e.to_string(),
                 key: key.map(<[u8]>::to_vec),
                 payload: payload.map(<[u8]>::to_vec),
+                timestamp_ms,
             }),
         }
     }
@@ -90,6 +92,7 @@ impl PartitionInput {
             detail,
             key: row.and_then(|r| bytes(r.key)),
             payload: row.and_then(|r| bytes(r.payload)),
+            timestamp_ms: row.and_then(|r| r.timestamp_ms),
         }
     }
 

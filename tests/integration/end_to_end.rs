@@ -70,6 +70,7 @@ scope = "global""#;
         let v = json(m);
         assert_eq!(v["source_offset"], *off);
         assert_eq!(m.header("tickflare.source.offset"), Some(off.to_string().as_str()));
+        assert_eq!(m.timestamp_ms, Some(rows[*off as usize].1), "Kafka timestamp = event time");
         let got = v["predicted"].as_f64().unwrap();
         assert!((got - yhat).abs() <= 1e-9 * (1.0 + yhat.abs()), "offset {off}: {got} vs {yhat}");
     }
