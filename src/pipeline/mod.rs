@@ -80,7 +80,14 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         (brokers, opts.assign, opts.stop_at_end)
     };
     let group = opts.group.clone().unwrap_or_else(|| cfg.group());
-    let ctx = SourceContext { pipeline: cfg.name.clone(), topic: cfg.source.topic.clone(), health: health.clone() };
+    let revocations = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ctx = SourceContext {
+        pipeline: cfg.name.clone(),
+        topic: cfg.source.topic.clone(),
+        health: health.clone(),
+        revocations: revocations.clone(),
+    };
+    let mut seen_revocations = 0;
     let consumer = consumer_with(&brokers, &group, ctx)?;
     let meta_timeout = Duration::from_secs(10);
     let ends = end_offsets(&consumer, &cfg.source.topic, meta_timeout)
@@ -144,6 +151,11 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                 },
             }
         }
+        let r = revocations.load(Ordering::SeqCst);
+        if r != seen_revocations {
+            seen_revocations = r;
+            batch.keep_only(&assigned_partitions(&consumer, &cfg.source.topic));
+        }
         if let Some(acked) = batch.process(built, &sink, &mut metrics).await? {
             store_offsets(&consumer, &cfg.source.topic, &acked);
         }
@@ -162,7 +174,8 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
             tracing::warn!(error = %e, "final offset commit failed");
         }
     }
-    let mut summary = Summary::from_states(&cfg.name, batch.states.values(), started.elapsed().as_secs_f64());
+    let all = batch.states.values().chain(batch.retired.iter());
+    let mut summary = Summary::from_states(&cfg.name, all, started.elapsed().as_secs_f64());
     summary.stage_seconds = batch.totals.seconds();
     tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
     // Clients go before the embedded broker they talk to.
@@ -188,6 +201,20 @@ fn store_offsets<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     }
 }
 
+/// Partitions of `topic` currently assigned to this consumer.
+fn assigned_partitions<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+) -> std::collections::BTreeSet<i32> {
+    let set = match consumer.assignment() {
+        Ok(tpl) => tpl.elements_for_topic(topic).iter().map(|e| e.partition()).collect(),
+        Err(_) => Default::default(),
+    };
+    // (The TopicPartitionList is dropped here, before anything else can drop the
+    // consumer: a live list at consumer shutdown hangs librdkafka.)
+    set
+}
+
 /// A published batch whose acknowledgements are still outstanding, and the input
 /// offsets that become safe to commit once they arrive.
 struct Inflight {
@@ -206,9 +233,35 @@ struct Batch {
     totals: StageTimings,
     timestamps: Vec<i64>,
     inflight: Option<Inflight>,
+    /// States of revoked partitions, kept for the run summary only.
+    retired: Vec<PartitionState>,
 }
 
 impl Batch {
+    /// Forgets every partition not in `owned` — its buffered records and its state.
+    /// Without checkpoints, a partition that comes back later starts afresh from the
+    /// committed offset, exactly as after a restart; buffered records of a revoked
+    /// partition are left to its new owner.
+    fn keep_only(&mut self, owned: &std::collections::BTreeSet<i32>) {
+        let gone: Vec<i32> = self.states.keys().chain(self.inputs.keys()).filter(|p| !owned.contains(p)).copied().collect();
+        for p in gone {
+            if let Some(mut st) = self.states.remove(&p) {
+                tracing::info!(partition = p, "partition revoked: dropping its in-memory state");
+                // Keep what the run summary reports; free the heavy parts.
+                st.lookback = None;
+                st.model = None;
+                st.live_models = 0;
+                for k in st.keys.values_mut() {
+                    k.model = None;
+                    k.pending_x.clear();
+                    k.window.clear();
+                }
+                self.retired.push(st);
+            }
+            self.inputs.remove(&p);
+        }
+    }
+
     /// Waits for the outstanding batch's acknowledgements; returns its offsets.
     async fn drain(&mut self) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
         match self.inflight.take() {

@@ -17,6 +17,9 @@ pub struct SourceContext {
     pub pipeline: String,
     pub topic: String,
     pub health: Arc<Health>,
+    /// Bumped on every revocation, so the run loop can drop the state of
+    /// partitions it no longer owns.
+    pub revocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ClientContext for SourceContext {
@@ -42,7 +45,10 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let (kind, n) = match rebalance {
             Rebalance::Assign(tpl) => ("assign", tpl.count()),
-            Rebalance::Revoke(_) => ("revoke", 0),
+            Rebalance::Revoke(_) => {
+                self.revocations.fetch_add(1, Ordering::SeqCst);
+                ("revoke", 0)
+            }
             Rebalance::Error(_) => ("error", self.health.assigned.load(Ordering::Relaxed)),
         };
         self.health.assigned.store(n, Ordering::Relaxed);

@@ -120,3 +120,72 @@ fn metrics_match_the_run_and_readiness_follows_assignment() {
     let status = wait_for("exit", 30, || daemon.0.try_wait().unwrap());
     assert!(status.success());
 }
+
+fn scrape(http: &str, name: &str) -> Option<f64> {
+    let (_, b) = get(http, "/metrics")?;
+    sum(&b, name, &[])
+}
+
+/// A second daemon joins the group: the eager rebalance revokes every partition from
+/// the first, which must drop its in-memory state (no checkpoints yet: a partition
+/// restarts from the committed offset exactly as after a restart). So in each
+/// partition the first prediction on the records seeded after the rebalance comes
+/// from a fresh model (model_updates = 0), not from one that kept learning.
+#[test]
+fn rebalance_drops_revoked_partition_state() {
+    let (_broker, kafka) = broker_process();
+    let lines: Vec<Vec<u8>> = tickflare::source::sample::read_lines(&repo().join("data/binance_ticks_sample.jsonl"))
+        .unwrap()
+        .into_iter()
+        .take(1200)
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b = rt.block_on(built(&repo().join("pipelines/market-ticks.toml")));
+    let seed = |part: &[Vec<u8>]| {
+        rt.block_on(async {
+            let prod = tickflare::sink::kafka::producer(&kafka).unwrap();
+            tickflare::source::sample::seed_lines(&prod, "ticks", 2, &b.schema, "symbol", part.to_vec()).await.unwrap();
+        })
+    };
+    seed(&lines[..600]);
+    let daemon = |http: &str| {
+        Child(
+            Command::new(bin())
+                .current_dir(repo())
+                .args(["run", "pipelines/market-ticks.toml", "--group", "rebalance-test", "--brokers", &kafka, "--metrics-addr", http])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (http_a, http_b) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let _a = daemon(&http_a);
+    wait_for("A to read phase 1", 60, || (scrape(&http_a, "tickflare_records_in_total")? == 600.0).then_some(()));
+    // Let auto-commit (1 s) commit phase 1 before anyone else can be assigned.
+    std::thread::sleep(Duration::from_millis(2500));
+    let ends: Vec<i64> = {
+        let msgs = read(&kafka, "ticks");
+        (0..2).map(|p| msgs.iter().filter(|m| m.partition == p).count() as i64).collect()
+    };
+    let _b = daemon(&http_b);
+    wait_for("one partition each", 90, || {
+        let (a, b) = (scrape(&http_a, "tickflare_assigned_partitions")?, scrape(&http_b, "tickflare_assigned_partitions")?);
+        (a == 1.0 && b == 1.0).then_some(())
+    });
+    seed(&lines[600..]);
+    wait_for("phase 2 read", 90, || {
+        let total = scrape(&http_a, "tickflare_records_in_total").unwrap_or(0.0) + scrape(&http_b, "tickflare_records_in_total").unwrap_or(0.0);
+        (total >= 1200.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let preds = read(&kafka, "tick-predictions");
+    let mut checked = 0;
+    for p in 0..2 {
+        if let Some(first) = preds.iter().find(|m| m.partition == p && json(m)["source_offset"].as_i64().unwrap() >= ends[p as usize]) {
+            assert_eq!(json(first)["model_updates"], 0, "partition {p}: a fresh model after the rebalance");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no predictions after the rebalance");
+}
