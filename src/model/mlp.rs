@@ -71,6 +71,14 @@ impl HlGauss {
     }
 }
 
+/// A var map's tensors in name order.
+pub(crate) fn sorted_vars(varmap: &VarMap) -> Vec<(String, Tensor)> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut v: Vec<_> = data.iter().map(|(k, var)| (k.clone(), var.as_tensor().clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 /// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5·10⁻⁷).
 pub fn erf(x: f64) -> f64 {
     let s = x.signum();
@@ -174,56 +182,18 @@ impl MlpModel {
         Ok(h)
     }
 
-    /// Named parameters, as saved to safetensors.
-    pub fn named(&self) -> Vec<(String, Tensor)> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        let mut v: Vec<_> = data.iter().map(|(k, var)| (k.clone(), var.as_tensor().clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-}
-
-impl OnlineModel for MlpModel {
-    fn predict(&self, x: &[f64]) -> Result<f64> {
-        let out = self.forward(x)?;
-        let out = match &self.hl {
+    /// The regression estimate per row: the output itself, or with an HL-Gauss head
+    /// the expected bin centre.
+    fn estimate(&self, xs: &[f64]) -> Result<Tensor> {
+        let out = self.forward(xs)?;
+        Ok(match &self.hl {
             None => out,
             Some((_, centers)) => candle_nn::ops::softmax_last_dim(&out)?.matmul(centers)?,
-        };
-        Ok(out.flatten_all()?.to_vec1::<f64>()?[0])
+        })
     }
 
-    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
-        let out = self.forward(x)?;
-        let loss = match &self.hl {
-            None => self.loss.apply(&out, &Tensor::new(&[[y]], &self.device)?)?,
-            Some((h, _)) => {
-                let p = Tensor::from_vec(h.target(y), (1, h.bins), &self.device)?;
-                let logp = candle_nn::ops::log_softmax(&out, 1)?;
-                (p * logp)?.sum_all()?.neg()?
-            }
-        };
-        let value = loss.to_scalar::<f64>()?;
-        self.opt.step(&loss)?;
-        self.updates += 1;
-        Ok(value)
-    }
-
-    fn updates(&self) -> u64 {
-        self.updates
-    }
-
-    fn predict_batch(&self, xs: &[f64], _n: usize, out: &mut Vec<f64>) -> Result<()> {
-        let o = self.forward(xs)?;
-        let o = match &self.hl {
-            None => o,
-            Some((_, centers)) => candle_nn::ops::softmax_last_dim(&o)?.matmul(centers)?,
-        };
-        *out = o.flatten_all()?.to_vec1::<f64>()?;
-        Ok(())
-    }
-
-    fn update_batch(&mut self, xs: &[f64], _n: usize, ys: &[f64]) -> Result<()> {
+    /// One optimizer step on the mean loss over rows `xs` with targets `ys`.
+    fn step(&mut self, xs: &[f64], ys: &[f64]) -> Result<f64> {
         let out = self.forward(xs)?;
         let rows = ys.len();
         let loss = match &self.hl {
@@ -234,9 +204,38 @@ impl OnlineModel for MlpModel {
                 ((p * candle_nn::ops::log_softmax(&out, 1)?)?.sum_all()? / rows as f64)?.neg()?
             }
         };
+        let value = loss.to_scalar::<f64>()?;
         self.opt.step(&loss)?;
         self.updates += 1;
+        Ok(value)
+    }
+
+    /// Named parameters (the safetensors keys), in name order.
+    pub fn named(&self) -> Vec<(String, Tensor)> {
+        sorted_vars(&self.varmap)
+    }
+}
+
+impl OnlineModel for MlpModel {
+    fn predict(&self, x: &[f64]) -> Result<f64> {
+        Ok(self.estimate(x)?.flatten_all()?.to_vec1::<f64>()?[0])
+    }
+
+    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
+        self.step(x, &[y])
+    }
+
+    fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    fn predict_batch(&self, xs: &[f64], _n: usize, out: &mut Vec<f64>) -> Result<()> {
+        *out = self.estimate(xs)?.flatten_all()?.to_vec1::<f64>()?;
         Ok(())
+    }
+
+    fn update_batch(&mut self, xs: &[f64], _n: usize, ys: &[f64]) -> Result<()> {
+        self.step(xs, ys).map(|_| ())
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {

@@ -134,12 +134,9 @@ impl OnlineModel for SeqModel {
     }
 
     fn parameters(&self) -> Result<Vec<f64>> {
-        let data = self.varmap.data().lock().map_err(|_| Error::Internal("varmap lock".into()))?;
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
         let mut out = Vec::new();
-        for n in names {
-            out.extend(data[n].as_tensor().flatten_all()?.to_vec1::<f64>()?);
+        for (_, t) in super::mlp::sorted_vars(&self.varmap) {
+            out.extend(t.flatten_all()?.to_vec1::<f64>()?);
         }
         Ok(out)
     }

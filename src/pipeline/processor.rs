@@ -139,12 +139,7 @@ impl Processor {
         let t0 = Instant::now();
         let (feats, kept) = match self.engine.compute(state.lookback.as_ref(), &batch).await {
             Ok(f) => {
-                state.lookback = Some(lookback::retain_last_per_key(
-                    state.lookback.as_ref(),
-                    &batch,
-                    self.in_key,
-                    self.lookback_rows,
-                )?);
+                self.remember(state, &batch)?;
                 (f, batch.num_rows())
             }
             // A runtime SQL error (a cast overflow, say) is caused by some record's
@@ -157,6 +152,13 @@ impl Processor {
         timings.features += t0.elapsed();
         state.counters.filtered += (kept - feats.num_rows()) as u64;
         self.model_stage(state, input, out, &feats, timings)
+    }
+
+    /// Adds rows that went through the feature SQL to the partition's look-back.
+    fn remember(&self, state: &mut PartitionState, rows: &RecordBatch) -> Result<()> {
+        state.lookback =
+            Some(lookback::retain_last_per_key(state.lookback.as_ref(), rows, self.in_key, self.lookback_rows)?);
+        Ok(())
     }
 
     /// Runs the feature SQL one record at a time (each with the look-back so far),
@@ -178,12 +180,7 @@ impl Processor {
                 Ok(f) => {
                     parts.push(f);
                     kept += 1;
-                    state.lookback = Some(lookback::retain_last_per_key(
-                        state.lookback.as_ref(),
-                        &row,
-                        self.in_key,
-                        self.lookback_rows,
-                    )?);
+                    self.remember(state, &row)?;
                 }
                 Err(e) => {
                     let d = input.dead_letter(offsets.value(i), "feature_error", format!("feature SQL failed on this record: {e}"));
