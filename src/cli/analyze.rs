@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 
 use crate::analysis::{acf, cao::cao, delay};
+use crate::source::file::read_records;
 
 #[derive(clap::Args, Debug)]
 pub struct AnalyzeArgs {
@@ -32,27 +33,14 @@ pub struct AnalyzeArgs {
 
 /// Reads one numeric column from a CSV (header row) or JSON-lines file.
 pub fn read_column(path: &std::path::Path, column: &str) -> anyhow::Result<Vec<f64>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
-    if text.trim_start().starts_with('{') {
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("line {}", i + 1))?;
-            let x = match v.get(column) {
-                Some(serde_json::Value::Number(n)) => n.as_f64(),
-                Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-                _ => None,
-            };
-            out.push(x.with_context(|| format!("line {}: no numeric {column:?}", i + 1))?);
-        }
-    } else {
-        let mut lines = text.lines();
-        let unquote = |s: &str| s.trim().trim_matches('"').to_string();
-        let header: Vec<String> = lines.next().context("empty file")?.split(',').map(unquote).collect();
-        let idx = header.iter().position(|h| h == column).with_context(|| format!("no column {column:?} in {header:?}"))?;
-        for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let cell = line.split(',').nth(idx).map(unquote).unwrap_or_default();
-            out.push(cell.parse().with_context(|| format!("row {}: {cell:?} is not a number", i + 2))?);
-        }
+    for (i, rec) in read_records(path)?.iter().enumerate() {
+        let x = match rec.get(column) {
+            Some(serde_json::Value::Number(n)) => n.as_f64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        out.push(x.with_context(|| format!("record {}: no numeric {column:?}", i + 1))?);
     }
     if out.len() < 20 {
         bail!("{} values: too few to analyse", out.len());

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod context;
 pub mod decode;
+pub mod file;
 pub mod kafka;
 pub mod sample;
 pub mod schema;
