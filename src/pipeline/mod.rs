@@ -297,6 +297,7 @@ impl Batch {
                 .await
                 .with_context(|| format!("partition {p}"))?;
             let c = &state.counters;
+            let (mae_model, mae_persistence) = state.rolling.mae();
             BatchProcessed {
                 partition: *p,
                 records: c.messages_in - before.messages_in,
@@ -306,8 +307,8 @@ impl Batch {
                 pending: state.pending(),
                 drift_events: state.drift_events() - drift_before,
                 evictions: c.evictions - before.evictions,
-                rolling_mae_model: state.rolling.mae().0,
-                rolling_mae_persistence: state.rolling.mae().1,
+                rolling_mae_model: mae_model,
+                rolling_mae_persistence: mae_persistence,
             }
             .emit(metrics);
         }
