@@ -41,13 +41,16 @@ pub enum Error {
     Config(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// A checkpoint could not be written, read or applied.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 impl Error {
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {
-            Error::Kafka(_) => Fault::External,
+            Error::Kafka(_) | Error::Checkpoint(_) => Fault::External,
             Error::Config(_) => Fault::User,
             Error::DataFusion(_) | Error::Arrow(_) | Error::Model(_) | Error::Internal(_) => {
                 Fault::Internal

@@ -26,6 +26,20 @@ pub struct PageHinkley {
 }
 
 impl PageHinkley {
+    pub fn save(&self, s: &mut super::Snapshot) {
+        s.put_int("ph_n", self.n);
+        s.put("ph", vec![self.mean, self.cum, self.min_cum]);
+    }
+
+    pub fn load(&mut self, s: &super::Snapshot) -> crate::error::Result<()> {
+        self.n = s.int("ph_n")?;
+        let [mean, cum, min_cum] = s.array("ph")? else {
+            return Err(crate::error::Error::Checkpoint("Page-Hinkley state needs 3 values".into()));
+        };
+        (self.mean, self.cum, self.min_cum) = (*mean, *cum, *min_cum);
+        Ok(())
+    }
+
     pub fn new(delta: f64, lambda: f64, min_samples: u64) -> Self {
         PageHinkley { delta, lambda, min_samples, n: 0, mean: 0.0, cum: 0.0, min_cum: 0.0 }
     }
@@ -53,6 +67,15 @@ pub struct Adwin {
 }
 
 impl Adwin {
+    pub fn save(&self, s: &mut super::Snapshot) {
+        s.put("adwin_window", self.window.iter().copied().collect());
+    }
+
+    pub fn load(&mut self, s: &super::Snapshot) -> crate::error::Result<()> {
+        self.window = s.array("adwin_window")?.iter().copied().collect();
+        Ok(())
+    }
+
     pub fn new(delta: f64, max_window: usize) -> Self {
         Adwin { delta, max_window, window: VecDeque::new() }
     }

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::error::{Error, Result};
 
 use super::loss::Loss;
-use super::OnlineModel;
+use super::{OnlineModel, Snapshot};
 
 /// Which optimizer steps the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +164,30 @@ impl OnlineModel for LinearModel {
 
     fn parameters(&self) -> Result<Vec<f64>> {
         Ok(self.theta.flatten_all()?.to_vec1::<f64>()?)
+    }
+
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put_tensor("theta", &self.theta)?;
+        s.put_f64("lr_scale", self.lr_scale);
+        s.put_int("updates", self.updates);
+        if let Some(m) = &self.moments {
+            s.put_tensor("adam_m", &m.m)?;
+            s.put_tensor("adam_v", &m.v)?;
+            s.put_int("adam_t", m.t as u64);
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        self.theta = s.tensor_like("theta", &self.theta)?;
+        self.lr_scale = s.f64("lr_scale")?;
+        self.updates = s.int("updates")?;
+        if let Some(m) = &mut self.moments {
+            m.m = s.tensor_like("adam_m", &m.m)?;
+            m.v = s.tensor_like("adam_v", &m.v)?;
+            m.t = s.int("adam_t")? as i32;
+        }
+        Ok(())
     }
 }
 

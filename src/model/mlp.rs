@@ -12,7 +12,7 @@ use super::linear::Optim;
 use super::optim::NetOptimizer;
 use super::rand::Draws;
 use super::loss::Loss;
-use super::OnlineModel;
+use super::{OnlineModel, Snapshot};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,6 @@ pub struct MlpModel {
     act: Activation,
     loss: Loss,
     opt: NetOptimizer,
-    optim: Optim,
     lr: f64,
     varmap: VarMap,
     device: Device,
@@ -153,7 +152,7 @@ impl MlpModel {
             .enumerate()
             .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("l{i}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let opt = NetOptimizer::new(optim, varmap.all_vars(), lr)?;
+        let opt = NetOptimizer::new(optim, &varmap, lr)?;
         let hl = match hl {
             Some(h) => {
                 let c = Tensor::from_vec(h.centers(), (h.bins, 1), device)?;
@@ -161,7 +160,7 @@ impl MlpModel {
             }
             None => None,
         };
-        Ok(MlpModel { layers, hl, act, loss, opt, optim, lr, varmap, device: device.clone(), n: n_features, updates: 0 })
+        Ok(MlpModel { layers, hl, act, loss, opt, lr, varmap, device: device.clone(), n: n_features, updates: 0 })
     }
 
     fn forward(&self, x: &[f64]) -> Result<Tensor> {
@@ -239,7 +238,8 @@ impl OnlineModel for MlpModel {
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {
-        self.opt = NetOptimizer::new(self.optim, self.varmap.all_vars(), self.lr)?;
+        self.opt.reset()?;
+        self.opt.set_lr(self.lr);
         Ok(())
     }
 
@@ -254,6 +254,16 @@ impl OnlineModel for MlpModel {
             out.extend(t.flatten_all()?.to_vec1::<f64>()?);
         }
         Ok(out)
+    }
+
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put_int("updates", self.updates);
+        self.opt.save(s)
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        self.updates = s.int("updates")?;
+        self.opt.load(s)
     }
 }
 

@@ -11,12 +11,14 @@ pub mod optim;
 pub mod rand;
 pub mod rls;
 pub mod seq;
+pub mod snapshot;
 pub mod wrappers;
 
 use candle_core::Device;
 
 use crate::error::{Error, Result};
 use crate::pipeline::config::ModelConfig;
+pub use snapshot::Snapshot;
 
 /// An online regressor.
 pub trait OnlineModel: Send {
@@ -57,6 +59,12 @@ pub trait OnlineModel: Send {
     fn drift_events(&self) -> u64 {
         0
     }
+    /// Writes everything later outputs depend on (weights, optimizer state, buffers,
+    /// random-number state). No default: a model that forgot its state would break
+    /// crash equivalence silently.
+    fn save(&self, s: &mut Snapshot) -> Result<()>;
+    /// Reads what `save` wrote into a fresh model built from the same configuration.
+    fn load(&mut self, s: &mut Snapshot) -> Result<()>;
 }
 
 /// What to do when drift is detected.
@@ -127,6 +135,26 @@ impl OnlineModel for DriftGuard {
     fn drift_events(&self) -> u64 {
         self.events
     }
+
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        match &self.detector {
+            Detector::PageHinkley(d) => d.save(s),
+            Detector::Adwin(d) => d.save(s),
+        }
+        s.put_int("boost_left", self.boost_left);
+        s.put_int("events", self.events);
+        s.nested("inner", |s| self.inner.save(s))
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        match &mut self.detector {
+            Detector::PageHinkley(d) => d.load(s)?,
+            Detector::Adwin(d) => d.load(s)?,
+        }
+        self.boost_left = s.int("boost_left")?;
+        self.events = s.int("events")?;
+        s.nested("inner", |s| self.inner.load(s))
+    }
 }
 
 /// Pins candle's CPU thread count once. Without `RAYON_NUM_THREADS`, candle re-reads
@@ -196,6 +224,8 @@ pub struct HlAuto {
     xs: Vec<f64>,
     ys: Vec<f64>,
     inner: Option<Box<dyn OnlineModel>>,
+    /// The range the net was built over (once built).
+    range: Option<mlp::HlGauss>,
 }
 
 fn hl_net(cfg: &ModelConfig, n_features: usize, h: mlp::HlGauss, device: &Device) -> Result<Box<dyn OnlineModel>> {
@@ -234,7 +264,8 @@ impl OnlineModel for HlAuto {
         let (lo, hi) = self.ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
         let pad = ((hi - lo) * 0.1).max(1e-9);
         let h = mlp::HlGauss { lo: lo - pad, hi: hi + pad, bins: self.cfg.hl_bins };
-        let mut m = hl_net(&self.cfg, self.n_features, h, &self.device)?;
+        let mut m = hl_net(&self.cfg, self.n_features, h.clone(), &self.device)?;
+        self.range = Some(h);
         let mut loss = 0.0;
         for (i, y) in self.ys.iter().enumerate() {
             loss = m.update(&self.xs[i * self.n_features..(i + 1) * self.n_features], *y)?;
@@ -254,6 +285,33 @@ impl OnlineModel for HlAuto {
     }
     fn set_lr_scale(&mut self, s: f64) -> Result<()> {
         self.inner.as_mut().map_or(Ok(()), |m| m.set_lr_scale(s))
+    }
+
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put("xs", self.xs.clone());
+        s.put("ys", self.ys.clone());
+        if let Some(m) = &self.inner {
+            let h = self.range.as_ref().ok_or_else(|| Error::Internal("HL-Gauss net without a range".into()))?;
+            s.put("range", vec![h.lo, h.hi]);
+            s.nested("inner", |s| m.save(s))?;
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        self.xs = s.array("xs")?.to_vec();
+        self.ys = s.array("ys")?.to_vec();
+        self.inner = None;
+        self.range = None;
+        if let Ok(r) = s.array("range") {
+            let [lo, hi] = r else { return Err(Error::Checkpoint("HL-Gauss range needs 2 values".into())) };
+            let h = mlp::HlGauss { lo: *lo, hi: *hi, bins: self.cfg.hl_bins };
+            let mut m = hl_net(&self.cfg, self.n_features, h.clone(), &self.device)?;
+            s.nested("inner", |s| m.load(s))?;
+            self.inner = Some(m);
+            self.range = Some(h);
+        }
+        Ok(())
     }
 }
 
@@ -276,6 +334,7 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
                 xs: vec![],
                 ys: vec![],
                 inner: None,
+                range: None,
             })),
         };
     }
@@ -511,5 +570,69 @@ mod learning_tests {
     fn rls_learns() {
         let mut m = rls::RlsModel::new(2, 0.999, 1e-3, &Device::Cpu).unwrap();
         check(&mut m, 2000, 0.02);
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    //! Save/load must make a restored model indistinguishable from one that never
+    //! stopped: after 150 updates, snapshot → fresh model → load, then both take the
+    //! same 100 further updates; parameters and predictions must be bit-identical.
+    use super::*;
+
+    fn cfg(extra: &str) -> ModelConfig {
+        toml::from_str(&format!("features = [\"a\", \"b\", \"c\", \"d\"]\ntarget = \"y\"\nhorizon = 1\nseed = 4\n{extra}")).unwrap()
+    }
+
+    fn row(i: usize) -> ([f64; 4], f64) {
+        let t = i as f64;
+        let x = [(t * 0.37).sin(), (t * 0.11).cos(), (t * 0.05).sin() * 3.0, ((i * 7919) % 13) as f64 / 13.0];
+        (x, 1.5 * x[0] - 0.7 * x[1] + 0.2 * x[2] * x[3] + if i > 200 { 2.0 } else { 0.0 })
+    }
+
+    fn check(extra: &str) {
+        let c = cfg(extra);
+        let n = 4;
+        let mut a = build(&c, n, &Device::Cpu).unwrap();
+        for i in 0..150 {
+            let (x, y) = row(i);
+            a.update(&x, y).unwrap();
+        }
+        let mut s = Snapshot::default();
+        a.save(&mut s).unwrap();
+        let mut b = build(&c, n, &Device::Cpu).unwrap();
+        // (An HL-Gauss net not built yet has no parameters: its buffer is what matters.)
+        if !a.parameters().unwrap().is_empty() {
+            assert_ne!(a.parameters().unwrap(), b.parameters().unwrap(), "{extra}: the test must start from different states");
+        }
+        b.load(&mut s).unwrap();
+        for i in 150..250 {
+            let (x, y) = row(i);
+            assert_eq!(a.predict(&x).unwrap().to_bits(), b.predict(&x).unwrap().to_bits(), "{extra}: row {i}");
+            a.update(&x, y).unwrap();
+            b.update(&x, y).unwrap();
+        }
+        assert_eq!(a.parameters().unwrap(), b.parameters().unwrap(), "{extra}");
+        assert_eq!((a.updates(), a.drift_events()), (b.updates(), b.drift_events()), "{extra}");
+    }
+
+    #[test]
+    fn every_model_restores_exactly() {
+        for extra in [
+            "kind = \"linear\"\noptimizer = \"sgd\"\nlearning_rate = 0.05",
+            "kind = \"linear\"\noptimizer = \"adamw\"\nlearning_rate = 0.05\nloss = \"huber\"",
+            "kind = \"rls\"\nforgetting_factor = 0.99",
+            "kind = \"mlp\"\nhidden = [8]\noptimizer = \"adamw\"\nlearning_rate = 0.01",
+            "kind = \"mlp\"\nhidden = [8]\noptimizer = \"sgd\"\nlearning_rate = 0.01\nactivation = \"tanh\"",
+            "kind = \"lstm\"\nwindow = 2\nhidden = [4]\noptimizer = \"adamw\"\nlearning_rate = 0.01",
+            "kind = \"cnn1d\"\nwindow = 2\nkernel = 2\nhidden = [4]\noptimizer = \"adamw\"\nlearning_rate = 0.01",
+            "kind = \"mlp\"\nhidden = [8]\nloss = \"hl_gauss\"\nhl_bins = 16\nhl_auto_n = 100\noptimizer = \"adamw\"\nlearning_rate = 0.01",
+            "kind = \"mlp\"\nhidden = [8]\nloss = \"hl_gauss\"\nhl_bins = 16\nhl_auto_n = 200\noptimizer = \"adamw\"\nlearning_rate = 0.01",
+            "kind = \"linear\"\noptimizer = \"adamw\"\nlearning_rate = 0.02\nnormalize = true\nreplay = 2\nreplay_capacity = 50\nreplay_policy = \"reservoir\"\nmixup = true\n\
+             drift = \"page_hinkley\"\ndrift_action = \"raise_lr\"\ndrift_threshold = 2.0",
+            "kind = \"linear\"\noptimizer = \"adamw\"\nlearning_rate = 0.02\nreplay = 1\nreplay_capacity = 30\ndrift = \"adwin\"\ndrift_action = \"reset_optimizer\"",
+        ] {
+            check(extra);
+        }
     }
 }

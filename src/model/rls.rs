@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
-use super::OnlineModel;
+use super::{OnlineModel, Snapshot};
 
 pub struct RlsModel {
     w: Tensor,
@@ -87,6 +87,20 @@ impl OnlineModel for RlsModel {
 
     fn parameters(&self) -> Result<Vec<f64>> {
         Ok(self.w.flatten_all()?.to_vec1::<f64>()?)
+    }
+
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put_tensor("w", &self.w)?;
+        s.put_tensor("p", &self.p)?;
+        s.put_int("updates", self.updates);
+        Ok(())
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        self.w = s.tensor_like("w", &self.w)?;
+        self.p = s.tensor_like("p", &self.p)?;
+        self.updates = s.int("updates")?;
+        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use super::linear::Optim;
 use super::optim::NetOptimizer;
 use super::rand::Draws;
 use super::loss::Loss;
-use super::OnlineModel;
+use super::{OnlineModel, Snapshot};
 use crate::error::{Error, Result};
 
 enum Net {
@@ -29,7 +29,6 @@ pub struct SeqModel {
     head: Linear,
     loss: Loss,
     opt: NetOptimizer,
-    optim: Optim,
     lr: f64,
     varmap: VarMap,
     device: Device,
@@ -91,8 +90,8 @@ impl SeqModel {
         };
         let head = candle_nn::linear(head_in, 1, vb.pp("head"))?;
         seed_vars(&varmap, seed)?;
-        let opt = NetOptimizer::new(optim, varmap.all_vars(), lr)?;
-        Ok(SeqModel { net, head, loss, opt, optim, lr, varmap, device: device.clone(), window, d, updates: 0 })
+        let opt = NetOptimizer::new(optim, &varmap, lr)?;
+        Ok(SeqModel { net, head, loss, opt, lr, varmap, device: device.clone(), window, d, updates: 0 })
     }
 
     fn forward(&self, x: &[f64]) -> Result<Tensor> {
@@ -142,12 +141,23 @@ impl OnlineModel for SeqModel {
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {
-        self.opt = NetOptimizer::new(self.optim, self.varmap.all_vars(), self.lr)?;
+        self.opt.reset()?;
+        self.opt.set_lr(self.lr);
         Ok(())
     }
 
     fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
         self.opt.set_lr(self.lr * scale);
         Ok(())
+    }
+
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put_int("updates", self.updates);
+        self.opt.save(s)
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        self.updates = s.int("updates")?;
+        self.opt.load(s)
     }
 }

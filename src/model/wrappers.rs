@@ -2,8 +2,8 @@
 //! online normalisation of features and target, and a replay buffer.
 
 use super::rand::Draws;
-use super::OnlineModel;
-use crate::error::Result;
+use super::{OnlineModel, Snapshot};
+use crate::error::{Error, Result};
 
 /// The `OnlineModel` methods a wrapper passes straight to its `inner` model.
 macro_rules! delegate_to_inner {
@@ -93,6 +93,28 @@ impl OnlineModel for Normalized {
         r
     }
 
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put_int("n", self.fy.n);
+        s.put("x_mean", self.fx.iter().map(|r| r.mean).collect());
+        s.put("x_m2", self.fx.iter().map(|r| r.m2).collect());
+        s.put_f64("y_mean", self.fy.mean);
+        s.put_f64("y_m2", self.fy.m2);
+        s.nested("inner", |s| self.inner.save(s))
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        let n = s.int("n")?;
+        let (mean, m2) = (s.array("x_mean")?, s.array("x_m2")?);
+        if mean.len() != self.fx.len() || m2.len() != self.fx.len() {
+            return Err(Error::Checkpoint(format!("normalisation has {} features stored, {} configured", mean.len(), self.fx.len())));
+        }
+        for (r, (m, q)) in self.fx.iter_mut().zip(mean.iter().zip(m2)) {
+            *r = Running { n, mean: *m, m2: *q };
+        }
+        self.fy = Running { n, mean: s.f64("y_mean")?, m2: s.f64("y_m2")? };
+        s.nested("inner", |s| self.inner.load(s))
+    }
+
     delegate_to_inner!();
 }
 
@@ -165,6 +187,25 @@ impl OnlineModel for Replay {
         }
         self.store(x, y);
         Ok(loss)
+    }
+
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put("xs", self.xs.clone());
+        s.put("ys", self.ys.clone());
+        s.put_int("seen", self.seen);
+        s.put_int("draws", self.draws.0);
+        s.nested("inner", |s| self.inner.save(s))
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        self.xs = s.array("xs")?.to_vec();
+        self.ys = s.array("ys")?.to_vec();
+        if self.xs.len() != self.ys.len() * self.d || self.ys.len() > self.cap {
+            return Err(Error::Checkpoint("replay buffer does not fit the configured features/capacity".into()));
+        }
+        self.seen = s.int("seen")?;
+        self.draws = Draws(s.int("draws")?);
+        s.nested("inner", |s| self.inner.load(s))
     }
 
     delegate_to_inner!();
@@ -291,6 +332,23 @@ impl OnlineModel for CMixup {
         self.ys.push_back(y);
         self.xs.extend(x.iter().copied());
         Ok(loss)
+    }
+
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put("xs", self.xs.iter().copied().collect());
+        s.put("ys", self.ys.iter().copied().collect());
+        s.put_int("draws", self.draws.0);
+        s.nested("inner", |s| self.inner.save(s))
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        self.xs = s.array("xs")?.iter().copied().collect();
+        self.ys = s.array("ys")?.iter().copied().collect();
+        if self.xs.len() != self.ys.len() * self.d || self.ys.len() > self.cap {
+            return Err(Error::Checkpoint("mixup buffer does not fit the configured features/capacity".into()));
+        }
+        self.draws = Draws(s.int("draws")?);
+        s.nested("inner", |s| self.inner.load(s))
     }
 
     delegate_to_inner!();
