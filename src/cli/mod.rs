@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod bench;
 pub mod bench_models;
 pub mod broker;
+pub mod checkpoint;
 pub mod replay;
 pub mod run;
 pub mod validate;
@@ -44,6 +45,8 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Measure passthrough and pipeline throughput on the embedded broker.
     Bench(bench::BenchArgs),
+    /// List or show stored checkpoints.
+    Checkpoint(checkpoint::CheckpointArgs),
 }
 
 /// Entry point of the binary.
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
             Command::Analyze(a) => analyze::analyze(a).await,
             Command::Replay(a) => replay::replay(a).await,
             Command::BenchModels(a) => bench_models::bench_models(a).await,
+            Command::Checkpoint(a) => checkpoint::checkpoint(a).await,
         }
     });
     match result {

@@ -30,6 +30,15 @@ pub struct RunArgs {
     /// Override `source.max_batch_rows`.
     #[arg(long)]
     pub batch_rows: Option<usize>,
+    /// Checkpoint per partition here (a directory, or an object-store URL): restarts
+    /// and hand-offs then give exactly the output of an uninterrupted run.
+    /// Default: the pipeline's `[checkpoint] dir`; none means at-least-once.
+    #[arg(long, env = "TICKFLARE_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<String>,
+    /// Read every input partition by assignment instead of joining the consumer
+    /// group (one process owns the whole topic).
+    #[arg(long)]
+    pub assign: bool,
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -43,11 +52,12 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         brokers: a.brokers.brokers.clone(),
         stop_at_end: a.stop_at_end,
-        assign: false,
+        assign: a.assign,
         max_batch_rows: a.batch_rows,
         group: a.group.clone(),
         metrics_addr: None,
         metrics_required: false,
+        checkpoint_dir: a.checkpoint_dir.clone(),
     };
     let explicit = a.metrics_addr.clone().or_else(|| built.config.metrics.addr.clone());
     let opts = match explicit.as_deref() {

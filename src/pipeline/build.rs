@@ -35,6 +35,9 @@ pub struct Built {
     pub config: PipelineConfig,
     pub schema: Arc<TopicSchema>,
     pub processor: Processor,
+    /// Hash of what gives state its meaning (model, features, input schema, key and
+    /// time columns): checkpoints from another configuration are refused.
+    pub fingerprint: String,
 }
 
 fn problem(at: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -105,7 +108,10 @@ pub async fn build(path: &Path) -> Result<Built, Vec<Problem>> {
         &cfg.model,
     )
     .map_err(|e| vec![problem("pipeline", e.to_string())])?;
-    Ok(Built { config: cfg, schema, processor })
+    let fingerprint = crate::state::store::sha256(
+        format!("{:?}|{:?}|{:?}|{}|{}", cfg.model, cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
+    );
+    Ok(Built { config: cfg, schema, processor, fingerprint })
 }
 
 fn names(s: &arrow::datatypes::Schema) -> String {

@@ -20,6 +20,8 @@ pub struct PipelineConfig {
     pub sink: SinkConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
     /// Directory of the config file; relative paths in the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -195,6 +197,37 @@ pub struct SinkConfig {
     pub dead_letter_topic: String,
 }
 
+/// `[checkpoint]`: per-partition state snapshots for exactly-once restarts and
+/// partition hand-off. Off unless `dir` (or `--checkpoint-dir`) is given.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckpointConfig {
+    /// A directory, or an object-store URL (`s3://bucket/prefix`, with the `s3`
+    /// build feature). Overridden by `--checkpoint-dir` / `TICKFLARE_CHECKPOINT_DIR`.
+    pub dir: Option<String>,
+    /// Checkpoint after this many input records per partition…
+    #[serde(default = "ten_thousand")]
+    pub interval_records: u64,
+    /// …or after this many seconds, whichever comes first (and always on shutdown
+    /// and before a revoked partition is released).
+    #[serde(default = "ten_u64")]
+    pub interval_seconds: u64,
+    /// Checkpoints kept per partition.
+    #[serde(default = "three_usize")]
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { dir: None, interval_records: 10_000, interval_seconds: 10, keep: 3 }
+    }
+}
+
+fn ten_thousand() -> u64 {
+    10_000
+}
+fn ten_u64() -> u64 {
+    10
+}
 /// `[metrics]`: the HTTP endpoint for `/metrics`, `/healthz`, `/readyz`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct MetricsConfig {

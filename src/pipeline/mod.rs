@@ -4,7 +4,9 @@
 
 pub mod build;
 pub mod config;
+pub mod fault;
 pub mod processor;
+pub mod recovery;
 pub mod summary;
 
 use std::collections::BTreeMap;
@@ -28,6 +30,7 @@ use crate::telemetry::{self, Health};
 use crate::source::sample;
 use crate::state::PartitionState;
 use build::Built;
+use recovery::{Admit, Checkpointer, Position};
 use summary::Summary;
 
 /// How to run a built pipeline.
@@ -48,6 +51,8 @@ pub struct RunOptions {
     /// When the address cannot be bound: fail (`true`, an address the user gave) or
     /// log a warning and run without the endpoint (`false`, the default address).
     pub metrics_required: bool,
+    /// Overrides `checkpoint.dir` (checkpointing is on when either is set).
+    pub checkpoint_dir: Option<String>,
 }
 
 /// Runs the pipeline until the end of input (embedded / `stop_at_end`) or until
@@ -92,8 +97,30 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     let meta_timeout = Duration::from_secs(10);
     let ends = end_offsets(&consumer, &cfg.source.topic, meta_timeout)
         .with_context(|| format!("reading end offsets of {:?}", cfg.source.topic))?;
+    let mut batch = Batch::default();
+    let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.clone());
+    let mut ckpt = match &location {
+        Some(l) => Some(Checkpointer::new(built, l, &brokers).with_context(|| format!("opening checkpoints at {l:?}"))?),
+        None => None,
+    };
     if assign {
-        assign_all(&consumer, &cfg.source.topic, ends.len() as i32)?;
+        match &mut ckpt {
+            // Restore every partition first, then read each from its own offset.
+            Some(ck) => {
+                health.restoring.store(true, Ordering::Relaxed);
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for &p in ends.keys() {
+                    let st = restore(ck, built, &consumer, p).await?;
+                    tpl.add_partition_offset(&cfg.source.topic, p, rdkafka::Offset::Offset(st.next_offset))?;
+                    batch.positions.insert(p, Position::new(st.next_offset));
+                    batch.states.insert(p, st);
+                }
+                consumer.assign(&tpl)?;
+                drop(tpl);
+                health.restoring.store(false, Ordering::Relaxed);
+            }
+            None => assign_all(&consumer, &cfg.source.topic, ends.len() as i32)?,
+        }
         health.assigned.store(ends.len(), Ordering::Relaxed);
     } else {
         consumer.subscribe(&[&cfg.source.topic])?;
@@ -107,7 +134,6 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     let mut metrics = PipelineMetrics::new(&cfg.name, &cfg.source.topic, &cfg.model.kind);
     let max_rows = opts.max_batch_rows.unwrap_or(cfg.source.max_batch_rows).max(1);
     let max_wait = Duration::from_millis(cfg.source.max_batch_wait_ms);
-    let mut batch = Batch::default();
     let started = Instant::now();
     tracing::info!(pipeline = %cfg.name, brokers = %brokers, group = %group, "pipeline started");
     health.consuming.store(true, Ordering::Relaxed);
@@ -124,6 +150,7 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         }
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut rows = 0;
+        let mut unrestored = None;
         while rows < max_rows {
             tokio::select! {
                 biased;
@@ -134,6 +161,21 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                         health.brokers_down.store(false, Ordering::Relaxed);
                         let t0 = Instant::now();
                         let p = m.partition();
+                        if ckpt.is_some() {
+                            let Some(pos) = batch.positions.get_mut(&p) else {
+                                // A newly assigned partition: restore it (below), then seek.
+                                unrestored = Some(p);
+                                break;
+                            };
+                            match pos.admit(m.offset()) {
+                                Admit::Accept => {}
+                                Admit::Skip => continue,
+                                Admit::Seek(o) => {
+                                    recovery::seek(&consumer, &cfg.source.topic, p, o)?;
+                                    continue;
+                                }
+                            }
+                        }
                         batch.inputs
                             .entry(p)
                             .or_insert_with(|| PartitionInput::new(p, built.schema.clone()))
@@ -154,20 +196,57 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         let r = revocations.load(Ordering::SeqCst);
         if r != seen_revocations {
             seen_revocations = r;
-            batch.keep_only(&assigned_partitions(&consumer, &cfg.source.topic));
+            let owned = assigned_partitions(&consumer, &cfg.source.topic);
+            if let Some(ck) = &mut ckpt {
+                // Checkpoint what is being handed over (outputs acknowledged first).
+                if let Some(acked) = batch.drain().await? {
+                    store_offsets(&consumer, &cfg.source.topic, &acked);
+                }
+                for (p, st) in batch.states.iter().filter(|(p, _)| !owned.contains(p)) {
+                    ck.write(st, &consumer).await.with_context(|| format!("checkpointing revoked partition {p}"))?;
+                    ck.forget(*p);
+                }
+            }
+            batch.keep_only(&owned);
         }
-        if let Some(acked) = batch.process(built, &sink, &mut metrics).await? {
+        if let Some(acked) = batch.process(built, &sink, &mut metrics, ckpt.as_mut()).await? {
             store_offsets(&consumer, &cfg.source.topic, &acked);
+        }
+        if let Some(ck) = &mut ckpt {
+            if batch.states.values().any(|s| ck.due(s)) {
+                if let Some(acked) = batch.drain().await? {
+                    store_offsets(&consumer, &cfg.source.topic, &acked);
+                }
+                for st in batch.states.values() {
+                    if ck.due(st) {
+                        ck.write(st, &consumer).await.context("writing a checkpoint (consumption stops: without checkpoints the exactly-once guarantee would be lost)")?;
+                    }
+                }
+            }
+            if let Some(p) = unrestored {
+                health.restoring.store(true, Ordering::Relaxed);
+                let st = restore(ck, built, &consumer, p).await?;
+                recovery::seek(&consumer, &cfg.source.topic, p, st.next_offset)?;
+                batch.positions.insert(p, Position::new(st.next_offset));
+                batch.inputs.remove(&p);
+                batch.states.insert(p, st);
+                health.restoring.store(false, Ordering::Relaxed);
+            }
         }
     }
     health.consuming.store(false, Ordering::Relaxed);
     // Anything read but not processed yet (shutdown mid-batch) is processed now, and
     // every outstanding acknowledgement awaited.
-    if let Some(acked) = batch.process(built, &sink, &mut metrics).await? {
+    if let Some(acked) = batch.process(built, &sink, &mut metrics, ckpt.as_mut()).await? {
         store_offsets(&consumer, &cfg.source.topic, &acked);
     }
     if let Some(acked) = batch.drain().await? {
         store_offsets(&consumer, &cfg.source.topic, &acked);
+    }
+    if let Some(ck) = &mut ckpt {
+        for st in batch.states.values() {
+            ck.write(st, &consumer).await.context("writing the final checkpoint")?;
+        }
     }
     if !assign {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -186,6 +265,20 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         s.abort();
     }
     Ok(summary)
+}
+
+/// Restores partition `p` (checkpoint or fresh from the input's first offset).
+async fn restore<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    ck: &mut Checkpointer,
+    built: &Built,
+    consumer: &C,
+    p: i32,
+) -> anyhow::Result<PartitionState> {
+    let topic = &built.config.source.topic;
+    let (low, _) = consumer
+        .fetch_watermarks(topic, p, Duration::from_secs(10))
+        .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
+    ck.restore(built, p, low).await.with_context(|| format!("restoring partition {p} from {}", ck.store.location))
 }
 
 /// Stores next-offsets whose batch outputs were all acknowledged.
@@ -235,6 +328,8 @@ struct Batch {
     inflight: Option<Inflight>,
     /// States of revoked partitions, kept for the run summary only.
     retired: Vec<PartitionState>,
+    /// With checkpoints: where each restored partition's consumer must read next.
+    positions: BTreeMap<i32, Position>,
 }
 
 impl Batch {
@@ -259,6 +354,7 @@ impl Batch {
                 self.retired.push(st);
             }
             self.inputs.remove(&p);
+            self.positions.remove(&p);
         }
     }
 
@@ -281,6 +377,7 @@ impl Batch {
         built: &Built,
         sink: &KafkaSink,
         metrics: &mut PipelineMetrics,
+        ckpt: Option<&mut Checkpointer>,
     ) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
         for (p, input) in self.inputs.iter_mut() {
             if input.is_empty() {
@@ -316,6 +413,10 @@ impl Batch {
             // Idle: settle what is outstanding.
             return self.drain().await;
         }
+        if let Some(ck) = ckpt {
+            ck.suppress(&mut self.out);
+            ck.retire_watermarks(&self.states);
+        }
         let t0 = Instant::now();
         let acks = sink.send(&self.out).await.context("publishing outputs")?;
         let offsets = self.states.iter().map(|(p, s)| (*p, s.next_offset)).collect();
@@ -323,6 +424,7 @@ impl Batch {
         let acked = match previous {
             Some(f) => {
                 KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                fault::crash_point("after_publish");
                 Some(f.offsets)
             }
             None => None,

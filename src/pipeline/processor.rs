@@ -99,6 +99,11 @@ impl Processor {
         })
     }
 
+    /// A fresh model as the model stage builds one (a checkpoint loads into it).
+    pub fn fresh_model(&self) -> Result<Box<dyn model::OnlineModel>> {
+        model::build(&self.model_cfg, self.out_features.len() * self.window, &self.device)
+    }
+
     pub fn engine(&self) -> &FeatureEngine {
         &self.engine
     }

@@ -1,6 +1,7 @@
 //! Sink stage: what a processed batch emits — encoded predictions and dead letters —
 //! and ([`kafka`]) how they are published.
 
+pub mod dedupe;
 pub mod kafka;
 
 use std::io::Write;

@@ -5,7 +5,9 @@
 //! accumulators and the next input offset — so a partition can move between
 //! processes (scale-out) or be restored after a crash as one piece.
 
+pub mod checkpoint;
 pub mod score;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -15,7 +17,7 @@ use crate::model::OnlineModel;
 use score::{ErrorStats, Rolling};
 
 /// A prediction waiting for its label.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pending {
     /// Input offset of the record the prediction was made for.
     pub offset: i64,
@@ -56,7 +58,7 @@ pub struct KeyState {
 }
 
 /// Counts of what happened to the partition's records.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub messages_in: u64,
     pub predictions_out: u64,

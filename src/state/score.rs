@@ -162,7 +162,7 @@ mod tests {
 }
 
 /// One scored label: the three forecasts, the actual and the last observed value.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
     pub model: f64,
     pub persistence: f64,
@@ -172,7 +172,7 @@ pub struct Scored {
 
 /// The last `cap` scored labels, from which every metric can be recomputed over the
 /// rolling window (summed afresh each time: no floating-point drift).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rolling {
     cap: usize,
     items: std::collections::VecDeque<Scored>,

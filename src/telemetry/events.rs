@@ -28,6 +28,88 @@ pub fn describe() {
     describe_gauge!("tickflare_rolling_mae", "MAE over the last 1000 labelled predictions, per partition, for the model and the persistence baseline");
     describe_gauge!("tickflare_assigned_partitions", "Input partitions assigned to this process");
     describe_counter!("tickflare_kafka_errors_total", "Errors reported by librdkafka (client level)");
+    describe_histogram!("tickflare_checkpoint_seconds", Unit::Seconds, "Time to write one partition's checkpoint");
+    describe_gauge!("tickflare_checkpoint_bytes", Unit::Bytes, "Size of the partition's latest checkpoint");
+    describe_gauge!("tickflare_checkpoint_offset", "Next input offset recorded by the partition's latest checkpoint");
+    describe_gauge!("tickflare_checkpoint_age_seconds", Unit::Seconds, "Seconds since the partition's latest checkpoint (updated every batch)");
+    describe_counter!("tickflare_checkpoints_total", "Checkpoints written, per partition");
+    describe_counter!("tickflare_restores_total", "Partitions restored from a checkpoint (or started fresh: from = \"none\")");
+    describe_counter!("tickflare_suppressed_outputs_total", "Recomputed outputs not published because the output topic already held them (after a restart or hand-off)");
+}
+
+/// One partition's checkpoint was written.
+pub struct CheckpointWritten<'a> {
+    pub pipeline: &'a str,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl CheckpointWritten<'_> {
+    pub fn emit(&self) {
+        tracing::debug!(partition = self.partition, next_offset = self.next_offset, bytes = self.bytes, seconds = self.seconds, "checkpoint written");
+        let l = [("pipeline", self.pipeline.to_string()), ("partition", self.partition.to_string())];
+        histogram!("tickflare_checkpoint_seconds", &l).record(self.seconds);
+        gauge!("tickflare_checkpoint_bytes", &l).set(self.bytes as f64);
+        gauge!("tickflare_checkpoint_offset", &l).set(self.next_offset as f64);
+        gauge!("tickflare_checkpoint_age_seconds", &l).set(0.0);
+        counter!("tickflare_checkpoints_total", &l).increment(1);
+    }
+}
+
+/// Seconds since a partition's latest checkpoint.
+pub struct CheckpointAge<'a> {
+    pub pipeline: &'a str,
+    pub partition: i32,
+    pub seconds: f64,
+}
+
+impl CheckpointAge<'_> {
+    pub fn emit(&self) {
+        gauge!("tickflare_checkpoint_age_seconds", "pipeline" => self.pipeline.to_string(), "partition" => self.partition.to_string())
+            .set(self.seconds);
+    }
+}
+
+/// A partition was restored (from a checkpoint, or fresh when there was none).
+pub struct Restored<'a> {
+    pub pipeline: &'a str,
+    pub partition: i32,
+    /// `"checkpoint"` or `"none"`.
+    pub from: &'static str,
+    pub next_offset: i64,
+    /// Highest source offsets already in the prediction and dead-letter topics.
+    pub published: (Option<i64>, Option<i64>),
+}
+
+impl Restored<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            partition = self.partition,
+            from = self.from,
+            next_offset = self.next_offset,
+            published_predictions_up_to = ?self.published.0,
+            published_dead_letters_up_to = ?self.published.1,
+            "partition restored"
+        );
+        counter!("tickflare_restores_total", "pipeline" => self.pipeline.to_string(), "from" => self.from).increment(1);
+    }
+}
+
+/// Recomputed outputs that were already in the output topics and were not sent again.
+pub struct Suppressed<'a> {
+    pub pipeline: &'a str,
+    pub partition: i32,
+    pub count: usize,
+}
+
+impl Suppressed<'_> {
+    pub fn emit(&self) {
+        tracing::info!(partition = self.partition, count = self.count, "outputs already published: not sent again");
+        counter!("tickflare_suppressed_outputs_total", "pipeline" => self.pipeline.to_string(), "partition" => self.partition.to_string())
+            .increment(self.count as u64);
+    }
 }
 
 /// Metric handles of one pipeline.

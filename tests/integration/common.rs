@@ -90,6 +90,7 @@ pub async fn run_to_end(b: &Built, brokers: &str, batch_rows: usize) -> Summary 
         group: None,
         metrics_addr: None,
         metrics_required: false,
+        checkpoint_dir: None,
     };
     run(b, opts, rx).await.unwrap()
 }
@@ -119,11 +120,20 @@ impl Drop for Child {
 /// Starts `tickflare broker` on a free port with the market pipeline's topics (2
 /// partitions each); returns the process and its bootstrap address.
 pub fn broker_process() -> (Child, String) {
+    broker_process_with(&["ticks:2", "tick-predictions:2", "ticks-dlq:2"])
+}
+
+/// Starts `tickflare broker` on a free port with the given `topic:partitions`.
+pub fn broker_process_with(topics: &[&str]) -> (Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    let mut args = vec!["broker", "--port", "0"];
+    for t in topics {
+        args.extend(["--topic", t]);
+    }
     let mut child = Child(
         Command::new(bin())
-            .args(["broker", "--port", "0", "--topic", "ticks:2", "--topic", "tick-predictions:2", "--topic", "ticks-dlq:2"])
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

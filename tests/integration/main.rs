@@ -4,6 +4,7 @@
 mod common;
 mod dead_letters;
 mod end_to_end;
+mod exactly_once;
 mod features;
 mod processes;
 mod telemetry;

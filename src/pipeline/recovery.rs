@@ -1,0 +1,239 @@
+//! Exactly-once glue for the run loop: restore a partition (checkpoint + tail read of
+//! the output topics), keep the consumer on the restored offset, write checkpoints
+//! when due, and drop recomputed outputs the output topics already hold.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::Offset;
+
+use super::build::Built;
+use crate::error::{Error, Result};
+use crate::sink::{dedupe, Outputs};
+use crate::state::checkpoint;
+use crate::state::store::CheckpointStore;
+use crate::state::PartitionState;
+use crate::telemetry::events::{CheckpointAge, CheckpointWritten, Restored, Suppressed};
+
+/// Where a partition's consumer stands relative to its restored state.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    /// The next offset the state expects.
+    pub expect: i64,
+    /// Right after a seek: the next message must be exactly `expect` (older
+    /// prefetched messages are skipped, a later one triggers another seek).
+    pub exact: bool,
+    seeks: u32,
+}
+
+/// What to do with a received message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Accept,
+    /// Already in the state (a message fetched before a seek took effect).
+    Skip,
+    /// Seek the partition to this offset and skip the message.
+    Seek(i64),
+}
+
+impl Position {
+    pub fn new(expect: i64) -> Self {
+        Position { expect, exact: true, seeks: 0 }
+    }
+
+    pub fn admit(&mut self, offset: i64) -> Admit {
+        if offset < self.expect {
+            return Admit::Skip;
+        }
+        if offset > self.expect && self.exact && self.seeks < 3 {
+            self.seeks += 1;
+            return Admit::Seek(self.expect);
+        }
+        // Past a few seeks a gap is real (compaction, transaction markers).
+        self.exact = false;
+        self.expect = offset + 1;
+        Admit::Accept
+    }
+}
+
+/// Highest source offsets already present in the prediction and dead-letter topics.
+pub type Published = (Option<i64>, Option<i64>);
+
+pub struct Checkpointer {
+    pub store: CheckpointStore,
+    pipeline: String,
+    fingerprint: String,
+    brokers: String,
+    source_topic: String,
+    outputs: [String; 2],
+    every_records: u64,
+    every: Duration,
+    /// Per partition: offset and time of the latest checkpoint written or restored.
+    last: BTreeMap<i32, (i64, Instant)>,
+    /// Per partition: what the output topics already hold.
+    pub published: BTreeMap<i32, Published>,
+}
+
+impl Checkpointer {
+    pub fn new(built: &Built, location: &str, brokers: &str) -> Result<Self> {
+        let cfg = &built.config;
+        Ok(Checkpointer {
+            store: CheckpointStore::open(location, &cfg.name, cfg.checkpoint.keep)?,
+            pipeline: cfg.name.clone(),
+            fingerprint: built.fingerprint.clone(),
+            brokers: brokers.to_string(),
+            source_topic: cfg.source.topic.clone(),
+            outputs: [cfg.sink.topic.clone(), cfg.sink.dead_letter_topic.clone()],
+            every_records: cfg.checkpoint.interval_records.max(1),
+            every: Duration::from_secs(cfg.checkpoint.interval_seconds),
+            last: BTreeMap::new(),
+            published: BTreeMap::new(),
+        })
+    }
+
+    /// Loads partition `p`: its newest intact checkpoint (or a fresh state starting
+    /// at `low`, the input's first offset), and what the outputs already hold.
+    pub async fn restore(&mut self, built: &Built, p: i32, low: i64) -> Result<PartitionState> {
+        let found = self.store.latest(p).await?;
+        let (state, from, scan_from, ahead) = match found {
+            Some((m, files)) => {
+                let st = checkpoint::decode(&m, &files, &self.fingerprint, &|| built.processor.fresh_model())?;
+                let scan = [m.outputs.get(&self.outputs[0]).copied().unwrap_or(0), m.outputs.get(&self.outputs[1]).copied().unwrap_or(0)];
+                (st, "checkpoint", scan, m.published_ahead)
+            }
+            None => {
+                let mut st = PartitionState::new(p);
+                st.next_offset = low;
+                (st, "none", [0, 0], [None, None])
+            }
+        };
+        let mut published: Published = (ahead[0], ahead[1]);
+        for (i, topic) in self.outputs.iter().enumerate() {
+            let (b, t, st, from) = (self.brokers.clone(), topic.clone(), self.source_topic.clone(), scan_from[i]);
+            let tail = tokio::task::spawn_blocking(move || dedupe::scan(&b, &t, p, from, &st, p, Duration::from_millis(300)))
+                .await
+                .map_err(|e| Error::Internal(format!("tail read task: {e}")))??;
+            let slot = if i == 0 { &mut published.0 } else { &mut published.1 };
+            *slot = (*slot).max(tail.last_source_offset);
+        }
+        Restored { pipeline: &self.pipeline, partition: p, from, next_offset: state.next_offset, published }.emit();
+        self.published.insert(p, published);
+        self.last.insert(p, (state.next_offset, Instant::now()));
+        Ok(state)
+    }
+
+    /// Whether partition `st` is due for a checkpoint (and reports its age).
+    pub fn due(&self, st: &PartitionState) -> bool {
+        let Some((off, at)) = self.last.get(&st.partition) else { return st.next_offset > 0 };
+        CheckpointAge { pipeline: &self.pipeline, partition: st.partition, seconds: at.elapsed().as_secs_f64() }.emit();
+        st.next_offset > *off && (st.next_offset - off >= self.every_records as i64 || at.elapsed() >= self.every)
+    }
+
+    /// Writes `st`'s checkpoint if it moved since the last one. Every output of the
+    /// records before `st.next_offset` must already be acknowledged.
+    pub async fn write<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        st: &PartitionState,
+        client: &C,
+    ) -> Result<()> {
+        if self.last.get(&st.partition).is_some_and(|(off, _)| *off == st.next_offset) {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        // Where a later tail read may start: the output partitions' current ends
+        // (a lagging watermark only makes the read longer, never wrong).
+        let mut outputs = BTreeMap::new();
+        for t in &self.outputs {
+            let (_, high) = client.fetch_watermarks(t, st.partition, Duration::from_secs(10))?;
+            outputs.insert(t.clone(), high);
+        }
+        let (mut manifest, files) = checkpoint::encode(st, &self.pipeline, &self.fingerprint, outputs)?;
+        if let Some((a, b)) = self.published.get(&st.partition) {
+            manifest.published_ahead = [*a, *b];
+        }
+        if super::fault::fires("checkpoint_fails") {
+            return Err(Error::Checkpoint(format!("writing to {}: No space left on device (injected by TICKFLARE_FAULT)", self.store.location)));
+        }
+        let bytes = self.store.write(manifest, files).await?;
+        super::fault::crash_point("after_checkpoint");
+        self.last.insert(st.partition, (st.next_offset, Instant::now()));
+        CheckpointWritten {
+            pipeline: &self.pipeline,
+            partition: st.partition,
+            next_offset: st.next_offset,
+            bytes,
+            seconds: t0.elapsed().as_secs_f64(),
+        }
+        .emit();
+        Ok(())
+    }
+
+    /// Removes outputs the output topics already hold (source offset at or below
+    /// what the tail read found); forgets a partition's watermark once passed.
+    pub fn suppress(&mut self, out: &mut Outputs) {
+        if self.published.is_empty() {
+            return;
+        }
+        let mut dropped: BTreeMap<i32, usize> = BTreeMap::new();
+        let published = &self.published;
+        out.predictions.retain(|r| {
+            let keep = !published.get(&r.partition).and_then(|p| p.0).is_some_and(|max| r.offset <= max);
+            if !keep {
+                *dropped.entry(r.partition).or_default() += 1;
+            }
+            keep
+        });
+        out.dead_letters.retain(|d| {
+            let keep = !published.get(&d.partition).and_then(|p| p.1).is_some_and(|max| d.offset <= max);
+            if !keep {
+                *dropped.entry(d.partition).or_default() += 1;
+            }
+            keep
+        });
+        for (p, count) in dropped {
+            Suppressed { pipeline: &self.pipeline, partition: p, count }.emit();
+        }
+    }
+
+    /// Forgets watermarks that every partition's state has moved past.
+    pub fn retire_watermarks(&mut self, states: &BTreeMap<i32, PartitionState>) {
+        self.published.retain(|p, (a, b)| {
+            let next = states.get(p).map_or(i64::MAX, |s| s.next_offset);
+            a.is_some_and(|a| a >= next) || b.is_some_and(|b| b >= next)
+        });
+    }
+
+    pub fn forget(&mut self, p: i32) {
+        self.last.remove(&p);
+        self.published.remove(&p);
+    }
+}
+
+/// Seeks partition `p` of `topic` to `offset`.
+pub fn seek<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(consumer: &C, topic: &str, p: i32, offset: i64) -> Result<()> {
+    consumer.seek(topic, p, Offset::Offset(offset), Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_skips_old_seeks_on_gaps_then_accepts() {
+        let mut p = Position::new(10);
+        assert_eq!(p.admit(4), Admit::Skip);
+        assert_eq!(p.admit(12), Admit::Seek(10));
+        assert_eq!(p.admit(10), Admit::Accept);
+        assert_eq!(p.admit(11), Admit::Accept);
+        // After the first accepted message, gaps are accepted (compacted topics).
+        assert_eq!(p.admit(15), Admit::Accept);
+        assert_eq!(p.admit(15), Admit::Skip);
+        let mut q = Position::new(0);
+        for _ in 0..3 {
+            assert_eq!(q.admit(5), Admit::Seek(0));
+        }
+        assert_eq!(q.admit(5), Admit::Accept, "a real gap at the start is accepted after 3 seeks");
+    }
+}

@@ -1,0 +1,293 @@
+//! One partition's state as checkpoint files, and back.
+//!
+//! - `state.json`: offsets, counters, error accumulators, and per key the pending
+//!   predictions, their feature rows, the sequence window, the seasonal history.
+//! - `models.safetensors`: every model's [`Snapshot`] — arrays as F64 tensors named
+//!   `global.…` or `k<i>.…` (`i` indexes `state.json`'s keys), integers in the
+//!   safetensors metadata.
+//! - `lookback.arrow`: the feature look-back rows (Arrow IPC stream), if any.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use bytes::Bytes;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::score::{ErrorStats, Rolling};
+use super::{Counters, KeyState, PartitionState, Pending};
+use crate::error::{Error, Result};
+use crate::model::{OnlineModel, Snapshot};
+
+/// Bumped whenever the files' layout or meaning changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Names a complete checkpoint; written last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub pipeline: String,
+    pub partition: i32,
+    /// The next input offset to process after restoring.
+    pub next_offset: i64,
+    /// Hash of what makes state meaningful (model config, feature SQL, schema): a
+    /// checkpoint from another configuration is refused, not misapplied.
+    pub fingerprint: String,
+    /// Model updates over the partition's models (for `checkpoint ls`).
+    pub model_updates: u64,
+    pub messages_in: u64,
+    /// Per output topic, the output partition's end offset when the checkpoint was
+    /// taken: on restore, the output is scanned from there for already published
+    /// records.
+    pub outputs: BTreeMap<String, i64>,
+    /// Highest source offsets known to be in the prediction and dead-letter topics
+    /// *ahead* of this state (outputs that were being suppressed when it was taken —
+    /// they sit before `outputs`' positions, where a later tail read does not look).
+    pub published_ahead: [Option<i64>; 2],
+    pub created_at_ms: i64,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    key: String,
+    rows: u64,
+    last_used: u64,
+    max_time: Option<i64>,
+    pending: Vec<Pending>,
+    pending_x: Vec<f64>,
+    window: Vec<f64>,
+    history: Vec<f64>,
+    errors: [ErrorStats; 3],
+    rolling: Rolling,
+    has_model: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    partition: i32,
+    next_offset: i64,
+    tick: u64,
+    counters: Counters,
+    model_error: ErrorStats,
+    persistence_error: ErrorStats,
+    seasonal_error: ErrorStats,
+    rolling: Rolling,
+    has_model: bool,
+    keys: Vec<KeyFile>,
+}
+
+fn cp_err(what: impl std::fmt::Display) -> Error {
+    Error::Checkpoint(what.to_string())
+}
+
+/// Serialises `state` into checkpoint files and a manifest (checksums are filled in
+/// by the store).
+pub fn encode(
+    state: &PartitionState,
+    pipeline: &str,
+    fingerprint: &str,
+    outputs: BTreeMap<String, i64>,
+) -> Result<(Manifest, Vec<(String, Vec<u8>)>)> {
+    let mut names: Vec<&String> = state.keys.keys().collect();
+    names.sort();
+    let mut snaps: Vec<(String, Snapshot)> = Vec::new();
+    let mut updates = 0;
+    let mut save = |prefix: String, m: &dyn OnlineModel| -> Result<()> {
+        let mut s = Snapshot::default();
+        m.save(&mut s)?;
+        updates += m.updates();
+        snaps.push((prefix, s));
+        Ok(())
+    };
+    if let Some(m) = &state.model {
+        save("global".into(), m.as_ref())?;
+    }
+    let mut keys = Vec::with_capacity(names.len());
+    for (i, k) in names.iter().enumerate() {
+        let ks = &state.keys[*k];
+        if let Some(m) = &ks.model {
+            save(format!("k{i}"), m.as_ref())?;
+        }
+        keys.push(KeyFile {
+            key: (*k).clone(),
+            rows: ks.rows,
+            last_used: ks.last_used,
+            max_time: ks.max_time,
+            pending: ks.pending.iter().copied().collect(),
+            pending_x: ks.pending_x.iter().copied().collect(),
+            window: ks.window.iter().copied().collect(),
+            history: ks.history.iter().copied().collect(),
+            errors: ks.errors,
+            rolling: ks.rolling.clone(),
+            has_model: ks.model.is_some(),
+        });
+    }
+    let sf = StateFile {
+        partition: state.partition,
+        next_offset: state.next_offset,
+        tick: state.tick,
+        counters: state.counters.clone(),
+        model_error: state.model_error,
+        persistence_error: state.persistence_error,
+        seasonal_error: state.seasonal_error,
+        rolling: state.rolling.clone(),
+        has_model: state.model.is_some(),
+        keys,
+    };
+    let mut files = vec![("state.json".to_string(), serde_json::to_vec(&sf).map_err(cp_err)?)];
+    files.push(("models.safetensors".to_string(), snapshots_to_safetensors(&snaps)?));
+    if let Some(lb) = &state.lookback {
+        let mut buf = Vec::new();
+        let mut w = StreamWriter::try_new(&mut buf, &lb.schema())?;
+        w.write(lb)?;
+        w.finish()?;
+        drop(w);
+        files.push(("lookback.arrow".to_string(), buf));
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        pipeline: pipeline.to_string(),
+        partition: state.partition,
+        next_offset: state.next_offset,
+        fingerprint: fingerprint.to_string(),
+        model_updates: updates,
+        messages_in: state.counters.messages_in,
+        outputs,
+        published_ahead: [None, None],
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        files: vec![],
+    };
+    Ok((manifest, files))
+}
+
+/// Rebuilds a partition's state from checkpoint files; `fresh_model` builds an
+/// empty model of the pipeline's configuration to load each snapshot into.
+pub fn decode(
+    manifest: &Manifest,
+    files: &BTreeMap<String, Bytes>,
+    fingerprint: &str,
+    fresh_model: &dyn Fn() -> Result<Box<dyn OnlineModel>>,
+) -> Result<PartitionState> {
+    if manifest.fingerprint != fingerprint {
+        return Err(Error::Config(format!(
+            "the checkpoint of partition {} (offset {}) was written by a different pipeline configuration \
+             (model, features or schema changed); use a new checkpoint location or delete the old one",
+            manifest.partition, manifest.next_offset
+        )));
+    }
+    let file = |n: &str| files.get(n).ok_or_else(|| cp_err(format!("checkpoint p{}: {n} is missing", manifest.partition)));
+    let sf: StateFile = serde_json::from_slice(file("state.json")?).map_err(|e| cp_err(format!("state.json: {e}")))?;
+    let mut snaps = safetensors_to_snapshots(file("models.safetensors")?)?;
+    let mut load = |prefix: &str| -> Result<Box<dyn OnlineModel>> {
+        let mut m = fresh_model()?;
+        let mut s = snaps.remove(prefix).ok_or_else(|| cp_err(format!("model {prefix} is missing from models.safetensors")))?;
+        m.load(&mut s)?;
+        Ok(m)
+    };
+    let mut live = 0;
+    let model = if sf.has_model {
+        live += 1;
+        Some(load("global")?)
+    } else {
+        None
+    };
+    let mut keys = HashMap::with_capacity(sf.keys.len());
+    for (i, k) in sf.keys.into_iter().enumerate() {
+        let model = if k.has_model {
+            live += 1;
+            Some(load(&format!("k{i}"))?)
+        } else {
+            None
+        };
+        keys.insert(
+            k.key,
+            KeyState {
+                rows: k.rows,
+                last_used: k.last_used,
+                max_time: k.max_time,
+                pending: k.pending.into(),
+                pending_x: k.pending_x.into(),
+                window: k.window.into(),
+                model,
+                history: k.history.into(),
+                errors: k.errors,
+                rolling: k.rolling,
+            },
+        );
+    }
+    let lookback = match files.get("lookback.arrow") {
+        None => None,
+        Some(b) => {
+            let mut r = StreamReader::try_new(std::io::Cursor::new(b.as_ref()), None)?;
+            Some(r.next().ok_or_else(|| cp_err("lookback.arrow holds no batch"))??)
+        }
+    };
+    Ok(PartitionState {
+        partition: sf.partition,
+        next_offset: sf.next_offset,
+        lookback,
+        keys,
+        model,
+        counters: sf.counters,
+        model_error: sf.model_error,
+        persistence_error: sf.persistence_error,
+        seasonal_error: sf.seasonal_error,
+        rolling: sf.rolling,
+        tick: sf.tick,
+        live_models: live,
+    })
+}
+
+fn snapshots_to_safetensors(snaps: &[(String, Snapshot)]) -> Result<Vec<u8>> {
+    let mut bufs: Vec<(String, Vec<u8>, usize)> = Vec::new();
+    let mut meta = HashMap::new();
+    for (prefix, s) in snaps {
+        for (name, v) in &s.arrays {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            bufs.push((format!("{prefix}.{name}"), bytes, v.len()));
+        }
+        for (name, v) in &s.ints {
+            meta.insert(format!("{prefix}.{name}"), v.to_string());
+        }
+    }
+    let views = bufs
+        .iter()
+        .map(|(n, b, len)| Ok((n.clone(), TensorView::new(Dtype::F64, vec![*len], b).map_err(cp_err)?)))
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, Some(meta)).map_err(cp_err)
+}
+
+fn safetensors_to_snapshots(b: &[u8]) -> Result<HashMap<String, Snapshot>> {
+    let (_, md) = safetensors::SafeTensors::read_metadata(b).map_err(|e| cp_err(format!("models.safetensors: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(b).map_err(|e| cp_err(format!("models.safetensors: {e}")))?;
+    let mut out: HashMap<String, Snapshot> = HashMap::new();
+    let split = |full: &str| -> Result<(String, String)> {
+        let (p, n) = full.split_once('.').ok_or_else(|| cp_err(format!("models.safetensors: bad name {full:?}")))?;
+        Ok((p.to_string(), n.to_string()))
+    };
+    for (full, t) in st.tensors() {
+        if t.dtype() != Dtype::F64 {
+            return Err(cp_err(format!("models.safetensors: {full} is {:?}, expected F64", t.dtype())));
+        }
+        let v: Vec<f64> = t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let (p, n) = split(&full)?;
+        out.entry(p).or_default().arrays.insert(n, v);
+    }
+    if let Some(md) = md.metadata() {
+        for (full, v) in md {
+            let (p, n) = split(full)?;
+            let v = v.parse::<u64>().map_err(|e| cp_err(format!("models.safetensors: {full}: {e}")))?;
+            out.entry(p).or_default().ints.insert(n, v);
+        }
+    }
+    Ok(out)
+}

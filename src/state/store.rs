@@ -1,0 +1,197 @@
+//! Where checkpoints live: an `object_store` (a local directory by default, a URL
+//! such as `s3://bucket/prefix` when built with the `s3` feature), one folder per
+//! pipeline and partition, one sub-folder per checkpoint named by its next offset.
+//!
+//! A checkpoint's files are written first (each atomically: temporary name, then
+//! rename, on a local disk), its `MANIFEST.json` last: a checkpoint without a
+//! manifest does not exist. The manifest holds each file's SHA-256, so a torn or
+//! corrupt checkpoint is detected on load and the previous one used instead.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+
+use super::checkpoint::{Manifest, FORMAT_VERSION};
+use crate::error::{Error, Result};
+
+pub const MANIFEST: &str = "MANIFEST.json";
+
+/// The checkpoints of one pipeline.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    /// Display form of where the store is (for logs and errors).
+    pub location: String,
+    /// Checkpoints kept per partition (older ones are deleted after a write).
+    pub keep: usize,
+}
+
+fn cp_err(what: impl std::fmt::Display) -> Error {
+    Error::Checkpoint(what.to_string())
+}
+
+impl CheckpointStore {
+    /// Opens `dir_or_url` (a directory, created if missing, or an object-store URL)
+    /// for `pipeline`.
+    pub fn open(dir_or_url: &str, pipeline: &str, keep: usize) -> Result<Self> {
+        let (store, root): (Arc<dyn ObjectStore>, Path) = if dir_or_url.contains("://") && !dir_or_url.starts_with("file://") {
+            let url = url::Url::parse(dir_or_url).map_err(|e| cp_err(format!("checkpoint URL {dir_or_url:?}: {e}")))?;
+            let (s, p) = object_store::parse_url(&url).map_err(|e| {
+                cp_err(format!("checkpoint URL {dir_or_url:?}: {e} (S3-compatible stores need a build with `--features s3`)"))
+            })?;
+            (Arc::from(s), p)
+        } else {
+            let dir = dir_or_url.strip_prefix("file://").unwrap_or(dir_or_url);
+            std::fs::create_dir_all(dir).map_err(|e| cp_err(format!("creating checkpoint directory {dir:?}: {e}")))?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| cp_err(format!("checkpoint directory {dir:?}: {e}")))?;
+            (Arc::new(fs), Path::default())
+        };
+        Ok(CheckpointStore { store, root: root.clone().join(pipeline), location: dir_or_url.to_string(), keep: keep.max(1) })
+    }
+
+    fn partition_dir(&self, partition: i32) -> Path {
+        self.root.clone().join(format!("p{partition}"))
+    }
+
+    fn checkpoint_dir(&self, partition: i32, next_offset: i64) -> Path {
+        self.partition_dir(partition).clone().join(format!("{next_offset:020}"))
+    }
+
+    /// Writes one checkpoint: `files`, then the manifest (with their checksums).
+    /// Returns the bytes written.
+    pub async fn write(&self, mut manifest: Manifest, files: Vec<(String, Vec<u8>)>) -> Result<u64> {
+        let dir = self.checkpoint_dir(manifest.partition, manifest.next_offset);
+        let mut total = 0u64;
+        manifest.files.clear();
+        for (name, data) in files {
+            total += data.len() as u64;
+            manifest.files.push(super::checkpoint::FileEntry { name: name.clone(), bytes: data.len() as u64, sha256: sha256(&data) });
+            self.store
+                .put(&dir.clone().join(name.as_str()), PutPayload::from(data))
+                .await
+                .map_err(|e| cp_err(format!("writing {dir}/{name} in {}: {e}", self.location)))?;
+        }
+        let m = serde_json::to_vec_pretty(&manifest).map_err(cp_err)?;
+        total += m.len() as u64;
+        self.store
+            .put(&dir.clone().join(MANIFEST), PutPayload::from(m))
+            .await
+            .map_err(|e| cp_err(format!("writing {dir}/{MANIFEST} in {}: {e}", self.location)))?;
+        self.prune(manifest.partition).await?;
+        Ok(total)
+    }
+
+    /// Deletes all but the newest `keep` checkpoints of a partition (and any folder
+    /// older than them, complete or not).
+    async fn prune(&self, partition: i32) -> Result<()> {
+        let ids = self.ids(partition, false).await?;
+        let complete = self.ids(partition, true).await?;
+        if complete.len() <= self.keep {
+            return Ok(());
+        }
+        let cutoff = complete[complete.len() - self.keep];
+        for id in ids.into_iter().filter(|id| *id < cutoff) {
+            let dir = self.checkpoint_dir(partition, id);
+            let objs: Vec<_> = self.store.list(Some(&dir)).try_collect().await.map_err(cp_err)?;
+            // The manifest goes first, so a half-deleted checkpoint never looks complete.
+            let mut paths: Vec<Path> = objs.into_iter().map(|o| o.location).collect();
+            paths.sort_by_key(|p| p.filename() != Some(MANIFEST));
+            for p in paths {
+                self.store.delete(&p).await.map_err(|e| cp_err(format!("deleting {p}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions that have a checkpoint folder.
+    pub async fn partitions(&self) -> Result<Vec<i32>> {
+        let l = self.store.list_with_delimiter(Some(&self.root)).await.map_err(cp_err)?;
+        let mut v: Vec<i32> = l
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(|f| f.strip_prefix('p')).and_then(|n| n.parse().ok()))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Checkpoint ids (next offsets) of a partition, ascending; with `complete`, only
+    /// those whose manifest exists.
+    pub async fn ids(&self, partition: i32, complete: bool) -> Result<Vec<i64>> {
+        let dir = self.partition_dir(partition);
+        let l = match self.store.list_with_delimiter(Some(&dir)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(vec![]),
+            Err(e) => return Err(cp_err(e)),
+        };
+        let mut v = Vec::new();
+        for p in l.common_prefixes {
+            let Some(id) = p.filename().and_then(|f| f.parse::<i64>().ok()) else { continue };
+            if complete && self.store.head(&p.clone().join(MANIFEST)).await.is_err() {
+                continue;
+            }
+            v.push(id);
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    pub async fn manifest(&self, partition: i32, id: i64) -> Result<Manifest> {
+        let b = self.get(&self.checkpoint_dir(partition, id).clone().join(MANIFEST)).await?;
+        let m: Manifest = serde_json::from_slice(&b)
+            .map_err(|e| cp_err(format!("checkpoint p{partition}/{id}: unreadable manifest: {e}")))?;
+        if m.format_version != FORMAT_VERSION {
+            return Err(Error::Config(format!(
+                "checkpoint p{partition}/{id} in {} has format version {}, this tickflare reads version {FORMAT_VERSION}; \
+                 use the tickflare that wrote it, or start from a new checkpoint location",
+                self.location, m.format_version
+            )));
+        }
+        Ok(m)
+    }
+
+    async fn get(&self, p: &Path) -> Result<Bytes> {
+        let r = self.store.get(p).await.map_err(|e| cp_err(format!("reading {p}: {e}")))?;
+        r.bytes().await.map_err(|e| cp_err(format!("reading {p}: {e}")))
+    }
+
+    /// One checkpoint's manifest and files, checksums verified.
+    pub async fn read(&self, partition: i32, id: i64) -> Result<(Manifest, BTreeMap<String, Bytes>)> {
+        let m = self.manifest(partition, id).await?;
+        let dir = self.checkpoint_dir(partition, id);
+        let mut files = BTreeMap::new();
+        for f in &m.files {
+            let b = self.get(&dir.clone().join(f.name.as_str())).await?;
+            if b.len() as u64 != f.bytes || sha256(&b) != f.sha256 {
+                return Err(cp_err(format!("checkpoint p{partition}/{id}: {} fails its checksum (torn or corrupt)", f.name)));
+            }
+            files.insert(f.name.clone(), b);
+        }
+        Ok((m, files))
+    }
+
+    /// The newest checkpoint of a partition that reads back intact; corrupt ones are
+    /// skipped with a warning. An unknown format version is an error, not skipped.
+    pub async fn latest(&self, partition: i32) -> Result<Option<(Manifest, BTreeMap<String, Bytes>)>> {
+        for id in self.ids(partition, true).await?.into_iter().rev() {
+            match self.read(partition, id).await {
+                Ok(c) => return Ok(Some(c)),
+                Err(e @ Error::Config(_)) => return Err(e),
+                Err(e) => tracing::warn!(partition, checkpoint = id, error = %e, "skipping a damaged checkpoint; trying the previous one"),
+            }
+        }
+        Ok(None)
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    let d = Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
