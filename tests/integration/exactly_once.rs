@@ -51,14 +51,21 @@ fn seeded_broker(lines: &[Vec<u8>]) -> (Child, String) {
 /// A second broker process holding exactly the reference broker's input topic
 /// (same partitions, keys, payloads and Kafka timestamps).
 fn copy_of(reference: &str) -> (Child, String) {
-    use rdkafka::producer::FutureRecord;
     let (child, addr) = broker_process_with(&TOPICS);
     let input = read(reference, "ticks");
+    copy_input(&input, &addr);
+    assert_eq!(read(&addr, "ticks").len(), input.len());
+    (child, addr)
+}
+
+/// Publishes `input` messages as they are (partition, key, payload, timestamp).
+fn copy_input(input: &[ReadMessage], addr: &str) {
+    use rdkafka::producer::FutureRecord;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let prod = tickflare::sink::kafka::producer(&addr).unwrap();
+        let prod = tickflare::sink::kafka::producer(addr).unwrap();
         let mut acks = Vec::new();
-        for m in &input {
+        for m in input {
             let mut r = FutureRecord::<[u8], [u8]>::to("ticks").partition(m.partition);
             if let Some(k) = &m.key {
                 r = r.key(k.as_slice());
@@ -75,8 +82,6 @@ fn copy_of(reference: &str) -> (Child, String) {
             a.await.unwrap().unwrap();
         }
     });
-    assert_eq!(read(&addr, "ticks").len(), input.len());
-    (child, addr)
 }
 
 fn daemon(addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
@@ -298,4 +303,56 @@ fn checkpoint_ls_lists_what_a_run_left() {
             m
         });
     assert_eq!(ends.values().sum::<i64>(), lines.len() as i64, "{text}");
+}
+
+/// Scale-out: two daemons share the input through a consumer group, with one
+/// checkpoint location. Mid-run one is killed (SIGKILL); the survivor is assigned
+/// its partitions, restores their checkpoints and finishes them. The output topics
+/// must equal a single uninterrupted process's, message for message.
+#[test]
+fn survivor_of_a_killed_group_member_finishes_its_partitions_exactly() {
+    use crate::telemetry::{free_port, scrape, wait_for};
+    let lines: Vec<Vec<u8>> = input().into_iter().take(12_000).collect();
+    let (_ref_broker, ref_addr) = seeded_broker(&lines);
+    let ref_dir = tempfile::tempdir().unwrap();
+    let out = daemon(&ref_addr, ref_dir.path(), None).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = (read(&ref_addr, "tick-predictions").len(), read(&ref_addr, "ticks-dlq").len());
+
+    let input = read(&ref_addr, "ticks");
+    let (_broker, addr) = broker_process_with(&TOPICS);
+    let half = input.len() / 2;
+    copy_input(&input[..half], &addr);
+    let dir = tempfile::tempdir().unwrap();
+    let member = |http: &str| {
+        let mut c = Command::new(bin());
+        c.current_dir(repo())
+            .args(["run", PIPELINE, "--group", "exactly-once-group", "--brokers", &addr, "--metrics-addr", http, "--checkpoint-dir"])
+            .arg(dir.path())
+            .env_remove("TICKFLARE_FAULT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Child(c.spawn().unwrap())
+    };
+    let (http_a, http_b) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let mut a = member(&http_a);
+    wait_for("A to be assigned", 60, || (scrape(&http_a, "tickflare_assigned_partitions")? == 3.0).then_some(()));
+    let mut b = member(&http_b);
+    wait_for("the partitions to be shared", 90, || {
+        let (x, y) = (scrape(&http_a, "tickflare_assigned_partitions")?, scrape(&http_b, "tickflare_assigned_partitions")?);
+        (x + y == 3.0 && x > 0.0 && y > 0.0).then_some(())
+    });
+    // B works on its share of the second half, then dies without warning.
+    copy_input(&input[half..], &addr);
+    wait_for("B to make progress", 60, || (scrape(&http_b, "tickflare_checkpoints_total")? >= 1.0).then_some(()));
+    Command::new("kill").args(["-KILL", &b.0.id().to_string()]).status().unwrap();
+    b.0.wait().unwrap();
+    wait_for("A to take every partition and finish", 120, || {
+        let n = (read(&addr, "tick-predictions").len(), read(&addr, "ticks-dlq").len());
+        assert!(n.0 <= want.0 && n.1 <= want.1, "more output than the reference: {n:?} vs {want:?}");
+        (n == want).then_some(())
+    });
+    Command::new("kill").args(["-TERM", &a.0.id().to_string()]).status().unwrap();
+    assert!(a.0.wait().unwrap().success());
+    assert_same_output(&ref_addr, &addr, 0);
 }

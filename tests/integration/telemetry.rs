@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+pub fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
@@ -21,7 +21,7 @@ fn get(addr: &str, path: &str) -> Option<(u16, String)> {
 }
 
 /// Sum of a metric's samples whose label set contains every `want` pair.
-fn sum(body: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+pub fn sum(body: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
     let mut found = None;
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
@@ -34,7 +34,7 @@ fn sum(body: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
     found
 }
 
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -45,7 +45,7 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -121,7 +121,7 @@ fn metrics_match_the_run_and_readiness_follows_assignment() {
     assert!(status.success());
 }
 
-fn scrape(http: &str, name: &str) -> Option<f64> {
+pub fn scrape(http: &str, name: &str) -> Option<f64> {
     let (_, b) = get(http, "/metrics")?;
     sum(&b, name, &[])
 }
