@@ -195,6 +195,18 @@ pub struct SinkConfig {
     pub topic: String,
     /// Dead-letter topic: original bytes plus `reason` and source headers.
     pub dead_letter_topic: String,
+    /// `"idempotent"` (default; exactly-once through checkpoints + tail reads on any
+    /// broker) or `"transactional"` (additionally Kafka transactions committed with
+    /// each checkpoint; Apache Kafka; needs checkpoints).
+    #[serde(default = "idempotent")]
+    pub delivery: String,
+    /// `transactional.id` for `delivery = "transactional"`: stable across restarts of
+    /// one daemon, distinct between daemons. Default `tickflare-<name>`.
+    pub transactional_id: Option<String>,
+}
+
+fn idempotent() -> String {
+    "idempotent".into()
 }
 
 /// `[checkpoint]`: per-partition state snapshots for exactly-once restarts and

@@ -20,7 +20,8 @@ use rdkafka::message::Message;
 use tokio::sync::watch;
 
 use crate::broker::EmbeddedBroker;
-use crate::sink::kafka::{producer, KafkaSink};
+use crate::sink::kafka::{producer, producer_with, KafkaSink, KafkaTransactions};
+use crate::sink::txn::Coordinator;
 use crate::sink::Outputs;
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
@@ -30,7 +31,7 @@ use crate::telemetry::{self, Health};
 use crate::source::sample;
 use crate::state::PartitionState;
 use build::Built;
-use recovery::{Admit, Checkpointer, Position};
+use recovery::{Admit, Checkpointer, Epoch, Position};
 use summary::Summary;
 
 /// How to run a built pipeline.
@@ -103,6 +104,25 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         Some(l) => Some(Checkpointer::new(built, l, &brokers).with_context(|| format!("opening checkpoints at {l:?}"))?),
         None => None,
     };
+    let transactional = cfg.sink.delivery == "transactional";
+    if transactional && ckpt.is_none() {
+        anyhow::bail!("sink.delivery = \"transactional\" commits transactions with checkpoints: give [checkpoint] dir or --checkpoint-dir");
+    }
+    let txn_id = cfg.sink.transactional_id.clone().unwrap_or_else(|| format!("tickflare-{}", cfg.name));
+    let sink = KafkaSink {
+        producer: producer_with(&brokers, transactional.then_some(txn_id.as_str()))?,
+        source_topic: cfg.source.topic.clone(),
+        topic: cfg.sink.topic.clone(),
+        dead_letter_topic: cfg.sink.dead_letter_topic.clone(),
+    };
+    let mut coord = Coordinator::default();
+    if transactional {
+        // Fences an earlier incarnation with the same id and aborts its open
+        // transaction, before any tail read looks at the outputs.
+        use rdkafka::producer::Producer;
+        sink.producer.init_transactions(Duration::from_secs(30)).context("initialising transactions")?;
+        coord.start(&mut KafkaTransactions(&sink.producer)).await?;
+    }
     if assign {
         match &mut ckpt {
             // Restore every partition first, then read each from its own offset.
@@ -125,12 +145,6 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     } else {
         consumer.subscribe(&[&cfg.source.topic])?;
     }
-    let sink = KafkaSink {
-        producer: producer(&brokers)?,
-        source_topic: cfg.source.topic.clone(),
-        topic: cfg.sink.topic.clone(),
-        dead_letter_topic: cfg.sink.dead_letter_topic.clone(),
-    };
     let mut metrics = PipelineMetrics::new(&cfg.name, &cfg.source.topic, &cfg.model.kind);
     let max_rows = opts.max_batch_rows.unwrap_or(cfg.source.max_batch_rows).max(1);
     let max_wait = Duration::from_millis(cfg.source.max_batch_wait_ms);
@@ -202,8 +216,12 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                 if let Some(acked) = batch.drain().await? {
                     store_offsets(&consumer, &cfg.source.topic, &acked);
                 }
+                if ck.transactional() {
+                    let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, client: consumer.client() };
+                    coord.commit(&mut KafkaTransactions(&sink.producer), &mut epoch).await.context("committing before a hand-off")?;
+                }
                 for (p, st) in batch.states.iter().filter(|(p, _)| !owned.contains(p)) {
-                    ck.write(st, &consumer).await.with_context(|| format!("checkpointing revoked partition {p}"))?;
+                    ck.write(st, consumer.client()).await.with_context(|| format!("checkpointing revoked partition {p}"))?;
                     ck.forget(*p);
                 }
             }
@@ -217,9 +235,15 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                 if let Some(acked) = batch.drain().await? {
                     store_offsets(&consumer, &cfg.source.topic, &acked);
                 }
-                for st in batch.states.values() {
-                    if ck.due(st) {
-                        ck.write(st, &consumer).await.context("writing a checkpoint (consumption stops: without checkpoints the exactly-once guarantee would be lost)")?;
+                const STOP: &str = "writing a checkpoint (consumption stops: without checkpoints the exactly-once guarantee would be lost)";
+                if ck.transactional() {
+                    let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, client: consumer.client() };
+                    coord.commit(&mut KafkaTransactions(&sink.producer), &mut epoch).await.context(STOP)?;
+                } else {
+                    for st in batch.states.values() {
+                        if ck.due(st) {
+                            ck.write(st, consumer.client()).await.context(STOP)?;
+                        }
                     }
                 }
             }
@@ -244,8 +268,16 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         store_offsets(&consumer, &cfg.source.topic, &acked);
     }
     if let Some(ck) = &mut ckpt {
-        for st in batch.states.values() {
-            ck.write(st, &consumer).await.context("writing the final checkpoint")?;
+        if ck.transactional() {
+            let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, client: consumer.client() };
+            coord.commit(&mut KafkaTransactions(&sink.producer), &mut epoch).await.context("the final commit")?;
+            // The transaction begun after the commit carries nothing.
+            use crate::sink::txn::Transactions;
+            KafkaTransactions(&sink.producer).abort().await.context("closing the last transaction")?;
+        } else {
+            for st in batch.states.values() {
+                ck.write(st, consumer.client()).await.context("writing the final checkpoint")?;
+            }
         }
     }
     if !assign {
@@ -278,7 +310,7 @@ async fn restore<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     let (low, _) = consumer
         .fetch_watermarks(topic, p, Duration::from_secs(10))
         .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
-    ck.restore(built, p, low).await.with_context(|| format!("restoring partition {p} from {}", ck.store.location))
+    ck.restore(built, p, low, consumer.client()).await.with_context(|| format!("restoring partition {p} from {}", ck.store.location))
 }
 
 /// Stores next-offsets whose batch outputs were all acknowledged.
@@ -416,6 +448,7 @@ impl Batch {
         if let Some(ck) = ckpt {
             ck.suppress(&mut self.out);
             ck.retire_watermarks(&self.states);
+            ck.note_sent(&self.out);
         }
         let t0 = Instant::now();
         let acks = sink.send(&self.out).await.context("publishing outputs")?;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::consumer::Consumer;
 use rdkafka::Offset;
 
@@ -73,6 +74,15 @@ pub struct Checkpointer {
     last: BTreeMap<i32, (i64, Instant)>,
     /// Per partition: what the output topics already hold.
     pub published: BTreeMap<i32, Published>,
+    /// `delivery = "transactional"`: checkpoints are written prepared, then marked.
+    transactional: bool,
+    /// Transactional: per partition, the highest source offsets sent this epoch…
+    epoch_sent: BTreeMap<i32, [Option<i64>; 2]>,
+    /// …the output partitions' ends when the epoch began (where a resolving tail
+    /// read must start: the epoch's own outputs lie after them)…
+    epoch_start: BTreeMap<i32, BTreeMap<String, i64>>,
+    /// …and the checkpoints prepared for the commit in progress.
+    prepared: Vec<checkpoint::Manifest>,
 }
 
 impl Checkpointer {
@@ -89,13 +99,109 @@ impl Checkpointer {
             every: Duration::from_secs(cfg.checkpoint.interval_seconds),
             last: BTreeMap::new(),
             published: BTreeMap::new(),
+            transactional: cfg.sink.delivery == "transactional",
+            epoch_sent: BTreeMap::new(),
+            epoch_start: BTreeMap::new(),
+            prepared: Vec::new(),
         })
+    }
+
+    /// The newest usable checkpoint of `p`. A prepared (transactional) checkpoint
+    /// whose commit is unknown is resolved by a `read_committed` tail read: its
+    /// outputs visible → it is marked committed and used; not → it is discarded and
+    /// the previous one tried.
+    async fn newest_usable(&self, p: i32) -> Result<Option<(checkpoint::Manifest, BTreeMap<String, bytes::Bytes>)>> {
+        loop {
+            let Some((mut m, files)) = self.store.latest(p).await? else { return Ok(None) };
+            let Some(mark) = m.txn.filter(|t| !t.committed) else { return Ok(Some((m, files))) };
+            let mut visible = [None, None];
+            for (i, topic) in self.outputs.iter().enumerate() {
+                let from = m.outputs.get(topic).copied().unwrap_or(0);
+                visible[i] = self.tail(topic, p, from).await?;
+            }
+            if crate::sink::txn::resolve(&mark, visible) {
+                tracing::info!(partition = p, checkpoint = m.next_offset, "prepared checkpoint: its transaction committed; marking it");
+                m.txn = Some(crate::sink::txn::TxnMark { committed: true, ..mark });
+                self.store.rewrite_manifest(&m).await?;
+                return Ok(Some((m, files)));
+            }
+            tracing::warn!(partition = p, checkpoint = m.next_offset, "prepared checkpoint: its transaction did not commit; discarding it");
+            self.store.discard(p, m.next_offset).await?;
+        }
+    }
+
+    /// Highest source offset of partition `p` in output `topic` from `from` on.
+    async fn tail(&self, topic: &str, p: i32, from: i64) -> Result<Option<i64>> {
+        let (b, t, st) = (self.brokers.clone(), topic.to_string(), self.source_topic.clone());
+        let tail = tokio::task::spawn_blocking(move || dedupe::scan(&b, &t, p, from, &st, p, Duration::from_millis(300)))
+            .await
+            .map_err(|e| Error::Internal(format!("tail read task: {e}")))??;
+        Ok(tail.last_source_offset)
+    }
+
+    /// Transactional: remembers the highest source offsets sent per partition.
+    pub fn note_sent(&mut self, out: &Outputs) {
+        if !self.transactional {
+            return;
+        }
+        for r in &out.predictions {
+            let e = self.epoch_sent.entry(r.partition).or_default();
+            e[0] = e[0].max(Some(r.offset));
+        }
+        for d in &out.dead_letters {
+            let e = self.epoch_sent.entry(d.partition).or_default();
+            e[1] = e[1].max(Some(d.offset));
+        }
+    }
+
+    /// Transactional: marks the prepared checkpoints committed and starts an epoch.
+    pub async fn mark_committed<Cx: ClientContext>(&mut self, client: &Client<Cx>) -> Result<()> {
+        for mut m in std::mem::take(&mut self.prepared) {
+            if let Some(t) = &mut m.txn {
+                t.committed = true;
+            }
+            self.store.rewrite_manifest(&m).await?;
+        }
+        self.epoch_sent.clear();
+        let parts: Vec<i32> = self.last.keys().copied().collect();
+        for p in parts {
+            let ends = self.output_ends(client, p)?;
+            self.epoch_start.insert(p, ends);
+        }
+        Ok(())
+    }
+
+    /// Transactional: the commit failed — the prepared checkpoints must not be used.
+    pub async fn discard_prepared(&mut self) -> Result<()> {
+        for m in std::mem::take(&mut self.prepared) {
+            self.store.discard(m.partition, m.next_offset).await?;
+        }
+        Ok(())
+    }
+
+    fn output_ends<Cx: ClientContext>(&self, client: &Client<Cx>, p: i32) -> Result<BTreeMap<String, i64>> {
+        let mut outputs = BTreeMap::new();
+        for t in &self.outputs {
+            let (_, high) = client.fetch_watermarks(t, p, Duration::from_secs(10))?;
+            outputs.insert(t.clone(), high);
+        }
+        Ok(outputs)
+    }
+
+    pub fn transactional(&self) -> bool {
+        self.transactional
     }
 
     /// Loads partition `p`: its newest intact checkpoint (or a fresh state starting
     /// at `low`, the input's first offset), and what the outputs already hold.
-    pub async fn restore(&mut self, built: &Built, p: i32, low: i64) -> Result<PartitionState> {
-        let found = self.store.latest(p).await?;
+    pub async fn restore<Cx: ClientContext>(
+        &mut self,
+        built: &Built,
+        p: i32,
+        low: i64,
+        client: &Client<Cx>,
+    ) -> Result<PartitionState> {
+        let found = self.newest_usable(p).await?;
         let (state, from, scan_from, ahead) = match found {
             Some((m, files)) => {
                 let st = checkpoint::decode(&m, &files, &self.fingerprint, &|| built.processor.fresh_model())?;
@@ -110,12 +216,13 @@ impl Checkpointer {
         };
         let mut published: Published = (ahead[0], ahead[1]);
         for (i, topic) in self.outputs.iter().enumerate() {
-            let (b, t, st, from) = (self.brokers.clone(), topic.clone(), self.source_topic.clone(), scan_from[i]);
-            let tail = tokio::task::spawn_blocking(move || dedupe::scan(&b, &t, p, from, &st, p, Duration::from_millis(300)))
-                .await
-                .map_err(|e| Error::Internal(format!("tail read task: {e}")))??;
+            let seen = self.tail(topic, p, scan_from[i]).await?;
             let slot = if i == 0 { &mut published.0 } else { &mut published.1 };
-            *slot = (*slot).max(tail.last_source_offset);
+            *slot = (*slot).max(seen);
+        }
+        if self.transactional {
+            let ends = self.output_ends(client, p)?;
+            self.epoch_start.insert(p, ends);
         }
         Restored { pipeline: &self.pipeline, partition: p, from, next_offset: state.next_offset, published }.emit();
         self.published.insert(p, published);
@@ -132,22 +239,22 @@ impl Checkpointer {
 
     /// Writes `st`'s checkpoint if it moved since the last one. Every output of the
     /// records before `st.next_offset` must already be acknowledged.
-    pub async fn write<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    pub async fn write<Cx: ClientContext>(
         &mut self,
         st: &PartitionState,
-        client: &C,
+        client: &Client<Cx>,
     ) -> Result<()> {
         if self.last.get(&st.partition).is_some_and(|(off, _)| *off == st.next_offset) {
             return Ok(());
         }
         let t0 = Instant::now();
         // Where a later tail read may start: the output partitions' current ends
-        // (a lagging watermark only makes the read longer, never wrong).
-        let mut outputs = BTreeMap::new();
-        for t in &self.outputs {
-            let (_, high) = client.fetch_watermarks(t, st.partition, Duration::from_secs(10))?;
-            outputs.insert(t.clone(), high);
-        }
+        // (a lagging watermark only makes the read longer, never wrong) — or, for a
+        // transaction not yet committed, their ends when its epoch began.
+        let outputs = match (self.transactional, self.epoch_start.get(&st.partition)) {
+            (true, Some(o)) => o.clone(),
+            _ => self.output_ends(client, st.partition)?,
+        };
         let (mut manifest, files) = checkpoint::encode(st, &self.pipeline, &self.fingerprint, outputs)?;
         if let Some((a, b)) = self.published.get(&st.partition) {
             manifest.published_ahead = [*a, *b];
@@ -155,7 +262,14 @@ impl Checkpointer {
         if super::fault::fires("checkpoint_fails") {
             return Err(Error::Checkpoint(format!("writing to {}: No space left on device (injected by TICKFLARE_FAULT)", self.store.location)));
         }
-        let bytes = self.store.write(manifest, files).await?;
+        if self.transactional {
+            let expect = self.epoch_sent.get(&st.partition).copied().unwrap_or([None, None]);
+            manifest.txn = Some(crate::sink::txn::TxnMark { committed: false, expect });
+        }
+        let (bytes, stored) = self.store.write(manifest, files).await?;
+        if self.transactional {
+            self.prepared.push(stored);
+        }
         super::fault::crash_point("after_checkpoint");
         self.last.insert(st.partition, (st.next_offset, Instant::now()));
         CheckpointWritten {
@@ -207,6 +321,31 @@ impl Checkpointer {
     pub fn forget(&mut self, p: i32) {
         self.last.remove(&p);
         self.published.remove(&p);
+        self.epoch_start.remove(&p);
+        self.epoch_sent.remove(&p);
+    }
+}
+
+/// One transactional commit's checkpoint side: every owned partition's state.
+pub struct Epoch<'a, Cx: ClientContext> {
+    pub ck: &'a mut Checkpointer,
+    pub states: &'a BTreeMap<i32, PartitionState>,
+    pub client: &'a Client<Cx>,
+}
+
+impl<Cx: ClientContext> crate::sink::txn::PreparedCheckpoints for Epoch<'_, Cx> {
+    async fn write_prepared(&mut self) -> Result<()> {
+        for st in self.states.values() {
+            self.ck.write(st, self.client).await?;
+        }
+        super::fault::crash_point("after_prepare");
+        Ok(())
+    }
+    async fn mark_committed(&mut self) -> Result<()> {
+        self.ck.mark_committed(self.client).await
+    }
+    async fn discard_prepared(&mut self) -> Result<()> {
+        self.ck.discard_prepared().await
     }
 }
 

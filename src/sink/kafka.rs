@@ -26,13 +26,41 @@ pub const H_REASON: &str = "reason";
 pub const H_ERROR: &str = "error";
 
 pub fn producer(brokers: &str) -> Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    producer_with(brokers, None)
+}
+
+/// An idempotent producer; transactional when `transactional_id` is given.
+pub fn producer_with(brokers: &str, transactional_id: Option<&str>) -> Result<FutureProducer> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "1")
         .set("queue.buffering.max.messages", "1000000")
-        .set("client.id", "tickflare")
-        .create()?)
+        .set("client.id", "tickflare");
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id);
+    }
+    Ok(c.create()?)
+}
+
+/// rdkafka's transactional producer behind [`super::txn::Transactions`].
+pub struct KafkaTransactions<'a>(pub &'a FutureProducer);
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl super::txn::Transactions for KafkaTransactions<'_> {
+    async fn begin(&mut self) -> Result<()> {
+        use rdkafka::producer::Producer;
+        Ok(self.0.begin_transaction()?)
+    }
+    async fn commit(&mut self) -> Result<()> {
+        use rdkafka::producer::Producer;
+        Ok(self.0.commit_transaction(TXN_TIMEOUT)?)
+    }
+    async fn abort(&mut self) -> Result<()> {
+        use rdkafka::producer::Producer;
+        Ok(self.0.abort_transaction(TXN_TIMEOUT)?)
+    }
 }
 
 /// Publishes a batch's outputs.

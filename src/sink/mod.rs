@@ -3,6 +3,7 @@
 
 pub mod dedupe;
 pub mod kafka;
+pub mod txn;
 
 use std::io::Write;
 

@@ -52,6 +52,10 @@ pub struct Manifest {
     /// *ahead* of this state (outputs that were being suppressed when it was taken —
     /// they sit before `outputs`' positions, where a later tail read does not look).
     pub published_ahead: [Option<i64>; 2],
+    /// `delivery = "transactional"`: whether this checkpoint's transaction is known
+    /// to have committed, and which outputs it carried.
+    #[serde(default)]
+    pub txn: Option<crate::sink::txn::TxnMark>,
     pub created_at_ms: i64,
     pub files: Vec<FileEntry>,
 }
@@ -163,6 +167,7 @@ pub fn encode(
         messages_in: state.counters.messages_in,
         outputs,
         published_ahead: [None, None],
+        txn: None,
         created_at_ms: chrono::Utc::now().timestamp_millis(),
         files: vec![],
     };
@@ -263,7 +268,10 @@ fn snapshots_to_safetensors(snaps: &[(String, Snapshot)]) -> Result<Vec<u8>> {
         .iter()
         .map(|(n, b, len)| Ok((n.clone(), TensorView::new(Dtype::F64, vec![*len], b).map_err(cp_err)?)))
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, Some(meta)).map_err(cp_err)
+    // (safetensors 0.8 writes a header it cannot read back for no tensors and an
+    // empty metadata map: leave the map out then.)
+    let meta = if meta.is_empty() { None } else { Some(meta) };
+    safetensors::serialize(views, meta).map_err(cp_err)
 }
 
 fn safetensors_to_snapshots(b: &[u8]) -> Result<HashMap<String, Snapshot>> {
@@ -290,4 +298,57 @@ fn safetensors_to_snapshots(b: &[u8]) -> Result<HashMap<String, Snapshot>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::OnlineModel;
+
+    fn fresh() -> Result<Box<dyn OnlineModel>> {
+        Ok(Box::new(crate::model::linear::LinearModel::new(2, crate::model::linear::Optim::AdamW, 0.1, &candle_core::Device::Cpu)?))
+    }
+
+    fn files_of(v: Vec<(String, Vec<u8>)>) -> BTreeMap<String, Bytes> {
+        v.into_iter().map(|(n, b)| (n, Bytes::from(b))).collect()
+    }
+
+    /// A partition that has seen nothing yet (no model, no keys) round-trips.
+    #[test]
+    fn empty_state_round_trips() {
+        let st = PartitionState::new(4);
+        let (m, files) = encode(&st, "p", "fp", BTreeMap::new()).unwrap();
+        let back = decode(&m, &files_of(files), "fp", &fresh).unwrap();
+        assert_eq!((back.partition, back.next_offset, back.keys.len()), (4, 0, 0));
+        assert!(back.model.is_none());
+    }
+
+    /// Keys, pending predictions and a model come back equal; another fingerprint
+    /// is refused.
+    #[test]
+    fn state_round_trips_and_fingerprint_is_checked() {
+        let mut st = PartitionState::new(1);
+        st.next_offset = 42;
+        let mut m = fresh().unwrap();
+        m.update(&[1.0, 2.0], 3.0).unwrap();
+        let mut ks = KeyState { rows: 7, max_time: Some(99), ..Default::default() };
+        ks.pending.push_back(Pending { offset: 40, due_row: 8, due_time: 0, predicted: 0.5, persistence: 0.25, seasonal: None });
+        ks.pending_x.extend([1.5, -2.0]);
+        ks.model = Some(m);
+        st.keys.insert("BTC".into(), ks);
+        st.counters.messages_in = 42;
+        let (man, files) = encode(&st, "p", "fp", BTreeMap::new()).unwrap();
+        assert_eq!(man.model_updates, 1);
+        let files = files_of(files);
+        let back = decode(&man, &files, "fp", &fresh).unwrap();
+        let k = &back.keys["BTC"];
+        assert_eq!((k.rows, k.max_time, k.pending.len()), (7, Some(99), 1));
+        assert_eq!(k.pending[0].predicted, 0.5);
+        assert_eq!(k.pending_x.iter().copied().collect::<Vec<_>>(), vec![1.5, -2.0]);
+        assert_eq!(k.model.as_ref().unwrap().parameters().unwrap(), st.keys["BTC"].model.as_ref().unwrap().parameters().unwrap());
+        assert_eq!(back.counters.messages_in, 42);
+        assert_eq!(back.live_models, 1);
+        let e = decode(&man, &files, "other", &fresh).err().unwrap().to_string();
+        assert!(e.contains("different pipeline configuration"), "{e}");
+    }
 }

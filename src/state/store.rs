@@ -65,8 +65,8 @@ impl CheckpointStore {
     }
 
     /// Writes one checkpoint: `files`, then the manifest (with their checksums).
-    /// Returns the bytes written.
-    pub async fn write(&self, mut manifest: Manifest, files: Vec<(String, Vec<u8>)>) -> Result<u64> {
+    /// Returns the bytes written and the manifest as stored.
+    pub async fn write(&self, mut manifest: Manifest, files: Vec<(String, Vec<u8>)>) -> Result<(u64, Manifest)> {
         let dir = self.checkpoint_dir(manifest.partition, manifest.next_offset);
         let mut total = 0u64;
         manifest.files.clear();
@@ -85,7 +85,22 @@ impl CheckpointStore {
             .await
             .map_err(|e| cp_err(format!("writing {dir}/{MANIFEST} in {}: {e}", self.location)))?;
         self.prune(manifest.partition).await?;
-        Ok(total)
+        Ok((total, manifest))
+    }
+
+    /// Replaces a checkpoint's manifest (a transaction mark changed); the files and
+    /// their checksums stay.
+    pub async fn rewrite_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let dir = self.checkpoint_dir(manifest.partition, manifest.next_offset);
+        let m = serde_json::to_vec_pretty(manifest).map_err(cp_err)?;
+        self.store.put(&dir.clone().join(MANIFEST), PutPayload::from(m)).await.map_err(|e| cp_err(format!("rewriting {dir}/{MANIFEST}: {e}")))?;
+        Ok(())
+    }
+
+    /// Removes a checkpoint's manifest: the checkpoint no longer exists.
+    pub async fn discard(&self, partition: i32, id: i64) -> Result<()> {
+        let p = self.checkpoint_dir(partition, id).clone().join(MANIFEST);
+        self.store.delete(&p).await.map_err(|e| cp_err(format!("deleting {p}: {e}")))
     }
 
     /// Deletes all but the newest `keep` checkpoints of a partition (and any folder
