@@ -119,6 +119,15 @@ fn names(s: &arrow::datatypes::Schema) -> String {
 }
 
 fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
+    if !matches!(cfg.sink.delivery.as_str(), "idempotent" | "transactional") {
+        probs.push(problem("sink.delivery", format!("{:?} is not one of idempotent, transactional", cfg.sink.delivery)));
+    }
+    if cfg.sink.delivery == "transactional" && cfg.checkpoint.keep < 2 {
+        probs.push(problem("checkpoint.keep", "must be at least 2 with delivery = \"transactional\" (a prepared checkpoint may be discarded)"));
+    }
+    if cfg.checkpoint.interval_records == 0 {
+        probs.push(problem("checkpoint.interval_records", "must be at least 1"));
+    }
     let m = &cfg.model;
     if !matches!(m.kind.as_str(), "linear" | "mlp" | "rls" | "lstm" | "cnn1d") {
         probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear, mlp, rls, lstm, cnn1d)", m.kind)));
