@@ -9,7 +9,7 @@ fn main() {
         .block_on(tickflare::cli::bench::run_bench(&root.join("pipelines/market-ticks.toml"), None, 6))
         .expect("bench");
     println!(
-        "pipeline_throughput: messages {} | passthrough {:.0} msg/s | pipeline {:.0} msg/s | ratio {:.3}",
-        r.messages, r.passthrough_msgs_per_s, r.pipeline_msgs_per_s, r.ratio
+        "pipeline_throughput: messages {} | passthrough {:.0} msg/s | pipeline {:.0} msg/s | ratio {:.3} | with checkpoints {:.0} msg/s",
+        r.messages, r.passthrough_msgs_per_s, r.pipeline_msgs_per_s, r.ratio, r.checkpointed_msgs_per_s
     );
 }

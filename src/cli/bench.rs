@@ -42,13 +42,17 @@ pub struct BenchResult {
     /// The pipeline's own rate from its first record on (excludes client start-up
     /// and shutdown, which the end-to-end figure includes).
     pub pipeline_steady_msgs_per_s: f64,
+    /// The pipeline again, on a fresh broker, checkpointing every partition to a
+    /// local directory (`[checkpoint]` intervals of the pipeline file or defaults).
+    pub checkpointed_msgs_per_s: f64,
+    pub checkpoints_kept: u64,
 }
 
 pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let r = run_bench(&a.pipeline, a.input.as_deref(), a.partitions).await?;
     println!(
-        "messages {}\npassthrough  {:>10.0} msg/s\npipeline     {:>10.0} msg/s   (steady, after start-up: {:.0} msg/s)\nratio        {:>10.3}",
-        r.messages, r.passthrough_msgs_per_s, r.pipeline_msgs_per_s, r.pipeline_steady_msgs_per_s, r.ratio
+        "messages {}\npassthrough  {:>10.0} msg/s\npipeline     {:>10.0} msg/s   (steady, after start-up: {:.0} msg/s)\nratio        {:>10.3}\ncheckpointed {:>10.0} msg/s   ({} checkpoints kept at the end)",
+        r.messages, r.passthrough_msgs_per_s, r.pipeline_msgs_per_s, r.pipeline_steady_msgs_per_s, r.ratio, r.checkpointed_msgs_per_s, r.checkpoints_kept
     );
     if let Some(p) = a.json {
         std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
@@ -69,6 +73,7 @@ pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path
         None => cfg.resolve(cfg.source.sample.as_deref().ok_or_else(|| anyhow::anyhow!("no input"))?),
     };
     let lines = sample::read_lines(&input)?;
+    let lines_again = lines.clone();
     let broker = crate::broker::EmbeddedBroker::start()?;
     let bs = broker.bootstrap_servers().to_string();
     let n = partitions.max(1);
@@ -120,6 +125,35 @@ pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path
     let pipe = messages as f64 / started.elapsed().as_secs_f64();
     drop(prod);
     drop(broker);
+
+    // (c) the whole pipeline with checkpoints, on a fresh broker (fresh outputs).
+    let broker = crate::broker::EmbeddedBroker::start()?;
+    let bs = broker.bootstrap_servers().to_string();
+    for t in [&cfg.source.topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic] {
+        broker.create_topic(t, n)?;
+    }
+    let prod = producer(&bs)?;
+    sample::seed_lines_placed(&prod, &cfg.source.topic, n, &built.schema, &cfg.source.key, lines_again, placement).await?;
+    let dir = std::env::temp_dir().join(format!("tickflare-bench-checkpoints-{}", std::process::id()));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let opts = RunOptions {
+        brokers: Some(bs.clone()),
+        stop_at_end: true,
+        assign: true,
+        checkpoint_dir: Some(dir.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    pipeline::run(&built, opts, rx).await?;
+    let ckpt = messages as f64 / started.elapsed().as_secs_f64();
+    let store = crate::state::store::CheckpointStore::open(&dir.to_string_lossy(), &cfg.name, usize::MAX)?;
+    let mut kept = 0;
+    for p in store.partitions().await? {
+        kept += store.ids(p, true).await?.len() as u64;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(prod);
+    drop(broker);
     Ok(BenchResult {
         messages,
         passthrough_msgs_per_s: pass,
@@ -127,5 +161,7 @@ pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path
         ratio: pipe / pass,
         predictions: s.predictions_out,
         pipeline_steady_msgs_per_s: s.messages_per_s,
+        checkpointed_msgs_per_s: ckpt,
+        checkpoints_kept: kept,
     })
 }

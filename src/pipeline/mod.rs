@@ -188,6 +188,7 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                                     recovery::seek(&consumer, &cfg.source.topic, p, o)?;
                                     continue;
                                 }
+                                Admit::Fail(why) => anyhow::bail!("partition {p}: {why}"),
                             }
                         }
                         batch.inputs

@@ -27,8 +27,8 @@ pub struct Tail {
 
 /// Reads `topic`/`partition` from `from` (or its start) to its end and returns the
 /// highest `tickflare.source.offset` among messages from `source_topic` /
-/// `source_partition`. After reaching the high watermark it keeps listening for
-/// `settle` (brokers whose reported watermark lags, such as Tansu). Blocking: call
+/// `source_partition`. After reaching the high watermark it keeps reading until
+/// nothing arrives for `settle` (brokers whose reported watermark lags, such as Tansu). Blocking: call
 /// from `spawn_blocking`.
 pub fn scan(
     brokers: &str,
@@ -92,7 +92,9 @@ pub fn scan(
                         }
                     }
                 }
-                if m.offset() + 1 >= high && reached.is_none() {
+                // Past the reported end, keep reading while messages keep coming:
+                // `settle` counts from the last one.
+                if m.offset() + 1 >= high || reached.is_some() {
                     reached = Some(Instant::now());
                 }
             }

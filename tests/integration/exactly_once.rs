@@ -79,9 +79,16 @@ fn daemon(addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
 }
 
 fn daemon_for(fx: Fixture, addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
+    let mut c = daemon_until_stopped(fx, addr, ckpt, fault);
+    c.arg("--stop-at-end");
+    c
+}
+
+/// The daemon without `--stop-at-end`: it runs until a signal.
+fn daemon_until_stopped(fx: Fixture, addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
     let mut c = Command::new(bin());
     c.current_dir(repo())
-        .args(["run", fx.pipeline, "--assign", "--stop-at-end", "--metrics-addr", "off", "--brokers", addr, "--checkpoint-dir"])
+        .args(["run", fx.pipeline, "--assign", "--metrics-addr", "off", "--brokers", addr, "--checkpoint-dir"])
         .arg(ckpt)
         .env("RUST_LOG", "warn,tickflare::telemetry=info")
         .stdout(Stdio::null())
@@ -129,9 +136,53 @@ impl Lcg {
     }
 }
 
+/// Reads every partition of a topic from the start until nothing has arrived for
+/// 2 s. Unlike reading to the high watermark, this also works on Tansu, whose
+/// reported watermark can stay behind the data it serves.
+fn read_settled(addr: &str, topic: &str) -> Vec<ReadMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "exactly-once-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let parts = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0].partitions().len();
+    {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..parts as i32 {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+        }
+        c.assign(&tpl).unwrap();
+    }
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(2) {
+        if let Some(r) = c.poll(Duration::from_millis(100)) {
+            let m = r.unwrap();
+            last = Instant::now();
+            let headers = m
+                .headers()
+                .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+                .unwrap_or_default();
+            out.push(ReadMessage {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers,
+                timestamp_ms: m.timestamp().to_millis(),
+            });
+        }
+    }
+    out.sort_by_key(|m| (m.partition, m.offset));
+    out
+}
+
 fn assert_same_output(reference: &str, crashed: &str, seed: u64) {
     for topic in ["tick-predictions", "ticks-dlq"] {
-        let (a, b) = (by_partition(read(reference, topic)), by_partition(read(crashed, topic)));
+        let (a, b) = (by_partition(read(reference, topic)), by_partition(read_settled(crashed, topic)));
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{topic} partitions (seed {seed})");
         for (p, ra) in &a {
             let rb = &b[p];
@@ -264,6 +315,10 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
     let (_broker, addr) = make_broker();
     let input = read(&ref_addr, "ticks");
     copy_input(&input, &addr);
+    let copied = by_partition(read_settled(&addr, "ticks"));
+    for (p, msgs) in by_partition(input) {
+        assert_eq!(copied.get(&p).map_or(0, Vec::len), msgs.len(), "input partition {p} on the broker under test");
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut interruptions = 0;
     // Exact places first (abort right after a checkpoint write, right after a
@@ -293,7 +348,7 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
             std::thread::sleep(Duration::from_millis(20));
         }
         if finished {
-            break;
+            continue;
         }
         Command::new("kill").args([&format!("-{signal}"), &child.0.id().to_string()]).status().unwrap();
         let status = child.0.wait().unwrap();
@@ -304,11 +359,26 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
         }
     }
     assert!(interruptions >= faults.len() + rounds.min(10), "only {interruptions} interruptions landed before the input was done (seed {seed})");
-    let out = daemon_for(fx, &addr, dir.path(), None).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
+    // Run to the end: without `--stop-at-end` (it stops at the end offsets reported
+    // at start, which Tansu reports with a lag) until every partition's checkpoint
+    // reached the reference's end, then SIGTERM (a graceful stop).
+    let a = final_state(ref_dir.path(), fx.name);
+    let offsets = |m: &BTreeMap<i32, (i64, Vec<u8>, BTreeMap<String, Vec<u8>>)>| m.iter().map(|(p, v)| (*p, v.0)).collect::<Vec<_>>();
+    let mut child = Child(daemon_until_stopped(fx, &addr, dir.path(), None).stderr(Stdio::null()).spawn().unwrap());
+    let t = Instant::now();
+    let mut b = BTreeMap::new();
+    while t.elapsed() < Duration::from_secs(180) {
+        std::thread::sleep(Duration::from_millis(500));
+        b = final_state(dir.path(), fx.name);
+        if offsets(&a) == offsets(&b) {
+            break;
+        }
+    }
+    Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(child.0.wait().unwrap().success());
+    b = final_state(dir.path(), fx.name);
+    assert_eq!(offsets(&a), offsets(&b), "final checkpoint offsets (seed {seed})");
     assert_same_output(&ref_addr, &addr, seed);
-    let (a, b) = (final_state(ref_dir.path(), fx.name), final_state(dir.path(), fx.name));
     assert_eq!(a.len(), 3);
     for (p, (off, state, models)) in &a {
         let (off2, state2, models2) = &b[p];
