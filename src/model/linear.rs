@@ -32,9 +32,9 @@ impl Optim {
 }
 
 /// AdamW's hyper-parameters (candle-nn's defaults, weight decay off).
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-8;
+pub(crate) const BETA1: f64 = 0.9;
+pub(crate) const BETA2: f64 = 0.999;
+pub(crate) const EPS: f64 = 1e-8;
 
 /// AdamW state: first and second moments and the step count.
 struct Moments {

@@ -10,9 +10,7 @@ use super::linear::Optim;
 use super::Snapshot;
 use crate::error::Result;
 
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-8;
+use super::linear::{BETA1, BETA2, EPS};
 
 /// One variable with its AdamW moments.
 struct Slot {

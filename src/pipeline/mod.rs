@@ -129,8 +129,17 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
             Some(ck) => {
                 health.restoring.store(true, Ordering::Relaxed);
                 let mut tpl = rdkafka::TopicPartitionList::new();
+                let mut lows = Vec::with_capacity(ends.len());
                 for &p in ends.keys() {
-                    let st = restore(ck, built, &consumer, p).await?;
+                    let (low, _) = consumer.fetch_watermarks(&cfg.source.topic, p, Duration::from_secs(10))?;
+                    lows.push((p, low));
+                }
+                let restored = ck
+                    .restore_all(built, &lows, consumer.client())
+                    .await
+                    .with_context(|| format!("restoring partitions from {}", ck.store.location))?;
+                for st in restored {
+                    let p = st.partition;
                     tpl.add_partition_offset(&cfg.source.topic, p, rdkafka::Offset::Offset(st.next_offset))?;
                     batch.positions.insert(p, Position::new(st.next_offset));
                     batch.states.insert(p, st);
@@ -218,11 +227,11 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                     store_offsets(&consumer, &cfg.source.topic, &acked);
                 }
                 if ck.transactional() {
-                    let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, client: consumer.client() };
+                    let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, ends: &batch.output_ends };
                     coord.commit(&mut KafkaTransactions(&sink.producer), &mut epoch).await.context("committing before a hand-off")?;
                 }
                 for (p, st) in batch.states.iter().filter(|(p, _)| !owned.contains(p)) {
-                    ck.write(st, consumer.client()).await.with_context(|| format!("checkpointing revoked partition {p}"))?;
+                    ck.write(st, &batch.output_ends).await.with_context(|| format!("checkpointing revoked partition {p}"))?;
                     ck.forget(*p);
                 }
             }
@@ -238,12 +247,12 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                 }
                 const STOP: &str = "writing a checkpoint (consumption stops: without checkpoints the exactly-once guarantee would be lost)";
                 if ck.transactional() {
-                    let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, client: consumer.client() };
+                    let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, ends: &batch.output_ends };
                     coord.commit(&mut KafkaTransactions(&sink.producer), &mut epoch).await.context(STOP)?;
                 } else {
                     for st in batch.states.values() {
                         if ck.due(st) {
-                            ck.write(st, consumer.client()).await.context(STOP)?;
+                            ck.write(st, &batch.output_ends).await.context(STOP)?;
                         }
                     }
                 }
@@ -270,14 +279,14 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     }
     if let Some(ck) = &mut ckpt {
         if ck.transactional() {
-            let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, client: consumer.client() };
+            let mut epoch = Epoch { ck: &mut *ck, states: &batch.states, ends: &batch.output_ends };
             coord.commit(&mut KafkaTransactions(&sink.producer), &mut epoch).await.context("the final commit")?;
             // The transaction begun after the commit carries nothing.
             use crate::sink::txn::Transactions;
             KafkaTransactions(&sink.producer).abort().await.context("closing the last transaction")?;
         } else {
             for st in batch.states.values() {
-                ck.write(st, consumer.client()).await.context("writing the final checkpoint")?;
+                ck.write(st, &batch.output_ends).await.context("writing the final checkpoint")?;
             }
         }
     }
@@ -345,6 +354,8 @@ fn assigned_partitions<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 /// offsets that become safe to commit once they arrive.
 struct Inflight {
     acks: Vec<rdkafka::producer::DeliveryFuture>,
+    /// The first `predictions` acks are predictions, the rest dead letters.
+    predictions: usize,
     offsets: BTreeMap<i32, i64>,
 }
 
@@ -363,6 +374,9 @@ struct Batch {
     retired: Vec<PartitionState>,
     /// With checkpoints: where each restored partition's consumer must read next.
     positions: BTreeMap<i32, Position>,
+    /// Per output partition, the prediction and dead-letter topics' ends after this
+    /// process's acknowledged messages (where a later tail read may start).
+    output_ends: BTreeMap<i32, [i64; 2]>,
 }
 
 impl Batch {
@@ -391,11 +405,21 @@ impl Batch {
         }
     }
 
+    /// Remembers the end of each output partition after acknowledged messages.
+    fn note_delivered(&mut self, at: &[(i32, i64)], predictions: usize) {
+        for (i, (p, o)) in at.iter().enumerate() {
+            let e = self.output_ends.entry(*p).or_insert([0, 0]);
+            let k = usize::from(i >= predictions);
+            e[k] = e[k].max(o + 1);
+        }
+    }
+
     /// Waits for the outstanding batch's acknowledgements; returns its offsets.
     async fn drain(&mut self) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
         match self.inflight.take() {
             Some(f) => {
-                KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                let at = KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                self.note_delivered(&at, f.predictions);
                 Ok(Some(f.offsets))
             }
             None => Ok(None),
@@ -454,10 +478,12 @@ impl Batch {
         let t0 = Instant::now();
         let acks = sink.send(&self.out).await.context("publishing outputs")?;
         let offsets = self.states.iter().map(|(p, s)| (*p, s.next_offset)).collect();
-        let previous = self.inflight.replace(Inflight { acks, offsets });
+        let predictions = self.out.predictions.len();
+        let previous = self.inflight.replace(Inflight { acks, predictions, offsets });
         let acked = match previous {
             Some(f) => {
-                KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                let at = KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                self.note_delivered(&at, f.predictions);
                 fault::crash_point("after_publish");
                 Some(f.offsets)
             }

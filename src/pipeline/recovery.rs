@@ -80,6 +80,15 @@ impl Position {
     }
 }
 
+/// A partition read back, before it joins the bookkeeping.
+struct Loaded {
+    state: PartitionState,
+    from: &'static str,
+    published: Published,
+    epoch_start: Option<BTreeMap<String, i64>>,
+    known: [i64; 2],
+}
+
 /// Highest source offsets already present in the prediction and dead-letter topics.
 pub type Published = (Option<i64>, Option<i64>);
 
@@ -105,6 +114,8 @@ pub struct Checkpointer {
     epoch_start: BTreeMap<i32, BTreeMap<String, i64>>,
     /// …and the checkpoints prepared for the commit in progress.
     prepared: Vec<checkpoint::Manifest>,
+    /// Per partition: the output partitions' ends measured at restore.
+    known_ends: BTreeMap<i32, [i64; 2]>,
 }
 
 impl Checkpointer {
@@ -125,6 +136,7 @@ impl Checkpointer {
             epoch_sent: BTreeMap::new(),
             epoch_start: BTreeMap::new(),
             prepared: Vec::new(),
+            known_ends: BTreeMap::new(),
         })
     }
 
@@ -177,7 +189,7 @@ impl Checkpointer {
     }
 
     /// Transactional: marks the prepared checkpoints committed and starts an epoch.
-    pub async fn mark_committed<Cx: ClientContext>(&mut self, client: &Client<Cx>) -> Result<()> {
+    pub async fn mark_committed(&mut self, ends: &BTreeMap<i32, [i64; 2]>) -> Result<()> {
         for mut m in std::mem::take(&mut self.prepared) {
             if let Some(t) = &mut m.txn {
                 t.committed = true;
@@ -187,8 +199,8 @@ impl Checkpointer {
         self.epoch_sent.clear();
         let parts: Vec<i32> = self.last.keys().copied().collect();
         for p in parts {
-            let ends = self.output_ends(client, p)?;
-            self.epoch_start.insert(p, ends);
+            let e = self.ends(p, ends);
+            self.epoch_start.insert(p, e);
         }
         Ok(())
     }
@@ -199,6 +211,15 @@ impl Checkpointer {
             self.store.discard(m.partition, m.next_offset).await?;
         }
         Ok(())
+    }
+
+    /// The output partitions' ends as far as this process knows: measured at
+    /// restore, then moved past every acknowledged message (`acked`). Never beyond
+    /// the true ends, so a tail read from there misses nothing.
+    fn ends(&self, p: i32, acked: &BTreeMap<i32, [i64; 2]>) -> BTreeMap<String, i64> {
+        let known = self.known_ends.get(&p).copied().unwrap_or([0, 0]);
+        let acked = acked.get(&p).copied().unwrap_or([0, 0]);
+        self.outputs.iter().enumerate().map(|(i, t)| (t.clone(), known[i].max(acked[i]))).collect()
     }
 
     fn output_ends<Cx: ClientContext>(&self, client: &Client<Cx>, p: i32) -> Result<BTreeMap<String, i64>> {
@@ -223,6 +244,36 @@ impl Checkpointer {
         low: i64,
         client: &Client<Cx>,
     ) -> Result<PartitionState> {
+        let loaded = self.load(built, p, low, client).await?;
+        Ok(self.adopt(loaded))
+    }
+
+    /// Restores several partitions at once (their tail reads run in parallel).
+    pub async fn restore_all<Cx: ClientContext>(
+        &mut self,
+        built: &Built,
+        parts: &[(i32, i64)],
+        client: &Client<Cx>,
+    ) -> Result<Vec<PartitionState>> {
+        let this = &*self;
+        let loaded = futures::future::try_join_all(parts.iter().map(|(p, low)| this.load(built, *p, *low, client))).await?;
+        Ok(loaded.into_iter().map(|l| self.adopt(l)).collect())
+    }
+
+    /// Takes a loaded partition into the bookkeeping.
+    fn adopt(&mut self, l: Loaded) -> PartitionState {
+        let p = l.state.partition;
+        Restored { pipeline: &self.pipeline, partition: p, from: l.from, next_offset: l.state.next_offset, published: l.published }.emit();
+        if let Some(ends) = l.epoch_start {
+            self.epoch_start.insert(p, ends);
+        }
+        self.published.insert(p, l.published);
+        self.known_ends.insert(p, l.known);
+        self.last.insert(p, (l.state.next_offset, Instant::now()));
+        l.state
+    }
+
+    async fn load<Cx: ClientContext>(&self, built: &Built, p: i32, low: i64, client: &Client<Cx>) -> Result<Loaded> {
         let found = self.newest_usable(p).await?;
         let (state, from, scan_from, ahead) = match found {
             Some((m, files)) => {
@@ -236,20 +287,13 @@ impl Checkpointer {
                 (st, "none", [0, 0], [None, None])
             }
         };
-        let mut published: Published = (ahead[0], ahead[1]);
-        for (i, topic) in self.outputs.iter().enumerate() {
-            let seen = self.tail(topic, p, scan_from[i]).await?;
-            let slot = if i == 0 { &mut published.0 } else { &mut published.1 };
-            *slot = (*slot).max(seen);
-        }
-        if self.transactional {
-            let ends = self.output_ends(client, p)?;
-            self.epoch_start.insert(p, ends);
-        }
-        Restored { pipeline: &self.pipeline, partition: p, from, next_offset: state.next_offset, published }.emit();
-        self.published.insert(p, published);
-        self.last.insert(p, (state.next_offset, Instant::now()));
-        Ok(state)
+        let (seen_pred, seen_dlq) =
+            futures::try_join!(self.tail(&self.outputs[0], p, scan_from[0]), self.tail(&self.outputs[1], p, scan_from[1]))?;
+        let published: Published = (ahead[0].max(seen_pred), ahead[1].max(seen_dlq));
+        let ends = self.output_ends(client, p)?;
+        let known = [ends[&self.outputs[0]], ends[&self.outputs[1]]];
+        let epoch_start = self.transactional.then_some(ends);
+        Ok(Loaded { state, from, published, epoch_start, known })
     }
 
     /// Whether partition `st` is due for a checkpoint (and reports its age).
@@ -261,11 +305,7 @@ impl Checkpointer {
 
     /// Writes `st`'s checkpoint if it moved since the last one. Every output of the
     /// records before `st.next_offset` must already be acknowledged.
-    pub async fn write<Cx: ClientContext>(
-        &mut self,
-        st: &PartitionState,
-        client: &Client<Cx>,
-    ) -> Result<()> {
+    pub async fn write(&mut self, st: &PartitionState, ends: &BTreeMap<i32, [i64; 2]>) -> Result<()> {
         if self.last.get(&st.partition).is_some_and(|(off, _)| *off == st.next_offset) {
             return Ok(());
         }
@@ -275,7 +315,7 @@ impl Checkpointer {
         // transaction not yet committed, their ends when its epoch began.
         let outputs = match (self.transactional, self.epoch_start.get(&st.partition)) {
             (true, Some(o)) => o.clone(),
-            _ => self.output_ends(client, st.partition)?,
+            _ => self.ends(st.partition, ends),
         };
         let (mut manifest, files) = checkpoint::encode(st, &self.pipeline, &self.fingerprint, outputs)?;
         if let Some((a, b)) = self.published.get(&st.partition) {
@@ -345,26 +385,27 @@ impl Checkpointer {
         self.published.remove(&p);
         self.epoch_start.remove(&p);
         self.epoch_sent.remove(&p);
+        self.known_ends.remove(&p);
     }
 }
 
 /// One transactional commit's checkpoint side: every owned partition's state.
-pub struct Epoch<'a, Cx: ClientContext> {
+pub struct Epoch<'a> {
     pub ck: &'a mut Checkpointer,
     pub states: &'a BTreeMap<i32, PartitionState>,
-    pub client: &'a Client<Cx>,
+    pub ends: &'a BTreeMap<i32, [i64; 2]>,
 }
 
-impl<Cx: ClientContext> crate::sink::txn::PreparedCheckpoints for Epoch<'_, Cx> {
+impl crate::sink::txn::PreparedCheckpoints for Epoch<'_> {
     async fn write_prepared(&mut self) -> Result<()> {
         for st in self.states.values() {
-            self.ck.write(st, self.client).await?;
+            self.ck.write(st, self.ends).await?;
         }
         super::fault::crash_point("after_prepare");
         Ok(())
     }
     async fn mark_committed(&mut self) -> Result<()> {
-        self.ck.mark_committed(self.client).await
+        self.ck.mark_committed(self.ends).await
     }
     async fn discard_prepared(&mut self) -> Result<()> {
         self.ck.discard_prepared().await

@@ -75,20 +75,21 @@ impl KafkaSink {
     /// Sends every prediction and dead letter of `out` and waits for all acks.
     pub async fn publish(&self, out: &Outputs) -> Result<()> {
         let acks = self.send(out).await?;
-        Self::await_acks(acks).await
+        Self::await_acks(acks).await.map(|_| ())
     }
 
-    /// Waits until the broker acknowledged every message; the first failure is the
-    /// error.
-    pub async fn await_acks(acks: Vec<rdkafka::producer::DeliveryFuture>) -> Result<()> {
+    /// Waits until the broker acknowledged every message; returns where each landed
+    /// (partition, offset), in order. The first failure is the error.
+    pub async fn await_acks(acks: Vec<rdkafka::producer::DeliveryFuture>) -> Result<Vec<(i32, i64)>> {
+        let mut at = Vec::with_capacity(acks.len());
         for a in acks {
             match a.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(d)) => at.push((d.partition, d.offset)),
                 Ok(Err((e, _))) => return Err(Error::Kafka(e)),
                 Err(_) => return Err(Error::Internal("producer dropped a delivery report".into())),
             }
         }
-        Ok(())
+        Ok(at)
     }
 
     /// Enqueues every prediction and dead letter of `out` (in order) and returns

@@ -76,6 +76,23 @@ pub struct ReadMessage {
 }
 
 impl ReadMessage {
+    /// An owned copy of a consumed message.
+    pub fn of<M: rdkafka::message::Message>(m: &M) -> Self {
+        use rdkafka::message::Headers;
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default();
+        ReadMessage {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
@@ -85,7 +102,7 @@ impl ReadMessage {
 /// offset.
 pub fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<ReadMessage>> {
     use rdkafka::consumer::BaseConsumer;
-    use rdkafka::message::{Headers, Message};
+    use rdkafka::message::Message;
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "tickflare-reader")
@@ -110,18 +127,7 @@ pub fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<ReadMessage>> {
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 next.insert(m.partition(), m.offset() + 1);
-                let headers = m
-                    .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
-                    .unwrap_or_default();
-                out.push(ReadMessage {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                    headers,
-                    timestamp_ms: m.timestamp().to_millis(),
-                });
+                out.push(ReadMessage::of(&m));
             }
             Some(Err(e)) => return Err(e.into()),
             None => {}
