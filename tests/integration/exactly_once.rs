@@ -290,7 +290,8 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let full = t0.elapsed();
     let preds = read(&ref_addr, "tick-predictions").len();
-    assert!(preds > 15_000, "{preds} predictions");
+    // (With the repeated shipped sample, the repeat is mostly late: dead letters.)
+    assert!(preds > 9_000, "{preds} predictions");
     assert!(!read(&ref_addr, "ticks-dlq").is_empty());
 
     // The same input, interrupted again and again.
