@@ -2,7 +2,8 @@
 //!
 //! Data flows source → features → model → sink, one folder each; `state` holds what a
 //! partition carries between batches, `pipeline` wires the stages, `cli` is the
-//! command line and `broker` the embedded Kafka-protocol broker.
+//! command line, `broker` the embedded Kafka-protocol broker and `report` the
+//! backtest reports.
 
 pub mod analysis;
 pub mod broker;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod features;
 pub mod model;
 pub mod pipeline;
+pub mod report;
 pub mod sink;
 pub mod source;
 pub mod state;

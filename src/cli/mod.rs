@@ -1,6 +1,7 @@
 //! Command line: raw flags (clap) dispatched to one module per subcommand.
 
 pub mod analyze;
+pub mod backtest;
 pub mod bench;
 pub mod bench_models;
 pub mod broker;
@@ -39,8 +40,10 @@ pub enum Command {
     Broker(broker::BrokerArgs),
     /// Predict+update throughput of every model kind on a device.
     BenchModels(bench_models::BenchModelsArgs),
-    /// Publish a historical file (JSON lines or CSV) into a topic with event-time timestamps.
+    /// Publish a historical file (CSV, JSON lines, Parquet) into a topic with event-time timestamps.
     Replay(replay::ReplayArgs),
+    /// Replay a time range (or a file) through the live code path into shadow topics and write a report.
+    Backtest(backtest::BacktestArgs),
     /// ACF, embedding delay and Cao's embedding dimension of a column, with SQL.
     Analyze(analyze::AnalyzeArgs),
     /// Measure passthrough and pipeline throughput on the embedded broker.
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
             Command::Bench(a) => bench::bench(a).await,
             Command::Analyze(a) => analyze::analyze(a).await,
             Command::Replay(a) => replay::replay(a).await,
+            Command::Backtest(a) => backtest::backtest(a).await,
             Command::BenchModels(a) => bench_models::bench_models(a).await,
             Command::Checkpoint(a) => checkpoint::checkpoint(a).await,
         }

@@ -1,37 +1,48 @@
-//! `tickflare replay FILE --topic T`: publishes a historical file into a topic, each
-//! record's Kafka timestamp set to its event time, as fast as the broker takes it or
-//! at the original spacing compressed by a factor.
+//! `tickflare replay FILE`: publishes a historical file (CSV, JSON lines or Parquet,
+//! optionally gzip'd) into a topic, each record's Kafka timestamp set to its event
+//! time, as fast as the broker takes it or at the original spacing compressed by a
+//! factor.
 //!
-//! JSON lines are published as they are; CSV rows become flat JSON objects (header
-//! names as keys, numeric cells as numbers). `--time` names the event-time field
-//! (RFC 3339, `YYYY-MM-DD[ HH:MM:SS]`, or `dd.mm.yyyy HH:MM:SS.mmm`, or epoch
-//! milliseconds); `--key` the field whose value keys (and partitions) the records.
+//! With `--pipeline`, the topic, key, event-time field and the `[source.file]`
+//! mapping come from the pipeline file. Without, CSV rows become flat JSON objects
+//! (header names as keys, numeric cells as numbers), `--time` names the event-time
+//! field and `--key` the field whose value keys (and partitions) the records.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureRecord;
+use rdkafka::ClientConfig;
 use serde_json::Value;
 
+use crate::pipeline::config::PipelineConfig;
 use crate::sink::kafka::producer;
 use crate::source::file::read_records;
-use crate::source::sample::stable_hash;
+pub use crate::source::file::parse_time_ms;
+use crate::source::mapping::file_messages;
+use crate::source::sample::{key_of, stable_hash};
+use crate::source::schema::TopicSchema;
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
-    /// JSON-lines or CSV file.
+    /// CSV, JSON-lines or Parquet file (`.gz` is decompressed).
     pub file: PathBuf,
-    /// Topic to publish to (it must exist).
+    /// Take the topic, key, event-time field and file mapping from this pipeline.
     #[arg(long)]
-    pub topic: String,
+    pub pipeline: Option<PathBuf>,
+    /// Topic to publish to (it must exist); default: the pipeline's input topic.
+    #[arg(long)]
+    pub topic: Option<String>,
     /// Bootstrap servers.
     #[arg(long, env = "TICKFLARE_BROKERS")]
     pub brokers: String,
-    /// Field holding the event time.
+    /// Field holding the event time (without --pipeline).
     #[arg(long)]
-    pub time: String,
+    pub time: Option<String>,
     /// Field whose value is the record key (partition = stable hash of it).
     #[arg(long)]
     pub key: Option<String>,
@@ -44,34 +55,16 @@ pub struct ReplayArgs {
     /// Only records before this event time.
     #[arg(long)]
     pub to: Option<String>,
-    /// Partitions of the topic (for key hashing).
-    #[arg(long, default_value_t = 1)]
-    pub partitions: i32,
+    /// Partitions to spread keys over (default: the topic's partition count).
+    #[arg(long)]
+    pub partitions: Option<i32>,
 }
 
-/// Parses the event-time formats found in the shipped data into epoch milliseconds.
-pub fn parse_time_ms(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
-            let s = s.trim();
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-                return Some(t.timestamp_millis());
-            }
-            for f in ["%Y-%m-%d %H:%M:%S", "%d.%m.%Y %H:%M:%S%.3f", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y %H:%M:%S"] {
-                if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
-                    return Some(t.and_utc().timestamp_millis());
-                }
-            }
-            for f in ["%Y-%m-%d", "%m/%d/%Y"] {
-                if let Ok(d) = chrono::NaiveDate::parse_from_str(s, f) {
-                    return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis());
-                }
-            }
-            None
-        }
-        _ => None,
-    }
+/// One record ready to publish.
+struct Outgoing {
+    payload: Vec<u8>,
+    time_ms: Option<i64>,
+    key: Option<String>,
 }
 
 fn speed_factor(s: &str) -> anyhow::Result<Option<f64>> {
@@ -84,6 +77,36 @@ fn speed_factor(s: &str) -> anyhow::Result<Option<f64>> {
     }
 }
 
+/// The file's records as messages, by the pipeline's mapping or by the flags.
+fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Vec<Outgoing>)> {
+    if let Some(p) = &a.pipeline {
+        let cfg = PipelineConfig::load(p)?.config;
+        let schema = TopicSchema::load(&cfg.resolve(&cfg.source.schema))?;
+        let time = a.time.clone().unwrap_or_else(|| cfg.source.time.clone());
+        let key = a.key.clone().unwrap_or_else(|| cfg.source.key.clone());
+        let msgs = file_messages(&a.file, &cfg.source.file, &schema, &time)?;
+        let out = msgs
+            .into_iter()
+            .map(|(payload, time_ms)| Outgoing { key: key_of(&payload, &schema, &key), payload, time_ms })
+            .collect();
+        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), out));
+    }
+    let topic = a.topic.clone().context("give --topic (or --pipeline)")?;
+    let time = a.time.as_deref().context("give --time FIELD (or --pipeline)")?;
+    let mut out = Vec::new();
+    for (i, rec) in read_records(&a.file)?.into_iter().enumerate() {
+        let Some(t) = rec.get(time).and_then(parse_time_ms) else {
+            bail!("record {}: no readable event time in field {time:?}", i + 1);
+        };
+        let key = a.key.as_ref().and_then(|k| rec.get(k)).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        out.push(Outgoing { payload: serde_json::to_vec(&rec)?, time_ms: Some(t), key });
+    }
+    Ok((topic, out))
+}
+
 pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let speed = speed_factor(&a.speed)?;
     let bound = |s: &Option<String>| -> anyhow::Result<Option<i64>> {
@@ -92,36 +115,46 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             .transpose()
     };
     let (from, to) = (bound(&a.from)?, bound(&a.to)?);
-    let records = read_records(&a.file)?;
+    let (topic, records) = outgoing(&a)?;
+    let partitions = match a.partitions {
+        Some(n) => n.max(1),
+        None => {
+            let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &a.brokers).create()?;
+            let n = crate::source::kafka::partition_count(&c, &topic, Duration::from_secs(10))
+                .with_context(|| format!("reading the partitions of {topic:?} on {}", a.brokers))?;
+            if n == 0 {
+                bail!("topic {topic:?} does not exist on {}", a.brokers);
+            }
+            n
+        }
+    };
     let prod = producer(&a.brokers)?;
     let started = Instant::now();
     let (mut sent, mut skipped) = (0u64, 0u64);
     let mut first_event: Option<i64> = None;
     let mut acks = Vec::new();
-    let total = records.len();
-    for (i, rec) in records.iter().enumerate() {
-        let Some(t) = rec.get(&a.time).and_then(parse_time_ms) else {
-            bail!("record {}: no readable event time in field {:?}", i + 1, a.time);
-        };
-        if from.is_some_and(|f| t < f) || to.is_some_and(|e| t >= e) {
-            skipped += 1;
-            continue;
-        }
-        if let Some(f) = speed {
-            let t0 = *first_event.get_or_insert(t);
-            let due = Duration::from_secs_f64(((t - t0) as f64 / 1000.0 / f).max(0.0));
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
+    let mut progress = Progress::new(records.len());
+    for rec in &records {
+        if let Some(t) = rec.time_ms {
+            if from.is_some_and(|f| t < f) || to.is_some_and(|e| t >= e) {
+                skipped += 1;
+                progress.tick(sent + skipped);
+                continue;
+            }
+            if let Some(f) = speed {
+                let t0 = *first_event.get_or_insert(t);
+                let due = Duration::from_secs_f64(((t - t0) as f64 / 1000.0 / f).max(0.0));
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
-        let key = a.key.as_ref().and_then(|k| rec.get(k)).map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        });
-        let payload = serde_json::to_vec(rec)?;
-        let part = key.as_deref().map_or(0, |k| (stable_hash(k.as_bytes()) % a.partitions.max(1) as u64) as i32);
-        let mut r = FutureRecord::<[u8], [u8]>::to(&a.topic).partition(part).payload(&payload).timestamp(t);
-        if let Some(k) = key.as_deref() {
+        let part = rec.key.as_deref().map_or(0, |k| (stable_hash(k.as_bytes()) % partitions as u64) as i32);
+        let mut r = FutureRecord::<[u8], [u8]>::to(&topic).partition(part).payload(&rec.payload);
+        if let Some(t) = rec.time_ms {
+            r = r.timestamp(t);
+        }
+        if let Some(k) = rec.key.as_deref() {
             r = r.key(k.as_bytes());
         }
         acks.push(prod.send_result(r).map_err(|(e, _)| e)?);
@@ -131,36 +164,71 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
                 f.await?.map_err(|(e, _)| e)?;
             }
         }
-        if (i + 1) % 50_000 == 0 {
-            let rate = sent as f64 / started.elapsed().as_secs_f64();
-            tracing::info!(done = i + 1, total, rate = format!("{rate:.0}/s"), "replaying");
-        }
+        progress.tick(sent + skipped);
     }
     for f in acks {
         f.await?.map_err(|(e, _)| e)?;
     }
+    progress.finish();
     println!(
-        "replayed {sent} records to {} in {:.2}s ({skipped} outside --from/--to)",
-        a.topic,
+        "replayed {sent} records to {topic} in {:.2}s ({skipped} outside --from/--to)",
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar with rate and ETA on a terminal; a log line every 5 s otherwise.
+struct Progress {
+    total: usize,
+    started: Instant,
+    last: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let now = Instant::now();
+        Progress { total, started: now, last: now, tty: std::io::stderr().is_terminal() }
+    }
+
+    fn tick(&mut self, done: u64) {
+        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        if self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = done as f64 / secs.max(1e-9);
+        let eta = (self.total as f64 - done as f64).max(0.0) / rate.max(1e-9);
+        if self.tty {
+            let frac = done as f64 / self.total.max(1) as f64;
+            let filled = (frac * 30.0) as usize;
+            eprint!(
+                "\r[{}{}] {:>3.0}% {done}/{} {rate:.0} rec/s ETA {eta:.0}s ",
+                "#".repeat(filled),
+                ".".repeat(30 - filled.min(30)),
+                100.0 * frac,
+                self.total
+            );
+            let _ = std::io::stderr().flush();
+        } else {
+            tracing::info!(done, total = self.total, rate = format!("{rate:.0}/s"), eta_s = format!("{eta:.0}"), "replaying");
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The formats of the shipped files, converted by hand: 2017-01-01 22:00 UTC is
-    /// 1483308000000 ms; 2000-01-01 is 946684800000 ms.
     #[test]
-    fn time_formats() {
-        assert_eq!(parse_time_ms(&Value::from("01.01.2017 22:00:00.000")), Some(1_483_308_000_000));
-        assert_eq!(parse_time_ms(&Value::from("2000-01-01T00:00:00Z")), Some(946_684_800_000));
-        assert_eq!(parse_time_ms(&Value::from("2000-01-01")), Some(946_684_800_000));
-        assert_eq!(parse_time_ms(&Value::from("1/4/1999")), Some(915_408_000_000));
-        assert_eq!(parse_time_ms(&Value::from(1234)), Some(1234));
-        assert_eq!(parse_time_ms(&Value::from("soon")), None);
+    fn speeds() {
         assert!(speed_factor("60x").unwrap() == Some(60.0) && speed_factor("max").unwrap().is_none());
         assert!(speed_factor("fast").is_err());
     }

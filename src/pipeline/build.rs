@@ -48,6 +48,31 @@ fn problem(at: impl Into<String>, message: impl Into<String>) -> Problem {
 pub async fn build(path: &Path) -> Result<Built, Vec<Problem>> {
     let loaded = PipelineConfig::load(path)
         .map_err(|e| vec![problem(path.display().to_string(), format!("{e:#}"))])?;
+    build_loaded(loaded).await
+}
+
+/// The pipeline at `path` with `[model]` keys replaced by those of `overrides` (a
+/// `[[compare]]` entry or a `--model` file; its `name` key is not a model key).
+pub async fn build_variant(path: &Path, overrides: &toml::Table) -> Result<Built, Vec<Problem>> {
+    let at = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| vec![problem(&at, format!("reading: {e}"))])?;
+    let mut doc: toml::Table = text.parse().map_err(|e| vec![problem(&at, format!("{e}"))])?;
+    doc.remove("compare");
+    let model = doc
+        .entry("model")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .ok_or_else(|| vec![problem("model", "is not a table")])?;
+    for (k, v) in overrides.iter().filter(|(k, _)| k.as_str() != "name") {
+        model.insert(k.clone(), v.clone());
+    }
+    let text = toml::to_string(&doc).map_err(|e| vec![problem(&at, e.to_string())])?;
+    let mut loaded = PipelineConfig::parse(&text).map_err(|e| vec![problem(&at, format!("{e:#}"))])?;
+    loaded.config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    build_loaded(loaded).await
+}
+
+async fn build_loaded(loaded: super::config::Loaded) -> Result<Built, Vec<Problem>> {
     let cfg = loaded.config;
     let mut probs: Vec<Problem> =
         loaded.unknown_keys.iter().map(|k| problem(k.clone(), "unknown key")).collect();

@@ -22,6 +22,11 @@ pub struct PipelineConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// `[[compare]]`: further model configurations a backtest runs beside `[model]`
+    /// in the same pass over the data. Each table holds `name` and the `[model]` keys
+    /// it changes; the rest is inherited from `[model]`.
+    #[serde(default)]
+    pub compare: Vec<toml::Table>,
     /// Directory of the config file; relative paths in the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -59,6 +64,25 @@ pub struct SourceConfig {
     /// for its key goes to the dead-letter topic with reason `late`.
     #[serde(default = "thousand_i64")]
     pub allowed_lateness_ms: i64,
+    /// How historical files (`replay --pipeline`, `backtest --input`) map onto the
+    /// topic's records.
+    #[serde(default)]
+    pub file: FileMapping,
+}
+
+/// `[source.file]`: from a file's columns to the topic's fields. Applied to each row
+/// of a CSV, JSON-lines or Parquet file before it is published.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FileMapping {
+    /// Column renames, `{ Close = "close", Date = "time" }`; a column absent from a
+    /// file is ignored, so one table can serve files of several shapes.
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// Fields set when a row lacks them: a template where `{column}` is that column's
+    /// value and `{file_stem}` the file's name without extensions, e.g.
+    /// `{ series = "{file_stem}", date = "{year}-{month}-{date_of_month}" }`.
+    #[serde(default)]
+    pub fill: std::collections::BTreeMap<String, String>,
 }
 
 /// `[features]`: the feature SQL.

@@ -2,6 +2,7 @@
 //! micro-batching, offset storage after delivery, graceful shutdown and the embedded
 //! broker for self-contained runs.
 
+pub mod backtest;
 pub mod build;
 pub mod config;
 pub mod fault;
@@ -518,7 +519,17 @@ pub async fn start_embedded(built: &Built) -> anyhow::Result<EmbeddedBroker> {
         b.create_topic(t, n)?;
     }
     if let Some(path) = &cfg.source.sample {
-        let lines = sample::read_lines(&cfg.resolve(path))?;
+        let path = cfg.resolve(path);
+        // JSON lines go in byte for byte; other files (CSV, Parquet) through the
+        // pipeline's `[source.file]` mapping.
+        let lines = if path.extension().is_some_and(|e| e == "jsonl" || e == "json") {
+            sample::read_lines(&path)?
+        } else {
+            crate::source::mapping::file_messages(&path, &cfg.source.file, &built.schema, &cfg.source.time)?
+                .into_iter()
+                .map(|(line, _)| line)
+                .collect()
+        };
         let prod = producer(b.bootstrap_servers())?;
         let seeded = sample::seed_lines(&prod, &cfg.source.topic, n, &built.schema, &cfg.source.key, lines).await?;
         b.check_retained(&cfg.source.topic)?;

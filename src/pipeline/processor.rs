@@ -282,6 +282,7 @@ impl Processor {
             partition,
             tick,
             live_models: live,
+            labels,
             ..
         } = state;
         for i in 0..n {
@@ -347,6 +348,9 @@ impl Processor {
                     let scored = Scored { model: p.predicted, persistence: p.persistence, seasonal: p.seasonal, actual: y };
                     rolling.add(scored);
                     ks.rolling.add(scored);
+                    if let Some(log) = labels.as_mut() {
+                        log.push(key, t, p.offset, scored);
+                    }
                     counters.labelled += 1;
                 }
             }

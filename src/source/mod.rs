@@ -9,5 +9,6 @@ pub mod context;
 pub mod decode;
 pub mod file;
 pub mod kafka;
+pub mod mapping;
 pub mod sample;
 pub mod schema;

@@ -68,9 +68,22 @@ pub async fn seed_lines_placed<I: IntoIterator<Item = Vec<u8>>>(
     lines: I,
     placement: Placement,
 ) -> anyhow::Result<u64> {
+    seed_timed(producer, topic, partitions, schema, key, lines.into_iter().map(|l| (l, None)), placement).await
+}
+
+/// [`seed_lines_placed`] where each line may carry its Kafka timestamp (ms).
+pub async fn seed_timed<I: IntoIterator<Item = (Vec<u8>, Option<i64>)>>(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+    schema: &TopicSchema,
+    key: &str,
+    lines: I,
+    placement: Placement,
+) -> anyhow::Result<u64> {
     let mut n = 0u64;
     let mut acks = Vec::new();
-    for line in lines {
+    for (line, ts) in lines {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -80,6 +93,9 @@ pub async fn seed_lines_placed<I: IntoIterator<Item = Vec<u8>>>(
             Placement::RoundRobin => (n % partitions as u64) as i32,
         };
         let mut rec = FutureRecord::<[u8], [u8]>::to(topic).partition(p).payload(&line);
+        if let Some(t) = ts {
+            rec = rec.timestamp(t);
+        }
         if let Some(k) = k.as_deref() {
             rec = rec.key(k.as_bytes());
         }

@@ -249,6 +249,7 @@ pub fn decode(
         rolling: sf.rolling,
         tick: sf.tick,
         live_models: live,
+        labels: None,
     })
 }
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use arrow::record_batch::RecordBatch;
 
 use crate::model::OnlineModel;
-use score::{ErrorStats, Rolling};
+use score::{ErrorStats, LabelLog, Rolling};
 
 /// A prediction waiting for its label.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -123,6 +123,8 @@ pub struct PartitionState {
     pub tick: u64,
     /// Models currently held (global or per key).
     pub live_models: usize,
+    /// Every labelled prediction, when a backtest asked for them (never checkpointed).
+    pub labels: Option<LabelLog>,
 }
 
 impl PartitionState {

@@ -242,3 +242,40 @@ mod rolling_tests {
         assert_eq!(m.summary().mae, Some(509.5));
     }
 }
+
+/// One labelled prediction as a report sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelRow {
+    /// Index into [`LabelLog::keys`].
+    pub key: u32,
+    /// Event time (ns) of the row whose value labelled the prediction.
+    pub time_ns: i64,
+    /// Input offset of the record the prediction was made for.
+    pub predicted_at: i64,
+    pub scored: Scored,
+}
+
+/// Every labelled prediction of a partition, in order. Only backtests keep one (it
+/// grows with the input); it is not part of checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct LabelLog {
+    pub keys: Vec<String>,
+    index: std::collections::HashMap<String, u32>,
+    pub rows: Vec<LabelRow>,
+}
+
+impl LabelLog {
+    /// Appends one label; allocates only for a key's first label.
+    pub fn push(&mut self, key: &str, time_ns: i64, predicted_at: i64, scored: Scored) {
+        let k = match self.index.get(key) {
+            Some(&k) => k,
+            None => {
+                let k = self.keys.len() as u32;
+                self.keys.push(key.to_string());
+                self.index.insert(key.to_string(), k);
+                k
+            }
+        };
+        self.rows.push(LabelRow { key: k, time_ns, predicted_at, scored });
+    }
+}

@@ -1,0 +1,158 @@
+//! `tickflare backtest PIPELINE --report DIR`: replays a time range of the input
+//! topic (or a file, through the embedded broker) through the live code path into
+//! shadow topics, for the pipeline's model and every `[[compare]]` / `--model`
+//! configuration in one pass, and writes the report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use super::print_problems;
+use crate::pipeline::backtest::{backtest as run_backtest, BacktestOptions, Variant};
+use crate::pipeline::build::{build, build_variant};
+use crate::report::{self, Period};
+use crate::source::file::parse_time_ms;
+
+#[derive(clap::Args, Debug)]
+pub struct BacktestArgs {
+    /// Pipeline file (TOML).
+    pub pipeline: PathBuf,
+    /// Replay this file (CSV, JSON lines, Parquet; `.gz` too) through the embedded
+    /// broker instead of reading the pipeline's input topic.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Score records with event time at or after this (RFC 3339, YYYY-MM-DD, …).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Score records with event time before this.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Directory for report.json, report.html and the plots.
+    #[arg(long)]
+    pub report: PathBuf,
+    /// A further model configuration (a TOML file with a `[model]` table, or model
+    /// keys at the top; `name` names it). Repeatable; adds to the pipeline's `[[compare]]`.
+    #[arg(long = "model")]
+    pub models: Vec<PathBuf>,
+    /// Bootstrap servers holding the input topic (default: the pipeline's).
+    #[arg(long, env = "TICKFLARE_BROKERS")]
+    pub brokers: Option<String>,
+    /// Walk-forward periods: auto, hour, day, week, month or year.
+    #[arg(long, default_value = "auto")]
+    pub period: String,
+    /// Override `source.max_batch_rows`.
+    #[arg(long)]
+    pub batch_rows: Option<usize>,
+    /// Shadow topics are `<sink topic>.<suffix>[.<model name>]`.
+    #[arg(long, default_value = "backtest")]
+    pub shadow_suffix: String,
+}
+
+fn time_arg(s: &Option<String>) -> anyhow::Result<Option<i64>> {
+    s.as_ref().map(|s| parse_time_ms(&Value::from(s.as_str())).with_context(|| format!("cannot read time {s:?}"))).transpose()
+}
+
+/// A `--model` file as a name and its model keys.
+fn model_file(path: &Path) -> anyhow::Result<(String, toml::Table)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: toml::Table = text.parse().with_context(|| format!("in {}", path.display()))?;
+    let name = doc.get("name").and_then(|v| v.as_str()).map(str::to_string);
+    let mut table = match doc.remove("model") {
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => bail!("{}: `model` is not a table", path.display()),
+        None => doc,
+    };
+    let name = table
+        .get("name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or(name)
+        .unwrap_or_else(|| crate::source::mapping::file_stem(path));
+    table.remove("name");
+    Ok((name, table))
+}
+
+pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
+    let (from_ms, to_ms) = (time_arg(&a.from)?, time_arg(&a.to)?);
+    if let (Some(f), Some(t)) = (from_ms, to_ms) {
+        if t <= f {
+            bail!("--to must be after --from");
+        }
+    }
+    let period = Period::parse(&a.period)?;
+    let base = match build(&a.pipeline).await {
+        Ok(b) => b,
+        Err(probs) => {
+            print_problems(&a.pipeline, &probs);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut overrides: Vec<(String, toml::Table)> = Vec::new();
+    for (i, c) in base.config.compare.iter().enumerate() {
+        let name = c.get("name").and_then(|v| v.as_str()).with_context(|| format!("compare[{i}] needs a name"))?;
+        overrides.push((name.to_string(), c.clone()));
+    }
+    for f in &a.models {
+        overrides.push(model_file(f)?);
+    }
+    let mut variants = vec![Variant { name: "base".into(), built: base }];
+    for (name, table) in overrides {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            bail!("model name {name:?}: use letters, digits, - and _");
+        }
+        if variants.iter().any(|v| v.name == name) {
+            bail!("model name {name:?} is used twice");
+        }
+        match build_variant(&a.pipeline, &table).await {
+            Ok(built) => variants.push(Variant { name, built }),
+            Err(probs) => {
+                eprintln!("model {name:?}:");
+                print_problems(&a.pipeline, &probs);
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let pipeline_name = variants[0].built.config.name.clone();
+    let opts = BacktestOptions {
+        input: a.input.clone(),
+        brokers: a.brokers.clone(),
+        from_ms,
+        to_ms,
+        max_batch_rows: a.batch_rows,
+        shadow_suffix: a.shadow_suffix.clone(),
+    };
+    let result = run_backtest(variants, &opts).await?;
+    let rep = report::build(&pipeline_name, a.input.as_deref(), from_ms, to_ms, period, &result);
+    print_table(&rep);
+    report::write(&a.report, rep, &result)?;
+    let lanes = result.lanes.len();
+    println!(
+        "{} records in range ({} before, {} after) × {lanes} model(s) in {:.2}s: {:.0} records/s; report in {}",
+        result.in_range,
+        result.before_range,
+        result.after_range,
+        result.elapsed_s,
+        result.in_range as f64 / result.elapsed_s.max(1e-9),
+        a.report.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(r: &report::Report) {
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.6}"));
+    println!("{:<28} {:>8} {:>14} {:>14} {:>10} {:>10}", "forecaster", "n", "MAE", "RMSE", "SMAPE %", "Theil U");
+    let line = |name: &str, s: &crate::state::score::ErrorSummary| {
+        println!("{name:<28} {:>8} {:>14} {:>14} {:>10} {:>10}", s.n, f(s.mae), f(s.rmse), f(s.smape), f(s.theil_u));
+    };
+    if let Some(m) = r.models.first() {
+        line("persistence", &m.metrics.persistence);
+        if let Some(s) = &m.metrics.seasonal_naive {
+            line("seasonal naive", s);
+        }
+    }
+    for m in &r.models {
+        line(&format!("model {} ({})", m.name, m.kind), &m.metrics.model);
+    }
+}

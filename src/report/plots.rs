@@ -1,0 +1,382 @@
+//! The report's PNG plots (plotters, bitmap backend, a bundled DejaVu Sans so text
+//! renders the same on every machine): predictions against actuals and persistence,
+//! rolling error of every model and baseline, residual histograms, worst keys.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::anyhow;
+use plotters::prelude::*;
+
+use super::{Acc, Series};
+use crate::pipeline::backtest::BacktestResult;
+
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+const W: u32 = 1200;
+
+fn fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for family in ["sans-serif", "serif", "monospace"] {
+            for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
+                let _ = plotters::style::register_font(family, style, FONT);
+            }
+        }
+    });
+}
+
+fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("{e:?}")
+}
+
+/// Line colours: model configurations in order, then the baselines.
+const LANE_COLOURS: [RGBColor; 5] = [RGBColor(214, 39, 40), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(148, 103, 189), RGBColor(255, 127, 14)];
+const PERSISTENCE: RGBColor = RGBColor(150, 150, 150);
+const SEASONAL: RGBColor = RGBColor(140, 86, 75);
+
+fn lane_colour(i: usize) -> RGBColor {
+    LANE_COLOURS[i % LANE_COLOURS.len()]
+}
+
+/// A date/time tick label whose precision suits the axis span (ms).
+fn time_label(ms: f64, span_ms: f64) -> String {
+    let Some(t) = chrono::DateTime::from_timestamp_millis(ms as i64) else { return String::new() };
+    let day = 86_400_000.0;
+    let f = if span_ms > 3.0 * 365.0 * day {
+        "%Y"
+    } else if span_ms > 400.0 * day {
+        "%Y-%m"
+    } else if span_ms > 3.0 * day {
+        "%Y-%m-%d"
+    } else {
+        "%m-%d %H:%M"
+    };
+    t.format(f).to_string()
+}
+
+/// A y range with 5 % headroom that never collapses.
+fn y_range(vals: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in vals.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.05).max(hi.abs().max(1e-9) * 1e-6);
+    (lo - pad)..(hi + pad)
+}
+
+/// Draws every plot into `dir`; returns the file names.
+pub fn draw_all(dir: &Path, r: &BacktestResult) -> anyhow::Result<Vec<String>> {
+    fonts();
+    let series: Vec<Series> = r.lanes.iter().map(Series::of).collect();
+    let names: Vec<&str> = r.lanes.iter().map(|l| l.name.as_str()).collect();
+    let mut out = Vec::new();
+    if series.first().is_none_or(|s| s.rows.is_empty()) {
+        return Ok(out);
+    }
+    let seasonal = series[0].rows.iter().any(|(_, r)| r.scored.seasonal.is_some());
+    predictions(&dir.join("predictions.png"), &series, &names)?;
+    out.push("predictions.png".to_string());
+    rolling(&dir.join("rolling_error.png"), &series, &names, seasonal)?;
+    out.push("rolling_error.png".to_string());
+    residuals(&dir.join("residuals.png"), &series[0], names[0])?;
+    out.push("residuals.png".to_string());
+    let keys: std::collections::BTreeSet<&str> = series[0].rows.iter().map(|(k, _)| *k).collect();
+    if keys.len() > 1 {
+        worst_keys(&dir.join("worst_keys.png"), &series[0], names[0])?;
+        out.push("worst_keys.png".to_string());
+    }
+    Ok(out)
+}
+
+/// The key with the most labels (ties: the first by name).
+fn main_key<'a>(s: &Series<'a>) -> &'a str {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (k, _) in &s.rows {
+        *counts.entry(k).or_default() += 1;
+    }
+    counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(k, _)| *k).unwrap_or("")
+}
+
+/// Actual, persistence and every model over the whole range (top) and the last 200
+/// labels (bottom), for the key with the most labels.
+fn predictions(path: &Path, series: &[Series], names: &[&str]) -> anyhow::Result<()> {
+    let key = main_key(&series[0]);
+    let root = BitMapBackend::new(path, (W, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(pe)?;
+    let (top, bottom) = root.split_vertically(450);
+    let rows_of = |s: &Series, n: usize| -> Vec<(f64, f64, f64, f64)> {
+        let all: Vec<_> = s
+            .rows
+            .iter()
+            .filter(|(k, r)| *k == key && r.time_ns != i64::MIN)
+            .map(|(_, r)| (r.time_ns as f64 / 1e6, r.scored.actual, r.scored.persistence, r.scored.model))
+            .collect();
+        all[all.len().saturating_sub(n)..].to_vec()
+    };
+    for (area, n, what) in [(&top, usize::MAX, "all labels"), (&bottom, 200, "last 200 labels")] {
+        let base = rows_of(&series[0], n);
+        if base.is_empty() {
+            continue;
+        }
+        let (x0, x1) = (base[0].0, base[base.len() - 1].0.max(base[0].0 + 1.0));
+        let lanes: Vec<Vec<(f64, f64, f64, f64)>> = series.iter().map(|s| rows_of(s, n)).collect();
+        // The axis fits the actual values (with room); a forecast far outside them
+        // (a model still warming up) leaves the frame rather than flatten the rest.
+        let yr = y_range(base.iter().map(|r| r.1));
+        let pad = (yr.end - yr.start) * 0.15;
+        let yr = (yr.start - pad)..(yr.end + pad);
+        let span = x1 - x0;
+        let (yr_lo, yr_hi) = (yr.start, yr.end);
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("Predicted vs actual — key {key:?}, {what} (y axis fits the actual values)"), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(90)
+            .build_cartesian_2d(x0..x1, yr)
+            .map_err(pe)?;
+        chart
+            .configure_mesh()
+            .x_desc("label time (UTC)")
+            .y_desc("value")
+            .x_labels(8)
+            .x_label_formatter(&|x| time_label(*x, span))
+            .y_label_formatter(&|y| format!("{y:.5}").trim_end_matches('0').trim_end_matches('.').to_string())
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(pe)?;
+        chart
+            .draw_series(LineSeries::new(base.iter().map(|r| (r.0, r.1)), BLACK.stroke_width(2)))
+            .map_err(pe)?
+            .label("actual")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(base.iter().map(|r| (r.0, r.2)), &PERSISTENCE))
+            .map_err(pe)?
+            .label("persistence")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PERSISTENCE));
+        for (i, rows) in lanes.iter().enumerate() {
+            let c = lane_colour(i);
+            chart
+                .draw_series(LineSeries::new(rows.iter().map(|r| (r.0, r.3.clamp(yr_lo, yr_hi))), &c))
+                .map_err(pe)?
+                .label(format!("model {}", names[i]))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(pe)?;
+    }
+    root.present().map_err(pe)?;
+    Ok(())
+}
+
+/// Rolling MAE over a window of labels (all keys, in time order).
+fn rolling(path: &Path, series: &[Series], names: &[&str], seasonal: bool) -> anyhow::Result<()> {
+    let n = series[0].rows.len();
+    let window = (n / 40).clamp(10, 500);
+    // Rolling mean absolute error of one forecast, sampled at most ~1500 times.
+    let curve = |s: &Series, f: &dyn Fn(&crate::state::score::Scored) -> Option<f64>| -> Vec<(f64, f64)> {
+        let mut out = Vec::new();
+        let mut buf: std::collections::VecDeque<f64> = Default::default();
+        let mut sum = 0.0;
+        let step = (s.rows.len() / 1500).max(1);
+        for (i, (_, r)) in s.rows.iter().enumerate() {
+            let Some(e) = f(&r.scored) else { continue };
+            buf.push_back(e);
+            sum += e;
+            if buf.len() > window {
+                sum -= buf.pop_front().unwrap_or(0.0);
+            }
+            if buf.len() == window && i % step == 0 && r.time_ns != i64::MIN {
+                out.push((r.time_ns as f64 / 1e6, sum / window as f64));
+            }
+        }
+        out
+    };
+    let mut lines: Vec<(String, RGBColor, Vec<(f64, f64)>)> = Vec::new();
+    lines.push(("persistence".into(), PERSISTENCE, curve(&series[0], &|s| Some((s.persistence - s.actual).abs()))));
+    if seasonal {
+        lines.push(("seasonal naive".into(), SEASONAL, curve(&series[0], &|s| s.seasonal.map(|v| (v - s.actual).abs()))));
+    }
+    for (i, s) in series.iter().enumerate() {
+        lines.push((format!("model {}", names[i]), lane_colour(i), curve(s, &|s| Some((s.model - s.actual).abs()))));
+    }
+    let pts = || lines.iter().flat_map(|l| l.2.iter());
+    let (x0, x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let root = BitMapBackend::new(path, (W, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(pe)?;
+    if !x0.is_finite() {
+        root.titled(&format!("Rolling MAE: fewer than {window} labels"), ("sans-serif", 20)).map_err(pe)?;
+        root.present().map_err(pe)?;
+        return Ok(());
+    }
+    let x1 = x1.max(x0 + 1.0);
+    let span = x1 - x0;
+    let yr = y_range(pts().map(|p| p.1).chain([0.0]));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("Rolling MAE over the last {window} labels (all keys)"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(90)
+        .build_cartesian_2d(x0..x1, yr)
+        .map_err(pe)?;
+    chart
+        .configure_mesh()
+        .x_desc("label time (UTC)")
+        .y_desc("mean |error|")
+        .x_labels(8)
+        .x_label_formatter(&|x| time_label(*x, span))
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(pe)?;
+    for (name, c, pts) in &lines {
+        let c = *c;
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(pe)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(pe)?;
+    root.present().map_err(pe)?;
+    Ok(())
+}
+
+/// Histograms of actual − forecast for the model and persistence, over the 1st–99th
+/// percentile of both; values beyond go into the end bins (counted in the title).
+fn residuals(path: &Path, s: &Series, name: &str) -> anyhow::Result<()> {
+    let model: Vec<f64> = s.rows.iter().map(|(_, r)| r.scored.actual - r.scored.model).collect();
+    let pers: Vec<f64> = s.rows.iter().map(|(_, r)| r.scored.actual - r.scored.persistence).collect();
+    let mut all: Vec<f64> = model.iter().chain(&pers).copied().filter(|v| v.is_finite()).collect();
+    all.sort_by(f64::total_cmp);
+    let q = |f: f64| all[((all.len() - 1) as f64 * f) as usize];
+    let (lo, hi) = (q(0.01), q(0.99));
+    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 1.0, hi + 1.0) };
+    const BINS: usize = 50;
+    let w = (hi - lo) / BINS as f64;
+    let mut outside = 0;
+    let hist = |v: &[f64], outside: &mut usize| -> Vec<u32> {
+        let mut h = vec![0u32; BINS];
+        for x in v.iter().filter(|x| x.is_finite()) {
+            if *x < lo || *x > hi {
+                *outside += 1;
+            }
+            let b = (((x - lo) / w).floor().max(0.0) as usize).min(BINS - 1);
+            h[b] += 1;
+        }
+        h
+    };
+    let hm = hist(&model, &mut outside);
+    let hp = hist(&pers, &mut outside);
+    let ymax = hm.iter().chain(&hp).copied().max().unwrap_or(1) as f64 * 1.08;
+    let root = BitMapBackend::new(path, (W, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(pe)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Residuals (actual − forecast), model {name} vs persistence; {outside} beyond the 1st–99th percentile in the end bins"),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(lo..hi, 0.0..ymax)
+        .map_err(pe)?;
+    chart
+        .configure_mesh()
+        .x_desc("residual")
+        .y_desc("labels")
+        .x_labels(10)
+        .x_label_formatter(&|x| format!("{x:.3e}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(pe)?;
+    let c0 = lane_colour(0);
+    for (h, c, label) in [(&hp, PERSISTENCE, "persistence".to_string()), (&hm, c0, format!("model {name}"))] {
+        chart
+            .draw_series(h.iter().enumerate().map(|(i, n)| {
+                let x = lo + i as f64 * w;
+                Rectangle::new([(x, 0.0), (x + w, *n as f64)], c.mix(0.45).filled())
+            }))
+            .map_err(pe)?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], c.mix(0.45).filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(pe)?;
+    root.present().map_err(pe)?;
+    Ok(())
+}
+
+/// The ten keys where the model does worst relative to persistence (Theil's U).
+fn worst_keys(path: &Path, s: &Series, name: &str) -> anyhow::Result<()> {
+    let mut per: BTreeMap<&str, Acc> = BTreeMap::new();
+    for (k, r) in &s.rows {
+        per.entry(k).or_default().add(r);
+    }
+    let mut us: Vec<(&str, f64)> = per.iter().filter_map(|(k, a)| a.metrics().model.theil_u.map(|u| (*k, u))).collect();
+    us.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    us.truncate(10);
+    let root = BitMapBackend::new(path, (W, 120 + 40 * us.len().max(1) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(pe)?;
+    let xmax = us.iter().map(|u| u.1).fold(1.0f64, f64::max) * 1.1;
+    let n = us.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("Worst keys for model {name}: Theil's U (RMSE / persistence RMSE; < 1 beats persistence)"), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(160)
+        .build_cartesian_2d(0.0..xmax, 0.0..n as f64)
+        .map_err(pe)?;
+    let labels: Vec<String> = us.iter().map(|u| u.0.to_string()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("Theil's U")
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = (*y - 0.5).round();
+            if (y - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(n - 1 - i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(pe)?;
+    chart
+        .draw_series(us.iter().enumerate().map(|(i, (_, u))| {
+            let y = (n - 1 - i) as f64;
+            Rectangle::new([(0.0, y + 0.15), (*u, y + 0.85)], lane_colour(0).mix(0.7).filled())
+        }))
+        .map_err(pe)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(vec![(1.0, 0.0), (1.0, n as f64)], BLACK.stroke_width(1))))
+        .map_err(pe)?;
+    root.present().map_err(pe)?;
+    Ok(())
+}
