@@ -152,11 +152,11 @@ pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> anyhow:
     for &p in highs.keys() {
         let (low, high) = consumer.fetch_watermarks(&cfg.source.topic, p, t)?;
         let start = match opts.from_ms {
-            Some(ts) => offset_for_time(&consumer, &cfg.source.topic, p, ts, low, high)?,
+            Some(ts) => offset_for_time(&consumer, &cfg.source.topic, p, ts, low, high)?.unwrap_or(low),
             None => low,
         };
         let end = match opts.to_ms {
-            Some(ts) => offset_for_time(&consumer, &cfg.source.topic, p, ts, low, high)?,
+            Some(ts) => offset_for_time(&consumer, &cfg.source.topic, p, ts, low, high)?.unwrap_or(high),
             None => high,
         };
         offsets.insert(p, (start, end.max(start)));
@@ -269,8 +269,9 @@ pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> anyhow:
 }
 
 /// The first offset of `p` whose timestamp is at or after `ts`, by the broker's time
-/// index; where the broker has none (it answers "no offset"), the low watermark, and
-/// the read filters by timestamp instead.
+/// index. `None` when the broker answers "no offset" — which Kafka says when no such
+/// record exists and the embedded broker always says — so the caller reads the whole
+/// partition and filters by timestamp (correct either way, only slower).
 fn offset_for_time<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     c: &C,
     topic: &str,
@@ -278,7 +279,7 @@ fn offset_for_time<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     ts: i64,
     low: i64,
     high: i64,
-) -> anyhow::Result<i64> {
+) -> anyhow::Result<Option<i64>> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Offset(ts))?;
     let found = c.offsets_for_times(tpl, Duration::from_secs(10));
@@ -288,10 +289,8 @@ fn offset_for_time<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     };
     drop(found);
     Ok(match at {
-        Some(Offset::Offset(o)) if o >= low => o.min(high),
-        // No record at or after ts: the range ends at the partition's end.
-        Some(Offset::End) => high,
-        _ => low,
+        Some(Offset::Offset(o)) if o >= low => Some(o.min(high)),
+        _ => None,
     })
 }
 

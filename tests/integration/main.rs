@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary (one link of the heavy dependencies).
 //! Each module pins one capability; `common` has the shared helpers.
 
+mod backtest;
 mod common;
 mod dead_letters;
 mod end_to_end;

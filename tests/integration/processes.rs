@@ -214,4 +214,17 @@ fn replay_publishes_with_event_time_timestamps() {
     assert_eq!(bars.len(), 24);
     assert_eq!(bars[0].timestamp_ms, Some(1_485_993_600_000));
     assert!(json(&bars[0])["Close"].is_f64());
+    // With --pipeline: the gzip'd S&P 500 file through market-bars' [source.file]
+    // mapping (Date → time as RFC 3339, Close → close, symbol = the file's stem).
+    // 1999-01-04 = 915408000000 ms; its close 1228.099976 (the file's first row).
+    let sp = repo().join("../shared/data/market/sp500_daily_1999_2018.csv.gz");
+    run(&[sp.to_str().unwrap(), "--pipeline", "pipelines/market-bars.toml", "--topic", "ticks-dlq", "--to", "1999-02-01"]);
+    let sp = read(&addr, "ticks-dlq");
+    assert_eq!(sp.len(), 19, "trading days in January 1999");
+    let v = json(&sp[0]);
+    assert_eq!(sp[0].timestamp_ms, Some(915_408_000_000));
+    assert_eq!(v["time"], "1999-01-04T00:00:00.000Z");
+    assert_eq!(v["close"], 1228.099976);
+    assert_eq!(v["symbol"], "sp500_daily_1999_2018");
+    assert_eq!(sp[0].key.as_deref(), Some(b"sp500_daily_1999_2018".as_slice()));
 }
