@@ -14,6 +14,7 @@ pub mod model;
 pub mod pipeline;
 pub mod report;
 pub mod sink;
+pub mod solar;
 pub mod source;
 pub mod state;
 pub mod telemetry;

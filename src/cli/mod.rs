@@ -8,6 +8,7 @@ pub mod broker;
 pub mod checkpoint;
 pub mod replay;
 pub mod run;
+pub mod solar;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -50,6 +51,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// List or show stored checkpoints.
     Checkpoint(checkpoint::CheckpointArgs),
+    /// Make a synthetic SDO-like frame sequence with exact ground truth from a real FITS frame.
+    SynthSun(solar::SynthArgs),
+    /// Pre-train the solar tracker network on synthetic sequences; writes safetensors.
+    TrainTracker(solar::TrainArgs),
 }
 
 /// Entry point of the binary.
@@ -75,6 +80,8 @@ pub fn main() -> ExitCode {
             Command::Backtest(a) => backtest::backtest(a).await,
             Command::BenchModels(a) => bench_models::bench_models(a).await,
             Command::Checkpoint(a) => checkpoint::checkpoint(a).await,
+            Command::SynthSun(a) => solar::synth_sun(a).await,
+            Command::TrainTracker(a) => solar::train_tracker(a).await,
         }
     });
     match result {

@@ -39,9 +39,16 @@ pub struct RunArgs {
     /// group (one process owns the whole topic).
     #[arg(long)]
     pub assign: bool,
+    /// Solar tracking pipelines on a synthetic sequence: write the evaluation report
+    /// (tracking.json, plots, a frame with the boxes) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    if crate::solar::stream::is_solar(&a.pipeline) {
+        return run_solar(a).await;
+    }
     let built = match build(&a.pipeline).await {
         Ok(b) => b,
         Err(probs) => {
@@ -76,3 +83,16 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Where `run` serves metrics unless told otherwise.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+async fn run_solar(a: RunArgs) -> anyhow::Result<ExitCode> {
+    use crate::solar::stream::{self, SolarConfig, SolarRunOptions};
+    let cfg = SolarConfig::load(&a.pipeline)?;
+    stream::check(&cfg)?;
+    let opts = SolarRunOptions { brokers: a.brokers.brokers.clone(), stop_at_end: a.stop_at_end, report: a.report.clone() };
+    let summary = stream::run(&cfg, opts, pipeline::shutdown_on_signals()).await?;
+    println!("{}", summary.human());
+    if let Some(p) = &a.summary_json {
+        std::fs::write(p, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -189,16 +189,29 @@ pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> anyhow:
     let mut done: BTreeMap<i32, bool> = offsets.iter().map(|(&p, &(s, e))| (p, e <= s)).collect();
     let (mut in_range, mut before, mut after) = (0u64, 0u64, 0u64);
     let idle = Duration::from_secs(30);
+    let mut quiet_since: Option<Instant> = None;
     while !done.values().all(|d| *d) {
         let mut rows = 0;
         while rows < max_rows && !done.values().all(|d| *d) {
-            let m = match tokio::time::timeout(idle, consumer.recv()).await {
-                Err(_) => bail!("no record arrived for {}s before the end of the range; offsets still to read: {:?}", idle.as_secs(), pending(&consumer, &cfg.source.topic, &offsets, &done)),
+            let m = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+                Err(_) => {
+                    // Nothing for a second: a partition whose last offsets are not
+                    // records (transaction markers) is done once its position passes
+                    // the end.
+                    mark_passed(&consumer, &cfg.source.topic, &offsets, &mut done);
+                    if quiet_since.get_or_insert_with(Instant::now).elapsed() > idle {
+                        bail!("no record arrived for {}s before the end of the range; {}", idle.as_secs(), pending(&consumer, &cfg.source.topic, &offsets, &done));
+                    }
+                    continue;
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "consume error");
                     continue;
                 }
-                Ok(Ok(m)) => m,
+                Ok(Ok(m)) => {
+                    quiet_since = None;
+                    m
+                }
             };
             let (p, o) = (m.partition(), m.offset());
             let Some(&(_, end)) = offsets.get(&p) else { continue };
@@ -292,6 +305,25 @@ fn offset_for_time<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
         Some(Offset::Offset(o)) if o >= low => Some(o.min(high)),
         _ => None,
     })
+}
+
+/// Marks done every partition whose consumer position reached its end offset.
+fn mark_passed<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    c: &C,
+    topic: &str,
+    offsets: &BTreeMap<i32, (i64, i64)>,
+    done: &mut BTreeMap<i32, bool>,
+) {
+    let Ok(pos) = c.position() else { return };
+    for (p, (_, end)) in offsets {
+        if let Some(Offset::Offset(o)) = pos.find_partition(topic, *p).map(|e| e.offset()) {
+            if o >= *end {
+                done.insert(*p, true);
+            }
+        }
+    }
+    // (The list goes before the consumer can: a live list at consumer shutdown hangs.)
+    drop(pos);
 }
 
 /// Offsets not yet reached, for the error message.

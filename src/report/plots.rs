@@ -15,7 +15,8 @@ use crate::pipeline::backtest::BacktestResult;
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const W: u32 = 1200;
 
-fn fonts() {
+/// Registers the bundled font for every family plotters may ask for (once).
+pub fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for family in ["sans-serif", "serif", "monospace"] {
@@ -49,10 +50,22 @@ fn time_label(ms: f64, span_ms: f64) -> String {
         "%Y-%m"
     } else if span_ms > 3.0 * day {
         "%Y-%m-%d"
-    } else {
+    } else if span_ms > 6.0 * 3_600_000.0 {
         "%m-%d %H:%M"
+    } else if span_ms > 180_000.0 {
+        "%H:%M:%S"
+    } else {
+        "%H:%M:%S%.3f"
     };
     t.format(f).to_string()
+}
+
+/// The time axis' title; names the day when the ticks show only times.
+fn time_desc(x0_ms: f64, span_ms: f64) -> String {
+    match chrono::DateTime::from_timestamp_millis(x0_ms as i64) {
+        Some(t) if span_ms <= 6.0 * 3_600_000.0 => format!("label time (UTC), {}", t.format("%Y-%m-%d")),
+        _ => "label time (UTC)".to_string(),
+    }
 }
 
 /// A y range with 5 % headroom that never collapses.
@@ -71,7 +84,7 @@ fn y_range(vals: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
 
 /// Draws every plot into `dir`; returns the file names.
 pub fn draw_all(dir: &Path, r: &BacktestResult) -> anyhow::Result<Vec<String>> {
-    fonts();
+    register_fonts();
     let series: Vec<Series> = r.lanes.iter().map(Series::of).collect();
     let names: Vec<&str> = r.lanes.iter().map(|l| l.name.as_str()).collect();
     let mut out = Vec::new();
@@ -141,7 +154,7 @@ fn predictions(path: &Path, series: &[Series], names: &[&str]) -> anyhow::Result
             .map_err(pe)?;
         chart
             .configure_mesh()
-            .x_desc("label time (UTC)")
+            .x_desc(time_desc(x0, span))
             .y_desc("value")
             .x_labels(8)
             .x_label_formatter(&|x| time_label(*x, span))
@@ -232,7 +245,7 @@ fn rolling(path: &Path, series: &[Series], names: &[&str], seasonal: bool) -> an
         .map_err(pe)?;
     chart
         .configure_mesh()
-        .x_desc("label time (UTC)")
+        .x_desc(time_desc(x0, span))
         .y_desc("mean |error|")
         .x_labels(8)
         .x_label_formatter(&|x| time_label(*x, span))
@@ -356,6 +369,7 @@ fn worst_keys(path: &Path, s: &Series, name: &str) -> anyhow::Result<()> {
         .configure_mesh()
         .disable_y_mesh()
         .x_desc("Theil's U")
+        .y_desc("key")
         .y_labels(n * 2 + 1)
         .y_label_formatter(&|y| {
             let i = (*y - 0.5).round();

@@ -50,6 +50,10 @@ fn backtest_equals_live_and_is_deterministic() {
         "bars-dlq.backtest:1",
         "bar-forecasts.backtest.linear_adamw:1",
         "bars-dlq.backtest.linear_adamw:1",
+        "bar-forecasts.again:1",
+        "bars-dlq.again:1",
+        "bar-forecasts.again.linear_adamw:1",
+        "bars-dlq.again.linear_adamw:1",
     ]);
     tickflare(&["replay", SAMPLE, "--pipeline", "pipelines/market-bars.toml", "--brokers", &addr]);
     tickflare(&["run", "pipelines/market-bars.toml", "--brokers", &addr, "--stop-at-end", "--assign", "--metrics-addr", "off"]);
@@ -74,6 +78,13 @@ fn backtest_equals_live_and_is_deterministic() {
     let again = Command::new(bin()).current_dir(repo()).args(["backtest", "pipelines/market-bars.toml", "--brokers", &addr, "--report", again_dir.to_str().unwrap()]).output().unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds records"), "{}", String::from_utf8_lossy(&again.stderr));
+    // The same backtest into fresh shadow topics writes the same messages.
+    tickflare(&["backtest", "pipelines/market-bars.toml", "--brokers", &addr, "--shadow-suffix", "again", "--report", again_dir.to_str().unwrap()]);
+    for (a, b) in [("bar-forecasts.backtest", "bar-forecasts.again"), ("bar-forecasts.backtest.linear_adamw", "bar-forecasts.again.linear_adamw")] {
+        let (x, y) = (read(&addr, a), read(&addr, b));
+        assert_eq!(x.len(), y.len());
+        assert!(x.iter().zip(&y).all(|(m, n)| (&m.key, &m.payload, m.timestamp_ms) == (&n.key, &n.payload, n.timestamp_ms)), "{a} vs {b}");
+    }
 
     let file2 = dir.path().join("file2");
     for d in [&file_dir, &file2] {

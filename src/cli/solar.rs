@@ -1,0 +1,204 @@
+//! `tickflare synth-sun` (a synthetic SDO-like sequence with exact truth from a real
+//! frame) and `tickflare train-tracker` (offline pre-training of the tracker network
+//! on such sequences and on augmented pairs).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::producer::FutureRecord;
+
+use crate::model::rand::Draws;
+use crate::solar::frame::{decode, encode_ipc, Frame};
+use crate::solar::net::TrackerNet;
+use crate::solar::synth::{labels, synthesize, SynthConfig};
+use crate::solar::track::{crop, BoxPx};
+use crate::solar::tracker::rotate_box;
+
+#[derive(clap::Args, Debug)]
+pub struct SynthArgs {
+    /// A real FITS frame (e.g. ../shared/data/solar/aia_171_level1.fits).
+    #[arg(long)]
+    pub from: PathBuf,
+    #[arg(long, default_value_t = 24.0)]
+    pub hours: f64,
+    /// Minutes between frames.
+    #[arg(long, default_value_t = 12.0)]
+    pub cadence: f64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Hours between labels (the catalogue's cadence).
+    #[arg(long, default_value_t = 6.0)]
+    pub label_every: f64,
+    /// Also publish frames (Arrow IPC) and labels (JSON) to these brokers.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    #[arg(long, default_value = "sdo-frames")]
+    pub frames_topic: String,
+    #[arg(long, default_value = "hek-labels")]
+    pub labels_topic: String,
+}
+
+fn read_frame(p: &std::path::Path) -> anyhow::Result<Frame> {
+    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    decode(&bytes, usize::MAX).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+}
+
+pub async fn synth_sun(a: SynthArgs) -> anyhow::Result<ExitCode> {
+    let src = read_frame(&a.from)?;
+    let cfg = SynthConfig { size: a.size, hours: a.hours, cadence_min: a.cadence, seed: a.seed, label_every_hours: a.label_every, ..Default::default() };
+    let seq = synthesize(&src, &cfg);
+    let frames_dir = a.out.join("frames");
+    std::fs::create_dir_all(&frames_dir).with_context(|| format!("creating {}", frames_dir.display()))?;
+    for (i, f) in seq.frames.iter().enumerate() {
+        std::fs::write(frames_dir.join(format!("{i:05}.arrow")), encode_ipc(f)?)?;
+    }
+    let lines = |v: Vec<serde_json::Value>| v.iter().map(|x| x.to_string() + "\n").collect::<String>();
+    std::fs::write(a.out.join("truth.jsonl"), lines(seq.truth.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect()))?;
+    let labs = labels(&seq);
+    std::fs::write(a.out.join("labels.jsonl"), lines(labs.clone()))?;
+    if let Some(b) = &a.brokers {
+        let prod = crate::sink::kafka::producer(b)?;
+        for l in &labs {
+            let payload = serde_json::to_vec(l)?;
+            let t = crate::source::file::parse_time_ms(&l["time"]);
+            let mut r = FutureRecord::<[u8], [u8]>::to(&a.labels_topic).payload(&payload);
+            if let Some(t) = t {
+                r = r.timestamp(t);
+            }
+            prod.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        }
+        for f in &seq.frames {
+            let payload = encode_ipc(f)?;
+            prod.send(FutureRecord::<[u8], [u8]>::to(&a.frames_topic).payload(&payload).timestamp(f.time_ms), Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        }
+    }
+    println!(
+        "{} frames ({} missing), {} regions ({} AR, {} CH), {} labels at {} times → {}",
+        seq.frames.len(),
+        (a.hours * 60.0 / a.cadence).floor() as usize + 1 - seq.frames.len(),
+        seq.regions.len(),
+        seq.regions.iter().filter(|r| r.event_type == crate::solar::track::EventType::Ar).count(),
+        seq.regions.iter().filter(|r| r.event_type == crate::solar::track::EventType::Ch).count(),
+        labs.len(),
+        seq.label_times_ms.len(),
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Real FITS frames to make training sequences from (repeatable).
+    #[arg(long = "from", required = true)]
+    pub from: Vec<PathBuf>,
+    /// Where to write the weights (safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub crop: usize,
+    #[arg(long, default_value_t = 2.0)]
+    pub context: f64,
+    /// Frame size of the training sequences.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Sequences per frame (each with its own seed).
+    #[arg(long, default_value_t = 3)]
+    pub sequences: usize,
+    #[arg(long, default_value_t = 12.0)]
+    pub hours: f64,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0.001)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// One training pair.
+struct Pair {
+    prev: Vec<f32>,
+    cur: Vec<f32>,
+    ty: usize,
+    target: [f32; 4],
+}
+
+/// Consecutive-frame pairs of a sequence (prior = the true box of the previous
+/// frame moved by the rotation) and GOTURN-style augmented pairs of single frames.
+fn pairs(frames: &[Frame], truth: &[crate::solar::synth::Truth], s: usize, ctx: f64, rng: &mut Draws) -> Vec<Pair> {
+    let mut out = Vec::new();
+    let at = |t: i64, id: &str| truth.iter().find(|x| x.frame_time_ms == t && x.event_id == id);
+    for w in frames.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        for ta in truth.iter().filter(|t| t.frame_time_ms == a.time_ms) {
+            let Some(tb) = at(b.time_ms, &ta.event_id) else { continue };
+            let (ba, bb) = (BoxPx::from_corners(ta.bbox_px), BoxPx::from_corners(tb.bbox_px));
+            let dt = (b.time_ms - a.time_ms) as f64 / 86_400_000.0;
+            let Some(prior) = rotate_box(&ba, &a.wcs, &b.wcs, dt, 85.0) else { continue };
+            let (prev, norm) = crop(a, &ba, s, ctx, None);
+            let (cur, _) = crop(b, &prior, s, ctx, Some(norm));
+            out.push(Pair { prev, cur, ty: ta.event_type.index(), target: prior.delta_to(&bb) });
+            // The same pair with a perturbed prior (the tracker's own boxes drift).
+            let lap = |rng: &mut Draws, sc: f64| {
+                let u = rng.uniform() - 0.5;
+                -sc * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln()
+            };
+            let p2 = BoxPx { cx: prior.cx + lap(rng, 0.08) * prior.w, cy: prior.cy + lap(rng, 0.08) * prior.h, w: prior.w * lap(rng, 0.05).exp(), h: prior.h * lap(rng, 0.05).exp() };
+            let (cur2, _) = crop(b, &p2, s, ctx, Some(norm));
+            out.push(Pair { prev: out.last().map(|p| p.prev.clone()).unwrap_or_default(), cur: cur2, ty: ta.event_type.index(), target: p2.delta_to(&bb) });
+        }
+    }
+    out
+}
+
+pub async fn train_tracker(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let device = candle_core::Device::Cpu;
+    let mut net = TrackerNet::new(a.crop, a.learning_rate, a.seed, &device)?;
+    let mut rng = Draws(a.seed);
+    let mut data = Vec::new();
+    for f in &a.from {
+        let src = read_frame(f)?;
+        for k in 0..a.sequences {
+            let cfg = SynthConfig { size: a.size, hours: a.hours, seed: a.seed * 1000 + k as u64 + 1, ..Default::default() };
+            let seq = synthesize(&src, &cfg);
+            let p = pairs(&seq.frames, &seq.truth, a.crop, a.context, &mut rng);
+            eprintln!("{}: sequence {} → {} regions, {} pairs", f.display(), k + 1, seq.regions.len(), p.len());
+            data.extend(p);
+        }
+    }
+    anyhow::ensure!(!data.is_empty(), "no training pairs (no regions detected in the frames)");
+    let s2 = a.crop * a.crop;
+    let batch = 32;
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    for epoch in 0..a.epochs {
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let mut total = 0.0;
+        let mut n = 0;
+        for chunk in order.chunks(batch) {
+            let mut prev = Vec::with_capacity(chunk.len() * s2);
+            let mut cur = Vec::with_capacity(chunk.len() * s2);
+            let (mut types, mut targets) = (Vec::new(), Vec::new());
+            for &i in chunk {
+                prev.extend_from_slice(&data[i].prev);
+                cur.extend_from_slice(&data[i].cur);
+                types.push(data[i].ty);
+                targets.push(data[i].target);
+            }
+            total += net.learn(&prev, &cur, &types, &targets)? as f64;
+            n += 1;
+        }
+        if epoch % 5 == 0 || epoch + 1 == a.epochs {
+            eprintln!("epoch {:>3}: mean loss {:.5}", epoch + 1, total / n.max(1) as f64);
+        }
+    }
+    net.save_weights(&a.out)?;
+    println!("trained on {} pairs for {} epochs → {}", data.len(), a.epochs, a.out.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,429 @@
+//! The solar tracking pipeline: frames topic + labels topic → tracker → tracks topic
+//! (and dead letters), with its config file and, on the embedded broker, a
+//! synthetic sequence made from a shipped real frame whose exact truth scores the
+//! tracker against rotation-only and static boxes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::eval::{Evaluation, Evaluator};
+use super::frame::{decode, encode_ipc};
+use super::synth::{labels as synth_labels, synthesize, SynthConfig, Truth};
+use super::track::EventType;
+use super::tracker::{Label, LabelBox, Tracker, TrackerConfig};
+use crate::broker::EmbeddedBroker;
+use crate::sink::kafka::producer;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolarConfig {
+    pub name: String,
+    pub source: SolarSource,
+    #[serde(default)]
+    pub tracker: TrackerConfig,
+    pub sink: SolarSink,
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolarSource {
+    /// `"embedded"` (seeded from `synthetic`) or `host:port,…`.
+    #[serde(default = "embedded")]
+    pub brokers: String,
+    pub frames_topic: String,
+    pub labels_topic: String,
+    pub group: Option<String>,
+    /// Frames with more pixels go to the dead-letter topic (`frame_too_large`).
+    #[serde(default = "max_pixels")]
+    pub max_frame_pixels: usize,
+    /// What the embedded broker is seeded with.
+    pub synthetic: Option<SyntheticSource>,
+}
+
+fn embedded() -> String {
+    "embedded".into()
+}
+fn max_pixels() -> usize {
+    4096 * 4096
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SyntheticSource {
+    /// A real FITS frame, relative to the pipeline file.
+    pub from: PathBuf,
+    #[serde(flatten)]
+    pub synth: SynthConfig,
+    /// Extra undecodable frame messages mixed in (to exercise the dead-letter path).
+    #[serde(default)]
+    pub corrupt_frames: usize,
+    /// Extra labels for events that do not exist in the truth (they start tracks).
+    #[serde(default)]
+    pub unknown_labels: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolarSink {
+    pub topic: String,
+    pub dead_letter_topic: String,
+}
+
+impl SolarConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut c: SolarConfig = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        c.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(c)
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// Whether a pipeline file is a solar tracking pipeline (it has a `[tracker]` table).
+pub fn is_solar(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("tracker"))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SolarSummary {
+    pub pipeline: String,
+    pub frames_in: u64,
+    pub labels_in: u64,
+    pub tracks_out: u64,
+    pub dead_letters: u64,
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
+    pub tracker: super::tracker::TrackerCounts,
+    pub elapsed_s: f64,
+    pub frames_per_s: f64,
+    /// Present when the input's truth is known (the synthetic sequence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<Evaluation>,
+}
+
+impl SolarSummary {
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "pipeline {}: {} frames, {} labels in {:.2}s ({:.1} frames/s); {} track records out; {} dead letters {:?}\n  tracks started {}, ended at the limb {}, ended without labels {}; network updates {}",
+            self.pipeline,
+            self.frames_in,
+            self.labels_in,
+            self.elapsed_s,
+            self.frames_per_s,
+            self.tracks_out,
+            self.dead_letters,
+            self.dead_letters_by_reason,
+            self.tracker.tracks_started,
+            self.tracker.tracks_ended_limb,
+            self.tracker.tracks_ended_stale,
+            self.tracker.network_updates
+        );
+        if let Some(t) = &self.tracking {
+            s += &format!("\n  between labels ({} box-frames):            mean IoU   centre error (arcsec)", t.tracker.n);
+            for (name, m) in [("tracker", &t.tracker), ("rotation only", &t.rotation_only), ("static", &t.r#static)] {
+                s += &format!("\n    {name:<14} {:>10.4} {:>12.2}", m.mean_iou, m.center_err_arcsec);
+            }
+        }
+        s
+    }
+}
+
+/// Parses a label record.
+pub fn parse_label(bytes: &[u8]) -> Result<Label, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).ok_or_else(|| format!("missing string field {k:?}"));
+    let event_id = s("event_id")?.to_string();
+    let event_type = EventType::parse(s("event_type")?).ok_or("event_type must be \"AR\" or \"CH\"")?;
+    let time_ms = crate::source::file::parse_time_ms(&serde_json::Value::from(s("time")?)).ok_or("unreadable time")?;
+    let four = |x: &serde_json::Value| -> Option<[f64; 4]> {
+        let a = x.as_array()?;
+        (a.len() == 4).then_some(())?;
+        let f: Vec<f64> = a.iter().filter_map(|e| e.as_f64()).collect();
+        (f.len() == 4 && f.iter().all(|x| x.is_finite()) && f[2] > f[0] && f[3] > f[1]).then(|| [f[0], f[1], f[2], f[3]])
+    };
+    let bb = v.get("bbox").ok_or("missing bbox")?;
+    let bbox = if let Some(b) = bb.get("px").and_then(four) {
+        LabelBox::Px(b)
+    } else if let Some(b) = bb.get("arcsec").and_then(four) {
+        LabelBox::Arcsec(b)
+    } else {
+        return Err("bbox needs \"px\" or \"arcsec\": [x0, y0, x1, y1] with x1 > x0, y1 > y0".into());
+    };
+    Ok(Label { event_id, event_type, time_ms, bbox })
+}
+
+/// Options of a run.
+#[derive(Debug, Clone, Default)]
+pub struct SolarRunOptions {
+    pub brokers: Option<String>,
+    pub stop_at_end: bool,
+    /// Write the evaluation report (JSON + plots) here.
+    pub report: Option<PathBuf>,
+}
+
+struct Seeded {
+    broker: EmbeddedBroker,
+    truth: Vec<Truth>,
+}
+
+/// Creates the topics and publishes the synthetic sequence and its labels.
+async fn seed(cfg: &SolarConfig) -> anyhow::Result<Seeded> {
+    let syn = cfg.source.synthetic.as_ref().context("the embedded broker needs [source.synthetic]")?;
+    let bytes = std::fs::read(cfg.resolve(&syn.from)).with_context(|| format!("reading {}", syn.from.display()))?;
+    let src = decode(&bytes, usize::MAX).map_err(|e| anyhow::anyhow!("{}: {e}", syn.from.display()))?;
+    let seq = synthesize(&src, &syn.synth);
+    let b = EmbeddedBroker::start()?;
+    for t in [&cfg.source.frames_topic, &cfg.source.labels_topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic] {
+        b.create_topic(t, 1)?;
+    }
+    let prod = producer(b.bootstrap_servers())?;
+    let mut labels = synth_labels(&seq);
+    for i in 0..syn.unknown_labels {
+        let t = seq.label_times_ms.get(1 + i).or(seq.label_times_ms.first()).copied().unwrap_or(src.time_ms);
+        let c = src.width as f64 * syn.synth.size as f64 / src.width as f64 / 2.0;
+        labels.push(serde_json::json!({"event_id": format!("UNKNOWN-{}", i + 1), "event_type": "AR", "time": crate::source::file::rfc3339_ms(t), "bbox": {"px": [c - 8.0, c - 8.0, c + 8.0, c + 8.0]}}));
+    }
+    labels.sort_by_key(|l| crate::source::file::parse_time_ms(&l["time"]).unwrap_or(0));
+    for l in &labels {
+        let t = crate::source::file::parse_time_ms(&l["time"]);
+        let payload = serde_json::to_vec(l)?;
+        let mut r = FutureRecord::<[u8], [u8]>::to(&cfg.source.labels_topic).partition(0).payload(&payload).key(l["event_id"].as_str().unwrap_or("").as_bytes());
+        if let Some(t) = t {
+            r = r.timestamp(t);
+        }
+        prod.send(r, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+    }
+    let every = (seq.frames.len() / (syn.corrupt_frames + 1)).max(1);
+    for (i, fr) in seq.frames.iter().enumerate() {
+        if syn.corrupt_frames > 0 && i > 0 && i % every == 0 && i / every <= syn.corrupt_frames {
+            let junk = b"SIMPLE  =                    T / but nothing else".to_vec();
+            prod.send(FutureRecord::<[u8], [u8]>::to(&cfg.source.frames_topic).partition(0).payload(&junk).timestamp(fr.time_ms), Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)?;
+        }
+        let payload = encode_ipc(fr)?;
+        prod.send(FutureRecord::<[u8], [u8]>::to(&cfg.source.frames_topic).partition(0).payload(&payload).timestamp(fr.time_ms), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    b.check_retained(&cfg.source.frames_topic).ok();
+    tracing::info!(frames = seq.frames.len(), labels = labels.len(), regions = seq.regions.len(), "seeded the embedded broker with a synthetic sequence");
+    Ok(Seeded { broker: b, truth: seq.truth })
+}
+
+async fn dead_letter(prod: &FutureProducer, topic: &str, src_topic: &str, m: &rdkafka::message::BorrowedMessage<'_>, reason: &str, detail: &str) -> anyhow::Result<()> {
+    let off = m.offset().to_string();
+    let part = m.partition().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: crate::sink::kafka::H_SOURCE_TOPIC, value: Some(src_topic) })
+        .insert(Header { key: crate::sink::kafka::H_SOURCE_PARTITION, value: Some(&part) })
+        .insert(Header { key: crate::sink::kafka::H_SOURCE_OFFSET, value: Some(&off) })
+        .insert(Header { key: crate::sink::kafka::H_REASON, value: Some(reason) })
+        .insert(Header { key: crate::sink::kafka::H_ERROR, value: Some(detail) });
+    let mut r = FutureRecord::<[u8], [u8]>::to(topic).partition(0).headers(headers);
+    if let Some(p) = m.payload() {
+        r = r.payload(p);
+    }
+    if let Some(k) = m.key() {
+        r = r.key(k);
+    }
+    if let Some(t) = m.timestamp().to_millis() {
+        r = r.timestamp(t);
+    }
+    prod.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// Runs the pipeline: until the end of the input (embedded / `stop_at_end`) or
+/// until `shutdown`.
+pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<SolarSummary> {
+    let mut tracker = Tracker::new(cfg.tracker.clone(), &cfg.base_dir)?;
+    let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
+    let mut seeded = None;
+    let (brokers, stop_at_end) = if brokers == "embedded" {
+        let s = seed(cfg).await?;
+        let bs = s.broker.bootstrap_servers().to_string();
+        seeded = Some(s);
+        (bs, true)
+    } else {
+        (brokers, opts.stop_at_end)
+    };
+    let truth: BTreeMap<(i64, String), [f64; 4]> =
+        seeded.as_ref().map(|s| s.truth.iter().map(|t| ((t.frame_time_ms, t.event_id.clone()), t.bbox_px)).collect()).unwrap_or_default();
+    let mut eval = Evaluator::default();
+    let group = cfg.source.group.clone().unwrap_or_else(|| format!("tickflare-{}", cfg.name));
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", "67108864")
+        .set("max.partition.fetch.bytes", "67108864")
+        .create()?;
+    let prod = producer(&brokers)?;
+    let t10 = Duration::from_secs(10);
+    let (_, frames_end) = consumer.fetch_watermarks(&cfg.source.frames_topic, 0, t10).with_context(|| format!("topic {:?}", cfg.source.frames_topic))?;
+    let (_, labels_end) = consumer.fetch_watermarks(&cfg.source.labels_topic, 0, t10).with_context(|| format!("topic {:?}", cfg.source.labels_topic))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&cfg.source.frames_topic, 0, Offset::Beginning)?;
+    tpl.add_partition_offset(&cfg.source.labels_topic, 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    drop(tpl);
+    let mut pending_labels: Vec<Label> = Vec::new();
+    let mut pending_frames: std::collections::VecDeque<(Vec<u8>, i64, i32, Option<i64>)> = Default::default();
+    let (mut frames_in, mut labels_in, mut tracks_out) = (0u64, 0u64, 0u64);
+    let mut dlq: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut frames_next, mut labels_next) = (0i64, 0i64);
+    let mut last_frame_ms = i64::MIN;
+    let started = Instant::now();
+    let mut worst: Option<(f64, super::frame::Frame, Vec<super::eval::Boxes>)> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // Frames wait until every label up to their time has been read (on a finite
+        // input: the labels topic's end), so the order of the two topics' fetches
+        // never changes the result.
+        let labels_done = labels_next >= labels_end;
+        let ready = labels_done || !stop_at_end;
+        if ready {
+            if let Some((payload, offset, _, ts)) = pending_frames.pop_front() {
+                frames_next = offset + 1;
+                match decode(&payload, cfg.source.max_frame_pixels) {
+                    Err(e) => {
+                        *dlq.entry(e.reason.to_string()).or_default() += 1;
+                        dead_letter_raw(&prod, cfg, offset, ts, &payload, e.reason, &e.detail).await?;
+                    }
+                    Ok(fr) if fr.time_ms <= last_frame_ms => {
+                        *dlq.entry("frame_out_of_order".into()).or_default() += 1;
+                        dead_letter_raw(&prod, cfg, offset, ts, &payload, "frame_out_of_order", "frame time not after the previous frame's").await?;
+                    }
+                    Ok(fr) => {
+                        frames_in += 1;
+                        last_frame_ms = fr.time_ms;
+                        tracker.on_frame(&fr)?;
+                        if !truth.is_empty() {
+                            let boxes = eval.observe(&tracker, &fr, &truth);
+                            let h = boxes.iter().map(|b| b.hours_since_label).fold(0.0, f64::max);
+                            if !boxes.is_empty() && worst.as_ref().is_none_or(|w| h > w.0) {
+                                worst = Some((h, fr.clone(), boxes));
+                            }
+                        }
+                        pending_labels.sort_by_key(|l| l.time_ms);
+                        let due: Vec<Label> = pending_labels.iter().filter(|l| l.time_ms <= fr.time_ms).cloned().collect();
+                        pending_labels.retain(|l| l.time_ms > fr.time_ms);
+                        for l in &due {
+                            tracker.on_label(l)?;
+                        }
+                        for out in tracker.outputs() {
+                            let payload = serde_json::to_vec(&out)?;
+                            prod.send(
+                                FutureRecord::<[u8], [u8]>::to(&cfg.sink.topic).partition(0).key(out.event_id.as_bytes()).payload(&payload).timestamp(out.frame_time_ms),
+                                Duration::from_secs(30),
+                            )
+                            .await
+                            .map_err(|(e, _)| e)?;
+                            tracks_out += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+        }
+        if stop_at_end && frames_next >= frames_end && labels_next >= labels_end && pending_frames.is_empty() {
+            break;
+        }
+        let m = tokio::select! {
+            _ = shutdown.changed() => continue,
+            r = tokio::time::timeout(Duration::from_secs(1), consumer.recv()) => match r {
+                Err(_) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consume error");
+                    continue;
+                }
+                Ok(Ok(m)) => m,
+            },
+        };
+        if m.topic() == cfg.source.labels_topic {
+            labels_next = m.offset() + 1;
+            match parse_label(m.payload().unwrap_or_default()) {
+                Ok(l) => {
+                    labels_in += 1;
+                    pending_labels.push(l);
+                }
+                Err(e) => {
+                    *dlq.entry("label_invalid".into()).or_default() += 1;
+                    dead_letter(&prod, &cfg.sink.dead_letter_topic, &cfg.source.labels_topic, &m, "label_invalid", &e).await?;
+                }
+            }
+        } else {
+            pending_frames.push_back((m.payload().unwrap_or_default().to_vec(), m.offset(), m.partition(), m.timestamp().to_millis()));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(consumer);
+    let tracking = (!truth.is_empty()).then(|| eval.summary());
+    if let (Some(dir), Some(t)) = (&opts.report, &tracking) {
+        super::eval::write_report(dir, t, worst.as_ref().map(|w| (&w.1, w.2.as_slice())))?;
+    }
+    drop(prod);
+    drop(seeded);
+    Ok(SolarSummary {
+        pipeline: cfg.name.clone(),
+        frames_in,
+        labels_in,
+        tracks_out,
+        dead_letters: dlq.values().sum(),
+        dead_letters_by_reason: dlq,
+        tracker: tracker.counts.clone(),
+        elapsed_s: elapsed,
+        frames_per_s: frames_in as f64 / elapsed.max(1e-9),
+        tracking,
+    })
+}
+
+async fn dead_letter_raw(prod: &FutureProducer, cfg: &SolarConfig, offset: i64, ts: Option<i64>, payload: &[u8], reason: &str, detail: &str) -> anyhow::Result<()> {
+    let off = offset.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: crate::sink::kafka::H_SOURCE_TOPIC, value: Some(&cfg.source.frames_topic) })
+        .insert(Header { key: crate::sink::kafka::H_SOURCE_PARTITION, value: Some("0") })
+        .insert(Header { key: crate::sink::kafka::H_SOURCE_OFFSET, value: Some(&off) })
+        .insert(Header { key: crate::sink::kafka::H_REASON, value: Some(reason) })
+        .insert(Header { key: crate::sink::kafka::H_ERROR, value: Some(detail) });
+    tracing::warn!(offset, reason, detail, "frame dead-lettered");
+    let mut r = FutureRecord::<[u8], [u8]>::to(&cfg.sink.dead_letter_topic).partition(0).headers(headers).payload(payload);
+    if let Some(t) = ts {
+        r = r.timestamp(t);
+    }
+    prod.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// Fails unless the config names distinct topics.
+pub fn check(cfg: &SolarConfig) -> anyhow::Result<()> {
+    let t = [&cfg.source.frames_topic, &cfg.source.labels_topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic];
+    for (i, a) in t.iter().enumerate() {
+        if t[..i].contains(a) {
+            bail!("topic {a:?} is used twice");
+        }
+    }
+    Ok(())
+}
