@@ -88,7 +88,12 @@ async fn run_solar(a: RunArgs) -> anyhow::Result<ExitCode> {
     use crate::solar::stream::{self, SolarConfig, SolarRunOptions};
     let cfg = SolarConfig::load(&a.pipeline)?;
     stream::check(&cfg)?;
-    let opts = SolarRunOptions { brokers: a.brokers.brokers.clone(), stop_at_end: a.stop_at_end, report: a.report.clone() };
+    let opts = SolarRunOptions {
+        brokers: a.brokers.brokers.clone(),
+        stop_at_end: a.stop_at_end,
+        report: a.report.clone(),
+        checkpoint_dir: a.checkpoint_dir.as_ref().map(PathBuf::from),
+    };
     let summary = stream::run(&cfg, opts, pipeline::shutdown_on_signals()).await?;
     println!("{}", summary.human());
     if let Some(p) = &a.summary_json {

@@ -118,6 +118,9 @@ pub struct TrainArgs {
     pub learning_rate: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Random disk patches tracked as extra regions in each training sequence.
+    #[arg(long, default_value_t = 12)]
+    pub patches: usize,
 }
 
 /// One training pair.
@@ -128,29 +131,33 @@ struct Pair {
     target: [f32; 4],
 }
 
-/// Consecutive-frame pairs of a sequence (prior = the true box of the previous
-/// frame moved by the rotation) and GOTURN-style augmented pairs of single frames.
-fn pairs(frames: &[Frame], truth: &[crate::solar::synth::Truth], s: usize, ctx: f64, rng: &mut Draws) -> Vec<Pair> {
+/// Pairs as the tracker meets them: the previous frame's crop around the true box,
+/// and the current frame's crop around the prior — the box of the last label (a
+/// frame up to `label_every` earlier) carried by the rotation; the target is the
+/// correction from that prior to the true box. Plus the same with a perturbed prior.
+fn pairs(frames: &[Frame], truth: &[crate::solar::synth::Truth], s: usize, ctx: f64, label_every_ms: i64, rng: &mut Draws) -> Vec<Pair> {
     let mut out = Vec::new();
     let at = |t: i64, id: &str| truth.iter().find(|x| x.frame_time_ms == t && x.event_id == id);
-    for w in frames.windows(2) {
+    let lap = |rng: &mut Draws, sc: f64| {
+        let u = rng.uniform() - 0.5;
+        -sc * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln()
+    };
+    for (k, w) in frames.windows(2).enumerate() {
         let (a, b) = (&w[0], &w[1]);
+        // A random earlier frame within the label cadence plays the last label.
+        let earliest = frames.iter().position(|f| f.time_ms >= b.time_ms - label_every_ms).unwrap_or(0).min(k);
+        let l = &frames[earliest + rng.below((k - earliest + 1) as u64) as usize];
         for ta in truth.iter().filter(|t| t.frame_time_ms == a.time_ms) {
-            let Some(tb) = at(b.time_ms, &ta.event_id) else { continue };
-            let (ba, bb) = (BoxPx::from_corners(ta.bbox_px), BoxPx::from_corners(tb.bbox_px));
-            let dt = (b.time_ms - a.time_ms) as f64 / 86_400_000.0;
-            let Some(prior) = rotate_box(&ba, &a.wcs, &b.wcs, dt, 85.0) else { continue };
+            let (Some(tb), Some(tl)) = (at(b.time_ms, &ta.event_id), at(l.time_ms, &ta.event_id)) else { continue };
+            let (ba, bb, bl) = (BoxPx::from_corners(ta.bbox_px), BoxPx::from_corners(tb.bbox_px), BoxPx::from_corners(tl.bbox_px));
+            let dt = (b.time_ms - l.time_ms) as f64 / 86_400_000.0;
+            let Some(prior) = rotate_box(&bl, &l.wcs, &b.wcs, dt, 85.0) else { continue };
             let (prev, norm) = crop(a, &ba, s, ctx, None);
             let (cur, _) = crop(b, &prior, s, ctx, Some(norm));
-            out.push(Pair { prev, cur, ty: ta.event_type.index(), target: prior.delta_to(&bb) });
-            // The same pair with a perturbed prior (the tracker's own boxes drift).
-            let lap = |rng: &mut Draws, sc: f64| {
-                let u = rng.uniform() - 0.5;
-                -sc * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln()
-            };
+            out.push(Pair { prev: prev.clone(), cur, ty: ta.event_type.index(), target: prior.delta_to(&bb) });
             let p2 = BoxPx { cx: prior.cx + lap(rng, 0.08) * prior.w, cy: prior.cy + lap(rng, 0.08) * prior.h, w: prior.w * lap(rng, 0.05).exp(), h: prior.h * lap(rng, 0.05).exp() };
             let (cur2, _) = crop(b, &p2, s, ctx, Some(norm));
-            out.push(Pair { prev: out.last().map(|p| p.prev.clone()).unwrap_or_default(), cur: cur2, ty: ta.event_type.index(), target: p2.delta_to(&bb) });
+            out.push(Pair { prev, cur: cur2, ty: ta.event_type.index(), target: p2.delta_to(&bb) });
         }
     }
     out
@@ -164,9 +171,9 @@ pub async fn train_tracker(a: TrainArgs) -> anyhow::Result<ExitCode> {
     for f in &a.from {
         let src = read_frame(f)?;
         for k in 0..a.sequences {
-            let cfg = SynthConfig { size: a.size, hours: a.hours, seed: a.seed * 1000 + k as u64 + 1, ..Default::default() };
+            let cfg = SynthConfig { size: a.size, hours: a.hours, seed: a.seed * 1000 + k as u64 + 1, random_regions: a.patches, ..Default::default() };
             let seq = synthesize(&src, &cfg);
-            let p = pairs(&seq.frames, &seq.truth, a.crop, a.context, &mut rng);
+            let p = pairs(&seq.frames, &seq.truth, a.crop, a.context, (cfg.label_every_hours * 3_600_000.0) as i64, &mut rng);
             eprintln!("{}: sequence {} → {} regions, {} pairs", f.display(), k + 1, seq.regions.len(), p.len());
             data.extend(p);
         }

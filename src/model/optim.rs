@@ -61,8 +61,11 @@ impl NetOptimizer {
                     let next_theta = (s.var.as_tensor() * 1f64)?;
                     let adjusted = (m_hat / (v_hat.sqrt()? + EPS)?)?;
                     let next_theta = (next_theta - (adjusted * lr)?)?;
-                    *m = next_m;
-                    *v = next_v;
+                    // Detached: gradients carry their op graph, and a moment that
+                    // kept it would chain every step's graph to the next (memory
+                    // grows with every update).
+                    *m = next_m.detach();
+                    *v = next_v.detach();
                     s.var.set(&next_theta)?;
                 }
             }

@@ -4,6 +4,7 @@
 //! from sparse catalogue labels; synthetic sequences with exact truth ([`synth`]),
 //! scoring ([`eval`]), real region positions ([`srs`]) and the pipeline ([`stream`]).
 
+pub mod checkpoint;
 pub mod eval;
 pub mod frame;
 pub mod net;

@@ -30,8 +30,30 @@ pub struct SolarConfig {
     #[serde(default)]
     pub tracker: TrackerConfig,
     pub sink: SolarSink,
+    #[serde(default)]
+    pub checkpoint: SolarCheckpointConfig,
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[checkpoint]`: where the tracker's state and input positions are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolarCheckpointConfig {
+    pub dir: Option<PathBuf>,
+    /// Frames between checkpoints (and always at the end / on shutdown).
+    #[serde(default = "every")]
+    pub interval_frames: u64,
+}
+
+impl Default for SolarCheckpointConfig {
+    fn default() -> Self {
+        SolarCheckpointConfig { dir: None, interval_frames: every() }
+    }
+}
+
+fn every() -> u64 {
+    20
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +68,10 @@ pub struct SolarSource {
     /// Frames with more pixels go to the dead-letter topic (`frame_too_large`).
     #[serde(default = "max_pixels")]
     pub max_frame_pixels: usize,
+    /// Partitions of the frames topic on the embedded broker (frames are spread
+    /// round-robin; the pipeline merges them back into time order).
+    #[serde(default = "frame_partitions")]
+    pub frame_partitions: i32,
     /// What the embedded broker is seeded with.
     pub synthetic: Option<SyntheticSource>,
 }
@@ -55,6 +81,9 @@ fn embedded() -> String {
 }
 fn max_pixels() -> usize {
     4096 * 4096
+}
+fn frame_partitions() -> i32 {
+    8
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +206,8 @@ pub struct SolarRunOptions {
     pub stop_at_end: bool,
     /// Write the evaluation report (JSON + plots) here.
     pub report: Option<PathBuf>,
+    /// Overrides `[checkpoint] dir`.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 struct Seeded {
@@ -191,9 +222,12 @@ async fn seed(cfg: &SolarConfig) -> anyhow::Result<Seeded> {
     let src = decode(&bytes, usize::MAX).map_err(|e| anyhow::anyhow!("{}: {e}", syn.from.display()))?;
     let seq = synthesize(&src, &syn.synth);
     let b = EmbeddedBroker::start()?;
-    for t in [&cfg.source.frames_topic, &cfg.source.labels_topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic] {
+    b.create_topic(&cfg.source.frames_topic, cfg.source.frame_partitions.max(1))?;
+    for t in [&cfg.source.labels_topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic] {
         b.create_topic(t, 1)?;
     }
+    let parts = cfg.source.frame_partitions.max(1);
+    let mut sent = 0i32;
     let prod = producer(b.bootstrap_servers())?;
     let mut labels = synth_labels(&seq);
     for i in 0..syn.unknown_labels {
@@ -215,16 +249,18 @@ async fn seed(cfg: &SolarConfig) -> anyhow::Result<Seeded> {
     for (i, fr) in seq.frames.iter().enumerate() {
         if syn.corrupt_frames > 0 && i > 0 && i % every == 0 && i / every <= syn.corrupt_frames {
             let junk = b"SIMPLE  =                    T / but nothing else".to_vec();
-            prod.send(FutureRecord::<[u8], [u8]>::to(&cfg.source.frames_topic).partition(0).payload(&junk).timestamp(fr.time_ms), Duration::from_secs(10))
+            prod.send(FutureRecord::<[u8], [u8]>::to(&cfg.source.frames_topic).partition(sent % parts).payload(&junk).timestamp(fr.time_ms), Duration::from_secs(10))
                 .await
                 .map_err(|(e, _)| e)?;
+            sent += 1;
         }
         let payload = encode_ipc(fr)?;
-        prod.send(FutureRecord::<[u8], [u8]>::to(&cfg.source.frames_topic).partition(0).payload(&payload).timestamp(fr.time_ms), Duration::from_secs(10))
+        prod.send(FutureRecord::<[u8], [u8]>::to(&cfg.source.frames_topic).partition(sent % parts).payload(&payload).timestamp(fr.time_ms), Duration::from_secs(10))
             .await
             .map_err(|(e, _)| e)?;
+        sent += 1;
     }
-    b.check_retained(&cfg.source.frames_topic).ok();
+    b.check_retained(&cfg.source.frames_topic)?;
     tracing::info!(frames = seq.frames.len(), labels = labels.len(), regions = seq.regions.len(), "seeded the embedded broker with a synthetic sequence");
     Ok(Seeded { broker: b, truth: seq.truth })
 }
@@ -256,6 +292,11 @@ async fn dead_letter(prod: &FutureProducer, topic: &str, src_topic: &str, m: &rd
 /// until `shutdown`.
 pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<SolarSummary> {
     let mut tracker = Tracker::new(cfg.tracker.clone(), &cfg.base_dir)?;
+    let ckpt_dir = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.as_ref().map(|d| cfg.resolve(d)));
+    let restored = match &ckpt_dir {
+        Some(d) => super::checkpoint::restore(d, &cfg.name, &mut tracker)?,
+        None => None,
+    };
     let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
     let mut seeded = None;
     let (brokers, stop_at_end) = if brokers == "embedded" {
@@ -280,19 +321,32 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
         .create()?;
     let prod = producer(&brokers)?;
     let t10 = Duration::from_secs(10);
-    let (_, frames_end) = consumer.fetch_watermarks(&cfg.source.frames_topic, 0, t10).with_context(|| format!("topic {:?}", cfg.source.frames_topic))?;
+    let frames_end = crate::source::kafka::end_offsets(&consumer, &cfg.source.frames_topic, t10).with_context(|| format!("topic {:?}", cfg.source.frames_topic))?;
+    if frames_end.is_empty() {
+        bail!("frames topic {:?} does not exist on {brokers}", cfg.source.frames_topic);
+    }
     let (_, labels_end) = consumer.fetch_watermarks(&cfg.source.labels_topic, 0, t10).with_context(|| format!("topic {:?}", cfg.source.labels_topic))?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&cfg.source.frames_topic, 0, Offset::Beginning)?;
-    tpl.add_partition_offset(&cfg.source.labels_topic, 0, Offset::Beginning)?;
+    let pos = restored.unwrap_or_default();
+    let at = |o: Option<&i64>| o.map_or(Offset::Beginning, |o| Offset::Offset(*o));
+    for p in frames_end.keys() {
+        tpl.add_partition_offset(&cfg.source.frames_topic, *p, at(pos.frames_next.get(p)))?;
+    }
+    tpl.add_partition_offset(&cfg.source.labels_topic, 0, if pos.labels_next > 0 { Offset::Offset(pos.labels_next) } else { Offset::Beginning })?;
     consumer.assign(&tpl)?;
     drop(tpl);
-    let mut pending_labels: Vec<Label> = Vec::new();
-    let mut pending_frames: std::collections::VecDeque<(Vec<u8>, i64, i32, Option<i64>)> = Default::default();
+    let mut pending_labels: Vec<Label> = pos.pending_labels.clone();
+    // Per frames partition: records read, not yet processed (payload, offset, timestamp).
+    let mut queues: BTreeMap<i32, std::collections::VecDeque<(Vec<u8>, i64, Option<i64>)>> = frames_end.keys().map(|p| (*p, Default::default())).collect();
+    let mut frames_next: BTreeMap<i32, i64> = frames_end.keys().map(|p| (*p, pos.frames_next.get(p).copied().unwrap_or(0))).collect();
+    // Next offset per partition of the frames actually processed (what a checkpoint records).
+    let mut processed = frames_next.clone();
+    let mut frames_done = pos.frames_done;
+    let mut waiting_since: Option<Instant> = None;
     let (mut frames_in, mut labels_in, mut tracks_out) = (0u64, 0u64, 0u64);
     let mut dlq: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut frames_next, mut labels_next) = (0i64, 0i64);
-    let mut last_frame_ms = i64::MIN;
+    let mut labels_next = pos.labels_next;
+    let mut last_frame_ms = if pos.frames_done > 0 { pos.last_frame_ms } else { i64::MIN };
     let started = Instant::now();
     let mut worst: Option<(f64, super::frame::Frame, Vec<super::eval::Boxes>)> = None;
     loop {
@@ -303,18 +357,35 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
         // input: the labels topic's end), so the order of the two topics' fetches
         // never changes the result.
         let labels_done = labels_next >= labels_end;
-        let ready = labels_done || !stop_at_end;
+        // The next frame in time over all partitions: once every partition has one
+        // queued (or, on a finite input, is at its end); live, after a 2 s wait for
+        // the slowest partition.
+        let complete = queues.iter().all(|(p, q)| !q.is_empty() || (stop_at_end && frames_next[p] >= frames_end[p]));
+        let any = queues.values().any(|q| !q.is_empty());
+        if any && !complete && !stop_at_end {
+            waiting_since.get_or_insert_with(Instant::now);
+        }
+        let live_timeout = waiting_since.is_some_and(|w| w.elapsed() > Duration::from_secs(2));
+        let ready = any && (if stop_at_end { labels_done && complete } else { complete || live_timeout });
         if ready {
-            if let Some((payload, offset, _, ts)) = pending_frames.pop_front() {
-                frames_next = offset + 1;
+            waiting_since = None;
+            let p = *queues
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .min_by_key(|(p, q)| (q.front().and_then(|f| f.2).unwrap_or(i64::MIN), **p))
+                .map(|(p, _)| p)
+                .expect("some queue has a frame");
+            if let Some((payload, offset, ts)) = queues.get_mut(&p).and_then(|q| q.pop_front()) {
+                processed.insert(p, offset + 1);
+                frames_done += 1;
                 match decode(&payload, cfg.source.max_frame_pixels) {
                     Err(e) => {
                         *dlq.entry(e.reason.to_string()).or_default() += 1;
-                        dead_letter_raw(&prod, cfg, offset, ts, &payload, e.reason, &e.detail).await?;
+                        dead_letter_raw(&prod, cfg, p, offset, ts, &payload, e.reason, &e.detail).await?;
                     }
                     Ok(fr) if fr.time_ms <= last_frame_ms => {
                         *dlq.entry("frame_out_of_order".into()).or_default() += 1;
-                        dead_letter_raw(&prod, cfg, offset, ts, &payload, "frame_out_of_order", "frame time not after the previous frame's").await?;
+                        dead_letter_raw(&prod, cfg, p, offset, ts, &payload, "frame_out_of_order", "frame time not after the previous frame's").await?;
                     }
                     Ok(fr) => {
                         frames_in += 1;
@@ -345,10 +416,16 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
                         }
                     }
                 }
+                if let Some(d) = &ckpt_dir {
+                    if frames_done % cfg.checkpoint.interval_frames.max(1) == 0 {
+                        let pos = super::checkpoint::Position { frames_next: processed.clone(), labels_next, pending_labels: pending_labels.clone(), last_frame_ms, frames_done };
+                        super::checkpoint::write(d, &cfg.name, &tracker, &pos).context("writing a checkpoint (stopping: restarts would lose the tracker's state)")?;
+                    }
+                }
                 continue;
             }
         }
-        if stop_at_end && frames_next >= frames_end && labels_next >= labels_end && pending_frames.is_empty() {
+        if stop_at_end && frames_next.iter().all(|(p, n)| *n >= frames_end[p]) && labels_next >= labels_end && !any {
             break;
         }
         let m = tokio::select! {
@@ -375,10 +452,16 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
                 }
             }
         } else {
-            pending_frames.push_back((m.payload().unwrap_or_default().to_vec(), m.offset(), m.partition(), m.timestamp().to_millis()));
+            frames_next.insert(m.partition(), m.offset() + 1);
+            queues.entry(m.partition()).or_default().push_back((m.payload().unwrap_or_default().to_vec(), m.offset(), m.timestamp().to_millis()));
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    if let Some(d) = &ckpt_dir {
+        // Frames read but not processed are read again after a restart.
+        let pos = super::checkpoint::Position { frames_next: processed.clone(), labels_next, pending_labels: pending_labels.clone(), last_frame_ms, frames_done };
+        super::checkpoint::write(d, &cfg.name, &tracker, &pos).context("writing the final checkpoint")?;
+    }
     drop(consumer);
     let tracking = (!truth.is_empty()).then(|| eval.summary());
     if let (Some(dir), Some(t)) = (&opts.report, &tracking) {
@@ -400,11 +483,13 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
     })
 }
 
-async fn dead_letter_raw(prod: &FutureProducer, cfg: &SolarConfig, offset: i64, ts: Option<i64>, payload: &[u8], reason: &str, detail: &str) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter_raw(prod: &FutureProducer, cfg: &SolarConfig, partition: i32, offset: i64, ts: Option<i64>, payload: &[u8], reason: &str, detail: &str) -> anyhow::Result<()> {
     let off = offset.to_string();
+    let part = partition.to_string();
     let headers = OwnedHeaders::new()
         .insert(Header { key: crate::sink::kafka::H_SOURCE_TOPIC, value: Some(&cfg.source.frames_topic) })
-        .insert(Header { key: crate::sink::kafka::H_SOURCE_PARTITION, value: Some("0") })
+        .insert(Header { key: crate::sink::kafka::H_SOURCE_PARTITION, value: Some(&part) })
         .insert(Header { key: crate::sink::kafka::H_SOURCE_OFFSET, value: Some(&off) })
         .insert(Header { key: crate::sink::kafka::H_REASON, value: Some(reason) })
         .insert(Header { key: crate::sink::kafka::H_ERROR, value: Some(detail) });

@@ -14,6 +14,7 @@ use super::wcs::SolarWcs;
 use crate::model::rand::Draws;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SynthConfig {
     /// Output frames are size × size pixels (the source is resampled).
     pub size: usize,
@@ -32,11 +33,14 @@ pub struct SynthConfig {
     pub max_regions: usize,
     /// Labels every this many hours (the catalogue's cadence), from the first frame.
     pub label_every_hours: f64,
+    /// Further "regions" that are random patches of the disk (training data for the
+    /// tracker: any texture moves with the rotation).
+    pub random_regions: usize,
 }
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { size: 256, hours: 24.0, cadence_min: 12.0, seed: 7, missing: 0.03, noise: 0.02, jitter_px: 0.8, growth_per_hour: 0.02, max_regions: 5, label_every_hours: 6.0 }
+        SynthConfig { size: 256, hours: 24.0, cadence_min: 12.0, seed: 7, missing: 0.03, noise: 0.02, jitter_px: 0.8, growth_per_hour: 0.02, max_regions: 5, label_every_hours: 6.0, random_regions: 0 }
     }
 }
 
@@ -192,6 +196,38 @@ pub fn detect(fr: &Frame, max_regions: usize, rng: &mut Draws, growth_per_hour: 
     regions
 }
 
+/// `n` random square patches on the disk, as regions (types alternate).
+fn random_patches(fr: &Frame, n: usize, rng: &mut Draws, growth_per_hour: f64) -> Vec<Region> {
+    let mut out = Vec::new();
+    let mut tries = 0;
+    while out.len() < n && tries < 50 * n.max(1) {
+        tries += 1;
+        let (lat, lon) = (rng.uniform() * 80.0 - 40.0, rng.uniform() * 100.0 - 60.0);
+        let Some((cx, cy)) = fr.wcs.hg_to_pix(lat, lon) else { continue };
+        let half = (fr.width as f64 * (0.02 + 0.05 * rng.uniform())).max(3.0);
+        let mut points = Vec::new();
+        let (x0, x1) = ((cx - half).round() as i64, (cx + half).round() as i64);
+        let (y0, y1) = ((cy - half).round() as i64, (cy + half).round() as i64);
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                if let Some(p) = fr.wcs.pix_to_hg(x as f64, y as f64) {
+                    points.push(p);
+                }
+            }
+        }
+        if points.len() < 9 {
+            continue;
+        }
+        let k = points.len() as f64;
+        let centre = (points.iter().map(|p| p.0).sum::<f64>() / k, points.iter().map(|p| p.1).sum::<f64>() / k);
+        let radius_deg = points.iter().map(|p| ang(*p, centre)).fold(0.0, f64::max).max(1.0);
+        let ty = if out.len() % 2 == 0 { EventType::Ar } else { EventType::Ch };
+        let growth = (rng.uniform() * 2.0 - 1.0) * growth_per_hour;
+        out.push(Region { event_id: format!("PATCH-{}", out.len() + 1), event_type: ty, points, centre, radius_deg, growth });
+    }
+    out
+}
+
 /// Small-angle distance in degrees between two (lat, lon).
 fn ang(a: (f64, f64), b: (f64, f64)) -> f64 {
     let dlon = (a.1 - b.1) * ((a.0 + b.0) / 2.0).to_radians().cos();
@@ -264,14 +300,13 @@ impl Region {
 pub fn synthesize(source: &Frame, cfg: &SynthConfig) -> Sequence {
     let mut rng = Draws(cfg.seed);
     let base = resample(source, cfg.size);
-    let regions = detect(&base, cfg.max_regions, &mut rng, cfg.growth_per_hour);
+    let mut regions = detect(&base, cfg.max_regions, &mut rng, cfg.growth_per_hour);
+    regions.extend(random_patches(&base, cfg.random_regions, &mut rng, cfg.growth_per_hour));
     let n = (cfg.hours * 60.0 / cfg.cadence_min).floor() as usize + 1;
     let wcs = base.wcs;
     let (w, h) = (base.width, base.height);
     let disk: Vec<f32> = base.pixels.clone();
     let med = median(disk.iter().copied().filter(|v| *v > 0.0).collect());
-    // Heliographic position of every pixel of the output grid (fixed pointing).
-    let grid: Vec<Option<(f64, f64)>> = (0..w * h).map(|i| wcs.pix_to_hg((i % w) as f64, (i / w) as f64)).collect();
     let mut frames = Vec::new();
     let mut truth = Vec::new();
     let mut label_times = Vec::new();
@@ -300,7 +335,9 @@ pub fn synthesize(source: &Frame, cfg: &SynthConfig) -> Sequence {
                         }
                         match wcs.hg_to_pix(q.0, q.1) {
                             Some((sx, sy)) => bilinear(&base.pixels, w, h, sx, sy),
-                            None => 0.0,
+                            // Rotated in from the far side: nothing is known there;
+                            // keep what the first frame shows at this place.
+                            None => bilinear(&base.pixels, w, h, gx, gy),
                         }
                     }
                     None => bilinear(&base.pixels, w, h, gx, gy),
@@ -308,7 +345,6 @@ pub fn synthesize(source: &Frame, cfg: &SynthConfig) -> Sequence {
                 px[y * w + x] = (v as f64 * gain + rng.normal() * cfg.noise * med as f64) as f32;
             }
         }
-        let _ = &grid;
         for r in &regions {
             if let Some(b) = r.bbox(&wcs, hours, jitter) {
                 truth.push(Truth { frame_time_ms: time_ms, event_id: r.event_id.clone(), event_type: r.event_type, bbox_px: b });

@@ -1,9 +1,9 @@
 //! Online tracking of Active Regions and Coronal Holes between sparse labels.
 //!
-//! Per frame, each track's box is first moved by the differential rotation (the
-//! physics prior, through the frames' WCS); the network then regresses a correction
-//! from the previous frame's crop around the old box and the current frame's crop
-//! around the prior. A label re-anchors its track (matched by event id, else by
+//! Per frame, the track's last label box is carried by the differential rotation
+//! to the frame (the physics prior, through the frames' WCS); the network then
+//! regresses a correction from the previous frame's crop around the track's last
+//! box and the current frame's crop around the prior. A label re-anchors its track (matched by event id, else by
 //! overlap; a label with no track starts one) and, when the tracker had predicted
 //! that very frame, trains the network on that pair plus augmented pairs (the label
 //! box shifted and scaled by Laplace draws, as in GOTURN's motion model).
@@ -93,7 +93,7 @@ impl Default for TrackerConfig {
 }
 
 /// A label: a catalogue box for an event at a time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Label {
     pub event_id: String,
     pub event_type: EventType,
@@ -101,7 +101,7 @@ pub struct Label {
     pub bbox: LabelBox,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum LabelBox {
     Px([f64; 4]),
     Arcsec([f64; 4]),
@@ -163,7 +163,7 @@ pub struct TrackOut {
     pub source: &'static str,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrackerCounts {
     pub frames: u64,
     pub labels: u64,
@@ -229,11 +229,15 @@ impl Tracker {
                 self.counts.tracks_ended_stale += 1;
                 continue;
             }
-            let (Some(prior), Some(rot)) = (rotate_box(&t.tracker, &prev_wcs, &fr.wcs, dt, limb), rotate_box(&t.rotation, &prev_wcs, &fr.wcs, dt, limb)) else {
+            // The prior is the rotation-only box (the last label carried by the
+            // rotation), not the tracker's own last box: the network corrects it
+            // afresh on every frame, so its errors do not accumulate between labels.
+            let (Some(_), Some(rot)) = (rotate_box(&t.tracker, &prev_wcs, &fr.wcs, dt, limb), rotate_box(&t.rotation, &prev_wcs, &fr.wcs, dt, limb)) else {
                 self.counts.tracks_ended_limb += 1;
                 continue;
             };
             t.rotation = rot;
+            let prior = rot;
             let (cur, _) = crop(fr, &prior, s, ctx, Some(t.norm));
             t.pair = Some(Pair { time_ms: fr.time_ms, prev: std::mem::take(&mut t.prev_crop), cur, prior });
             t.tracker = prior;
@@ -391,33 +395,85 @@ impl Tracker {
             .collect()
     }
 
-    /// The network and every track (boxes, crops, pending pair) as a snapshot.
-    pub fn save(&self, s: &mut Snapshot) -> anyhow::Result<()> {
-        self.net.save(s)?;
-        s.put_int("next_id", self.next_id);
-        s.put_int("rng", self.rng.0);
-        let meta: Vec<serde_json::Value> = self
-            .tracks
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "id": t.id, "event_id": t.event_id, "event_type": t.event_type,
-                    "tracker": t.tracker, "rotation": t.rotation, "fixed": t.fixed,
-                    "last_time_ms": t.last_time_ms, "last_label_ms": t.last_label_ms,
-                    "confidence": t.confidence, "from_label": t.from_label, "norm": [t.norm.0, t.norm.1],
-                    "pair": t.pair.as_ref().map(|p| serde_json::json!({"time_ms": p.time_ms, "prior": p.prior})),
-                })
-            })
-            .collect();
+    /// The tracker's whole state: JSON for the tracks' boxes and counters, a
+    /// snapshot for the network (weights, AdamW moments), the tracks' crops and the
+    /// last frame.
+    pub fn save(&self) -> anyhow::Result<(serde_json::Value, Snapshot)> {
+        let mut s = Snapshot::default();
+        self.net.save(&mut s)?;
+        let f32s = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<f64>>();
+        let mut tracks = Vec::new();
         for t in &self.tracks {
-            s.put(&format!("track{}.prev_crop", t.id), t.prev_crop.iter().map(|v| *v as f64).collect());
+            s.put(&format!("track{}.prev_crop", t.id), f32s(&t.prev_crop));
             if let Some(p) = &t.pair {
-                s.put(&format!("track{}.pair_prev", t.id), p.prev.iter().map(|v| *v as f64).collect());
-                s.put(&format!("track{}.pair_cur", t.id), p.cur.iter().map(|v| *v as f64).collect());
+                s.put(&format!("track{}.pair_prev", t.id), f32s(&p.prev));
+                s.put(&format!("track{}.pair_cur", t.id), f32s(&p.cur));
             }
+            tracks.push(serde_json::json!({
+                "id": t.id, "event_id": t.event_id, "event_type": t.event_type,
+                "tracker": t.tracker, "rotation": t.rotation, "fixed": t.fixed,
+                "last_time_ms": t.last_time_ms, "last_label_ms": t.last_label_ms,
+                "confidence": t.confidence, "from_label": t.from_label, "norm": [t.norm.0, t.norm.1],
+                "pair": t.pair.as_ref().map(|p| serde_json::json!({"time_ms": p.time_ms, "prior": p.prior})),
+            }));
         }
-        let json = serde_json::to_vec(&serde_json::json!({"tracks": meta, "counts": self.counts}))?;
-        s.put("tracks_json", json.into_iter().map(f64::from).collect());
+        let last = self.last.as_ref().map(|f| {
+            s.put("last_frame.pixels", f32s(&f.pixels));
+            serde_json::json!({"time_ms": f.time_ms, "instrument": f.instrument, "wavelength": f.wavelength, "width": f.width, "height": f.height, "wcs": f.wcs})
+        });
+        let json = serde_json::json!({"next_id": self.next_id, "rng": self.rng.0, "tracks": tracks, "last_frame": last, "counts": self.counts});
+        Ok((json, s))
+    }
+
+    /// Restores what [`Tracker::save`] wrote.
+    pub fn load(&mut self, json: &serde_json::Value, s: &mut Snapshot) -> anyhow::Result<()> {
+        use anyhow::Context;
+        self.net.load(s)?;
+        let f32s = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
+        self.next_id = json["next_id"].as_u64().context("next_id")?;
+        self.rng = Draws(json["rng"].as_u64().context("rng")?);
+        self.counts = serde_json::from_value(json["counts"].clone())?;
+        let bx = |v: &serde_json::Value| -> anyhow::Result<BoxPx> { Ok(serde_json::from_value(v.clone())?) };
+        self.tracks.clear();
+        for t in json["tracks"].as_array().context("tracks")? {
+            let id = t["id"].as_u64().context("id")?;
+            let pair = match t.get("pair").filter(|p| !p.is_null()) {
+                Some(p) => Some(Pair {
+                    time_ms: p["time_ms"].as_i64().context("pair time")?,
+                    prev: f32s(s.array(&format!("track{id}.pair_prev"))?),
+                    cur: f32s(s.array(&format!("track{id}.pair_cur"))?),
+                    prior: bx(&p["prior"])?,
+                }),
+                None => None,
+            };
+            self.tracks.push(Track {
+                id,
+                event_id: t["event_id"].as_str().context("event_id")?.to_string(),
+                event_type: serde_json::from_value(t["event_type"].clone())?,
+                tracker: bx(&t["tracker"])?,
+                rotation: bx(&t["rotation"])?,
+                fixed: bx(&t["fixed"])?,
+                last_time_ms: t["last_time_ms"].as_i64().context("last_time_ms")?,
+                last_label_ms: t["last_label_ms"].as_i64().context("last_label_ms")?,
+                confidence: t["confidence"].as_f64().context("confidence")?,
+                from_label: t["from_label"].as_bool().unwrap_or(false),
+                prev_crop: f32s(s.array(&format!("track{id}.prev_crop"))?),
+                norm: (t["norm"][0].as_f64().unwrap_or(0.0) as f32, t["norm"][1].as_f64().unwrap_or(1.0) as f32),
+                pair,
+            });
+        }
+        self.last = match json.get("last_frame").filter(|v| !v.is_null()) {
+            Some(f) => Some(Frame {
+                time_ms: f["time_ms"].as_i64().context("time")?,
+                instrument: f["instrument"].as_str().unwrap_or_default().to_string(),
+                wavelength: f["wavelength"].as_f64().unwrap_or(0.0),
+                width: f["width"].as_u64().context("width")? as usize,
+                height: f["height"].as_u64().context("height")? as usize,
+                wcs: serde_json::from_value(f["wcs"].clone())?,
+                pixels: f32s(s.array("last_frame.pixels")?),
+            }),
+            None => None,
+        };
         Ok(())
     }
 }

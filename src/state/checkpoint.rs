@@ -253,7 +253,7 @@ pub fn decode(
     })
 }
 
-fn snapshots_to_safetensors(snaps: &[(String, Snapshot)]) -> Result<Vec<u8>> {
+pub(crate) fn snapshots_to_safetensors(snaps: &[(String, Snapshot)]) -> Result<Vec<u8>> {
     let mut bufs: Vec<(String, Vec<u8>, usize)> = Vec::new();
     let mut meta = HashMap::new();
     for (prefix, s) in snaps {
@@ -275,7 +275,7 @@ fn snapshots_to_safetensors(snaps: &[(String, Snapshot)]) -> Result<Vec<u8>> {
     safetensors::serialize(views, meta).map_err(cp_err)
 }
 
-fn safetensors_to_snapshots(b: &[u8]) -> Result<HashMap<String, Snapshot>> {
+pub(crate) fn safetensors_to_snapshots(b: &[u8]) -> Result<HashMap<String, Snapshot>> {
     let (_, md) = safetensors::SafeTensors::read_metadata(b).map_err(|e| cp_err(format!("models.safetensors: {e}")))?;
     let st = safetensors::SafeTensors::deserialize(b).map_err(|e| cp_err(format!("models.safetensors: {e}")))?;
     let mut out: HashMap<String, Snapshot> = HashMap::new();

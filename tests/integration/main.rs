@@ -8,4 +8,5 @@ mod end_to_end;
 mod exactly_once;
 mod features;
 mod processes;
+mod solar;
 mod telemetry;
