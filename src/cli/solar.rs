@@ -131,10 +131,10 @@ struct Pair {
     target: [f32; 4],
 }
 
-/// Pairs as the tracker meets them: the previous frame's crop around the true box,
-/// and the current frame's crop around the prior — the box of the last label (a
-/// frame up to `label_every` earlier) carried by the rotation; the target is the
-/// correction from that prior to the true box. Plus the same with a perturbed prior.
+/// Pairs as the tracker meets them: the template — the crop around the last label's
+/// box in its frame (a frame up to `label_every` earlier) — and the current frame's
+/// crop around the prior, that box carried by the rotation; the target is the
+/// correction from the prior to the true box. Plus the same with a perturbed prior.
 fn pairs(frames: &[Frame], truth: &[crate::solar::synth::Truth], s: usize, ctx: f64, label_every_ms: i64, rng: &mut Draws) -> Vec<Pair> {
     let mut out = Vec::new();
     let at = |t: i64, id: &str| truth.iter().find(|x| x.frame_time_ms == t && x.event_id == id);
@@ -144,15 +144,16 @@ fn pairs(frames: &[Frame], truth: &[crate::solar::synth::Truth], s: usize, ctx: 
     };
     for (k, w) in frames.windows(2).enumerate() {
         let (a, b) = (&w[0], &w[1]);
+        let _ = a;
         // A random earlier frame within the label cadence plays the last label.
         let earliest = frames.iter().position(|f| f.time_ms >= b.time_ms - label_every_ms).unwrap_or(0).min(k);
         let l = &frames[earliest + rng.below((k - earliest + 1) as u64) as usize];
         for ta in truth.iter().filter(|t| t.frame_time_ms == a.time_ms) {
             let (Some(tb), Some(tl)) = (at(b.time_ms, &ta.event_id), at(l.time_ms, &ta.event_id)) else { continue };
-            let (ba, bb, bl) = (BoxPx::from_corners(ta.bbox_px), BoxPx::from_corners(tb.bbox_px), BoxPx::from_corners(tl.bbox_px));
+            let (bb, bl) = (BoxPx::from_corners(tb.bbox_px), BoxPx::from_corners(tl.bbox_px));
             let dt = (b.time_ms - l.time_ms) as f64 / 86_400_000.0;
             let Some(prior) = rotate_box(&bl, &l.wcs, &b.wcs, dt, 85.0) else { continue };
-            let (prev, norm) = crop(a, &ba, s, ctx, None);
+            let (prev, norm) = crop(l, &bl, s, ctx, None);
             let (cur, _) = crop(b, &prior, s, ctx, Some(norm));
             out.push(Pair { prev: prev.clone(), cur, ty: ta.event_type.index(), target: prior.delta_to(&bb) });
             let p2 = BoxPx { cx: prior.cx + lap(rng, 0.08) * prior.w, cy: prior.cy + lap(rng, 0.08) * prior.h, w: prior.w * lap(rng, 0.05).exp(), h: prior.h * lap(rng, 0.05).exp() };
@@ -161,6 +162,44 @@ fn pairs(frames: &[Frame], truth: &[crate::solar::synth::Truth], s: usize, ctx: 
         }
     }
     out
+}
+
+/// One of the 8 symmetries of the square applied to an S×S crop: bit 0 flips x,
+/// bit 1 flips y, bit 2 transposes (after the flips).
+fn dihedral(c: &[f32], s: usize, k: u64) -> Vec<f32> {
+    let mut out = vec![0f32; c.len()];
+    for y in 0..s {
+        for x in 0..s {
+            let (mut u, mut v) = (x, y);
+            if k & 1 != 0 {
+                u = s - 1 - u;
+            }
+            if k & 2 != 0 {
+                v = s - 1 - v;
+            }
+            if k & 4 != 0 {
+                std::mem::swap(&mut u, &mut v);
+            }
+            out[v * s + u] = c[y * s + x];
+        }
+    }
+    out
+}
+
+/// The target under the same symmetry: flips negate Δx or Δy, the transpose swaps
+/// x with y (and the two size terms).
+fn dihedral_target(t: [f32; 4], k: u64) -> [f32; 4] {
+    let mut t = t;
+    if k & 1 != 0 {
+        t[0] = -t[0];
+    }
+    if k & 2 != 0 {
+        t[1] = -t[1];
+    }
+    if k & 4 != 0 {
+        t = [t[1], t[0], t[3], t[2]];
+    }
+    t
 }
 
 pub async fn train_tracker(a: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -193,10 +232,14 @@ pub async fn train_tracker(a: TrainArgs) -> anyhow::Result<ExitCode> {
             let mut cur = Vec::with_capacity(chunk.len() * s2);
             let (mut types, mut targets) = (Vec::new(), Vec::new());
             for &i in chunk {
-                prev.extend_from_slice(&data[i].prev);
-                cur.extend_from_slice(&data[i].cur);
+                // Augmented on the fly: a symmetry of the square and a common affine
+                // change of intensity, so the network learns motion, not textures.
+                let k = rng.below(8);
+                let (g, o) = (0.8 + 0.45 * rng.uniform() as f32, 0.4 * rng.uniform() as f32 - 0.2);
+                prev.extend(dihedral(&data[i].prev, a.crop, k).into_iter().map(|v| v * g + o));
+                cur.extend(dihedral(&data[i].cur, a.crop, k).into_iter().map(|v| v * g + o));
                 types.push(data[i].ty);
-                targets.push(data[i].target);
+                targets.push(dihedral_target(data[i].target, k));
             }
             total += net.learn(&prev, &cur, &types, &targets)? as f64;
             n += 1;
@@ -208,4 +251,24 @@ pub async fn train_tracker(a: TrainArgs) -> anyhow::Result<ExitCode> {
     net.save_weights(&a.out)?;
     println!("trained on {} pairs for {} epochs → {}", data.len(), a.epochs, a.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bright pixel right of centre moves left under an x flip, below centre under
+    /// the transpose of that, and the targets follow the same way.
+    #[test]
+    fn symmetries_move_crops_and_targets_together() {
+        let s = 4;
+        let mut c = vec![0f32; 16];
+        c[1 * s + 3] = 1.0; // x = 3, y = 1
+        let f = dihedral(&c, s, 1);
+        assert_eq!(f[1 * s], 1.0); // x = 0
+        let t = dihedral(&c, s, 4);
+        assert_eq!(t[3 * s + 1], 1.0); // transposed: x = 1, y = 3
+        assert_eq!(dihedral_target([0.1, -0.2, 0.3, 0.0], 1), [-0.1, -0.2, 0.3, 0.0]);
+        assert_eq!(dihedral_target([0.1, -0.2, 0.3, 0.0], 4), [-0.2, 0.1, 0.0, 0.3]);
+    }
 }

@@ -27,8 +27,22 @@ pub fn register_fonts() {
     });
 }
 
-fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(crate) fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("{e:?}")
+}
+
+type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// The series legend, in one style for every plot.
+pub(crate) fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(pe)
 }
 
 /// Line colours: model configurations in order, then the baselines.
@@ -180,14 +194,7 @@ fn predictions(path: &Path, series: &[Series], names: &[&str]) -> anyhow::Result
                 .label(format!("model {}", names[i]))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(pe)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(pe)?;
     Ok(())
@@ -260,14 +267,7 @@ fn rolling(path: &Path, series: &[Series], names: &[&str], seasonal: bool) -> an
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(pe)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(pe)?;
     Ok(())
 }
@@ -332,14 +332,7 @@ fn residuals(path: &Path, s: &Series, name: &str) -> anyhow::Result<()> {
             .label(label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], c.mix(0.45).filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(pe)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(pe)?;
     Ok(())
 }

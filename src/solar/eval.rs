@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::anyhow;
+use crate::report::plots::{legend, pe};
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -118,9 +118,6 @@ impl Evaluator {
     }
 }
 
-fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("{e:?}")
-}
 
 /// Writes `tracking.json`, `iou_by_hours.png`, `center_error_by_hours.png` and
 /// `frame.png` (the frame furthest from its labels, with the boxes) into `dir`.
@@ -161,14 +158,7 @@ pub fn write_report(dir: &Path, e: &Evaluation, frame: Option<(&Frame, &[Boxes])
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
             chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled()))).map_err(pe)?;
         }
-        chart
-            .configure_series_labels()
-            .position(if pick == 0 { SeriesLabelPosition::LowerLeft } else { SeriesLabelPosition::UpperLeft })
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(pe)?;
+        legend(&mut chart, if pick == 0 { SeriesLabelPosition::LowerLeft } else { SeriesLabelPosition::UpperLeft })?;
         root.present().map_err(pe)?;
     }
     if let Some((fr, boxes)) = frame {

@@ -2,8 +2,11 @@
 //!
 //! Per frame, the track's last label box is carried by the differential rotation
 //! to the frame (the physics prior, through the frames' WCS); the network then
-//! regresses a correction from the previous frame's crop around the track's last
-//! box and the current frame's crop around the prior. A label re-anchors its track (matched by event id, else by
+//! regresses a correction from two crops: the labelled frame around the label box
+//! (the template: the region as the catalogue last saw it) and the current frame
+//! around the prior. GOTURN pairs consecutive frames; between sparse labels that
+//! chains each frame's error into the next, so here the earlier crop is the last
+//! labelled one and every frame is corrected afresh from the prior. A label re-anchors its track (matched by event id, else by
 //! overlap; a label with no track starts one) and, when the tracker had predicted
 //! that very frame, trains the network on that pair plus augmented pairs (the label
 //! box shifted and scaled by Laplace draws, as in GOTURN's motion model).
@@ -31,6 +34,9 @@ pub struct TrackerConfig {
     /// Augmented pairs trained with each label.
     #[serde(default = "d_augment")]
     pub augment: usize,
+    /// AdamW steps per label (each on the observed pair and fresh augmented pairs).
+    #[serde(default = "d_steps")]
+    pub steps_per_label: usize,
     #[serde(default = "d_lr")]
     pub learning_rate: f64,
     /// A track without a label for this long ends.
@@ -63,6 +69,9 @@ fn d_context() -> f64 {
 }
 fn d_augment() -> usize {
     8
+}
+fn d_steps() -> usize {
+    1
 }
 fn d_lr() -> f64 {
     3e-4
@@ -142,6 +151,7 @@ pub struct Track {
     pub confidence: f64,
     /// Re-anchored on a label at `last_time_ms`.
     pub from_label: bool,
+    /// The template: the crop around the last label box in its frame.
     prev_crop: Vec<f32>,
     norm: (f32, f32),
     pair: Option<Pair>,
@@ -239,7 +249,7 @@ impl Tracker {
             t.rotation = rot;
             let prior = rot;
             let (cur, _) = crop(fr, &prior, s, ctx, Some(t.norm));
-            t.pair = Some(Pair { time_ms: fr.time_ms, prev: std::mem::take(&mut t.prev_crop), cur, prior });
+            t.pair = Some(Pair { time_ms: fr.time_ms, prev: t.prev_crop.clone(), cur, prior });
             t.tracker = prior;
             t.last_time_ms = fr.time_ms;
             t.from_label = false;
@@ -262,9 +272,6 @@ impl Tracker {
             let prior = t.pair.as_ref().expect("set above").prior;
             t.tracker = prior.apply(d);
             t.confidence = (-(d.iter().map(|v| v.abs() as f64).sum::<f64>())).exp();
-            let (c, norm) = crop(fr, &t.tracker, s, ctx, None);
-            t.prev_crop = c;
-            t.norm = norm;
         }
         self.last = Some(fr.clone());
         Ok(())
@@ -313,25 +320,27 @@ impl Tracker {
                 t.event_id = l.event_id.clone();
                 if let Some(p) = t.pair.take().filter(|p| p.time_ms == l.time_ms) {
                     let ty = t.event_type.index();
-                    let mut prev = p.prev.clone();
-                    let mut cur = p.cur.clone();
-                    let mut types = vec![ty];
-                    let mut targets = vec![p.prior.delta_to(&b)];
-                    for _ in 0..self.cfg.augment {
-                        let shifted = BoxPx {
-                            cx: b.cx + laplace(&mut self.rng, self.cfg.shift_scale) * b.w,
-                            cy: b.cy + laplace(&mut self.rng, self.cfg.shift_scale) * b.h,
-                            w: b.w * laplace(&mut self.rng, self.cfg.size_scale).exp(),
-                            h: b.h * laplace(&mut self.rng, self.cfg.size_scale).exp(),
-                        };
-                        let (c, _) = crop(&fr, &shifted, s, ctx, Some(norm));
-                        prev.extend_from_slice(&anchor);
-                        cur.extend_from_slice(&c);
-                        types.push(ty);
-                        targets.push(shifted.delta_to(&b));
+                    for _ in 0..self.cfg.steps_per_label.max(1) {
+                        let mut prev = p.prev.clone();
+                        let mut cur = p.cur.clone();
+                        let mut types = vec![ty];
+                        let mut targets = vec![p.prior.delta_to(&b)];
+                        for _ in 0..self.cfg.augment {
+                            let shifted = BoxPx {
+                                cx: b.cx + laplace(&mut self.rng, self.cfg.shift_scale) * b.w,
+                                cy: b.cy + laplace(&mut self.rng, self.cfg.shift_scale) * b.h,
+                                w: b.w * laplace(&mut self.rng, self.cfg.size_scale).exp(),
+                                h: b.h * laplace(&mut self.rng, self.cfg.size_scale).exp(),
+                            };
+                            let (c, _) = crop(&fr, &shifted, s, ctx, Some(norm));
+                            prev.extend_from_slice(&anchor);
+                            cur.extend_from_slice(&c);
+                            types.push(ty);
+                            targets.push(shifted.delta_to(&b));
+                        }
+                        self.counts.last_loss = self.net.learn(&prev, &cur, &types, &targets)? as f64;
+                        self.counts.network_updates += 1;
                     }
-                    self.counts.last_loss = self.net.learn(&prev, &cur, &types, &targets)? as f64;
-                    self.counts.network_updates += 1;
                 }
                 let t = &mut self.tracks[i];
                 t.tracker = b;
