@@ -16,13 +16,14 @@ fn main() {
     let src = decode(&std::fs::read(root.join("data/solar/aia_171_level1.fits")).expect("frame"), usize::MAX).expect("decode");
     let device = std::env::var("TICKFLARE_DEVICE").unwrap_or_else(|_| "cpu".into());
     for size in [256usize, 512] {
-        let cfg = SynthConfig { size, hours: 4.0, cadence_min: 6.0, missing: 0.0, max_regions: 0, random_regions: 20, ..Default::default() };
+        let cfg = SynthConfig { size, hours: 4.0, cadence_min: 6.0, missing: 0.0, max_regions: 0, random_regions: 30, ..Default::default() };
         let seq = synthesize(&src, &cfg);
-        let tcfg = TrackerConfig { weights: Some(root.join("data/solar/tracker-eit.safetensors")), device: device.clone(), ..Default::default() };
+        // (Random patches overlap: no IoU matching, so each label keeps its own track.)
+        let tcfg = TrackerConfig { weights: Some(root.join("data/solar/tracker-eit.safetensors")), device: device.clone(), match_iou: 2.0, ..Default::default() };
         let mut tr = Tracker::new(tcfg, root).expect("tracker");
         let first = &seq.frames[0];
         tr.on_frame(first).expect("frame");
-        for t in seq.truth.iter().filter(|t| t.frame_time_ms == first.time_ms) {
+        for t in seq.truth.iter().filter(|t| t.frame_time_ms == first.time_ms).take(20) {
             tr.on_label(&Label { event_id: t.event_id.clone(), event_type: t.event_type, time_ms: t.frame_time_ms, bbox: LabelBox::Px(t.bbox_px) }).expect("label");
         }
         let live = tr.tracks.len();
