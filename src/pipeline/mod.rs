@@ -471,6 +471,11 @@ impl Batch {
             // Idle: settle what is outstanding.
             return self.drain().await;
         }
+        // Dead letters come from two stages (decoding as records arrive, the model
+        // stage when the batch runs), so their order within a batch depended on
+        // where batches ended. In source-offset order, the dead-letter topic is the
+        // same whatever the batching — which exactly-once restarts rely on.
+        self.out.dead_letters.sort_by_key(|d| (d.partition, d.offset));
         if let Some(ck) = ckpt {
             ck.suppress(&mut self.out);
             ck.retire_watermarks(&self.states);
