@@ -263,9 +263,9 @@ mod tests {
     fn symmetries_move_crops_and_targets_together() {
         let s = 4;
         let mut c = vec![0f32; 16];
-        c[1 * s + 3] = 1.0; // x = 3, y = 1
+        c[s + 3] = 1.0; // x = 3, y = 1
         let f = dihedral(&c, s, 1);
-        assert_eq!(f[1 * s], 1.0); // x = 0
+        assert_eq!(f[s], 1.0); // x = 0
         let t = dihedral(&c, s, 4);
         assert_eq!(t[3 * s + 1], 1.0); // transposed: x = 1, y = 3
         assert_eq!(dihedral_target([0.1, -0.2, 0.3, 0.0], 1), [-0.1, -0.2, 0.3, 0.0]);

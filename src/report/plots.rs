@@ -200,6 +200,9 @@ fn predictions(path: &Path, series: &[Series], names: &[&str]) -> anyhow::Result
     Ok(())
 }
 
+/// A named, coloured curve.
+type Line = (String, RGBColor, Vec<(f64, f64)>);
+
 /// Rolling MAE over a window of labels (all keys, in time order).
 fn rolling(path: &Path, series: &[Series], names: &[&str], seasonal: bool) -> anyhow::Result<()> {
     let n = series[0].rows.len();
@@ -223,7 +226,7 @@ fn rolling(path: &Path, series: &[Series], names: &[&str], seasonal: bool) -> an
         }
         out
     };
-    let mut lines: Vec<(String, RGBColor, Vec<(f64, f64)>)> = Vec::new();
+    let mut lines: Vec<Line> = Vec::new();
     lines.push(("persistence".into(), PERSISTENCE, curve(&series[0], &|s| Some((s.persistence - s.actual).abs()))));
     if seasonal {
         lines.push(("seasonal naive".into(), SEASONAL, curve(&series[0], &|s| s.seasonal.map(|v| (v - s.actual).abs()))));

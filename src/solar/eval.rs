@@ -133,7 +133,7 @@ pub fn write_report(dir: &Path, e: &Evaluation, frame: Option<(&Frame, &[Boxes])
         let v = |s: &Score| if pick == 0 { s.mean_iou } else { s.center_err_arcsec };
         let rows = &e.by_hours_since_label;
         let xmax = rows.iter().map(|r| r.hours as f64 + 1.0).fold(1.0, f64::max);
-        let ymax = rows.iter().flat_map(|r| [v(&r.tracker), v(&r.rotation_only), v(&r.r#static)]).fold(if pick == 0 { 1.0 } else { 1.0 }, f64::max) * 1.05;
+        let ymax = rows.iter().flat_map(|r| [v(&r.tracker), v(&r.rotation_only), v(&r.r#static)]).fold(1.0, f64::max) * 1.05;
         let path = dir.join(file);
         let root = BitMapBackend::new(&path, (1000, 500)).into_drawing_area();
         root.fill(&WHITE).map_err(pe)?;

@@ -31,7 +31,7 @@ const HIDDEN: usize = 64;
 impl TrackerNet {
     /// A fresh network for S × S crops (S a multiple of 8), weights from `seed`.
     pub fn new(crop: usize, lr: f64, seed: u64, device: &Device) -> anyhow::Result<Self> {
-        anyhow::ensure!(crop >= 16 && crop % 8 == 0, "tracker crop {crop}: use a multiple of 8, at least 16");
+        anyhow::ensure!(crop >= 16 && crop.is_multiple_of(8), "tracker crop {crop}: use a multiple of 8, at least 16");
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let c = |stride, padding| Conv2dConfig { stride, padding, ..Default::default() };

@@ -288,6 +288,12 @@ async fn dead_letter(prod: &FutureProducer, topic: &str, src_topic: &str, m: &rd
     Ok(())
 }
 
+/// A frame message read but not processed: payload, offset, timestamp.
+type Queued = (Vec<u8>, i64, Option<i64>);
+
+/// Hours since the label, the frame and its boxes.
+type Worst = (f64, super::frame::Frame, Vec<super::eval::Boxes>);
+
 /// Runs the pipeline: until the end of the input (embedded / `stop_at_end`) or
 /// until `shutdown`.
 pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<SolarSummary> {
@@ -336,8 +342,8 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
     consumer.assign(&tpl)?;
     drop(tpl);
     let mut pending_labels: Vec<Label> = pos.pending_labels.clone();
-    // Per frames partition: records read, not yet processed (payload, offset, timestamp).
-    let mut queues: BTreeMap<i32, std::collections::VecDeque<(Vec<u8>, i64, Option<i64>)>> = frames_end.keys().map(|p| (*p, Default::default())).collect();
+    // Per frames partition: records read, not yet processed.
+    let mut queues: BTreeMap<i32, std::collections::VecDeque<Queued>> = frames_end.keys().map(|p| (*p, Default::default())).collect();
     let mut frames_next: BTreeMap<i32, i64> = frames_end.keys().map(|p| (*p, pos.frames_next.get(p).copied().unwrap_or(0))).collect();
     // Next offset per partition of the frames actually processed (what a checkpoint records).
     let mut processed = frames_next.clone();
@@ -348,7 +354,8 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
     let mut labels_next = pos.labels_next;
     let mut last_frame_ms = if pos.frames_done > 0 { pos.last_frame_ms } else { i64::MIN };
     let started = Instant::now();
-    let mut worst: Option<(f64, super::frame::Frame, Vec<super::eval::Boxes>)> = None;
+    // The frame furthest from its labels, for the report's picture.
+    let mut worst: Option<Worst> = None;
     loop {
         if *shutdown.borrow() {
             break;

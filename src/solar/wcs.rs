@@ -37,7 +37,7 @@ pub struct SolarWcs {
 impl SolarWcs {
     /// A WCS with the observer distance implied by the apparent radius.
     pub fn with_distance_from_radius(mut self) -> Self {
-        if !(self.dsun_m > 0.0) {
+        if self.dsun_m.is_nan() || self.dsun_m <= 0.0 {
             self.dsun_m = RSUN_M / (self.rsun_arcsec * ARCSEC).sin();
         }
         self
