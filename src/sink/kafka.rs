@@ -14,7 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::Outputs;
+use super::{DeadLetter, Outputs};
 use crate::error::{Error, Result};
 
 /// Header names carried by every output message.
@@ -107,22 +107,7 @@ impl KafkaSink {
             acks.push(self.enqueue(rec).await?);
         }
         for d in &out.dead_letters {
-            let headers = source_headers(&self.source_topic, d.partition, d.offset)
-                .insert(Header { key: H_REASON, value: Some(d.reason) })
-                .insert(Header { key: H_ERROR, value: Some(&d.detail) });
-            let mut rec = FutureRecord::<[u8], [u8]>::to(&self.dead_letter_topic)
-                .partition(d.partition)
-                .headers(headers);
-            if let Some(k) = &d.key {
-                rec = rec.key(k.as_slice());
-            }
-            if let Some(p) = &d.payload {
-                rec = rec.payload(p.as_slice());
-            }
-            if let Some(t) = d.timestamp_ms {
-                rec = rec.timestamp(t);
-            }
-            acks.push(self.enqueue(rec).await?);
+            acks.push(self.enqueue(dead_letter_record(&self.dead_letter_topic, &self.source_topic, d, d.partition)).await?);
         }
         Ok(acks)
     }
@@ -143,6 +128,25 @@ impl KafkaSink {
             }
         }
     }
+}
+
+/// The dead-letter message for `d` on output `partition`: the record's original key,
+/// payload and timestamp, its source coordinates, `reason` and `error` as headers.
+pub fn dead_letter_record<'a>(topic: &'a str, source_topic: &str, d: &'a DeadLetter, partition: i32) -> FutureRecord<'a, [u8], [u8]> {
+    let headers = source_headers(source_topic, d.partition, d.offset)
+        .insert(Header { key: H_REASON, value: Some(d.reason) })
+        .insert(Header { key: H_ERROR, value: Some(&d.detail) });
+    let mut rec = FutureRecord::<[u8], [u8]>::to(topic).partition(partition).headers(headers);
+    if let Some(k) = &d.key {
+        rec = rec.key(k.as_slice());
+    }
+    if let Some(p) = &d.payload {
+        rec = rec.payload(p.as_slice());
+    }
+    if let Some(t) = d.timestamp_ms {
+        rec = rec.timestamp(t);
+    }
+    rec
 }
 
 fn source_headers(topic: &str, partition: i32, offset: i64) -> OwnedHeaders {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,8 @@ use super::synth::{labels as synth_labels, synthesize, SynthConfig, Truth};
 use super::track::EventType;
 use super::tracker::{Label, LabelBox, Tracker, TrackerConfig};
 use crate::broker::EmbeddedBroker;
-use crate::sink::kafka::producer;
+use crate::sink::kafka::{dead_letter_record, producer};
+use crate::sink::DeadLetter;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,26 +266,11 @@ async fn seed(cfg: &SolarConfig) -> anyhow::Result<Seeded> {
     Ok(Seeded { broker: b, truth: seq.truth })
 }
 
-async fn dead_letter(prod: &FutureProducer, topic: &str, src_topic: &str, m: &rdkafka::message::BorrowedMessage<'_>, reason: &str, detail: &str) -> anyhow::Result<()> {
-    let off = m.offset().to_string();
-    let part = m.partition().to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header { key: crate::sink::kafka::H_SOURCE_TOPIC, value: Some(src_topic) })
-        .insert(Header { key: crate::sink::kafka::H_SOURCE_PARTITION, value: Some(&part) })
-        .insert(Header { key: crate::sink::kafka::H_SOURCE_OFFSET, value: Some(&off) })
-        .insert(Header { key: crate::sink::kafka::H_REASON, value: Some(reason) })
-        .insert(Header { key: crate::sink::kafka::H_ERROR, value: Some(detail) });
-    let mut r = FutureRecord::<[u8], [u8]>::to(topic).partition(0).headers(headers);
-    if let Some(p) = m.payload() {
-        r = r.payload(p);
-    }
-    if let Some(k) = m.key() {
-        r = r.key(k);
-    }
-    if let Some(t) = m.timestamp().to_millis() {
-        r = r.timestamp(t);
-    }
-    prod.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+/// Publishes a dead letter (to partition 0 of the dead-letter topic) and counts it.
+async fn dead_letter(prod: &FutureProducer, topic: &str, source_topic: &str, d: &DeadLetter, counts: &mut BTreeMap<String, u64>) -> anyhow::Result<()> {
+    *counts.entry(d.reason.to_string()).or_default() += 1;
+    tracing::warn!(topic = source_topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "dead-lettered");
+    prod.send(dead_letter_record(topic, source_topic, d, 0), Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
     Ok(())
 }
 
@@ -387,12 +373,13 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
                 frames_done += 1;
                 match decode(&payload, cfg.source.max_frame_pixels) {
                     Err(e) => {
-                        *dlq.entry(e.reason.to_string()).or_default() += 1;
-                        dead_letter_raw(&prod, cfg, p, offset, ts, &payload, e.reason, &e.detail).await?;
+                        let d = DeadLetter { partition: p, offset, reason: e.reason, detail: e.detail, key: None, payload: Some(payload), timestamp_ms: ts };
+                        dead_letter(&prod, &cfg.sink.dead_letter_topic, &cfg.source.frames_topic, &d, &mut dlq).await?;
                     }
                     Ok(fr) if fr.time_ms <= last_frame_ms => {
-                        *dlq.entry("frame_out_of_order".into()).or_default() += 1;
-                        dead_letter_raw(&prod, cfg, p, offset, ts, &payload, "frame_out_of_order", "frame time not after the previous frame's").await?;
+                        let detail = "frame time not after the previous frame's".to_string();
+                        let d = DeadLetter { partition: p, offset, reason: "frame_out_of_order", detail, key: None, payload: Some(payload), timestamp_ms: ts };
+                        dead_letter(&prod, &cfg.sink.dead_letter_topic, &cfg.source.frames_topic, &d, &mut dlq).await?;
                     }
                     Ok(fr) => {
                         frames_in += 1;
@@ -453,9 +440,17 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
                     labels_in += 1;
                     pending_labels.push(l);
                 }
-                Err(e) => {
-                    *dlq.entry("label_invalid".into()).or_default() += 1;
-                    dead_letter(&prod, &cfg.sink.dead_letter_topic, &cfg.source.labels_topic, &m, "label_invalid", &e).await?;
+                Err(detail) => {
+                    let d = DeadLetter {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        reason: "label_invalid",
+                        detail,
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        timestamp_ms: m.timestamp().to_millis(),
+                    };
+                    dead_letter(&prod, &cfg.sink.dead_letter_topic, &cfg.source.labels_topic, &d, &mut dlq).await?;
                 }
             }
         } else {
@@ -490,24 +485,6 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn dead_letter_raw(prod: &FutureProducer, cfg: &SolarConfig, partition: i32, offset: i64, ts: Option<i64>, payload: &[u8], reason: &str, detail: &str) -> anyhow::Result<()> {
-    let off = offset.to_string();
-    let part = partition.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header { key: crate::sink::kafka::H_SOURCE_TOPIC, value: Some(&cfg.source.frames_topic) })
-        .insert(Header { key: crate::sink::kafka::H_SOURCE_PARTITION, value: Some(&part) })
-        .insert(Header { key: crate::sink::kafka::H_SOURCE_OFFSET, value: Some(&off) })
-        .insert(Header { key: crate::sink::kafka::H_REASON, value: Some(reason) })
-        .insert(Header { key: crate::sink::kafka::H_ERROR, value: Some(detail) });
-    tracing::warn!(offset, reason, detail, "frame dead-lettered");
-    let mut r = FutureRecord::<[u8], [u8]>::to(&cfg.sink.dead_letter_topic).partition(0).headers(headers).payload(payload);
-    if let Some(t) = ts {
-        r = r.timestamp(t);
-    }
-    prod.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
-    Ok(())
-}
 
 /// Fails unless the config names distinct topics.
 pub fn check(cfg: &SolarConfig) -> anyhow::Result<()> {
