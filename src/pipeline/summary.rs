@@ -18,7 +18,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn new(m: &ErrorStats, p: &ErrorStats, s: Option<&ErrorStats>) -> Self {
+    /// Model, persistence and seasonal naive, Theil's U against persistence.
+    pub(crate) fn new(m: &ErrorStats, p: &ErrorStats, s: Option<&ErrorStats>) -> Self {
         Metrics {
             model: m.summary_against(Some(p)),
             persistence: p.summary_against(Some(p)),

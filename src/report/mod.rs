@@ -143,7 +143,7 @@ impl<'a> Series<'a> {
 
 /// Accumulates the three forecasters' errors.
 #[derive(Default, Clone, Copy)]
-pub struct Acc([ErrorStats; 3], bool);
+pub struct Acc([ErrorStats; 3]);
 
 impl Acc {
     pub fn add(&mut self, r: &LabelRow) {
@@ -152,24 +152,20 @@ impl Acc {
         self.0[1].add(s.persistence, s.actual, s.persistence);
         if let Some(sn) = s.seasonal {
             self.0[2].add(sn, s.actual, s.persistence);
-            self.1 = true;
         }
     }
 
     pub fn metrics(&self) -> Metrics {
-        Metrics {
-            model: self.0[0].summary_against(Some(&self.0[1])),
-            persistence: self.0[1].summary_against(Some(&self.0[1])),
-            seasonal_naive: self.1.then(|| self.0[2].summary_against(Some(&self.0[1]))),
-        }
+        let [m, p, s] = &self.0;
+        Metrics::new(m, p, (s.n > 0).then_some(s))
     }
 }
 
 /// Builds the report of a finished backtest.
 pub fn build(pipeline: &str, input_file: Option<&Path>, from_ms: Option<i64>, to_ms: Option<i64>, period: Option<Period>, r: &BacktestResult) -> Report {
-    let base = r.lanes.first().map(Series::of);
-    let span = base
-        .as_ref()
+    let series: Vec<Series> = r.lanes.iter().map(Series::of).collect();
+    let span = series
+        .first()
         .and_then(|s| Some(s.rows.last()?.1.time_ns - s.rows.first()?.1.time_ns))
         .unwrap_or(0)
         / 1_000_000;
@@ -177,8 +173,8 @@ pub fn build(pipeline: &str, input_file: Option<&Path>, from_ms: Option<i64>, to
     let models = r
         .lanes
         .iter()
-        .map(|lane| {
-            let series = Series::of(lane);
+        .zip(&series)
+        .map(|(lane, series)| {
             let mut buckets: BTreeMap<String, Acc> = BTreeMap::new();
             for (_, row) in &series.rows {
                 buckets.entry(period.label(row.time_ns)).or_default().add(row);
