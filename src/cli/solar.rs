@@ -138,13 +138,8 @@ struct Pair {
 fn pairs(frames: &[Frame], truth: &[crate::solar::synth::Truth], s: usize, ctx: f64, label_every_ms: i64, rng: &mut Draws) -> Vec<Pair> {
     let mut out = Vec::new();
     let at = |t: i64, id: &str| truth.iter().find(|x| x.frame_time_ms == t && x.event_id == id);
-    let lap = |rng: &mut Draws, sc: f64| {
-        let u = rng.uniform() - 0.5;
-        -sc * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln()
-    };
     for (k, w) in frames.windows(2).enumerate() {
         let (a, b) = (&w[0], &w[1]);
-        let _ = a;
         // A random earlier frame within the label cadence plays the last label.
         let earliest = frames.iter().position(|f| f.time_ms >= b.time_ms - label_every_ms).unwrap_or(0).min(k);
         let l = &frames[earliest + rng.below((k - earliest + 1) as u64) as usize];
@@ -156,7 +151,7 @@ fn pairs(frames: &[Frame], truth: &[crate::solar::synth::Truth], s: usize, ctx: 
             let (prev, norm) = crop(l, &bl, s, ctx, None);
             let (cur, _) = crop(b, &prior, s, ctx, Some(norm));
             out.push(Pair { prev: prev.clone(), cur, ty: ta.event_type.index(), target: prior.delta_to(&bb) });
-            let p2 = BoxPx { cx: prior.cx + lap(rng, 0.08) * prior.w, cy: prior.cy + lap(rng, 0.08) * prior.h, w: prior.w * lap(rng, 0.05).exp(), h: prior.h * lap(rng, 0.05).exp() };
+            let p2 = prior.perturbed(rng, 0.08, 0.05);
             let (cur2, _) = crop(b, &p2, s, ctx, Some(norm));
             out.push(Pair { prev, cur: cur2, ty: ta.event_type.index(), target: p2.delta_to(&bb) });
         }

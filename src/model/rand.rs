@@ -30,6 +30,12 @@ impl Draws {
         (2.0 * self.uniform() - 1.0) * bound
     }
 
+    /// Laplace(0, b) (GOTURN's motion model for augmented boxes).
+    pub fn laplace(&mut self, b: f64) -> f64 {
+        let u = self.uniform() - 0.5;
+        -b * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln()
+    }
+
     pub fn normal(&mut self) -> f64 {
         let (u, v) = (self.uniform(), self.uniform());
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()

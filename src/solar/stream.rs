@@ -233,7 +233,7 @@ async fn seed(cfg: &SolarConfig) -> anyhow::Result<Seeded> {
     let mut labels = synth_labels(&seq);
     for i in 0..syn.unknown_labels {
         let t = seq.label_times_ms.get(1 + i).or(seq.label_times_ms.first()).copied().unwrap_or(src.time_ms);
-        let c = src.width as f64 * syn.synth.size as f64 / src.width as f64 / 2.0;
+        let c = syn.synth.size as f64 / 2.0;
         labels.push(serde_json::json!({"event_id": format!("UNKNOWN-{}", i + 1), "event_type": "AR", "time": crate::source::file::rfc3339_ms(t), "bbox": {"px": [c - 8.0, c - 8.0, c + 8.0, c + 8.0]}}));
     }
     labels.sort_by_key(|l| crate::source::file::parse_time_ms(&l["time"]).unwrap_or(0));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{bilinear, Frame};
 use super::rotation::synodic_shift_deg;
-use super::track::{BoxPx, EventType};
+use super::track::EventType;
 use super::wcs::SolarWcs;
 use crate::model::rand::Draws;
 
@@ -372,12 +372,6 @@ pub fn labels(seq: &Sequence) -> Vec<serde_json::Value> {
             })
         })
         .collect()
-}
-
-impl BoxPx {
-    pub fn from_corners(b: [f64; 4]) -> Self {
-        BoxPx { cx: (b[0] + b[2]) / 2.0, cy: (b[1] + b[3]) / 2.0, w: b[2] - b[0], h: b[3] - b[1] }
-    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,22 @@ impl BoxPx {
         [self.cx - self.w / 2.0, self.cy - self.h / 2.0, self.cx + self.w / 2.0, self.cy + self.h / 2.0]
     }
 
+    /// Corners [x0, y0, x1, y1] → box.
+    pub fn from_corners(b: [f64; 4]) -> Self {
+        BoxPx { cx: (b[0] + b[2]) / 2.0, cy: (b[1] + b[3]) / 2.0, w: b[2] - b[0], h: b[3] - b[1] }
+    }
+
+    /// The box moved by Laplace(0, `shift`) × its size on each axis and its sides
+    /// scaled by exp(Laplace(0, `size`)) (GOTURN's motion model).
+    pub fn perturbed(&self, rng: &mut crate::model::rand::Draws, shift: f64, size: f64) -> BoxPx {
+        BoxPx {
+            cx: self.cx + rng.laplace(shift) * self.w,
+            cy: self.cy + rng.laplace(shift) * self.h,
+            w: self.w * rng.laplace(size).exp(),
+            h: self.h * rng.laplace(size).exp(),
+        }
+    }
+
     /// Intersection over union.
     pub fn iou(&self, o: &BoxPx) -> f64 {
         let (a, b) = (self.corners(), o.corners());

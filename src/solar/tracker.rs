@@ -129,11 +129,11 @@ impl LabelBox {
     }
 }
 
-/// What the tracker saw for a track at its last frame.
+/// What the tracker saw for a track at its last frame (besides the template, which
+/// does not change until the label that consumes this pair).
 #[derive(Debug, Clone)]
 struct Pair {
     time_ms: i64,
-    prev: Vec<f32>,
     cur: Vec<f32>,
     prior: BoxPx,
 }
@@ -152,7 +152,7 @@ pub struct Track {
     /// Re-anchored on a label at `last_time_ms`.
     pub from_label: bool,
     /// The template: the crop around the last label box in its frame.
-    prev_crop: Vec<f32>,
+    template: Vec<f32>,
     norm: (f32, f32),
     pair: Option<Pair>,
 }
@@ -210,11 +210,6 @@ pub fn rotate_box(b: &BoxPx, from: &SolarWcs, to: &SolarWcs, dt_days: f64, limb:
     Some(BoxPx { cx: x, cy: y, ..*b })
 }
 
-fn laplace(rng: &mut Draws, b: f64) -> f64 {
-    let u = rng.uniform() - 0.5;
-    -b * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln()
-}
-
 impl Tracker {
     pub fn new(cfg: TrackerConfig, base_dir: &std::path::Path) -> anyhow::Result<Self> {
         let device = crate::model::device(&cfg.device)?;
@@ -249,7 +244,7 @@ impl Tracker {
             t.rotation = rot;
             let prior = rot;
             let (cur, _) = crop(fr, &prior, s, ctx, Some(t.norm));
-            t.pair = Some(Pair { time_ms: fr.time_ms, prev: t.prev_crop.clone(), cur, prior });
+            t.pair = Some(Pair { time_ms: fr.time_ms, cur, prior });
             t.tracker = prior;
             t.last_time_ms = fr.time_ms;
             t.from_label = false;
@@ -263,7 +258,7 @@ impl Tracker {
         let mut types = Vec::with_capacity(n);
         for t in &self.tracks {
             let p = t.pair.as_ref().expect("set above");
-            prev.extend_from_slice(&p.prev);
+            prev.extend_from_slice(&t.template);
             cur.extend_from_slice(&p.cur);
             types.push(t.event_type.index());
         }
@@ -320,18 +315,15 @@ impl Tracker {
                 t.event_id = l.event_id.clone();
                 if let Some(p) = t.pair.take().filter(|p| p.time_ms == l.time_ms) {
                     let ty = t.event_type.index();
+                    // The template the pair was predicted from (replaced below).
+                    let template = std::mem::take(&mut t.template);
                     for _ in 0..self.cfg.steps_per_label.max(1) {
-                        let mut prev = p.prev.clone();
+                        let mut prev = template.clone();
                         let mut cur = p.cur.clone();
                         let mut types = vec![ty];
                         let mut targets = vec![p.prior.delta_to(&b)];
                         for _ in 0..self.cfg.augment {
-                            let shifted = BoxPx {
-                                cx: b.cx + laplace(&mut self.rng, self.cfg.shift_scale) * b.w,
-                                cy: b.cy + laplace(&mut self.rng, self.cfg.shift_scale) * b.h,
-                                w: b.w * laplace(&mut self.rng, self.cfg.size_scale).exp(),
-                                h: b.h * laplace(&mut self.rng, self.cfg.size_scale).exp(),
-                            };
+                            let shifted = b.perturbed(&mut self.rng, self.cfg.shift_scale, self.cfg.size_scale);
                             let (c, _) = crop(&fr, &shifted, s, ctx, Some(norm));
                             prev.extend_from_slice(&anchor);
                             cur.extend_from_slice(&c);
@@ -348,7 +340,7 @@ impl Tracker {
                 t.fixed = b;
                 t.last_label_ms = l.time_ms;
                 t.last_time_ms = fr.time_ms;
-                t.prev_crop = anchor;
+                t.template = anchor;
                 t.norm = norm;
                 t.confidence = 1.0;
                 t.from_label = true;
@@ -368,7 +360,7 @@ impl Tracker {
                     last_label_ms: l.time_ms,
                     confidence: 1.0,
                     from_label: true,
-                    prev_crop: anchor,
+                    template: anchor,
                     norm,
                     pair: None,
                 });
@@ -413,9 +405,8 @@ impl Tracker {
         let f32s = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<f64>>();
         let mut tracks = Vec::new();
         for t in &self.tracks {
-            s.put(&format!("track{}.prev_crop", t.id), f32s(&t.prev_crop));
+            s.put(&format!("track{}.template", t.id), f32s(&t.template));
             if let Some(p) = &t.pair {
-                s.put(&format!("track{}.pair_prev", t.id), f32s(&p.prev));
                 s.put(&format!("track{}.pair_cur", t.id), f32s(&p.cur));
             }
             tracks.push(serde_json::json!({
@@ -449,7 +440,6 @@ impl Tracker {
             let pair = match t.get("pair").filter(|p| !p.is_null()) {
                 Some(p) => Some(Pair {
                     time_ms: p["time_ms"].as_i64().context("pair time")?,
-                    prev: f32s(s.array(&format!("track{id}.pair_prev"))?),
                     cur: f32s(s.array(&format!("track{id}.pair_cur"))?),
                     prior: bx(&p["prior"])?,
                 }),
@@ -466,7 +456,7 @@ impl Tracker {
                 last_label_ms: t["last_label_ms"].as_i64().context("last_label_ms")?,
                 confidence: t["confidence"].as_f64().context("confidence")?,
                 from_label: t["from_label"].as_bool().unwrap_or(false),
-                prev_crop: f32s(s.array(&format!("track{id}.prev_crop"))?),
+                template: f32s(s.array(&format!("track{id}.template"))?),
                 norm: (t["norm"][0].as_f64().unwrap_or(0.0) as f32, t["norm"][1].as_f64().unwrap_or(1.0) as f32),
                 pair,
             });
