@@ -33,6 +33,33 @@ pub(crate) fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 
 type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
+/// A chart whose x axis is time (epoch ms) with ticks and title that suit its span.
+fn time_chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+    y_fmt: Option<&dyn Fn(&f64) -> String>,
+) -> anyhow::Result<Chart<'a, 'b>> {
+    let (x0, span) = (x.start, x.end - x.start);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(90)
+        .build_cartesian_2d(x, y)
+        .map_err(pe)?;
+    let xf = |v: &f64| time_label(*v, span);
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(time_desc(x0, span)).y_desc(y_desc).x_labels(8).x_label_formatter(&xf).label_style(("sans-serif", 13));
+    if let Some(f) = y_fmt {
+        mesh.y_label_formatter(f);
+    }
+    mesh.draw().map_err(pe)?;
+    Ok(chart)
+}
+
 /// The series legend, in one style for every plot.
 pub(crate) fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> anyhow::Result<()> {
     chart
@@ -157,25 +184,10 @@ fn predictions(path: &Path, series: &[Series], names: &[&str]) -> anyhow::Result
         let yr = y_range(base.iter().map(|r| r.1));
         let pad = (yr.end - yr.start) * 0.15;
         let yr = (yr.start - pad)..(yr.end + pad);
-        let span = x1 - x0;
         let (yr_lo, yr_hi) = (yr.start, yr.end);
-        let mut chart = ChartBuilder::on(area)
-            .caption(format!("Predicted vs actual — key {key:?}, {what} (y axis fits the actual values)"), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(90)
-            .build_cartesian_2d(x0..x1, yr)
-            .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .x_desc(time_desc(x0, span))
-            .y_desc("value")
-            .x_labels(8)
-            .x_label_formatter(&|x| time_label(*x, span))
-            .y_label_formatter(&|y| format!("{y:.5}").trim_end_matches('0').trim_end_matches('.').to_string())
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(pe)?;
+        let caption = format!("Predicted vs actual — key {key:?}, {what} (y axis fits the actual values)");
+        let trim = |y: &f64| format!("{y:.5}").trim_end_matches('0').trim_end_matches('.').to_string();
+        let mut chart = time_chart(area, &caption, x0..x1, yr, "value", Some(&trim))?;
         chart
             .draw_series(LineSeries::new(base.iter().map(|r| (r.0, r.1)), BLACK.stroke_width(2)))
             .map_err(pe)?
@@ -244,24 +256,9 @@ fn rolling(path: &Path, series: &[Series], names: &[&str], seasonal: bool) -> an
         return Ok(());
     }
     let x1 = x1.max(x0 + 1.0);
-    let span = x1 - x0;
     let yr = y_range(pts().map(|p| p.1).chain([0.0]));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Rolling MAE over the last {window} labels (all keys)"), ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(90)
-        .build_cartesian_2d(x0..x1, yr)
-        .map_err(pe)?;
-    chart
-        .configure_mesh()
-        .x_desc(time_desc(x0, span))
-        .y_desc("mean |error|")
-        .x_labels(8)
-        .x_label_formatter(&|x| time_label(*x, span))
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(pe)?;
+    let caption = format!("Rolling MAE over the last {window} labels (all keys)");
+    let mut chart = time_chart(&root, &caption, x0..x1, yr, "mean |error|", None)?;
     for (name, c, pts) in &lines {
         let c = *c;
         chart
