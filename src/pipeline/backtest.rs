@@ -23,7 +23,7 @@ use crate::broker::EmbeddedBroker;
 use crate::sink::kafka::{producer, KafkaSink};
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
-use crate::source::kafka::{consumer_with, end_offsets};
+use crate::source::kafka::{consumer_with, partition_count};
 use crate::source::mapping::file_messages;
 use crate::source::sample::{seed_timed, Placement};
 use crate::state::score::LabelLog;
@@ -144,12 +144,12 @@ pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> anyhow:
     };
     let consumer = consumer_with(&brokers, &format!("tickflare-backtest-{}", cfg.name), ctx)?;
     let t = Duration::from_secs(10);
-    let highs = end_offsets(&consumer, &cfg.source.topic, t).with_context(|| format!("reading the offsets of {:?}", cfg.source.topic))?;
-    if highs.is_empty() {
+    let parts = partition_count(&consumer, &cfg.source.topic, t).with_context(|| format!("reading the partitions of {:?}", cfg.source.topic))?;
+    if parts == 0 {
         bail!("input topic {:?} does not exist on {brokers}", cfg.source.topic);
     }
     let mut offsets = BTreeMap::new();
-    for &p in highs.keys() {
+    for p in 0..parts {
         let (low, high) = consumer.fetch_watermarks(&cfg.source.topic, p, t)?;
         let start = match opts.from_ms {
             Some(ts) => offset_for_time(&consumer, &cfg.source.topic, p, ts, low, high)?.unwrap_or(low),
@@ -351,13 +351,13 @@ async fn ensure_shadow_topics(brokers: &str, input: &str, topics: &[(String, Str
     use rdkafka::consumer::BaseConsumer;
     let meta: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create()?;
     let t = Duration::from_secs(10);
-    let n = crate::source::kafka::partition_count(&meta, input, t)?;
+    let n = partition_count(&meta, input, t)?;
     if n == 0 {
         bail!("input topic {input:?} does not exist on {brokers}");
     }
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create()?;
     for name in topics.iter().flat_map(|(a, b)| [a, b]) {
-        let have = crate::source::kafka::partition_count(&meta, name, t)?;
+        let have = partition_count(&meta, name, t)?;
         if have == 0 {
             let nt = NewTopic::new(name, n, TopicReplication::Fixed(1));
             let r = admin.create_topics([&nt], &AdminOptions::new().operation_timeout(Some(t))).await?;
