@@ -2,8 +2,10 @@
 //! protocol on a loopback port (produce, fetch, consumer groups, commits).
 //!
 //! Its partitions keep at most 5 MB / 100,000 messages each (librdkafka's fixed mock
-//! retention): older messages are deleted. [`EmbeddedBroker::check_retained`] turns
-//! that into a clear error instead of silently missing records.
+//! retention, counting stored batches — which is why seeding compresses them, see
+//! [`crate::source::sample::seed_producer`]): older messages are deleted.
+//! [`EmbeddedBroker::check_retained`] turns that into a clear error instead of
+//! silently missing records.
 //!
 //! `tickflare broker --port N` runs one as its own process and forwards `127.0.0.1:N`
 //! to it, so other processes can bootstrap from a port they chose.

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use super::print_problems;
+use super::{print_problems, SeriesArgs};
 use crate::pipeline::backtest::{backtest as run_backtest, BacktestOptions, Variant};
-use crate::pipeline::build::{build, build_variant};
+use crate::pipeline::build::{build_variant_with, build_with, BuildOptions};
 use crate::report::{self, Period};
 use crate::source::file::parse_time_ms;
 
@@ -45,9 +45,15 @@ pub struct BacktestArgs {
     /// Override `source.max_batch_rows`.
     #[arg(long)]
     pub batch_rows: Option<usize>,
+    /// Also write every labelled prediction to `DIR/labels.csv` (for scoring the same
+    /// rows with another tool).
+    #[arg(long)]
+    pub labels: bool,
     /// Shadow topics are `<sink topic>.<suffix>[.<model name>]`.
     #[arg(long, default_value = "backtest")]
     pub shadow_suffix: String,
+    #[command(flatten)]
+    pub series: SeriesArgs,
 }
 
 fn time_arg(s: &Option<String>) -> anyhow::Result<Option<i64>> {
@@ -82,7 +88,8 @@ pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let period = Period::parse(&a.period)?;
-    let base = match build(&a.pipeline).await {
+    let opts = BuildOptions { sample: None, series: a.series.options(a.input.clone()) };
+    let base = match build_with(&a.pipeline, &opts).await {
         Ok(b) => b,
         Err(probs) => {
             print_problems(&a.pipeline, &probs);
@@ -105,7 +112,7 @@ pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
         if variants.iter().any(|v| v.name == name) {
             bail!("model name {name:?} is used twice");
         }
-        match build_variant(&a.pipeline, &table).await {
+        match build_variant_with(&a.pipeline, &table, &opts).await {
             Ok(built) => variants.push(Variant { name, built }),
             Err(probs) => {
                 eprintln!("model {name:?}:");
@@ -115,6 +122,10 @@ pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let pipeline_name = variants[0].built.config.name.clone();
+    let series = variants[0].built.series.clone();
+    if let Some(plan) = &series {
+        println!("{plan}");
+    }
     let opts = BacktestOptions {
         input: a.input.clone(),
         brokers: a.brokers.clone(),
@@ -127,6 +138,14 @@ pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
     let rep = report::build(&pipeline_name, a.input.as_deref(), from_ms, to_ms, period, &result);
     print_table(&rep);
     report::write(&a.report, rep, &result)?;
+    if let Some(plan) = &series {
+        // What [series] resolved to, beside report.json.
+        let path = a.report.join("series.json");
+        std::fs::write(&path, serde_json::to_string_pretty(plan)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.labels {
+        report::write_labels(&a.report, &result)?;
+    }
     let lanes = result.lanes.len();
     println!(
         "{} records in range ({} before, {} after) × {lanes} model(s) in {:.2}s: {:.0} records/s; report in {}",
@@ -154,5 +173,12 @@ fn print_table(r: &report::Report) {
     }
     for m in &r.models {
         line(&format!("model {} ({})", m.name, m.kind), &m.metrics.model);
+        for (name, e) in &m.metrics.experts {
+            line(&format!("  {} · {name}", m.name), e);
+        }
+        if !m.weights.is_empty() {
+            let w: Vec<String> = m.weights.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+            println!("  {} aggregation weights: {}", m.name, w.join(", "));
+        }
     }
 }

@@ -114,6 +114,37 @@ pub struct BrokerArg {
     pub brokers: Option<String>,
 }
 
+/// `[series]` pipelines: which column of the file to forecast, where its time is and
+/// (optionally) its frequency. Overrides the pipeline's `[series]` keys.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SeriesArgs {
+    /// `[series]` pipelines: the column to forecast.
+    #[arg(long)]
+    pub column: Option<String>,
+    /// `[series]` pipelines: the time column, or a template of columns such as
+    /// "{year}-{month}-{day}" (default: found among common names: time, timestamp,
+    /// datetime, date, ds, ts, … in any case).
+    #[arg(long)]
+    pub time_column: Option<String>,
+    /// `[series]` pipelines: minutely, hourly, daily, business_daily, weekly,
+    /// monthly, quarterly, yearly, none, or a step such as 15m (default: detected
+    /// from the timestamps).
+    #[arg(long)]
+    pub frequency: Option<String>,
+}
+
+impl SeriesArgs {
+    /// As build options, reading the series from `input` (else the pipeline's sample).
+    pub fn options(&self, input: Option<std::path::PathBuf>) -> crate::pipeline::series::SeriesOptions {
+        crate::pipeline::series::SeriesOptions {
+            input,
+            column: self.column.clone(),
+            time_column: self.time_column.clone(),
+            frequency: self.frequency.clone(),
+        }
+    }
+}
+
 pub(crate) fn print_problems(path: &std::path::Path, probs: &[crate::pipeline::build::Problem]) {
     eprintln!("{}: {} problem(s)", path.display(), probs.len());
     for p in probs {

@@ -58,6 +58,8 @@ pub struct ReplayArgs {
     /// Partitions to spread keys over (default: the topic's partition count).
     #[arg(long)]
     pub partitions: Option<i32>,
+    #[command(flatten)]
+    pub series: super::SeriesArgs,
 }
 
 /// One record ready to publish.
@@ -80,7 +82,16 @@ fn speed_factor(s: &str) -> anyhow::Result<Option<f64>> {
 /// The file's records as messages, by the pipeline's mapping or by the flags.
 fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Vec<Outgoing>)> {
     if let Some(p) = &a.pipeline {
-        let cfg = PipelineConfig::load(p)?.config;
+        let mut cfg = PipelineConfig::load(p)?.config;
+        // A `[series]` pipeline maps this file's time and value columns.
+        match crate::pipeline::series::apply(&mut cfg, &a.series.options(Some(a.file.clone()))) {
+            Ok(Some(plan)) => eprintln!("{plan}"),
+            Ok(None) => {}
+            Err(probs) => {
+                let lines: Vec<String> = probs.iter().map(|p| format!("  {p}")).collect();
+                bail!("{}: {} problem(s)\n{}", p.display(), probs.len(), lines.join("\n"));
+            }
+        }
         let schema = TopicSchema::load(&cfg.resolve(&cfg.source.schema))?;
         let time = a.time.clone().unwrap_or_else(|| cfg.source.time.clone());
         let key = a.key.clone().unwrap_or_else(|| cfg.source.key.clone());
@@ -90,6 +101,9 @@ fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Vec<Outgoing>)> {
             .map(|(payload, time_ms)| Outgoing { key: key_of(&payload, &schema, &key), payload, time_ms })
             .collect();
         return Ok((a.topic.clone().unwrap_or(cfg.source.topic), out));
+    }
+    if a.series.column.is_some() || a.series.time_column.is_some() || a.series.frequency.is_some() {
+        bail!("--column, --time-column and --frequency need --pipeline with a [series] table");
     }
     let topic = a.topic.clone().context("give --topic (or --pipeline)")?;
     let time = a.time.as_deref().context("give --time FIELD (or --pipeline)")?;

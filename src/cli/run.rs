@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{print_problems, BrokerArg};
-use crate::pipeline::{self, build::build, RunOptions};
+use super::{print_problems, BrokerArg, SeriesArgs};
+use crate::pipeline::build::{build_with, BuildOptions};
+use crate::pipeline::{self, RunOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -43,19 +44,29 @@ pub struct RunArgs {
     /// (tracking.json, plots, a frame with the boxes) here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Seed the embedded broker from this file (CSV, JSON lines, Parquet; `.gz` too)
+    /// instead of `source.sample`; a `[series]` pipeline also reads its series here.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub series: SeriesArgs,
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if crate::solar::stream::is_solar(&a.pipeline) {
         return run_solar(a).await;
     }
-    let built = match build(&a.pipeline).await {
+    let build_opts = BuildOptions { sample: a.input.clone(), series: a.series.options(None) };
+    let built = match build_with(&a.pipeline, &build_opts).await {
         Ok(b) => b,
         Err(probs) => {
             print_problems(&a.pipeline, &probs);
             return Ok(ExitCode::from(2));
         }
     };
+    if let Some(plan) = &built.series {
+        println!("{plan}");
+    }
     let opts = RunOptions {
         brokers: a.brokers.brokers.clone(),
         stop_at_end: a.stop_at_end,

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{print_problems, BrokerArg};
-use crate::pipeline::build::{build, check_brokers, Problem};
+use super::{print_problems, BrokerArg, SeriesArgs};
+use crate::pipeline::build::{build_with, check_brokers, BuildOptions, Problem};
 use crate::pipeline::config::PipelineConfig;
 
 #[derive(clap::Args, Debug)]
@@ -13,12 +13,23 @@ pub struct ValidateArgs {
     pub pipeline: PathBuf,
     #[command(flatten)]
     pub brokers: BrokerArg,
+    /// A `[series]` pipeline: read the series from this file instead of `source.sample`.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub series: SeriesArgs,
 }
 
 pub async fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     let mut probs: Vec<Problem> = Vec::new();
-    let cfg = match build(&a.pipeline).await {
-        Ok(b) => Some(b.config),
+    let opts = BuildOptions { sample: None, series: a.series.options(a.input.clone()) };
+    let cfg = match build_with(&a.pipeline, &opts).await {
+        Ok(b) => {
+            if let Some(plan) = &b.series {
+                println!("{plan}");
+            }
+            Some(b.config)
+        }
         Err(p) => {
             probs.extend(p);
             PipelineConfig::load(&a.pipeline).ok().map(|l| l.config)

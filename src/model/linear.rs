@@ -19,6 +19,10 @@ use super::{OnlineModel, Snapshot};
 pub enum Optim {
     Sgd,
     AdamW,
+    /// Normalised LMS (linear models): θ ← θ − lr·Σ rᵢzᵢ / Σ‖zᵢ‖², r the residual
+    /// (clamped to ±δ for Huber). Invariant to the scale of the target, nearly so
+    /// to the features' (the bias input stays 1), stable for 0 < lr < 2.
+    Nlms,
 }
 
 impl Optim {
@@ -26,7 +30,8 @@ impl Optim {
         match s {
             "sgd" => Ok(Optim::Sgd),
             "adamw" => Ok(Optim::AdamW),
-            other => Err(Error::Config(format!("model.optimizer {other:?} is not one of sgd, adamw"))),
+            "nlms" => Ok(Optim::Nlms),
+            other => Err(Error::Config(format!("model.optimizer {other:?} is not one of auto, sgd, adamw, nlms"))),
         }
     }
 }
@@ -100,11 +105,21 @@ impl LinearModel {
         let loss = self.loss.apply(&r, &Tensor::zeros((rows, 1), DType::F64, &self.device)?)?.to_scalar::<f64>()?;
         // ∂L/∂ŷ per row, already divided by the batch size.
         let g = match self.loss {
-            Loss::Mse => (r * (2.0 / rows as f64))?,
+            Loss::Mse => (&r * (2.0 / rows as f64))?,
             Loss::Huber { delta } => (r.clamp(-delta, delta)? / rows as f64)?,
         };
-        let grad = z.t()?.matmul(&g)?;
         let lr = self.lr * self.lr_scale;
+        if self.optim == Optim::Nlms {
+            let zz = z.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            let rc = match self.loss {
+                Loss::Mse => r,
+                Loss::Huber { delta } => r.clamp(-delta, delta)?,
+            };
+            self.theta = (&self.theta - (z.t()?.matmul(&rc)? * (lr / zz))?)?;
+            self.updates += 1;
+            return Ok(loss);
+        }
+        let grad = z.t()?.matmul(&g)?;
         self.theta = match &mut self.moments {
             None => (&self.theta - (grad * lr)?)?,
             Some(s) => {
@@ -148,7 +163,7 @@ impl OnlineModel for LinearModel {
 
     fn reset_optimizer(&mut self) -> Result<()> {
         self.moments = match self.optim {
-            Optim::Sgd => None,
+            Optim::Sgd | Optim::Nlms => None,
             Optim::AdamW => {
                 let zeros = Tensor::zeros((self.n + 1, 1), DType::F64, &self.device)?;
                 Some(Moments { m: zeros.clone(), v: zeros, t: 0 })
@@ -194,6 +209,25 @@ impl OnlineModel for LinearModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Normalised LMS by hand (lr = 0.5, θ = 0): x = (1, 2), y = 3 → z = (1, 2, 1),
+    /// ‖z‖² = 6, r = −3, θ = 0.5·3·z/6 = (0.25, 0.5, 0.25) (half the residual closed:
+    /// ŷ = 1.5). Then x = (0, 1), y = 1: z = (0, 1, 1), ŷ = 0.75, r = −0.25, ‖z‖² = 2,
+    /// θ += 0.5·0.25·z/2 → (0.25, 0.5625, 0.3125). The same targets ×1000 give θ ×1000
+    /// (scale-free in the target).
+    #[test]
+    fn nlms_by_hand() {
+        for scale in [1.0, 1000.0] {
+            let mut m = LinearModel::new(2, Optim::Nlms, 0.5, &Device::Cpu).unwrap();
+            m.update(&[1.0, 2.0], 3.0 * scale).unwrap();
+            assert!((m.predict(&[1.0, 2.0]).unwrap() - 1.5 * scale).abs() < 1e-9 * scale);
+            m.update(&[0.0, 1.0], 1.0 * scale).unwrap();
+            let p = m.parameters().unwrap();
+            for (got, want) in p.iter().zip([0.25, 0.5625, 0.3125]) {
+                assert!((got - want * scale).abs() < 1e-12 * scale, "{p:?}");
+            }
+        }
+    }
 
     /// Two SGD steps worked out by hand (lr = 0.1, w = b = 0 at start).
     /// Step 1: x = (1, 2), y = 3: ŷ = 0, g = 2(0 − 3) = −6,

@@ -3,6 +3,8 @@
 //! Models are plain structs of candle variables; updates happen one labelled example
 //! at a time, in record order, so results never depend on micro-batch boundaries.
 
+pub mod aggregate;
+pub mod experts;
 pub mod linear;
 pub mod drift;
 pub mod loss;
@@ -168,6 +170,16 @@ pub fn init_cpu_threads() {
     }
 }
 
+/// The optimizer a config asks for; `auto` is normalised LMS for linear models and
+/// AdamW for the networks (both free of scale tuning).
+pub fn optimizer(cfg: &ModelConfig) -> &str {
+    match (cfg.optimizer.as_str(), cfg.kind.as_str()) {
+        ("auto", "linear") => "nlms",
+        ("auto", _) => "adamw",
+        (o, _) => o,
+    }
+}
+
 /// Picks the candle device named by the config.
 pub fn device(name: &str) -> Result<Device> {
     match name {
@@ -236,7 +248,7 @@ fn hl_net(cfg: &ModelConfig, n_features: usize, h: mlp::HlGauss, device: &Device
         mlp::Activation::parse(&cfg.activation)?,
         loss::Loss::Mse,
         Some(h),
-        linear::Optim::parse(&cfg.optimizer)?,
+        linear::Optim::parse(optimizer(cfg))?,
         cfg.learning_rate,
         cfg.seed,
         device,
@@ -340,7 +352,7 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
     }
     match cfg.kind.as_str() {
         "linear" => {
-            let opt = linear::Optim::parse(&cfg.optimizer)?;
+            let opt = linear::Optim::parse(optimizer(cfg))?;
             let loss = loss::Loss::parse(&cfg.loss, cfg.huber_delta)?;
             Ok(Box::new(linear::LinearModel::with_loss(n_features, opt, cfg.learning_rate, loss, device)?))
         }
@@ -349,7 +361,7 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             &cfg.hidden,
             mlp::Activation::parse(&cfg.activation)?,
             loss::Loss::parse(&cfg.loss, cfg.huber_delta)?,
-            linear::Optim::parse(&cfg.optimizer)?,
+            linear::Optim::parse(optimizer(cfg))?,
             cfg.learning_rate,
             cfg.seed,
             device,
@@ -361,7 +373,7 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             cfg.hidden.first().copied().unwrap_or(32),
             cfg.kernel,
             loss::Loss::parse(&cfg.loss, cfg.huber_delta)?,
-            linear::Optim::parse(&cfg.optimizer)?,
+            linear::Optim::parse(optimizer(cfg))?,
             cfg.learning_rate,
             cfg.seed,
             device,

@@ -32,6 +32,9 @@ impl NetOptimizer {
         let mut slots = Vec::with_capacity(data.len());
         for (name, var) in data.iter() {
             let m = match optim {
+                Optim::Nlms => {
+                    return Err(crate::error::Error::Config("model.optimizer \"nlms\" is for linear models; use adamw or sgd".into()))
+                }
                 Optim::Sgd => None,
                 Optim::AdamW => Some((var.as_tensor().zeros_like()?, var.as_tensor().zeros_like()?)),
             };

@@ -123,7 +123,7 @@ pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> anyhow:
             }
             let msgs = file_messages(file, &cfg.source.file, &schema, &cfg.source.time)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let prod = producer(b.bootstrap_servers())?;
+            let prod = crate::source::sample::seed_producer(b.bootstrap_servers())?;
             let seeded = seed_timed(&prod, &cfg.source.topic, n, &schema, &cfg.source.key, msgs, Placement::ByKey).await?;
             b.check_retained(&cfg.source.topic)?;
             tracing::info!(records = seeded, file = %file.display(), "published the input into the embedded broker");
@@ -254,7 +254,7 @@ pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> anyhow:
         lane.batch.process(&lane.built, &lane.sink, &mut lane.metrics, None).await?;
         lane.batch.drain().await?;
         let elapsed = started.elapsed().as_secs_f64();
-        let mut summary = Summary::from_states(&lane.built.config.name, lane.batch.states.values(), elapsed);
+        let mut summary = Summary::from_states_with(&lane.built.config.name, lane.batch.states.values(), elapsed, Some(lane.built.processor.experts()));
         summary.stage_seconds = lane.batch.totals.seconds();
         let labels = lane.batch.states.iter_mut().map(|(p, s)| (*p, s.labels.take().unwrap_or_default())).collect();
         results.push(LaneResult {

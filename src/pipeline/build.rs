@@ -2,7 +2,7 @@
 //! values, schema errors, SQL that does not plan, columns that do not exist, broker
 //! and topic problems — each tagged with the config key it concerns.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use rdkafka::ClientConfig;
 
 use super::config::PipelineConfig;
 use super::processor::Processor;
+use super::series::{self, SeriesOptions, SeriesPlan};
 use crate::features::FeatureEngine;
 use crate::source::kafka::partition_count;
 use crate::source::schema::{TopicSchema, OFFSET_COLUMN};
@@ -38,6 +39,17 @@ pub struct Built {
     /// Hash of what gives state its meaning (model, features, input schema, key and
     /// time columns): checkpoints from another configuration are refused.
     pub fingerprint: String,
+    /// What `[series]` resolved to (frequency, season, features), when present.
+    pub series: Option<SeriesPlan>,
+}
+
+/// What the command line adds to a pipeline file.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Replaces `source.sample` (`run --input`); relative to the working directory.
+    pub sample: Option<PathBuf>,
+    /// `[series]`: the file to read it from and overrides of its keys.
+    pub series: SeriesOptions,
 }
 
 fn problem(at: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -46,14 +58,24 @@ fn problem(at: impl Into<String>, message: impl Into<String>) -> Problem {
 
 /// Loads, checks and plans the pipeline at `path`.
 pub async fn build(path: &Path) -> Result<Built, Vec<Problem>> {
+    build_with(path, &BuildOptions::default()).await
+}
+
+/// [`build`] with command-line additions.
+pub async fn build_with(path: &Path, opts: &BuildOptions) -> Result<Built, Vec<Problem>> {
     let loaded = PipelineConfig::load(path)
         .map_err(|e| vec![problem(path.display().to_string(), format!("{e:#}"))])?;
-    build_loaded(loaded).await
+    build_loaded(loaded, opts).await
 }
 
 /// The pipeline at `path` with `[model]` keys replaced by those of `overrides` (a
 /// `[[compare]]` entry or a `--model` file; its `name` key is not a model key).
 pub async fn build_variant(path: &Path, overrides: &toml::Table) -> Result<Built, Vec<Problem>> {
+    build_variant_with(path, overrides, &BuildOptions::default()).await
+}
+
+/// [`build_variant`] with command-line additions.
+pub async fn build_variant_with(path: &Path, overrides: &toml::Table, opts: &BuildOptions) -> Result<Built, Vec<Problem>> {
     let at = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| vec![problem(&at, format!("reading: {e}"))])?;
     let mut doc: toml::Table = text.parse().map_err(|e| vec![problem(&at, format!("{e}"))])?;
@@ -69,13 +91,20 @@ pub async fn build_variant(path: &Path, overrides: &toml::Table) -> Result<Built
     let text = toml::to_string(&doc).map_err(|e| vec![problem(&at, e.to_string())])?;
     let mut loaded = PipelineConfig::parse(&text).map_err(|e| vec![problem(&at, format!("{e:#}"))])?;
     loaded.config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    build_loaded(loaded).await
+    build_loaded(loaded, opts).await
 }
 
-async fn build_loaded(loaded: super::config::Loaded) -> Result<Built, Vec<Problem>> {
-    let cfg = loaded.config;
+async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Result<Built, Vec<Problem>> {
+    let mut cfg = loaded.config;
     let mut probs: Vec<Problem> =
         loaded.unknown_keys.iter().map(|k| problem(k.clone(), "unknown key")).collect();
+    if let Some(s) = &opts.sample {
+        cfg.source.sample = Some(std::path::absolute(s).unwrap_or_else(|_| s.clone()));
+    }
+    let series = series::apply(&mut cfg, &opts.series).unwrap_or_else(|p| {
+        probs.extend(p);
+        None
+    });
     check_values(&cfg, &mut probs);
 
     let schema = match TopicSchema::load(&cfg.resolve(&cfg.source.schema)) {
@@ -96,9 +125,11 @@ async fn build_loaded(loaded: super::config::Loaded) -> Result<Built, Vec<Proble
                 Ok(_) => {}
             }
         }
-        match FeatureEngine::plan(&cfg.features.sql, &cfg.features.table, s.arrow.clone()).await {
-            Ok(e) => engine = Some(e),
-            Err(e) => probs.push(problem("features.sql", e.to_string())),
+        if !cfg.features.sql.trim().is_empty() {
+            match FeatureEngine::plan(&cfg.features.sql, &cfg.features.table, s.arrow.clone()).await {
+                Ok(e) => engine = Some(e),
+                Err(e) => probs.push(problem("features.sql", e.to_string())),
+            }
         }
     }
     if let Some(e) = &engine {
@@ -136,7 +167,7 @@ async fn build_loaded(loaded: super::config::Loaded) -> Result<Built, Vec<Proble
     let fingerprint = crate::state::store::sha256(
         format!("{:?}|{:?}|{:?}|{}|{}", cfg.model, cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
     );
-    Ok(Built { config: cfg, schema, processor, fingerprint })
+    Ok(Built { config: cfg, schema, processor, fingerprint, series })
 }
 
 fn names(s: &arrow::datatypes::Schema) -> String {
@@ -144,6 +175,9 @@ fn names(s: &arrow::datatypes::Schema) -> String {
 }
 
 fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
+    if cfg.features.sql.trim().is_empty() && cfg.series.is_none() {
+        probs.push(problem("features.sql", "missing: give [features] sql, or a [series] table to generate it"));
+    }
     if !matches!(cfg.sink.delivery.as_str(), "idempotent" | "transactional") {
         probs.push(problem("sink.delivery", format!("{:?} is not one of idempotent, transactional", cfg.sink.delivery)));
     }
@@ -194,8 +228,25 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
         }
         _ => {}
     }
-    if !matches!(m.optimizer.as_str(), "sgd" | "adamw") {
-        probs.push(problem("model.optimizer", format!("{:?} is not one of sgd, adamw", m.optimizer)));
+    if !matches!(m.optimizer.as_str(), "auto" | "sgd" | "adamw" | "nlms") {
+        probs.push(problem("model.optimizer", format!("{:?} is not one of auto, sgd, adamw, nlms", m.optimizer)));
+    } else if m.optimizer == "nlms" && m.kind != "linear" {
+        probs.push(problem("model.optimizer", "\"nlms\" is for kind = \"linear\"; use adamw or sgd"));
+    }
+    for (key, v, allowed) in [
+        ("model.output", &m.output, &["level", "change"][..]),
+        ("model.aggregate", &m.aggregate, &["none", "mlpoly", "adahedge"][..]),
+        ("model.aggregate_loss", &m.aggregate_loss, &["absolute", "square"][..]),
+    ] {
+        if !allowed.contains(&v.as_str()) {
+            probs.push(problem(key, format!("{v:?} is not one of {}", allowed.join(", "))));
+        }
+    }
+    if m.baseline == "seasonal" && m.season.is_none() {
+        probs.push(problem("model.baseline", "\"seasonal\" needs model.season"));
+    }
+    if !(m.guard >= 0.0 && m.guard.is_finite()) {
+        probs.push(problem("model.guard", "must be a non-negative number (0 = off)"));
     }
     if !(m.learning_rate.is_finite() && m.learning_rate > 0.0) {
         probs.push(problem("model.learning_rate", "must be a positive number"));
@@ -208,7 +259,8 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     } else if m.device == "cuda" && !cfg!(feature = "cuda") {
         probs.push(problem("model.device", "this build has no CUDA support (build with --features cuda)"));
     }
-    if m.features.is_empty() {
+    // ([series] fills them, and says why when it cannot.)
+    if m.features.is_empty() && cfg.series.is_none() {
         probs.push(problem("model.features", "list at least one feature column"));
     }
     let s = &cfg.source;

@@ -15,6 +15,8 @@ pub struct PipelineConfig {
     /// Pipeline name; used in logs, metrics labels and the default consumer group.
     pub name: String,
     pub source: SourceConfig,
+    /// Optional with `[series]`, which generates the feature SQL.
+    #[serde(default)]
     pub features: FeaturesConfig,
     pub model: ModelConfig,
     pub sink: SinkConfig,
@@ -27,6 +29,8 @@ pub struct PipelineConfig {
     /// it changes; the rest is inherited from `[model]`.
     #[serde(default)]
     pub compare: Vec<toml::Table>,
+    /// `[series]`: forecast one numeric column of any file (see [`SeriesConfig`]).
+    pub series: Option<SeriesConfig>,
     /// Directory of the config file; relative paths in the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -90,6 +94,8 @@ pub struct FileMapping {
 pub struct FeaturesConfig {
     /// A query over the table named by `table` whose output has one row per input
     /// row it keeps and carries `_offset`. Window functions should order by `_offset`.
+    /// Generated from the detected frequency when empty and `[series]` is present.
+    #[serde(default)]
     pub sql: String,
     /// Name of the input table in the SQL.
     #[serde(default = "ticks")]
@@ -100,14 +106,49 @@ pub struct FeaturesConfig {
     pub lookback_rows: usize,
 }
 
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig { sql: String::new(), table: ticks(), lookback_rows: sixty_four() }
+    }
+}
+
+/// `[series]`: one numeric column of any CSV, JSON-lines or Parquet file with a time
+/// column, keyed by the file's stem. The builder reads the file (`--input`, else
+/// `source.sample`), maps its time and value columns onto the input schema's `time`
+/// and `value` (`[source.file]`), detects the frequency from the timestamps, and
+/// fills what the pipeline leaves empty: `[features] sql` and `lookback_rows`,
+/// `model.features` and `model.season` (see `src/pipeline/series.rs`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeriesConfig {
+    /// The column to forecast; `--column` overrides. Omitted: the file's only
+    /// numeric column besides the time.
+    pub column: Option<String>,
+    /// The time column, or a template of columns such as
+    /// `"{year}-{month}-{date_of_month}"`; `--time-column` overrides. Omitted: the
+    /// column among the common names (time, timestamp, datetime, date, ds, ts, …;
+    /// any case) whose values read as times, or year/month/day columns.
+    pub time_column: Option<String>,
+    /// `auto` (detected from the file's first 2000 timestamps), or `minutely`,
+    /// `hourly`, `daily`, `business_daily`, `weekly`, `monthly`, `quarterly`,
+    /// `yearly`, `none` (no season, no calendar features), or a step below a day
+    /// such as `"15m"`; `--frequency` overrides.
+    #[serde(default = "auto")]
+    pub frequency: String,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
 /// `[model]`: the online regression model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
     /// Model kind: `linear` (SGD/AdamW) or `rls` (recursive least squares).
     #[serde(default = "linear")]
     pub kind: String,
-    /// `sgd` or `adamw`.
-    #[serde(default = "sgd")]
+    /// `auto` (normalised LMS for `linear`, AdamW for the networks), `sgd`, `adamw`
+    /// or `nlms` (normalised LMS, linear only: scale-free steps).
+    #[serde(default = "auto")]
     pub optimizer: String,
     /// Learning rate.
     #[serde(default = "lr")]
@@ -207,6 +248,37 @@ pub struct ModelConfig {
     /// `global` (one model per input partition) or `per_key`.
     #[serde(default = "global")]
     pub scope: String,
+    /// What the model learns relative to: `none` (the target itself), `persistence`
+    /// (y[t+h] − y[t]) or `seasonal` (y[t+h] − the seasonal-naive forecast; persistence
+    /// until a season of history exists). The forecast adds the baseline back, so a
+    /// model that has learned nothing forecasts the baseline.
+    #[serde(default = "none")]
+    pub baseline: String,
+    /// What is published and scored: `level` (the target's value at t+h) or `change`
+    /// (its change from the value at t: y[t+h] − y[t]; persistence then forecasts 0).
+    #[serde(default = "level")]
+    pub output: String,
+    /// Online aggregation of the model with reference forecasters: `none`, `mlpoly`
+    /// (polynomially weighted, opera's MLpol) or `adahedge` (exponentially weighted
+    /// with a self-tuned rate). The published forecast is the weighted mixture.
+    #[serde(default = "none")]
+    pub aggregate: String,
+    /// The loss the aggregation weights follow (linearised): `absolute` or `square`.
+    #[serde(default = "absolute")]
+    pub aggregate_loss: String,
+    /// The aggregated experts: `model` (the learned model), `persistence`,
+    /// `seasonal` (needs `season`), `zero` (forecasts no change in the published
+    /// units) and any numeric column of the feature SQL output, read as a forecast in
+    /// the published units (e.g. a microprice column with `output = "change"`).
+    #[serde(default = "default_experts")]
+    pub experts: Vec<String>,
+    /// Divergence guard: a model forecast further than `guard` × the key's mean
+    /// absolute baseline error from the baseline (or not finite) is replaced by the
+    /// baseline and counted (`model_fallbacks`); a non-finite one also rebuilds the
+    /// model. 0 turns the guard off.
+    #[serde(default = "twenty")]
+    pub guard: f64,
+
     /// `cpu`, `cuda` or `auto`.
     #[serde(default = "cpu")]
     pub device: String,
@@ -351,9 +423,6 @@ fn sixty_four() -> usize {
 fn linear() -> String {
     "linear".into()
 }
-fn sgd() -> String {
-    "sgd".into()
-}
 fn lr() -> f64 {
     0.01
 }
@@ -404,6 +473,18 @@ fn one() -> f64 {
 }
 fn milli() -> f64 {
     1e-3
+}
+fn level() -> String {
+    "level".into()
+}
+fn absolute() -> String {
+    "absolute".into()
+}
+fn twenty() -> f64 {
+    20.0
+}
+fn default_experts() -> Vec<String> {
+    vec!["model".into(), "persistence".into(), "seasonal".into()]
 }
 fn global() -> String {
     "global".into()

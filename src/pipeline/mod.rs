@@ -8,6 +8,7 @@ pub mod config;
 pub mod fault;
 pub mod processor;
 pub mod recovery;
+pub mod series;
 pub mod summary;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use rdkafka::message::Message;
 use tokio::sync::watch;
 
 use crate::broker::EmbeddedBroker;
-use crate::sink::kafka::{producer, producer_with, KafkaSink, KafkaTransactions};
+use crate::sink::kafka::{producer_with, KafkaSink, KafkaTransactions};
 use crate::sink::txn::Coordinator;
 use crate::sink::Outputs;
 use crate::source::batch::PartitionInput;
@@ -297,7 +298,7 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         }
     }
     let all = batch.states.values().chain(batch.retired.iter());
-    let mut summary = Summary::from_states(&cfg.name, all, started.elapsed().as_secs_f64());
+    let mut summary = Summary::from_states_with(&cfg.name, all, started.elapsed().as_secs_f64(), Some(built.processor.experts()));
     summary.stage_seconds = batch.totals.seconds();
     tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
     // Clients go before the embedded broker they talk to.
@@ -458,12 +459,18 @@ impl Batch {
                 records: c.messages_in - before.messages_in,
                 predictions: c.predictions_out - before.predictions_out,
                 warmup: c.warmup - before.warmup,
+                filtered: c.filtered - before.filtered,
                 labelled: c.labelled - before.labelled,
                 pending: state.pending(),
                 drift_events: state.drift_events() - drift_before,
                 evictions: c.evictions - before.evictions,
+                fallbacks: c.model_fallbacks - before.model_fallbacks,
                 rolling_mae_model: mae_model,
                 rolling_mae_persistence: mae_persistence,
+                weights: {
+                    let ex = built.processor.experts();
+                    summary::mean_weights(&ex.names, state.keys.values().filter_map(|k| k.agg.as_ref()), ex.method)
+                },
             }
             .emit(metrics);
         }
@@ -525,9 +532,9 @@ pub async fn start_embedded(built: &Built) -> anyhow::Result<EmbeddedBroker> {
     }
     if let Some(path) = &cfg.source.sample {
         let path = cfg.resolve(path);
-        // JSON lines go in byte for byte; other files (CSV, Parquet) through the
-        // pipeline's `[source.file]` mapping.
-        let lines = if path.extension().is_some_and(|e| e == "jsonl" || e == "json") {
+        // JSON lines go in byte for byte; other files (CSV, Parquet), and any file of
+        // a `[series]` pipeline, through the pipeline's `[source.file]` mapping.
+        let lines = if path.extension().is_some_and(|e| e == "jsonl" || e == "json") && cfg.series.is_none() {
             sample::read_lines(&path)?
         } else {
             crate::source::mapping::file_messages(&path, &cfg.source.file, &built.schema, &cfg.source.time)?
@@ -535,7 +542,7 @@ pub async fn start_embedded(built: &Built) -> anyhow::Result<EmbeddedBroker> {
                 .map(|(line, _)| line)
                 .collect()
         };
-        let prod = producer(b.bootstrap_servers())?;
+        let prod = sample::seed_producer(b.bootstrap_servers())?;
         let seeded = sample::seed_lines(&prod, &cfg.source.topic, n, &built.schema, &cfg.source.key, lines).await?;
         b.check_retained(&cfg.source.topic)?;
         tracing::info!(records = seeded, topic = %cfg.source.topic, "seeded the embedded broker");

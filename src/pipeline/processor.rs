@@ -16,11 +16,13 @@ use candle_core::Device;
 use crate::error::{Error, Result};
 use crate::features::{lookback, FeatureEngine};
 use crate::model;
+use crate::model::aggregate::Aggregator;
+use crate::model::experts::{Baseline, Experts};
 use crate::pipeline::config::{Horizon, ModelConfig};
 use crate::sink::{Outputs, PredictionRef};
 use crate::source::batch::PartitionInput;
 use crate::source::schema::OFFSET_COLUMN;
-use crate::state::score::Scored;
+use crate::state::score::{ErrorStats, Scored};
 use crate::state::{KeyState, Pending, PartitionState};
 use crate::telemetry::events::StageTimings;
 
@@ -46,6 +48,12 @@ pub struct Processor {
     out_offset: usize,
     out_target: usize,
     out_features: Vec<usize>,
+    /// Baseline, published units, aggregated and scored forecasters.
+    experts: Experts,
+    /// Output columns read as expert forecasts.
+    out_expert_cols: Vec<usize>,
+    /// The published `target`: the column, or `<column>.change` for changes.
+    target_label: String,
 }
 
 impl Processor {
@@ -77,7 +85,12 @@ impl Processor {
             s => return Err(Error::Config(format!("model.scope {s:?} is not one of global, per_key"))),
         };
         let device = model::device(&model_cfg.device)?;
+        let experts = Experts::new(model_cfg, &outs)?;
+        let out_expert_cols = experts.columns();
         Ok(Processor {
+            target_label: if experts.change { format!("{}.change", model_cfg.target) } else { model_cfg.target.clone() },
+            experts,
+            out_expert_cols,
             in_key: find(&ins, key, "source.key", inp)?,
             in_time: find(&ins, time, "source.time", inp)?,
             out_key: find(&outs, key, "source.key", out)?,
@@ -102,6 +115,11 @@ impl Processor {
     /// A fresh model as the model stage builds one (a checkpoint loads into it).
     pub fn fresh_model(&self) -> Result<Box<dyn model::OnlineModel>> {
         model::build(&self.model_cfg, self.out_features.len() * self.window, &self.device)
+    }
+
+    /// The forecasters behind the published forecast.
+    pub fn experts(&self) -> &Experts {
+        &self.experts
     }
 
     pub fn engine(&self) -> &FeatureEngine {
@@ -264,6 +282,7 @@ impl Processor {
         };
         let target = f64col(self.out_target)?;
         let xs = self.out_features.iter().map(|&i| f64col(i)).collect::<Result<Vec<_>>>()?;
+        let ecols = self.out_expert_cols.iter().map(|&i| Ok((i, f64col(i)?))).collect::<Result<Vec<_>>>()?;
         let d = xs.len();
         let schema = feats.schema();
         let mut x = vec![0.0; d];
@@ -271,6 +290,9 @@ impl Processor {
         let stride = d * self.window;
         let mut xw = vec![0.0; stride];
         let mut lx = vec![0.0; stride];
+        let ex = &self.experts;
+        let ne = ex.list.len();
+        let (mut e, mut le, mut w) = (vec![0.0; ne], vec![0.0; ne], vec![0.0; ne]);
         let PartitionState {
             keys: key_states,
             model: global,
@@ -278,6 +300,7 @@ impl Processor {
             model_error,
             persistence_error,
             seasonal_error,
+            expert_error,
             rolling,
             partition,
             tick,
@@ -285,6 +308,11 @@ impl Processor {
             labels,
             ..
         } = state;
+        if let Some(log) = labels.as_mut() {
+            if ex.method.is_some() && log.expert_names.is_empty() {
+                log.expert_names = ex.names.clone();
+            }
+        }
         for i in 0..n {
             let offset = offsets.value(i);
             // Non-finite values from the SQL (ln(0), x/0) are bad input, not warm-up.
@@ -332,20 +360,44 @@ impl Processor {
                     for v in lx.iter_mut() {
                         *v = ks.pending_x.pop_front().expect("pending_x holds d values per pending");
                     }
+                    for v in le.iter_mut() {
+                        *v = ks.pending_e.pop_front().expect("pending_e holds one value per expert");
+                    }
                     let slot = if self.per_key { &mut ks.model } else { &mut *global };
                     let m = self.ensure_model(slot, live, stride)?;
                     let t0 = Instant::now();
-                    m.update(&lx, y)?;
+                    m.update(&lx, y - p.base)?;
                     timings.update += t0.elapsed();
-                    model_error.add(p.predicted, y, p.persistence);
-                    persistence_error.add(p.persistence, y, p.persistence);
-                    ks.errors[0].add(p.predicted, y, p.persistence);
-                    ks.errors[1].add(p.persistence, y, p.persistence);
-                    if let Some(sn) = p.seasonal {
-                        seasonal_error.add(sn, y, p.persistence);
-                        ks.errors[2].add(sn, y, p.persistence);
+                    let fb = if ex.baseline == Baseline::None { p.persistence } else { p.base };
+                    ks.base_abs += (y - fb).abs();
+                    ks.base_n += 1;
+                    if let (Some(method), Some(agg)) = (ex.method, ks.agg.as_mut()) {
+                        if let Some(log) = labels.as_mut() {
+                            agg.weights(method, &le, &mut w);
+                            log.weights.extend_from_slice(&w);
+                        }
+                        agg.update(method, ex.loss, &le, y, &mut w);
                     }
-                    let scored = Scored { model: p.predicted, persistence: p.persistence, seasonal: p.seasonal, actual: y };
+                    // Scored in the published units: changes subtract the value at
+                    // prediction time from forecasts and label alike.
+                    let o = ex.offset(p.persistence);
+                    let (yo, last) = (y - o, p.persistence - o);
+                    let scored = Scored { model: p.predicted - o, persistence: last, seasonal: p.seasonal.map(|v| v - o), actual: yo };
+                    model_error.add(scored.model, yo, last);
+                    persistence_error.add(last, yo, last);
+                    ks.errors[0].add(scored.model, yo, last);
+                    ks.errors[1].add(last, yo, last);
+                    if let Some(sn) = scored.seasonal {
+                        seasonal_error.add(sn, yo, last);
+                        ks.errors[2].add(sn, yo, last);
+                    }
+                    for (name, idx) in &ex.scored {
+                        let v = idx.map_or(p.persistence, |j| le[j]);
+                        if v.is_finite() {
+                            stats_for(expert_error, name).add(v - o, yo, last);
+                            stats_for(&mut ks.expert_errors, name).add(v - o, yo, last);
+                        }
+                    }
                     rolling.add(scored);
                     ks.rolling.add(scored);
                     if let Some(log) = labels.as_mut() {
@@ -379,26 +431,58 @@ impl Processor {
             for (dst, src) in xw.iter_mut().zip(ks.window.iter()) {
                 *dst = *src;
             }
+            // Forecast of y[i + h] one season back: y[i + h − m], i.e. the h-th oldest
+            // of the last m values.
+            let seasonal = match (self.season, self.horizon) {
+                (Some(m), Horizon::Rows(h)) if ks.history.len() == m => ks.history.get(h as usize - 1).copied(),
+                _ => None,
+            };
+            let col = |c: usize| ecols.iter().find(|(j, _)| *j == c).and_then(|(_, a)| a.is_valid(i).then(|| a.value(i)));
+            let base = ex.base(y, seasonal, col);
+            let fallback = ex.fallback(y, seasonal, col);
             let slot = if self.per_key { &mut ks.model } else { &mut *global };
             let m = self.ensure_model(slot, live, stride)?;
             let t0 = Instant::now();
-            let predicted = m.predict(&xw)?;
+            let raw = m.predict(&xw)?;
             timings.predict += t0.elapsed();
-            if !predicted.is_finite() {
-                // The model has diverged (e.g. a learning rate too high for the
-                // features' scale): say so for this record rather than publish a null.
-                let d = input.dead_letter(offset, "model_diverged", format!("the model predicted {predicted}; check learning_rate / normalize"));
-                counters.dead_letter(&d);
-                out.dead_letters.push(d);
-                continue;
+            let model_updates = m.updates();
+            // The divergence guard: a forecast that is not finite, or absurdly far from
+            // the baseline for this key, is replaced by the baseline and counted; a
+            // non-finite one means the weights blew up, so the model starts afresh.
+            let scale = if ks.base_n > 0 { ks.base_abs / ks.base_n as f64 } else { f64::INFINITY };
+            let model_level = if !raw.is_finite() {
+                *slot = None;
+                *live -= 1;
+                counters.model_fallbacks += 1;
+                fallback
+            } else if ex.guard > 0.0 && (base + raw - fallback).abs() > ex.guard * scale.max(1e-300) {
+                counters.model_fallbacks += 1;
+                fallback
+            } else {
+                base + raw
+            };
+            for (v, kind) in e.iter_mut().zip(&ex.list) {
+                *v = ex.level(*kind, model_level, y, seasonal, col);
             }
+            let predicted = match ex.method {
+                Some(method) => {
+                    let agg = ks.agg.get_or_insert_with(|| Aggregator::new(ne));
+                    let p = agg.combine(method, &e, &mut w);
+                    if p.is_finite() {
+                        p
+                    } else {
+                        model_level
+                    }
+                }
+                None => model_level,
+            };
             out.push_prediction(&PredictionRef {
                 key,
                 event_time_ns: t,
                 horizon: &self.horizon_label,
-                target: &self.model_cfg.target,
-                predicted,
-                model_updates: m.updates(),
+                target: &self.target_label,
+                predicted: predicted - ex.offset(y),
+                model_updates,
                 partition: *partition,
                 offset,
             });
@@ -407,17 +491,20 @@ impl Processor {
                 Horizon::Rows(h) => (ks.rows + h as u64, i64::MAX),
                 Horizon::Nanos(h) => (u64::MAX, t.saturating_add(h)),
             };
-            // Forecast of y[i + h] one season back: y[i + h − m], i.e. the h-th oldest
-            // of the last m values.
-            let seasonal = match (self.season, self.horizon) {
-                (Some(m), Horizon::Rows(h)) if ks.history.len() == m => ks.history.get(h as usize - 1).copied(),
-                _ => None,
-            };
-            ks.pending.push_back(Pending { offset, due_row, due_time, predicted, persistence: y, seasonal });
+            ks.pending.push_back(Pending { offset, due_row, due_time, predicted, persistence: y, seasonal, base });
             ks.pending_x.extend(xw.iter().copied());
+            ks.pending_e.extend(e.iter().copied());
         }
         Ok(())
     }
+}
+
+/// The named accumulator in `map`, created at its first use (allocates only then).
+fn stats_for<'a>(map: &'a mut std::collections::BTreeMap<String, ErrorStats>, name: &str) -> &'a mut ErrorStats {
+    if !map.contains_key(name) {
+        map.insert(name.to_string(), ErrorStats::default());
+    }
+    map.get_mut(name).expect("inserted")
 }
 
 impl Processor {

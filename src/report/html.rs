@@ -74,13 +74,20 @@ pub fn page(r: &Report, dir: &Path) -> anyhow::Result<String> {
     }
     for m in &r.models {
         row(&mut o, &format!("model {} ({})", m.name, m.kind), &m.metrics.model);
+        for (name, e) in &m.metrics.experts {
+            row(&mut o, &format!("  {} · {name}", m.name), e);
+        }
     }
     o.push_str("</table>\n");
-    o.push_str("<table><tr><th>model</th><th>records</th><th>predictions</th><th>labelled</th><th>pending</th><th>warm-up</th><th>dead letters</th><th>updates</th><th>drift events</th><th>shadow topic</th></tr>\n");
+    for m in r.models.iter().filter(|m| !m.weights.is_empty()) {
+        let w: Vec<String> = m.weights.iter().map(|(k, v)| format!("{} {v:.3}", esc(k))).collect();
+        let _ = writeln!(o, "<p>Aggregation weights of <b>{}</b> at the end (mean over keys): {}.</p>", esc(&m.name), w.join(", "));
+    }
+    o.push_str("<table><tr><th>model</th><th>records</th><th>predictions</th><th>labelled</th><th>pending</th><th>warm-up</th><th>dead letters</th><th>updates</th><th>drift events</th><th>guard fallbacks</th><th>shadow topic</th></tr>\n");
     for m in &r.models {
         let _ = writeln!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&m.name),
             m.messages_in,
             m.predictions_out,
@@ -90,6 +97,7 @@ pub fn page(r: &Report, dir: &Path) -> anyhow::Result<String> {
             m.dead_letters,
             m.model_updates,
             m.drift_events,
+            m.model_fallbacks,
             esc(&m.shadow_topic)
         );
     }

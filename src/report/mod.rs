@@ -7,6 +7,7 @@
 
 pub mod html;
 pub mod plots;
+pub mod weights;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -109,6 +110,11 @@ pub struct ModelReport {
     pub dead_letters_by_reason: BTreeMap<String, u64>,
     pub model_updates: u64,
     pub drift_events: u64,
+    /// Model forecasts replaced by the baseline (divergence guard).
+    pub model_fallbacks: u64,
+    /// With aggregation: each expert's final weight, averaged over keys.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, f64>,
     /// Model, persistence and (with a season) seasonal naive, over every label.
     pub metrics: Metrics,
     pub per_key: BTreeMap<String, Metrics>,
@@ -194,6 +200,8 @@ pub fn build(pipeline: &str, input_file: Option<&Path>, from_ms: Option<i64>, to
                 dead_letters_by_reason: s.dead_letters_by_reason.clone(),
                 model_updates: s.model_updates,
                 drift_events: s.drift_events,
+                model_fallbacks: s.model_fallbacks,
+                weights: s.weights.clone(),
                 metrics: s.metrics.clone(),
                 per_key: s.per_key.clone(),
                 periods: buckets.into_iter().map(|(period, a)| PeriodMetrics { period, metrics: a.metrics() }).collect(),
@@ -224,6 +232,32 @@ pub fn write(dir: &Path, mut report: Report, r: &BacktestResult) -> anyhow::Resu
     std::fs::write(dir.join("report.json"), json + "\n").with_context(|| format!("writing {}", dir.join("report.json").display()))?;
     let page = html::page(&report, dir)?;
     std::fs::write(dir.join("report.html"), page).with_context(|| format!("writing {}", dir.join("report.html").display()))?;
+    Ok(())
+}
+
+/// Writes `labels.csv`: every labelled prediction of every lane in time order (lane,
+/// key, label time, input offset of the forecast, the published forecast, persistence,
+/// seasonal naive, actual), so other tools can score exactly the same rows.
+pub fn write_labels(dir: &Path, r: &BacktestResult) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("labels.csv");
+    let f = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    writeln!(w, "lane,key,time_ns,predicted_at_offset,predicted,persistence,seasonal_naive,actual")?;
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+    for lane in &r.lanes {
+        for (key, row) in Series::of(lane).rows {
+            let s = row.scored;
+            let key = if key.contains([',', '"', '\n']) { format!("\"{}\"", key.replace('"', "\"\"")) } else { key.to_string() };
+            writeln!(
+                w,
+                "{},{key},{},{},{},{},{},{}",
+                lane.name, row.time_ns, row.predicted_at, s.model, s.persistence, opt(s.seasonal), s.actual
+            )?;
+        }
+    }
+    w.flush()?;
     Ok(())
 }
 

@@ -31,10 +31,10 @@ pub(crate) fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("{e:?}")
 }
 
-type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+pub(crate) type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
 /// A chart whose x axis is time (epoch ms) with ticks and title that suit its span.
-fn time_chart<'a, 'b>(
+pub(crate) fn time_chart<'a, 'b>(
     area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
     caption: &str,
     x: std::ops::Range<f64>,
@@ -143,6 +143,9 @@ pub fn draw_all(dir: &Path, r: &BacktestResult) -> anyhow::Result<Vec<String>> {
     if keys.len() > 1 {
         worst_keys(&dir.join("worst_keys.png"), &series[0], names[0])?;
         out.push("worst_keys.png".to_string());
+    }
+    if super::weights::draw(&dir.join("weights.png"), &r.lanes[0])? {
+        out.push("weights.png".to_string());
     }
     Ok(out)
 }

@@ -14,7 +14,7 @@ pub struct DeadLetter {
     pub partition: i32,
     pub offset: i64,
     /// Stable reason code: `malformed_json`, `missing_field`, `wrong_type`,
-    /// `non_finite`, `empty_payload`, `late`, `non_finite_feature`, `feature_error`, `model_diverged`.
+    /// `non_finite`, `empty_payload`, `late`, `non_finite_feature`, `feature_error` (`model_diverged` before the divergence guard replaced it).
     pub reason: &'static str,
     pub detail: String,
     pub key: Option<Vec<u8>>,

@@ -46,6 +46,8 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
         return parquet_rows(bytes).with_context(|| format!("reading Parquet {}", path.display()));
     }
     let text = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+    // A byte-order mark would otherwise become part of the first column's name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     if text.trim_start().starts_with('{') {
         Ok(text
             .lines()
@@ -56,7 +58,7 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
             })
             .collect())
     } else {
-        csv_rows(&text).with_context(|| format!("reading CSV {}", path.display()))
+        csv_rows(text).with_context(|| format!("reading CSV {}", path.display()))
     }
 }
 
@@ -138,31 +140,65 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// Parses the event-time formats found in the shipped data into epoch milliseconds:
-/// RFC 3339, `YYYY-MM-DD[ HH:MM:SS]`, `dd.mm.yyyy HH:MM:SS.mmm`, `m/d/yyyy`, or a
-/// number (taken as milliseconds).
+/// Parses the event-time formats found in data files into epoch milliseconds (UTC
+/// unless the text carries an offset): RFC 3339 (`T` or a space between date and
+/// time, any offset), ISO `YYYY-MM-DD[ HH:MM[:SS[.fff]]]` (also with `/` or `T`),
+/// `dd.mm.yyyy[ HH:MM[:SS[.fff]]]`, US `m/d/yyyy[ HH:MM[:SS[.fff]]]`, `dd-Mon-yyyy`,
+/// `dd Mon yyyy`, `YYYY-MM` (the month's first day), or a number (taken as
+/// milliseconds). Day-first `d/m/yyyy` is not accepted: it cannot be told from the US
+/// form row by row.
 pub fn parse_time_ms(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
-            let s = s.trim();
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-                return Some(t.timestamp_millis());
-            }
-            for f in ["%Y-%m-%d %H:%M:%S", "%d.%m.%Y %H:%M:%S%.3f", "%Y-%m-%dT%H:%M:%S%.f", "%m/%d/%Y %H:%M:%S"] {
-                if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
-                    return Some(t.and_utc().timestamp_millis());
-                }
-            }
-            for f in ["%Y-%m-%d", "%m/%d/%Y"] {
-                if let Ok(d) = chrono::NaiveDate::parse_from_str(s, f) {
-                    return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis());
-                }
-            }
-            None
-        }
+        Value::String(s) => parse_time_text(s.trim()),
         _ => None,
     }
+}
+
+fn parse_time_text(s: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M%:z"] {
+        if let Ok(t) = chrono::DateTime::parse_from_str(s, f) {
+            return Some(t.timestamp_millis());
+        }
+    }
+    // A trailing `Z` or ` UTC` says UTC, which naive times are taken as anyway.
+    let s = s.strip_suffix(" UTC").or_else(|| s.strip_suffix('Z')).unwrap_or(s);
+    const DATE_TIMES: [&str; 14] = [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y/%m/%d %H:%M:%S%.f",
+        "%Y/%m/%d %H:%M",
+        "%d.%m.%Y %H:%M:%S%.f",
+        "%d.%m.%Y %H:%M",
+        "%m/%d/%Y %H:%M:%S%.f",
+        "%m/%d/%Y %H:%M",
+        "%d-%b-%Y %H:%M:%S%.f",
+        "%d-%b-%Y %H:%M",
+        "%d %b %Y %H:%M:%S%.f",
+        "%d %b %Y %H:%M",
+    ];
+    for f in DATE_TIMES {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    for f in ["%Y-%m-%d", "%Y/%m/%d", "%d.%m.%Y", "%m/%d/%Y", "%d-%b-%Y", "%d %b %Y"] {
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, f) {
+            return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis());
+        }
+    }
+    // `YYYY-MM`: monthly data, dated by the month's first day.
+    let (y, m) = s.split_once('-')?;
+    if y.len() == 4 && (1..=2).contains(&m.len()) && y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+        let d = chrono::NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, 1)?;
+        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis());
+    }
+    None
 }
 
 #[cfg(test)]
@@ -244,5 +280,49 @@ mod tests {
         assert_eq!(parse_time_ms(&Value::from(1234)), Some(1234));
         assert_eq!(parse_time_ms(&Value::from("soon")), None);
         assert_eq!(rfc3339_ms(1_483_308_000_000), "2017-01-01T22:00:00.000Z");
+    }
+
+    /// The other common spellings of one instant, 2017-01-01 22:00 UTC = 1483308000000
+    /// ms (its midnight: 22 h = 79200000 ms earlier, 1483228800000), and 1949-01-01,
+    /// 7670 days (21 years, 5 of them leap) before the epoch.
+    #[test]
+    fn more_time_formats() {
+        let t = |s: &str| parse_time_ms(&Value::from(s));
+        for s in [
+            "2017-01-01 22:00:00",
+            "2017-01-01 22:00",
+            "2017-01-01T22:00",
+            "2017-01-01 22:00:00 UTC",
+            "2017-01-01T22:00:00",
+            "2017-01-01 22:00:00+00:00",
+            "2017/01/01 22:00:00",
+            "01.01.2017 22:00:00",
+            "01.01.2017 22:00",
+            "1/1/2017 22:00",
+            "01-Jan-2017 22:00:00",
+            "1 Jan 2017 22:00",
+        ] {
+            assert_eq!(t(s), Some(1_483_308_000_000), "{s}");
+        }
+        assert_eq!(t("2017-01-01 22:00:00+02:00"), Some(1_483_308_000_000 - 7_200_000));
+        assert_eq!(t("2017-01-01 22:00:00.123"), Some(1_483_308_000_123));
+        assert_eq!(t("2017-01-01T22:00:00.5Z"), Some(1_483_308_000_500));
+        for s in ["2017/01/01", "01.01.2017", "01-Jan-2017", "1 Jan 2017", "2017-1-1"] {
+            assert_eq!(t(s), Some(1_483_228_800_000), "{s}");
+        }
+        assert_eq!(t("1949-01"), Some(-7670 * 86_400_000));
+        // Day-first with a day above 12, a 13th month, and words are not times.
+        for s in ["13/01/2017", "2017-13", "2017-01-32", "Q1 2017", ""] {
+            assert_eq!(t(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn csv_byte_order_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bom.csv");
+        std::fs::write(&p, "\u{feff}Date,Close\n2017-01-02,1.5\n").unwrap();
+        let rows = read_records(&p).unwrap();
+        assert_eq!(rows[0]["Date"], Value::from("2017-01-02"));
     }
 }

@@ -125,6 +125,20 @@ pub async fn seed_timed<I: IntoIterator<Item = (Vec<u8>, Option<i64>)>>(
     Ok(n)
 }
 
+/// A producer for seeding the embedded broker: lz4-compressed batches, because the
+/// broker's 5 MB per-partition retention counts stored (compressed) bytes — a file of
+/// several MB of JSON fits. Consumers see the same messages either way.
+pub fn seed_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("client.id", "tickflare-seed")
+        .create()?)
+}
+
 /// Reads a JSON-lines file's lines.
 pub fn read_lines(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening sample {}", path.display()))?;

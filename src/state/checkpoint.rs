@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::score::{ErrorStats, Rolling};
 use super::{Counters, KeyState, PartitionState, Pending};
 use crate::error::{Error, Result};
+use crate::model::aggregate::Aggregator;
 use crate::model::{OnlineModel, Snapshot};
 
 /// Bumped whenever the files' layout or meaning changes.
@@ -73,6 +74,16 @@ struct KeyFile {
     errors: [ErrorStats; 3],
     rolling: Rolling,
     has_model: bool,
+    #[serde(default)]
+    pending_e: Vec<f64>,
+    #[serde(default)]
+    agg: Option<Aggregator>,
+    #[serde(default)]
+    expert_errors: BTreeMap<String, ErrorStats>,
+    #[serde(default)]
+    base_abs: f64,
+    #[serde(default)]
+    base_n: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,6 +95,8 @@ struct StateFile {
     model_error: ErrorStats,
     persistence_error: ErrorStats,
     seasonal_error: ErrorStats,
+    #[serde(default)]
+    expert_error: BTreeMap<String, ErrorStats>,
     rolling: Rolling,
     has_model: bool,
     keys: Vec<KeyFile>,
@@ -133,6 +146,11 @@ pub fn encode(
             errors: ks.errors,
             rolling: ks.rolling.clone(),
             has_model: ks.model.is_some(),
+            pending_e: ks.pending_e.iter().copied().collect(),
+            agg: ks.agg.clone(),
+            expert_errors: ks.expert_errors.clone(),
+            base_abs: ks.base_abs,
+            base_n: ks.base_n,
         });
     }
     let sf = StateFile {
@@ -143,6 +161,7 @@ pub fn encode(
         model_error: state.model_error,
         persistence_error: state.persistence_error,
         seasonal_error: state.seasonal_error,
+        expert_error: state.expert_error.clone(),
         rolling: state.rolling.clone(),
         has_model: state.model.is_some(),
         keys,
@@ -226,6 +245,11 @@ pub fn decode(
                 history: k.history.into(),
                 errors: k.errors,
                 rolling: k.rolling,
+                pending_e: k.pending_e.into(),
+                agg: k.agg,
+                expert_errors: k.expert_errors,
+                base_abs: k.base_abs,
+                base_n: k.base_n,
             },
         );
     }
@@ -246,6 +270,7 @@ pub fn decode(
         model_error: sf.model_error,
         persistence_error: sf.persistence_error,
         seasonal_error: sf.seasonal_error,
+        expert_error: sf.expert_error,
         rolling: sf.rolling,
         tick: sf.tick,
         live_models: live,
@@ -333,8 +358,17 @@ mod tests {
         let mut m = fresh().unwrap();
         m.update(&[1.0, 2.0], 3.0).unwrap();
         let mut ks = KeyState { rows: 7, max_time: Some(99), ..Default::default() };
-        ks.pending.push_back(Pending { offset: 40, due_row: 8, due_time: 0, predicted: 0.5, persistence: 0.25, seasonal: None });
+        ks.pending.push_back(Pending { offset: 40, due_row: 8, due_time: 0, predicted: 0.5, persistence: 0.25, seasonal: None, base: 0.25 });
         ks.pending_x.extend([1.5, -2.0]);
+        ks.pending_e.extend([0.5, 0.25]);
+        let mut agg = Aggregator::new(2);
+        let mut w = [0.0; 2];
+        for (e, y) in [([1.0, 2.0], 1.5), ([0.5, 3.0], 2.9), ([1.0, 1.0], 0.1)] {
+            agg.update(crate::model::aggregate::Method::MlPoly, crate::model::aggregate::AggLoss::Absolute, &e, y, &mut w);
+        }
+        ks.agg = Some(agg.clone());
+        ks.base_abs = 0.75;
+        ks.base_n = 3;
         ks.model = Some(m);
         st.keys.insert("BTC".into(), ks);
         st.counters.messages_in = 42;
@@ -346,6 +380,9 @@ mod tests {
         assert_eq!((k.rows, k.max_time, k.pending.len()), (7, Some(99), 1));
         assert_eq!(k.pending[0].predicted, 0.5);
         assert_eq!(k.pending_x.iter().copied().collect::<Vec<_>>(), vec![1.5, -2.0]);
+        assert_eq!(k.pending_e.iter().copied().collect::<Vec<_>>(), vec![0.5, 0.25]);
+        assert_eq!(k.agg.as_ref(), Some(&agg), "aggregation weights' state round-trips bit for bit");
+        assert_eq!((k.base_abs, k.base_n), (0.75, 3));
         assert_eq!(k.model.as_ref().unwrap().parameters().unwrap(), st.keys["BTC"].model.as_ref().unwrap().parameters().unwrap());
         assert_eq!(back.counters.messages_in, 42);
         assert_eq!(back.live_models, 1);

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use arrow::record_batch::RecordBatch;
 
+use crate::model::aggregate::Aggregator;
 use crate::model::OnlineModel;
 use score::{ErrorStats, LabelLog, Rolling};
 
@@ -31,6 +32,9 @@ pub struct Pending {
     /// The seasonal-naive baseline's forecast: the target one season before the
     /// labelled row (when `model.season` is set and enough history exists).
     pub seasonal: Option<f64>,
+    /// The baseline the model's output was added to (what it learns relative to).
+    #[serde(default)]
+    pub base: f64,
 }
 
 /// State of one key within a partition.
@@ -55,6 +59,15 @@ pub struct KeyState {
     pub errors: [ErrorStats; 3],
     /// This key's last `Rolling::WINDOW` labels.
     pub rolling: Rolling,
+    /// The experts' forecasts (levels) of `pending`, flattened (stride = experts).
+    pub pending_e: VecDeque<f64>,
+    /// The aggregation weights' state (`model.aggregate`).
+    pub agg: Option<Aggregator>,
+    /// Each expert's errors, by expert name.
+    pub expert_errors: BTreeMap<String, ErrorStats>,
+    /// Sum and count of |y − baseline| over the key's labels (the divergence guard's scale).
+    pub base_abs: f64,
+    pub base_n: u64,
 }
 
 /// Counts of what happened to the partition's records.
@@ -73,6 +86,9 @@ pub struct Counters {
     pub filtered: u64,
     /// Per-key models evicted by `model.max_live_models`.
     pub evictions: u64,
+    /// Model forecasts replaced by the baseline by the divergence guard.
+    #[serde(default)]
+    pub model_fallbacks: u64,
 }
 
 impl Counters {
@@ -90,6 +106,7 @@ impl Counters {
         self.warmup += o.warmup;
         self.filtered += o.filtered;
         self.evictions += o.evictions;
+        self.model_fallbacks += o.model_fallbacks;
     }
 
     pub fn dead_letter(&mut self, d: &crate::sink::DeadLetter) {
@@ -117,6 +134,8 @@ pub struct PartitionState {
     pub model_error: ErrorStats,
     pub persistence_error: ErrorStats,
     pub seasonal_error: ErrorStats,
+    /// Each expert's errors over the partition, by expert name.
+    pub expert_error: BTreeMap<String, ErrorStats>,
     /// The partition's last `Rolling::WINDOW` labels.
     pub rolling: Rolling,
     /// Rows that reached the model stage (the LRU clock).

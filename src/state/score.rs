@@ -262,6 +262,10 @@ pub struct LabelLog {
     pub keys: Vec<String>,
     index: std::collections::HashMap<String, u32>,
     pub rows: Vec<LabelRow>,
+    /// With aggregation: the experts' names and, per row, their weights when the
+    /// label arrived (flattened, stride = `expert_names.len()`).
+    pub expert_names: Vec<String>,
+    pub weights: Vec<f64>,
 }
 
 impl LabelLog {

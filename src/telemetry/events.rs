@@ -15,6 +15,7 @@ pub fn describe() {
     describe_counter!("tickflare_predictions_total", "Predictions published, per partition");
     describe_counter!("tickflare_dead_letters_total", "Records sent to the dead-letter topic, by reason");
     describe_counter!("tickflare_warmup_total", "Records without a complete feature row (window warm-up), not predicted");
+    describe_counter!("tickflare_filtered_total", "Records the feature SQL did not return (a WHERE clause), not predicted");
     describe_counter!("tickflare_labelled_total", "Predictions that received their true value");
     describe_counter!("tickflare_model_updates_total", "Optimizer steps taken by the models");
     describe_gauge!("tickflare_pending_predictions", "Predictions waiting for their label, per partition");
@@ -25,6 +26,8 @@ pub fn describe() {
     describe_gauge!("tickflare_live_models", "Models held in memory (one per partition, or per key with scope = per_key)");
     describe_counter!("tickflare_model_evictions_total", "Per-key models evicted by the live-model cap");
     describe_counter!("tickflare_drift_events_total", "Drift detections on the residuals");
+    describe_counter!("tickflare_model_fallbacks_total", "Model forecasts replaced by the baseline by the divergence guard");
+    describe_gauge!("tickflare_aggregation_weight", "Online aggregation: each expert's weight, averaged over the partition's keys");
     describe_gauge!("tickflare_rolling_mae", "MAE over the last 1000 labelled predictions, per partition, for the model and the persistence baseline");
     describe_gauge!("tickflare_assigned_partitions", "Input partitions assigned to this process");
     describe_counter!("tickflare_kafka_errors_total", "Errors reported by librdkafka (client level)");
@@ -127,6 +130,7 @@ struct PartitionMetrics {
     records_in: Counter,
     predictions: Counter,
     warmup: Counter,
+    filtered: Counter,
     labelled: Counter,
     updates: Counter,
     drift: Counter,
@@ -192,6 +196,7 @@ impl PipelineMetrics {
                 records_in: l("tickflare_records_in_total"),
                 predictions: l("tickflare_predictions_total"),
                 warmup: l("tickflare_warmup_total"),
+                filtered: l("tickflare_filtered_total"),
                 labelled: l("tickflare_labelled_total"),
                 updates: counter!("tickflare_model_updates_total", "pipeline" => pl.clone(), "partition" => part.clone(), "model" => m.clone()),
                 drift: counter!("tickflare_drift_events_total", "pipeline" => pl.clone(), "partition" => part.clone(), "model" => m.clone()),
@@ -211,16 +216,28 @@ pub struct BatchProcessed {
     pub records: u64,
     pub predictions: u64,
     pub warmup: u64,
+    pub filtered: u64,
     pub labelled: u64,
     pub pending: u64,
     pub drift_events: u64,
     pub evictions: u64,
+    pub fallbacks: u64,
     pub rolling_mae_model: Option<f64>,
     pub rolling_mae_persistence: Option<f64>,
+    /// Mean aggregation weight per expert (empty without aggregation).
+    pub weights: BTreeMap<String, f64>,
 }
 
 impl BatchProcessed {
     pub fn emit(&self, m: &mut PipelineMetrics) {
+        if self.fallbacks > 0 {
+            counter!("tickflare_model_fallbacks_total", "pipeline" => m.pipeline.clone(), "partition" => self.partition.to_string())
+                .increment(self.fallbacks);
+        }
+        for (expert, w) in &self.weights {
+            gauge!("tickflare_aggregation_weight", "pipeline" => m.pipeline.clone(), "partition" => self.partition.to_string(), "expert" => expert.clone())
+                .set(*w);
+        }
         tracing::debug!(
             partition = self.partition,
             records = self.records,
@@ -232,6 +249,7 @@ impl BatchProcessed {
         p.records_in.increment(self.records);
         p.predictions.increment(self.predictions);
         p.warmup.increment(self.warmup);
+        p.filtered.increment(self.filtered);
         p.labelled.increment(self.labelled);
         p.updates.increment(self.labelled);
         p.pending.set(self.pending as f64);
@@ -241,6 +259,7 @@ impl BatchProcessed {
         if let Some(v) = self.rolling_mae_model {
             p.mae_model.set(v);
         }
+
         if let Some(v) = self.rolling_mae_persistence {
             p.mae_persistence.set(v);
         }

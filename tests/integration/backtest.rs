@@ -48,12 +48,16 @@ fn backtest_equals_live_and_is_deterministic() {
         "bars-dlq:1",
         "bar-forecasts.backtest:1",
         "bars-dlq.backtest:1",
-        "bar-forecasts.backtest.linear_adamw:1",
-        "bars-dlq.backtest.linear_adamw:1",
+        "bar-forecasts.backtest.linear_nlms:1",
+        "bars-dlq.backtest.linear_nlms:1",
+        "bar-forecasts.backtest.rls_alone:1",
+        "bars-dlq.backtest.rls_alone:1",
         "bar-forecasts.again:1",
         "bars-dlq.again:1",
-        "bar-forecasts.again.linear_adamw:1",
-        "bars-dlq.again.linear_adamw:1",
+        "bar-forecasts.again.linear_nlms:1",
+        "bars-dlq.again.linear_nlms:1",
+        "bar-forecasts.again.rls_alone:1",
+        "bars-dlq.again.rls_alone:1",
     ]);
     tickflare(&["replay", SAMPLE, "--pipeline", "pipelines/market-bars.toml", "--brokers", &addr]);
     tickflare(&["run", "pipelines/market-bars.toml", "--brokers", &addr, "--stop-at-end", "--assign", "--metrics-addr", "off"]);
@@ -71,7 +75,7 @@ fn backtest_equals_live_and_is_deterministic() {
     }
     assert_eq!(json(&live[0])["event_time_ns"], Value::from(rows[3].0 * 1_000_000));
     // The compare lane wrote its own shadow topic, with other predictions.
-    let other = read(&addr, "bar-forecasts.backtest.linear_adamw");
+    let other = read(&addr, "bar-forecasts.backtest.linear_nlms");
     assert_eq!(other.len(), shadow.len());
     assert_ne!(json(&other[10])["predicted"], json(&shadow[10])["predicted"]);
     // A second backtest refuses to append to the shadow topics it already filled.
@@ -80,7 +84,11 @@ fn backtest_equals_live_and_is_deterministic() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds records"), "{}", String::from_utf8_lossy(&again.stderr));
     // The same backtest into fresh shadow topics writes the same messages.
     tickflare(&["backtest", "pipelines/market-bars.toml", "--brokers", &addr, "--shadow-suffix", "again", "--report", again_dir.to_str().unwrap()]);
-    for (a, b) in [("bar-forecasts.backtest", "bar-forecasts.again"), ("bar-forecasts.backtest.linear_adamw", "bar-forecasts.again.linear_adamw")] {
+    for (a, b) in [
+        ("bar-forecasts.backtest", "bar-forecasts.again"),
+        ("bar-forecasts.backtest.linear_nlms", "bar-forecasts.again.linear_nlms"),
+        ("bar-forecasts.backtest.rls_alone", "bar-forecasts.again.rls_alone"),
+    ] {
         let (x, y) = (read(&addr, a), read(&addr, b));
         assert_eq!(x.len(), y.len());
         assert!(x.iter().zip(&y).all(|(m, n)| (&m.key, &m.payload, m.timestamp_ms) == (&n.key, &n.payload, n.timestamp_ms)), "{a} vs {b}");
@@ -96,7 +104,8 @@ fn backtest_equals_live_and_is_deterministic() {
     let (t, f) = (report(&topic_dir), report(&file_dir));
     assert_eq!(t["models"], f["models"], "topic and file backtests disagree");
     assert_eq!(f["models"][0]["name"], "base");
-    assert_eq!(f["models"][1]["name"], "linear_adamw");
+    assert_eq!(f["models"][1]["name"], "linear_nlms");
+    assert_eq!(f["models"][2]["name"], "rls_alone");
 
     // Persistence by hand: the prediction made at row i (i ≥ 3) is labelled by row
     // i+1; persistence forecasts close_i.
@@ -149,18 +158,23 @@ fn time_range_boundaries() {
 fn several_models_in_one_pass_and_the_report_files() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("again.toml");
-    std::fs::write(&model, "[model]\nname = \"again\"\nkind = \"linear\"\noptimizer = \"adamw\"\nlearning_rate = 0.01\nnormalize = true\n").unwrap();
+    std::fs::write(&model, "[model]\nname = \"again\"\nkind = \"linear\"\noptimizer = \"nlms\"\nlearning_rate = 0.05\nnormalize = true\n").unwrap();
     let out = dir.path().join("report");
     tickflare(&["backtest", "pipelines/market-bars.toml", "--input", SAMPLE, "--model", model.to_str().unwrap(), "--report", out.to_str().unwrap()]);
     let r = report(&out);
     let names: Vec<&str> = r["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["base", "linear_adamw", "again"]);
-    assert_eq!(r["models"][1]["metrics"], r["models"][2]["metrics"]);
-    assert_eq!(r["models"][1]["periods"], r["models"][2]["periods"]);
+    assert_eq!(names, ["base", "linear_nlms", "rls_alone", "again"]);
+    assert_eq!(r["models"][1]["metrics"], r["models"][3]["metrics"]);
+    assert_eq!(r["models"][1]["periods"], r["models"][3]["periods"]);
     assert_ne!(r["models"][0]["metrics"]["model"], r["models"][1]["metrics"]["model"]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let plots: Vec<&str> = r["plots"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert!(plots.contains(&"predictions.png") && plots.contains(&"rolling_error.png") && plots.contains(&"residuals.png"), "{plots:?}");
+    // The base lane aggregates: its weights are in the report and drawn over time.
+    assert!(plots.contains(&"weights.png"), "{plots:?}");
+    let w = r["models"][0]["weights"].as_object().unwrap();
+    assert_eq!(w.keys().collect::<Vec<_>>(), ["learner", "persistence"]);
+    assert!(r["models"][2]["weights"].is_null(), "rls_alone does not aggregate");
     assert_eq!(html.matches("src=\"data:image/png;base64,").count(), plots.len());
     assert!(!html.contains("http://") && !html.contains("https://"));
     for p in plots {

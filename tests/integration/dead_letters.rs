@@ -133,11 +133,13 @@ async fn feature_sql_fails_on_one_record() {
     assert_eq!(s.messages_in, 11);
 }
 
-/// SGD at learning rate 10 on features ~100 diverges within a few updates: every
-/// record from then on is dead-lettered as `model_diverged` (no null predictions are
-/// published), and the run still accounts for every record.
+/// SGD at learning rate 10 on features ~100 diverges within a few updates. The
+/// divergence guard replaces every such forecast by the baseline (persistence here:
+/// the record's own price), counts it and rebuilds the model: no null, infinite or
+/// absurd prediction is published, nothing is dead-lettered for it, and the run still
+/// accounts for every record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn diverging_model_is_reported_not_published() {
+async fn diverging_model_falls_back_to_the_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let sql = "SELECT _offset, symbol, ts, price, price * 10 AS lp, \
         price - LAG(price, 1) OVER (PARTITION BY symbol ORDER BY _offset) AS d1 FROM ticks";
@@ -145,12 +147,22 @@ async fn diverging_model_is_reported_not_published() {
     let b = built(&flat_pipeline(dir.path(), sql, model, 1)).await;
     let broker = broker_for(&b);
     let bs = broker.bootstrap_servers().to_string();
-    let lines: Vec<String> = (0..200).map(|i| tick("A", 100_000 + i * 100, 10.0 + (i % 7) as f64, 1.0)).collect();
+    let price = |i: i64| 10.0 + (i % 7) as f64;
+    let lines: Vec<String> = (0..200).map(|i| tick("A", 100_000 + i * 100, price(i), 1.0)).collect();
     let recs: Vec<(i32, Option<&[u8]>)> = lines.iter().map(|l| (0, Some(l.as_bytes()))).collect();
     produce(&bs, "in", &recs).await;
     let s = run_to_end(&b, &bs, 50).await;
     let out = read(&bs, "out");
-    assert!(out.iter().all(|m| json(m)["predicted"].is_f64()), "no null predictions");
-    assert!(s.dead_letters_by_reason.get("model_diverged").copied().unwrap_or(0) > 100);
+    assert!(out.iter().all(|m| json(m)["predicted"].as_f64().is_some_and(|v| v.is_finite())), "finite predictions only");
+    // Prices are 10..16: a forecast outside [0, 100] would be the blown-up model.
+    assert!(out.iter().all(|m| (0.0..100.0).contains(&json(m)["predicted"].as_f64().unwrap())));
+    let at_persistence = out
+        .iter()
+        .filter(|m| json(m)["predicted"].as_f64() == Some(price(json(m)["source_offset"].as_i64().unwrap())))
+        .count();
+    assert!(s.model_fallbacks > 100, "fallbacks {}", s.model_fallbacks);
+    assert!(at_persistence as u64 >= s.model_fallbacks, "{at_persistence} forecasts equal persistence");
+    assert_eq!(s.dead_letters, 0);
     assert_eq!(s.messages_in, s.predictions_out + s.dead_letters + s.warmup + s.filtered);
 }
+

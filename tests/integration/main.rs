@@ -7,6 +7,8 @@ mod dead_letters;
 mod end_to_end;
 mod exactly_once;
 mod features;
+mod forecasting;
 mod processes;
+mod series;
 mod solar;
 mod telemetry;

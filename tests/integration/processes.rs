@@ -26,12 +26,21 @@ fn main_command_runs_the_shipped_pipeline_on_the_embedded_broker() {
     assert_eq!(n("messages_in"), n("predictions_out") + n("dead_letters") + n("warmup") + n("filtered"));
     // Every prediction is labelled or still pending.
     assert_eq!(n("predictions_out"), n("labelled") + n("pending"));
-    for m in ["model", "persistence"] {
-        assert_eq!(s["metrics"][m]["n"].as_u64().unwrap(), n("labelled"));
-        for k in ["mae", "rmse", "smape"] {
+    // The published mixture, its experts and the yardsticks a quant compares against
+    // (zero change, the microprice) are all scored on the same labels.
+    for m in ["model", "persistence", "zero", "microprice", "learner"] {
+        assert_eq!(s["metrics"][m]["n"].as_u64().unwrap(), n("labelled"), "{m}");
+        for k in ["mae", "rmse"] {
             assert!(s["metrics"][m][k].as_f64().unwrap().is_finite(), "{m}.{k}");
         }
     }
+    // Zero change is persistence for a change forecast: the same errors.
+    assert_eq!(s["metrics"]["zero"]["mae"], s["metrics"]["persistence"]["mae"]);
+    // The aggregation weights are reported and form a convex combination.
+    let w = s["weights"].as_object().expect("weights");
+    assert_eq!(w.keys().collect::<Vec<_>>(), ["learner", "microprice", "zero"]);
+    let total: f64 = w.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-9 && w.values().all(|v| v.as_f64().unwrap() >= 0.0), "{w:?}");
 }
 
 #[test]
