@@ -39,10 +39,20 @@ pub fn draw(path: &Path, lane: &LaneResult) -> anyhow::Result<bool> {
     root.fill(&WHITE).map_err(pe)?;
     let caption = format!("Aggregation weights over time ({}, mean over keys)", lane.name);
     let mut chart = time_chart(&root, &caption, t0..t0 + span, 0.0..1.0, "weight", None)?;
-    const COLOURS: [RGBColor; 6] =
-        [RGBColor(214, 39, 40), RGBColor(150, 150, 150), RGBColor(140, 86, 75), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+    // The same colours as the other plots: the model red, persistence grey, seasonal
+    // naive brown; zero and forecast columns after them.
+    const OTHERS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+    let mut other = 0;
     for (i, name) in names.iter().enumerate() {
-        let c = COLOURS[i % COLOURS.len()];
+        let c = match name.as_str() {
+            "learner" => RGBColor(214, 39, 40),
+            "persistence" => RGBColor(150, 150, 150),
+            "seasonal" => RGBColor(140, 86, 75),
+            _ => {
+                other += 1;
+                OTHERS[(other - 1) % OTHERS.len()]
+            }
+        };
         let pts: Vec<(f64, f64)> = (0..bins)
             .filter(|&b| cnt[b] > 0)
             .map(|b| (t0 + (b as f64 + 0.5) / bins as f64 * span, sum[i][b] / cnt[b] as f64))

@@ -97,7 +97,7 @@ fn metrics_match_the_run_and_readiness_follows_assignment() {
     assert!(filtered > 0.0);
     assert_eq!(602.0, preds + dead + m("tickflare_warmup_total", &[]) + filtered, "records in = predictions + dead letters + warm-up + filtered");
     assert_eq!(preds, m("tickflare_labelled_total", &[]) + m("tickflare_pending_predictions", &[]), "predictions = labelled + pending");
-    assert_eq!(m("tickflare_model_updates_total", &[("model", "rls")]), m("tickflare_labelled_total", &[]));
+    assert_eq!(m("tickflare_model_updates_total", &[("model", "linear")]), m("tickflare_labelled_total", &[]));
     // The aggregation weights: one gauge per expert and partition, each a mean of
     // convex weights (so the experts' gauges of a partition sum to 1).
     let w = ["learner", "zero", "microprice"].map(|e| m("tickflare_aggregation_weight", &[("expert", e)]));
