@@ -163,11 +163,27 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
         cfg.features.lookback_rows,
         &cfg.model,
     )
-    .map_err(|e| vec![problem("pipeline", e.to_string())])?;
+    .map_err(|e| vec![processor_problem(e)])?;
     let fingerprint = crate::state::store::sha256(
         format!("{:?}|{:?}|{:?}|{}|{}", cfg.model, cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
     );
     Ok(Built { config: cfg, schema, processor, fingerprint, series })
+}
+
+/// A processor error as a problem tagged with the config key it names (`model.experts:
+/// …` → at `model.experts`), else with `pipeline`.
+fn processor_problem(e: crate::error::Error) -> Problem {
+    if let crate::error::Error::Config(msg) = &e {
+        if let Some((key, rest)) = msg.split_once(": ") {
+            if key.starts_with("model.") && !key.contains(' ') {
+                return problem(key, rest);
+            }
+        }
+        if let Some(key) = msg.split_whitespace().next().filter(|k| k.starts_with("model.")) {
+            return problem(key, msg.trim_start_matches(key).trim_start());
+        }
+    }
+    problem("pipeline", e.to_string())
 }
 
 fn names(s: &arrow::datatypes::Schema) -> String {

@@ -129,3 +129,20 @@ async fn aggregation_follows_the_better_expert() {
     assert!(learner > 50.0, "the learner alone forecasts ~0: MAE {learner}");
     assert!(published < 0.2 * learner && published < 10.0 * persistence, "published {published}, persistence {persistence}");
 }
+
+/// Expert and baseline names are checked against the feature SQL's output when the
+/// pipeline is built (so `validate` reports them), each under its own config key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_experts_and_baselines_are_config_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, key, words) in [
+        ("aggregate = \"mlpoly\"\nexperts = [\"model\", \"nope\"]", "model.experts", "\"nope\""),
+        ("aggregate = \"mlpoly\"\nexperts = [\"persistence\", \"zero\"]", "model.experts", "must include \"model\""),
+        ("baseline = \"nope\"", "model.baseline", "\"nope\""),
+        ("baseline = \"seasonal\"", "model.baseline", "needs model.season"),
+    ] {
+        let model = format!("features = [\"d1\", \"x2\"]\ntarget = \"price\"\nhorizon = 1\n{extra}");
+        let probs = tickflare::pipeline::build::build(&flat_pipeline(dir.path(), SQL, &model, 1)).await.err().expect(extra);
+        assert!(probs.iter().any(|p| p.at == key && p.message.contains(words)), "{extra}: {probs:?}");
+    }
+}
