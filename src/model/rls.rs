@@ -1,30 +1,36 @@
 //! Recursive least squares with a forgetting factor — the classical online
-//! regression baseline — on candle tensors.
+//! regression baseline — on plain f64 buffers (no allocation per row).
 //!
 //! With inputs z = (x, 1), weights w and inverse-covariance estimate P:
 //!   k = P z / (λ + zᵀ P z),   e = y − wᵀ z,   w ← w + k e,   P ← (P − k zᵀ P) / λ.
 //! Starting from w = 0 and P = I/δ, with λ = 1 the weights after n updates equal the
 //! ridge solution (δI + ZᵀZ)⁻¹ Zᵀy exactly (the test checks this); λ < 1 weighs the
-//! past down by λ per step so the model tracks drifting relations.
+//! past down by λ per step so the model tracks drifting relations. P is kept
+//! symmetric: zᵀP is (Pz)ᵀ, so the update is P ← (P − k (Pz)ᵀ)/λ, O(d²) per row.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 
 use crate::error::{Error, Result};
 
 use super::{OnlineModel, Snapshot};
 
 pub struct RlsModel {
-    w: Tensor,
-    p: Tensor,
+    w: Vec<f64>,
+    /// d × d, row-major.
+    p: Vec<f64>,
     lambda: f64,
     delta: f64,
-    device: Device,
     n: usize,
     updates: u64,
+    /// Scratch: z, P z.
+    z: Vec<f64>,
+    pz: Vec<f64>,
 }
 
 impl RlsModel {
-    pub fn new(n_features: usize, lambda: f64, delta: f64, device: &Device) -> Result<Self> {
+    /// `device` is accepted for symmetry with the networks; RLS's one-row updates
+    /// are O(d²) and cheapest on the CPU.
+    pub fn new(n_features: usize, lambda: f64, delta: f64, _device: &Device) -> Result<Self> {
         if !(lambda > 0.0 && lambda <= 1.0) {
             return Err(Error::Config(format!("model.forgetting_factor {lambda} must be in (0, 1]")));
         }
@@ -32,44 +38,60 @@ impl RlsModel {
             return Err(Error::Config(format!("model.regularization {delta} must be positive")));
         }
         let d = n_features + 1;
-        Ok(RlsModel {
-            w: Tensor::zeros((d, 1), DType::F64, device)?,
-            p: (Tensor::eye(d, DType::F64, device)? / delta)?,
-            lambda,
-            delta,
-            device: device.clone(),
-            n: n_features,
-            updates: 0,
-        })
+        let mut m = RlsModel { w: vec![0.0; d], p: vec![0.0; d * d], lambda, delta, n: n_features, updates: 0, z: vec![0.0; d], pz: vec![0.0; d] };
+        m.reset_optimizer()?;
+        Ok(m)
     }
 
-    fn z(&self, x: &[f64]) -> Result<Tensor> {
+    fn check(&self, x: &[f64]) -> Result<()> {
         if x.len() != self.n {
             return Err(Error::Internal(format!("expected {} features, got {}", self.n, x.len())));
         }
-        let mut v = Vec::with_capacity(self.n + 1);
-        v.extend_from_slice(x);
-        v.push(1.0);
-        Ok(Tensor::from_vec(v, (self.n + 1, 1), &self.device)?)
+        Ok(())
+    }
+
+    fn dot(&self, x: &[f64]) -> f64 {
+        let mut terms = x.iter().zip(&self.w).map(|(a, b)| a * b);
+        let first = terms.next().unwrap_or(0.0);
+        terms.fold(first, |s, t| s + t) + self.w[self.n]
     }
 }
 
 impl OnlineModel for RlsModel {
     fn predict(&self, x: &[f64]) -> Result<f64> {
-        let z = self.z(x)?;
-        Ok(z.t()?.matmul(&self.w)?.flatten_all()?.to_vec1::<f64>()?[0])
+        self.check(x)?;
+        Ok(self.dot(x))
     }
 
     fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
-        let z = self.z(x)?;
-        let zt = z.t()?;
-        let pz = self.p.matmul(&z)?; // (d, 1)
-        let denom = zt.matmul(&pz)?.flatten_all()?.to_vec1::<f64>()?[0] + self.lambda;
-        let k = (pz / denom)?;
-        let e = y - zt.matmul(&self.w)?.flatten_all()?.to_vec1::<f64>()?[0];
-        self.w = (&self.w + (&k * e)?)?;
-        let kzp = k.matmul(&zt.matmul(&self.p)?)?;
-        self.p = ((&self.p - kzp)? / self.lambda)?;
+        self.check(x)?;
+        let d = self.n + 1;
+        self.z[..self.n].copy_from_slice(x);
+        self.z[self.n] = 1.0;
+        // Pz and zᵀPz.
+        let mut zpz = 0.0;
+        for i in 0..d {
+            let row = &self.p[i * d..(i + 1) * d];
+            let v: f64 = row.iter().zip(&self.z).map(|(a, b)| a * b).sum();
+            self.pz[i] = v;
+            zpz += self.z[i] * v;
+        }
+        let denom = zpz + self.lambda;
+        let e = y - self.dot(x);
+        // w += k e with k = Pz / denom.
+        for (wi, pzi) in self.w.iter_mut().zip(&self.pz) {
+            *wi += pzi / denom * e;
+        }
+        // P ← (P − k (Pz)ᵀ) / λ, the upper triangle computed and mirrored so P stays
+        // exactly symmetric (rounding would otherwise make it drift apart).
+        for i in 0..d {
+            let ki = self.pz[i] / denom;
+            for j in i..d {
+                let v = (self.p[i * d + j] - ki * self.pz[j]) / self.lambda;
+                self.p[i * d + j] = v;
+                self.p[j * d + i] = v;
+            }
+        }
         self.updates += 1;
         Ok(e * e)
     }
@@ -81,24 +103,33 @@ impl OnlineModel for RlsModel {
     /// Restarts the covariance at I/δ: the weights stay, but new data is again
     /// trusted as much as at the start — the classical response to drift.
     fn reset_optimizer(&mut self) -> Result<()> {
-        self.p = (Tensor::eye(self.n + 1, DType::F64, &self.device)? / self.delta)?;
+        let d = self.n + 1;
+        self.p.iter_mut().for_each(|v| *v = 0.0);
+        for i in 0..d {
+            self.p[i * d + i] = 1.0 / self.delta;
+        }
         Ok(())
     }
 
     fn parameters(&self) -> Result<Vec<f64>> {
-        Ok(self.w.flatten_all()?.to_vec1::<f64>()?)
+        Ok(self.w.clone())
     }
 
     fn save(&self, s: &mut Snapshot) -> Result<()> {
-        s.put_tensor("w", &self.w)?;
-        s.put_tensor("p", &self.p)?;
+        s.put("w", self.w.clone());
+        s.put("p", self.p.clone());
         s.put_int("updates", self.updates);
         Ok(())
     }
 
     fn load(&mut self, s: &mut Snapshot) -> Result<()> {
-        self.w = s.tensor_like("w", &self.w)?;
-        self.p = s.tensor_like("p", &self.p)?;
+        let d = self.n + 1;
+        let (w, p) = (s.array("w")?, s.array("p")?);
+        if w.len() != d || p.len() != d * d {
+            return Err(Error::Checkpoint(format!("RLS state has {} weights and {} covariance values, {d} and {} expected", w.len(), p.len(), d * d)));
+        }
+        self.w = w.to_vec();
+        self.p = p.to_vec();
         self.updates = s.int("updates")?;
         Ok(())
     }
@@ -128,6 +159,24 @@ mod tests {
             v[r] = (b[r] - (r + 1..n).map(|k| a[r][k] * v[k]).sum::<f64>()) / a[r][r];
         }
         v
+    }
+
+    /// P stays exactly symmetric over many forgetting updates (the update relies on
+    /// zᵀP = (Pz)ᵀ).
+    #[test]
+    fn covariance_stays_symmetric() {
+        let mut m = RlsModel::new(3, 0.99, 0.1, &Device::Cpu).unwrap();
+        for i in 0..5000 {
+            let t = i as f64;
+            let x = [(t * 0.3).sin(), (t * 0.7).cos() * 5.0, ((i * 13) % 7) as f64];
+            m.update(&x, x[0] - x[1] + 0.1 * (t * 2.1).sin()).unwrap();
+        }
+        for i in 0..4 {
+            for j in 0..4 {
+                assert_eq!(m.p[i * 4 + j].to_bits(), m.p[j * 4 + i].to_bits());
+            }
+        }
+        assert!(m.p.iter().all(|v| v.is_finite()));
     }
 
     #[test]

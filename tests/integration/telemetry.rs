@@ -83,9 +83,15 @@ fn metrics_match_the_run_and_readiness_follows_assignment() {
         let prod = tickflare::sink::kafka::producer(&kafka).unwrap();
         tickflare::source::sample::seed_lines(&prod, "ticks", 2, &b.schema, "symbol", lines).await.unwrap();
     });
+    // Every record read, and every one accounted for: records are counted when their
+    // batch is processed, dead letters when they are published, so wait for both.
     let body = wait_for("all 602 records", 60, || {
         let (_, b) = get(&http, "/metrics")?;
-        (sum(&b, "tickflare_records_in_total", &[])? == 602.0).then_some(b)
+        let outs = ["tickflare_predictions_total", "tickflare_dead_letters_total", "tickflare_warmup_total", "tickflare_filtered_total"]
+            .iter()
+            .map(|n| sum(&b, n, &[]))
+            .sum::<Option<f64>>()?;
+        (sum(&b, "tickflare_records_in_total", &[])? == 602.0 && outs == 602.0).then_some(b)
     });
     let m = |name: &str, want: &[(&str, &str)]| sum(&body, name, want).unwrap_or_else(|| panic!("{name} missing"));
     let preds = m("tickflare_predictions_total", &[]);
