@@ -184,12 +184,16 @@ pub struct Detected {
     pub rows_per_day: Option<u32>,
     /// Timestamps looked at (none when the frequency was given).
     pub timestamps: usize,
+    /// Of those, how many are earlier than the one before them in file order: records
+    /// are read in file order, so a key's record older than its latest is `late`.
+    #[serde(default)]
+    pub out_of_order: usize,
 }
 
 impl Detected {
     /// A frequency given by name: its calendar's season.
     pub fn nominal(frequency: Frequency) -> Detected {
-        Detected { frequency, season: frequency.nominal_season(), median_gap_ms: None, rows_per_day: None, timestamps: 0 }
+        Detected { frequency, season: frequency.nominal_season(), median_gap_ms: None, rows_per_day: None, timestamps: 0, out_of_order: 0 }
     }
 }
 
@@ -202,8 +206,14 @@ impl Detected {
 /// between 2 and 288.
 pub fn detect(times_ms: &[i64]) -> Detected {
     let t = &times_ms[..times_ms.len().min(SAMPLE_ROWS)];
+    let out_of_order = t.windows(2).filter(|w| w[1] < w[0]).count();
+    // The gaps of the times in order, so a file that is not sorted is still read right.
+    let mut sorted = t.to_vec();
+    sorted.sort_unstable();
+    let t = &sorted[..];
     let mut gaps: Vec<i64> = t.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 0).collect();
-    let irregular = |median| Detected { frequency: Frequency::Irregular, season: None, median_gap_ms: median, rows_per_day: None, timestamps: t.len() };
+    let irregular =
+        |median| Detected { frequency: Frequency::Irregular, season: None, median_gap_ms: median, rows_per_day: None, timestamps: t.len(), out_of_order };
     if gaps.len() < 2 {
         return irregular(gaps.first().copied());
     }
@@ -237,7 +247,7 @@ pub fn detect(times_ms: &[i64]) -> Detected {
         }
         f => (f.nominal_season(), None),
     };
-    Detected { frequency, season, median_gap_ms: Some(m), rows_per_day, timestamps: t.len() }
+    Detected { frequency, season, median_gap_ms: Some(m), rows_per_day, timestamps: t.len(), out_of_order }
 }
 
 fn weekday(ms: i64) -> Option<Weekday> {
@@ -376,6 +386,14 @@ impl std::fmt::Display for SeriesPlan {
         }
         let season = d.season.map_or("no season".to_string(), |s| format!("season {s}"));
         writeln!(f, "frequency: {} ({}) → {season}", d.frequency, how.join(", "))?;
+        if d.out_of_order > 0 {
+            writeln!(
+                f,
+                "warning: {} of the first {} rows are earlier than the row before them: records are read in file order, \
+                 so each one older than its key's latest becomes a `late` dead letter — sort the file by time",
+                d.out_of_order, d.timestamps
+            )?;
+        }
         write!(f, "features ({}{}): {}", self.features.len(), if self.generated_sql { "" } else { ", from [features]" }, self.features.join(", "))
     }
 }
@@ -664,6 +682,19 @@ mod tests {
             .collect();
         let d = detect(&t);
         assert_eq!((d.frequency, d.season, d.rows_per_day), (Frequency::SubDaily { step_ms: HOUR_MS }, Some(7), Some(7)));
+    }
+
+    /// A daily file in scrambled order is still daily (the gaps are those of the
+    /// sorted times), and the plan counts the rows that go back in time: here the
+    /// order 0, 2, 1, 4, 3, … goes back at every second row.
+    #[test]
+    fn unsorted_file_is_detected_and_flagged() {
+        let t: Vec<i64> = (0..100).map(|i| MON + (if i % 2 == 1 && i + 1 < 100 { i + 1 } else if i % 2 == 0 && i > 0 { i - 1 } else { i }) * DAY_MS).collect();
+        let d = detect(&t);
+        assert_eq!((d.frequency, d.season), (Frequency::Daily, Some(7)));
+        assert_eq!(d.out_of_order, 49);
+        let sorted: Vec<i64> = (0..100).map(|i| MON + i * DAY_MS).collect();
+        assert_eq!(detect(&sorted).out_of_order, 0);
     }
 
     #[test]
