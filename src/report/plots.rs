@@ -73,9 +73,9 @@ pub(crate) fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosit
 }
 
 /// Line colours: model configurations in order, then the baselines.
-const LANE_COLOURS: [RGBColor; 5] = [RGBColor(214, 39, 40), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(148, 103, 189), RGBColor(255, 127, 14)];
-const PERSISTENCE: RGBColor = RGBColor(150, 150, 150);
-const SEASONAL: RGBColor = RGBColor(140, 86, 75);
+pub(crate) const LANE_COLOURS: [RGBColor; 5] = [RGBColor(214, 39, 40), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(148, 103, 189), RGBColor(255, 127, 14)];
+pub(crate) const PERSISTENCE: RGBColor = RGBColor(150, 150, 150);
+pub(crate) const SEASONAL: RGBColor = RGBColor(140, 86, 75);
 
 fn lane_colour(i: usize) -> RGBColor {
     LANE_COLOURS[i % LANE_COLOURS.len()]

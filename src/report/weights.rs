@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::plots::{legend, pe, time_chart};
+use super::plots::{legend, pe, time_chart, LANE_COLOURS, PERSISTENCE, SEASONAL};
 use crate::pipeline::backtest::LaneResult;
 
 /// Draws `weights.png` when the lane aggregated experts; returns whether it did.
@@ -39,18 +39,17 @@ pub fn draw(path: &Path, lane: &LaneResult) -> anyhow::Result<bool> {
     root.fill(&WHITE).map_err(pe)?;
     let caption = format!("Aggregation weights over time ({}, mean over keys)", lane.name);
     let mut chart = time_chart(&root, &caption, t0..t0 + span, 0.0..1.0, "weight", None)?;
-    // The same colours as the other plots: the model red, persistence grey, seasonal
-    // naive brown; zero and forecast columns after them.
-    const OTHERS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+    // The same colours as the other plots: the model as the first lane, persistence
+    // and seasonal naive as the baselines; zero and forecast columns after them.
     let mut other = 0;
     for (i, name) in names.iter().enumerate() {
         let c = match name.as_str() {
-            "learner" => RGBColor(214, 39, 40),
-            "persistence" => RGBColor(150, 150, 150),
-            "seasonal" => RGBColor(140, 86, 75),
+            "learner" => LANE_COLOURS[0],
+            "persistence" => PERSISTENCE,
+            "seasonal" => SEASONAL,
             _ => {
                 other += 1;
-                OTHERS[(other - 1) % OTHERS.len()]
+                LANE_COLOURS[1 + (other - 1) % (LANE_COLOURS.len() - 1)]
             }
         };
         let pts: Vec<(f64, f64)> = (0..bins)
