@@ -39,6 +39,10 @@ pub enum Error {
     Model(#[from] candle_core::Error),
     #[error("config: {0}")]
     Config(String),
+    /// A configuration value that is wrong, with the key it belongs to (so `validate`
+    /// can report it there).
+    #[error("config: {key}: {message}")]
+    ConfigKey { key: &'static str, message: String },
     #[error("internal: {0}")]
     Internal(String),
     /// A checkpoint could not be written, read or applied.
@@ -51,7 +55,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Kafka(_) | Error::Checkpoint(_) => Fault::External,
-            Error::Config(_) => Fault::User,
+            Error::Config(_) | Error::ConfigKey { .. } => Fault::User,
             Error::DataFusion(_) | Error::Arrow(_) | Error::Model(_) | Error::Internal(_) => {
                 Fault::Internal
             }

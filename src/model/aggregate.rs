@@ -48,7 +48,7 @@ impl Method {
             "mlpoly" => Ok(Some(Method::MlPoly)),
             "adahedge" => Ok(Some(Method::AdaHedge)),
             "none" => Ok(None),
-            other => Err(Error::Config(format!("aggregate.method {other:?} is not one of mlpoly, adahedge, none"))),
+            other => Err(Error::ConfigKey { key: "model.aggregate", message: format!("{other:?} is not one of mlpoly, adahedge, none") }),
         }
     }
 }
@@ -58,7 +58,7 @@ impl AggLoss {
         match s {
             "absolute" => Ok(AggLoss::Absolute),
             "square" => Ok(AggLoss::Square),
-            other => Err(Error::Config(format!("aggregate.loss {other:?} is not one of absolute, square"))),
+            other => Err(Error::ConfigKey { key: "model.aggregate_loss", message: format!("{other:?} is not one of absolute, square") }),
         }
     }
 
@@ -180,7 +180,8 @@ impl Aggregator {
     }
 
     /// Learns from the label `y` of a row whose experts forecast `preds` (the same
-    /// values `combine` saw when the forecast was published).
+    /// values `combine` saw when the forecast was published). Leaves in `w` the
+    /// weights the mixture had before this update (what a report plots).
     pub fn update(&mut self, method: Method, loss: AggLoss, preds: &[f64], y: f64, w: &mut [f64]) {
         let pred = self.combine(method, preds, w);
         if !pred.is_finite() || !y.is_finite() {

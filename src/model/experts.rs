@@ -36,6 +36,10 @@ pub enum Expert {
     Column(usize),
 }
 
+fn bad(key: &'static str, message: String) -> Error {
+    Error::ConfigKey { key, message }
+}
+
 /// The configured forecasters, resolved once per pipeline.
 #[derive(Debug, Clone)]
 pub struct Experts {
@@ -64,25 +68,26 @@ impl Experts {
             "none" => Baseline::None,
             "persistence" => Baseline::Persistence,
             "seasonal" if cfg.season.is_some() => Baseline::Seasonal,
-            "seasonal" => return Err(Error::Config("model.baseline \"seasonal\" needs model.season".into())),
+            "seasonal" => return Err(bad("model.baseline", "\"seasonal\" needs model.season".into())),
             col => match out.index_of(col) {
                 Ok(i) if out.field(i).data_type().is_numeric() => Baseline::Column(i),
                 _ => {
-                    return Err(Error::Config(format!(
-                        "model.baseline {col:?} is not none, persistence, seasonal or a numeric column of the feature SQL output"
-                    )))
+                    return Err(bad(
+                        "model.baseline",
+                        format!("{col:?} is not none, persistence, seasonal or a numeric column of the feature SQL output"),
+                    ))
                 }
             },
         };
         let change = match cfg.output.as_str() {
             "level" => false,
             "change" => true,
-            other => return Err(Error::Config(format!("model.output {other:?} is not one of level, change"))),
+            other => return Err(bad("model.output", format!("{other:?} is not one of level, change"))),
         };
         let method = Method::parse(&cfg.aggregate)?;
         let loss = AggLoss::parse(&cfg.aggregate_loss)?;
         if !(cfg.guard >= 0.0 && cfg.guard.is_finite()) {
-            return Err(Error::Config("model.guard must be a non-negative number".into()));
+            return Err(bad("model.guard", "must be a non-negative number".into()));
         }
         let mut list = vec![Expert::Model];
         let mut names = vec!["learner".to_string()];
@@ -100,22 +105,23 @@ impl Experts {
                     "zero" => Expert::Zero,
                     col => match out.index_of(col) {
                         Ok(i) if out.field(i).data_type().is_numeric() => Expert::Column(i),
-                        Ok(_) => return Err(Error::Config(format!("model.experts: column {col:?} is not numeric"))),
+                        Ok(_) => return Err(bad("model.experts", format!("column {col:?} is not numeric"))),
                         Err(_) => {
-                            return Err(Error::Config(format!(
-                                "model.experts: {col:?} is not model, persistence, seasonal, zero or a column of the feature SQL output"
-                            )))
+                            return Err(bad(
+                                "model.experts",
+                                format!("{col:?} is not model, persistence, seasonal, zero or a column of the feature SQL output"),
+                            ))
                         }
                     },
                 };
                 if list.contains(&e) {
-                    return Err(Error::Config(format!("model.experts lists {name:?} twice")));
+                    return Err(bad("model.experts", format!("lists {name:?} twice")));
                 }
                 list.push(e);
                 names.push(if e == Expert::Model { "learner".into() } else { name.clone() });
             }
             if !list.contains(&Expert::Model) {
-                return Err(Error::Config("model.experts must include \"model\"".into()));
+                return Err(bad("model.experts", "must include \"model\"".into()));
             }
         }
         let mut scored: Vec<(String, Option<usize>)> = list
@@ -143,11 +149,12 @@ impl Experts {
         }
     }
 
-    /// What the guard falls back to: the baseline, or persistence without one.
-    pub fn fallback(&self, y: f64, seasonal: Option<f64>, column: impl Fn(usize) -> Option<f64>) -> f64 {
+    /// What the guard falls back to, and the forecast its scale is measured from: the
+    /// baseline `base`, or persistence (`y`) without one.
+    pub fn fallback(&self, base: f64, y: f64) -> f64 {
         match self.baseline {
             Baseline::None => y,
-            _ => self.base(y, seasonal, column),
+            _ => base,
         }
     }
 

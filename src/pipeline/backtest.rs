@@ -254,7 +254,7 @@ pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> anyhow:
         lane.batch.process(&lane.built, &lane.sink, &mut lane.metrics, None).await?;
         lane.batch.drain().await?;
         let elapsed = started.elapsed().as_secs_f64();
-        let mut summary = Summary::from_states_with(&lane.built.config.name, lane.batch.states.values(), elapsed, Some(lane.built.processor.experts()));
+        let mut summary = Summary::from_states(&lane.built.config.name, lane.batch.states.values(), elapsed, Some(lane.built.processor.experts()));
         summary.stage_seconds = lane.batch.totals.seconds();
         let labels = lane.batch.states.iter_mut().map(|(p, s)| (*p, s.labels.take().unwrap_or_default())).collect();
         results.push(LaneResult {

@@ -170,20 +170,12 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     Ok(Built { config: cfg, schema, processor, fingerprint, series })
 }
 
-/// A processor error as a problem tagged with the config key it names (`model.experts:
-/// …` → at `model.experts`), else with `pipeline`.
+/// A processor error as a problem: at its config key when it names one.
 fn processor_problem(e: crate::error::Error) -> Problem {
-    if let crate::error::Error::Config(msg) = &e {
-        if let Some((key, rest)) = msg.split_once(": ") {
-            if key.starts_with("model.") && !key.contains(' ') {
-                return problem(key, rest);
-            }
-        }
-        if let Some(key) = msg.split_whitespace().next().filter(|k| k.starts_with("model.")) {
-            return problem(key, msg.trim_start_matches(key).trim_start());
-        }
+    match e {
+        crate::error::Error::ConfigKey { key, message } => problem(key, message),
+        e => problem("pipeline", e.to_string()),
     }
-    problem("pipeline", e.to_string())
 }
 
 fn names(s: &arrow::datatypes::Schema) -> String {

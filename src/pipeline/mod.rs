@@ -298,7 +298,7 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         }
     }
     let all = batch.states.values().chain(batch.retired.iter());
-    let mut summary = Summary::from_states_with(&cfg.name, all, started.elapsed().as_secs_f64(), Some(built.processor.experts()));
+    let mut summary = Summary::from_states(&cfg.name, all, started.elapsed().as_secs_f64(), Some(built.processor.experts()));
     summary.stage_seconds = batch.totals.seconds();
     tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
     // Clients go before the embedded broker they talk to.

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::features::{lookback, FeatureEngine};
 use crate::model;
 use crate::model::aggregate::Aggregator;
-use crate::model::experts::{Baseline, Experts};
+use crate::model::experts::Experts;
 use crate::pipeline::config::{Horizon, ModelConfig};
 use crate::sink::{Outputs, PredictionRef};
 use crate::source::batch::PartitionInput;
@@ -368,15 +368,13 @@ impl Processor {
                     let t0 = Instant::now();
                     m.update(&lx, y - p.base)?;
                     timings.update += t0.elapsed();
-                    let fb = if ex.baseline == Baseline::None { p.persistence } else { p.base };
-                    ks.base_abs += (y - fb).abs();
+                    ks.base_abs += (y - ex.fallback(p.base, p.persistence)).abs();
                     ks.base_n += 1;
                     if let (Some(method), Some(agg)) = (ex.method, ks.agg.as_mut()) {
+                        agg.update(method, ex.loss, &le, y, &mut w);
                         if let Some(log) = labels.as_mut() {
-                            agg.weights(method, &le, &mut w);
                             log.weights.extend_from_slice(&w);
                         }
-                        agg.update(method, ex.loss, &le, y, &mut w);
                     }
                     // Scored in the published units: changes subtract the value at
                     // prediction time from forecasts and label alike.
@@ -439,7 +437,7 @@ impl Processor {
             };
             let col = |c: usize| ecols.iter().find(|(j, _)| *j == c).and_then(|(_, a)| a.is_valid(i).then(|| a.value(i)));
             let base = ex.base(y, seasonal, col);
-            let fallback = ex.fallback(y, seasonal, col);
+            let fallback = ex.fallback(base, y);
             let slot = if self.per_key { &mut ks.model } else { &mut *global };
             let m = self.ensure_model(slot, live, stride)?;
             let t0 = Instant::now();

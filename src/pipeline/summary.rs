@@ -102,12 +102,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn from_states<'a>(pipeline: &str, states: impl IntoIterator<Item = &'a PartitionState>, elapsed_s: f64) -> Self {
-        Self::from_states_with(pipeline, states, elapsed_s, None)
-    }
-
-    /// With the experts' names and weighting rule, so weights can be reported.
-    pub fn from_states_with<'a>(
+    /// The summary of `states`; with the experts' names and weighting rule the
+    /// aggregation weights are reported too.
+    pub fn from_states<'a>(
         pipeline: &str,
         states: impl IntoIterator<Item = &'a PartitionState>,
         elapsed_s: f64,
