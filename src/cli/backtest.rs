@@ -1,6 +1,6 @@
 //! `tickflare backtest PIPELINE --report DIR`: replays a time range of the input
-//! topic (or a file, through the embedded broker) through the live code path into
-//! shadow topics, for the pipeline's model and every `[[compare]]` / `--model`
+//! topic (into shadow topics) or of files (straight, into Parquet files beside the
+//! report) through the live code path, for the pipeline's model and every `[[compare]]` / `--model`
 //! configuration in one pass, and writes the report.
 
 use std::path::{Path, PathBuf};
@@ -19,8 +19,9 @@ use crate::source::file::parse_time_ms;
 pub struct BacktestArgs {
     /// Pipeline file (TOML).
     pub pipeline: PathBuf,
-    /// Replay this file (CSV, JSON lines, Parquet; `.gz` too) through the embedded
-    /// broker instead of reading the pipeline's input topic.
+    /// Read this file (CSV, JSON lines, Parquet; `.gz` too), directory or glob (its
+    /// files in time order) instead of the pipeline's input topic; predictions go to
+    /// `DIR/predictions.parquet`.
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Score records with event time at or after this (RFC 3339, YYYY-MM-DD, …).
@@ -29,6 +30,16 @@ pub struct BacktestArgs {
     /// Score records with event time before this.
     #[arg(long)]
     pub to: Option<String>,
+    /// Let the models learn, unscored, on the records of this long before --from
+    /// (e.g. 1d, 6h), like models that were already live.
+    #[arg(long, conflicts_with = "warmup_from")]
+    pub warmup: Option<String>,
+    /// Warm-up from this event time to --from.
+    #[arg(long)]
+    pub warmup_from: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
     /// Directory for report.json, report.html and the plots.
     #[arg(long)]
     pub report: PathBuf,
@@ -87,6 +98,21 @@ pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
             bail!("--to must be after --from");
         }
     }
+    let warmup_from_ms = match (&a.warmup, time_arg(&a.warmup_from)?) {
+        (Some(d), _) => {
+            let from = from_ms.context("--warmup needs --from")?;
+            let ns = crate::pipeline::config::parse_duration_ns(d).map_err(anyhow::Error::msg)?;
+            Some(from - ns / 1_000_000)
+        }
+        (None, Some(w)) => {
+            let from = from_ms.context("--warmup-from needs --from")?;
+            if w >= from {
+                bail!("--warmup-from must be before --from");
+            }
+            Some(w)
+        }
+        (None, None) => None,
+    };
     let period = Period::parse(&a.period)?;
     let opts = BuildOptions { sample: None, series: a.series.options(a.input.clone()) };
     let base = match build_with(&a.pipeline, &opts).await {
@@ -131,8 +157,11 @@ pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
         brokers: a.brokers.clone(),
         from_ms,
         to_ms,
+        warmup_from_ms,
         max_batch_rows: a.batch_rows,
         shadow_suffix: a.shadow_suffix.clone(),
+        output_dir: Some(a.report.clone()),
+        progress: !a.quiet,
     };
     let result = run_backtest(variants, &opts).await?;
     let rep = report::build(&pipeline_name, a.input.as_deref(), from_ms, to_ms, period, &result);
@@ -148,9 +177,10 @@ pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
     }
     let lanes = result.lanes.len();
     println!(
-        "{} records in range ({} before, {} after) × {lanes} model(s) in {:.2}s: {:.0} records/s; report in {}",
+        "{} records in range ({} before, {} of them warm-up; {} after) × {lanes} model(s) in {:.2}s: {:.0} records/s; report in {}",
         result.in_range,
-        result.before_range,
+        result.before_range + result.warmup,
+        result.warmup,
         result.after_range,
         result.elapsed_s,
         result.in_range as f64 / result.elapsed_s.max(1e-9),

@@ -8,8 +8,10 @@
 //! (header names as keys, numeric cells as numbers), `--time` names the event-time
 //! field and `--key` the field whose value keys (and partitions) the records.
 
-use std::io::{IsTerminal, Write};
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -21,11 +23,13 @@ use serde_json::Value;
 
 use crate::pipeline::config::PipelineConfig;
 use crate::sink::kafka::producer;
-use crate::source::file::read_records;
+use crate::source::file::Row;
 pub use crate::source::file::parse_time_ms;
-use crate::source::mapping::file_messages;
-use crate::source::sample::{key_of, stable_hash};
+use crate::source::mapping::FileMessages;
+use crate::source::rows::RowReader;
+use crate::source::sample::stable_hash;
 use crate::source::schema::TopicSchema;
+use crate::telemetry::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
@@ -79,8 +83,15 @@ fn speed_factor(s: &str) -> anyhow::Result<Option<f64>> {
     }
 }
 
+/// The file's records as messages, read as they are published.
+struct Feed {
+    next: Box<dyn FnMut() -> Option<anyhow::Result<Outgoing>>>,
+    /// (done, total) through the file.
+    progress: Box<dyn Fn() -> (u64, u64)>,
+}
+
 /// The file's records as messages, by the pipeline's mapping or by the flags.
-fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Vec<Outgoing>)> {
+fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Feed)> {
     if let Some(p) = &a.pipeline {
         let mut cfg = PipelineConfig::load(p)?.config;
         // A `[series]` pipeline maps this file's time and value columns.
@@ -92,33 +103,47 @@ fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Vec<Outgoing>)> {
                 bail!("{}: {} problem(s)\n{}", p.display(), probs.len(), lines.join("\n"));
             }
         }
-        let schema = TopicSchema::load(&cfg.resolve(&cfg.source.schema))?;
+        let schema = Arc::new(TopicSchema::load(&cfg.resolve(&cfg.source.schema))?);
         let time = a.time.clone().unwrap_or_else(|| cfg.source.time.clone());
         let key = a.key.clone().unwrap_or_else(|| cfg.source.key.clone());
-        let msgs = file_messages(&a.file, &cfg.source.file, &schema, &time)?;
-        let out = msgs
-            .into_iter()
-            .map(|(payload, time_ms)| Outgoing { key: key_of(&payload, &schema, &key), payload, time_ms })
-            .collect();
-        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), out));
+        let reader = Rc::new(RefCell::new(FileMessages::open(&a.file, &cfg.source.file, schema, &time, Some(&key))?));
+        let r2 = reader.clone();
+        let next = Box::new(move || {
+            let mut r = reader.borrow_mut();
+            r.next_message().map(|m| m.map(|m| Outgoing { payload: m.payload.to_vec(), time_ms: m.time_ms, key: m.key.map(str::to_string) }))
+        });
+        let progress = Box::new(move || r2.borrow().progress());
+        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), Feed { next, progress }));
     }
     if a.series.column.is_some() || a.series.time_column.is_some() || a.series.frequency.is_some() {
         bail!("--column, --time-column and --frequency need --pipeline with a [series] table");
     }
     let topic = a.topic.clone().context("give --topic (or --pipeline)")?;
-    let time = a.time.as_deref().context("give --time FIELD (or --pipeline)")?;
-    let mut out = Vec::new();
-    for (i, rec) in read_records(&a.file)?.into_iter().enumerate() {
-        let Some(t) = rec.get(time).and_then(parse_time_ms) else {
-            bail!("record {}: no readable event time in field {time:?}", i + 1);
-        };
-        let key = a.key.as_ref().and_then(|k| rec.get(k)).map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        });
-        out.push(Outgoing { payload: serde_json::to_vec(&rec)?, time_ms: Some(t), key });
-    }
-    Ok((topic, out))
+    let time = a.time.clone().context("give --time FIELD (or --pipeline)")?;
+    let key = a.key.clone();
+    let reader = Rc::new(RefCell::new(RowReader::open(&a.file)?));
+    let r2 = reader.clone();
+    let next = Box::new(move || {
+        let mut r = reader.borrow_mut();
+        let row = r.next()?;
+        let at = r.row_number;
+        Some(row.and_then(|row| {
+            let rec = match row {
+                Row::Record(m) | Row::Line(m, _) => m,
+                Row::Raw(_) => bail!("{}: row {at} is not a JSON object", r.path().display()),
+            };
+            let Some(t) = rec.get(&time).and_then(parse_time_ms) else {
+                bail!("record {at}: no readable event time in field {time:?}");
+            };
+            let key = key.as_ref().and_then(|k| rec.get(k)).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            Ok(Outgoing { payload: serde_json::to_vec(&rec)?, time_ms: Some(t), key })
+        }))
+    });
+    let progress = Box::new(move || r2.borrow().progress());
+    Ok((topic, Feed { next, progress }))
 }
 
 pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -129,7 +154,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             .transpose()
     };
     let (from, to) = (bound(&a.from)?, bound(&a.to)?);
-    let (topic, records) = outgoing(&a)?;
+    let (topic, mut feed) = outgoing(&a)?;
     let partitions = match a.partitions {
         Some(n) => n.max(1),
         None => {
@@ -147,12 +172,14 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let (mut sent, mut skipped) = (0u64, 0u64);
     let mut first_event: Option<i64> = None;
     let mut acks = Vec::new();
-    let mut progress = Progress::new(records.len());
-    for rec in &records {
+    let mut progress = Progress::new("replaying", true);
+    while let Some(rec) = (feed.next)() {
+        let rec = rec?;
+        let (done, total) = (feed.progress)();
         if let Some(t) = rec.time_ms {
             if from.is_some_and(|f| t < f) || to.is_some_and(|e| t >= e) {
                 skipped += 1;
-                progress.tick(sent + skipped);
+                progress.tick(sent + skipped, done, total);
                 continue;
             }
             if let Some(f) = speed {
@@ -178,7 +205,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
                 f.await?.map_err(|(e, _)| e)?;
             }
         }
-        progress.tick(sent + skipped);
+        progress.tick(sent + skipped, done, total);
     }
     for f in acks {
         f.await?.map_err(|(e, _)| e)?;
@@ -189,52 +216,6 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// A progress bar with rate and ETA on a terminal; a log line every 5 s otherwise.
-struct Progress {
-    total: usize,
-    started: Instant,
-    last: Instant,
-    tty: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Self {
-        let now = Instant::now();
-        Progress { total, started: now, last: now, tty: std::io::stderr().is_terminal() }
-    }
-
-    fn tick(&mut self, done: u64) {
-        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
-        if self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.started.elapsed().as_secs_f64();
-        let rate = done as f64 / secs.max(1e-9);
-        let eta = (self.total as f64 - done as f64).max(0.0) / rate.max(1e-9);
-        if self.tty {
-            let frac = done as f64 / self.total.max(1) as f64;
-            let filled = (frac * 30.0) as usize;
-            eprint!(
-                "\r[{}{}] {:>3.0}% {done}/{} {rate:.0} rec/s ETA {eta:.0}s ",
-                "#".repeat(filled),
-                ".".repeat(30 - filled.min(30)),
-                100.0 * frac,
-                self.total
-            );
-            let _ = std::io::stderr().flush();
-        } else {
-            tracing::info!(done, total = self.total, rate = format!("{rate:.0}/s"), eta_s = format!("{eta:.0}"), "replaying");
-        }
-    }
-
-    fn finish(&self) {
-        if self.tty {
-            eprintln!();
-        }
-    }
 }
 
 #[cfg(test)]

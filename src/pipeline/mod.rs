@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::broker::EmbeddedBroker;
 use crate::sink::kafka::{producer_with, KafkaSink, KafkaTransactions};
 use crate::sink::txn::Coordinator;
-use crate::sink::Outputs;
+use crate::sink::{Acks, Outputs, Publish};
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
 use crate::source::kafka::{assign_all, consumer_with, end_offsets};
@@ -355,7 +355,7 @@ fn assigned_partitions<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 /// A published batch whose acknowledgements are still outstanding, and the input
 /// offsets that become safe to commit once they arrive.
 struct Inflight {
-    acks: Vec<rdkafka::producer::DeliveryFuture>,
+    acks: Acks,
     /// The first `predictions` acks are predictions, the rest dead letters.
     predictions: usize,
     offsets: BTreeMap<i32, i64>,
@@ -420,7 +420,7 @@ impl Batch {
     async fn drain(&mut self) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
         match self.inflight.take() {
             Some(f) => {
-                let at = KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                let at = f.acks.wait().await.context("publishing outputs")?;
                 self.note_delivered(&at, f.predictions);
                 Ok(Some(f.offsets))
             }
@@ -434,7 +434,7 @@ impl Batch {
     async fn process(
         &mut self,
         built: &Built,
-        sink: &KafkaSink,
+        sink: &impl Publish,
         metrics: &mut PipelineMetrics,
         ckpt: Option<&mut Checkpointer>,
     ) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
@@ -495,7 +495,7 @@ impl Batch {
         let previous = self.inflight.replace(Inflight { acks, predictions, offsets });
         let acked = match previous {
             Some(f) => {
-                let at = KafkaSink::await_acks(f.acks).await.context("publishing outputs")?;
+                let at = f.acks.wait().await.context("publishing outputs")?;
                 self.note_delivered(&at, f.predictions);
                 fault::crash_point("after_publish");
                 Some(f.offsets)

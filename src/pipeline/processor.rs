@@ -118,6 +118,11 @@ impl Processor {
     }
 
     /// The forecasters behind the published forecast.
+    /// The `horizon` and `target` fields of every prediction this processor makes.
+    pub fn output_labels(&self) -> (&str, &str) {
+        (&self.horizon_label, &self.target_label)
+    }
+
     pub fn experts(&self) -> &Experts {
         &self.experts
     }
@@ -306,8 +311,10 @@ impl Processor {
             tick,
             live_models: live,
             labels,
+            score_from,
             ..
         } = state;
+        let score_from = score_from.unwrap_or(i64::MIN);
         if let Some(log) = labels.as_mut() {
             if ex.method.is_some() && log.expert_names.is_empty() {
                 log.expert_names = ex.names.clone();
@@ -372,9 +379,13 @@ impl Processor {
                     ks.base_n += 1;
                     if let (Some(method), Some(agg)) = (ex.method, ks.agg.as_mut()) {
                         agg.update(method, ex.loss, &le, y, &mut w);
-                        if let Some(log) = labels.as_mut() {
+                        if let Some(log) = labels.as_mut().filter(|_| p.offset >= score_from) {
                             log.weights.extend_from_slice(&w);
                         }
+                    }
+                    if p.offset < score_from {
+                        // Made during a backtest's warm-up: taught the model, not scored.
+                        continue;
                     }
                     // Scored in the published units: changes subtract the value at
                     // prediction time from forecasts and label alike.
@@ -474,7 +485,8 @@ impl Processor {
                 }
                 None => model_level,
             };
-            out.push_prediction(&PredictionRef {
+            if offset >= score_from {
+                out.push_prediction(&PredictionRef {
                 key,
                 event_time_ns: t,
                 horizon: &self.horizon_label,
@@ -483,8 +495,9 @@ impl Processor {
                 model_updates,
                 partition: *partition,
                 offset,
-            });
-            counters.predictions_out += 1;
+                });
+                counters.predictions_out += 1;
+            }
             let (due_row, due_time) = match self.horizon {
                 Horizon::Rows(h) => (ks.rows + h as u64, i64::MAX),
                 Horizon::Nanos(h) => (u64::MAX, t.saturating_add(h)),

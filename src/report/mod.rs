@@ -88,6 +88,10 @@ pub struct Report {
     pub records_in_range: u64,
     pub records_before_range: u64,
     pub records_after_range: u64,
+    /// Warm-up: its start (RFC 3339) and the records before `from` that models learned
+    /// from without being scored.
+    pub warmup_from: Option<String>,
+    pub records_warmup: u64,
     pub period: Period,
     /// The first is the pipeline's own `[model]`.
     pub models: Vec<ModelReport>,
@@ -99,6 +103,8 @@ pub struct Report {
 pub struct ModelReport {
     pub name: String,
     pub kind: String,
+    /// Where its outputs went: shadow topics, or (file backtests) Parquet files
+    /// beside this report.
     pub shadow_topic: String,
     pub shadow_dead_letter_topic: String,
     pub messages_in: u64,
@@ -182,8 +188,18 @@ pub fn build(pipeline: &str, input_file: Option<&Path>, from_ms: Option<i64>, to
         .zip(&series)
         .map(|(lane, series)| {
             let mut buckets: BTreeMap<String, Acc> = BTreeMap::new();
+            // Every period is whole UTC hours and the rows are in time order: the
+            // label is worked out once per hour, not per row.
+            let mut hour = (i64::MIN, String::new());
             for (_, row) in &series.rows {
-                buckets.entry(period.label(row.time_ns)).or_default().add(row);
+                let h = row.time_ns.div_euclid(3_600_000_000_000);
+                if h != hour.0 {
+                    hour = (h, period.label(row.time_ns));
+                }
+                match buckets.get_mut(&hour.1) {
+                    Some(a) => a.add(row),
+                    None => buckets.entry(hour.1.clone()).or_default().add(row),
+                }
             }
             let s = &lane.summary;
             ModelReport {
@@ -218,6 +234,8 @@ pub fn build(pipeline: &str, input_file: Option<&Path>, from_ms: Option<i64>, to
         records_in_range: r.in_range,
         records_before_range: r.before_range,
         records_after_range: r.after_range,
+        warmup_from: r.warmup_from_ms.map(rfc3339_ms),
+        records_warmup: r.warmup,
         period,
         models,
         plots: Vec::new(),

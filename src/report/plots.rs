@@ -188,9 +188,37 @@ fn predictions(path: &Path, series: &[Series], names: &[&str]) -> anyhow::Result
         let pad = (yr.end - yr.start) * 0.15;
         let yr = (yr.start - pad)..(yr.end + pad);
         let (yr_lo, yr_hi) = (yr.start, yr.end);
-        let caption = format!("Predicted vs actual — key {key:?}, {what} (y axis fits the actual values)");
+        // More points than pixel columns: each series becomes its per-column min–max
+        // envelope, so a long range stays readable (and the file small).
+        let cols = (W as usize).saturating_sub(130);
+        let dense = base.len() > 2 * cols;
+        let how = if dense { "min–max per pixel column" } else { "y axis fits the actual values" };
+        let caption = format!("Predicted vs actual — key {key:?}, {what} ({how})");
         let trim = |y: &f64| format!("{y:.5}").trim_end_matches('0').trim_end_matches('.').to_string();
         let mut chart = time_chart(area, &caption, x0..x1, yr, "value", Some(&trim))?;
+        if dense {
+            let band = |pts: Vec<(f64, f64)>| envelope(&pts, x0, x1, cols, yr_lo, yr_hi);
+            let actual = band(base.iter().map(|r| (r.0, r.1)).collect());
+            chart
+                .draw_series(std::iter::once(Polygon::new(actual, BLACK.mix(0.35).filled())))
+                .map_err(pe)?
+                .label("actual (min–max)")
+                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLACK.mix(0.35).filled()));
+            for (i, rows) in lanes.iter().enumerate() {
+                let c = lane_colour(i);
+                let mut outline = band(rows.iter().map(|r| (r.0, r.3)).collect());
+                if let Some(&p) = outline.first() {
+                    outline.push(p);
+                }
+                chart
+                    .draw_series(LineSeries::new(outline, &c))
+                    .map_err(pe)?
+                    .label(format!("model {} (min–max)", names[i]))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            }
+            legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+            continue;
+        }
         chart
             .draw_series(LineSeries::new(base.iter().map(|r| (r.0, r.1)), BLACK.stroke_width(2)))
             .map_err(pe)?
@@ -213,6 +241,40 @@ fn predictions(path: &Path, series: &[Series], names: &[&str]) -> anyhow::Result
     }
     root.present().map_err(pe)?;
     Ok(())
+}
+
+/// The min–max envelope of `pts` (in x order) over `cols` equal columns of
+/// `[x0, x1]`, values clamped to `[lo, hi]`: a closed outline, the maxima left to
+/// right then the minima right to left. Empty columns are skipped.
+fn envelope(pts: &[(f64, f64)], x0: f64, x1: f64, cols: usize, lo: f64, hi: f64) -> Vec<(f64, f64)> {
+    let w = (x1 - x0) / cols.max(1) as f64;
+    let mut bins: Vec<(f64, f64, f64)> = Vec::with_capacity(cols);
+    let mut cur: Option<(usize, f64, f64)> = None;
+    for &(x, y) in pts {
+        if !y.is_finite() {
+            continue;
+        }
+        let c = (((x - x0) / w) as usize).min(cols.saturating_sub(1));
+        let y = y.clamp(lo, hi);
+        match &mut cur {
+            Some((cc, mn, mx)) if *cc == c => {
+                *mn = mn.min(y);
+                *mx = mx.max(y);
+            }
+            _ => {
+                if let Some((cc, mn, mx)) = cur {
+                    bins.push((x0 + (cc as f64 + 0.5) * w, mn, mx));
+                }
+                cur = Some((c, y, y));
+            }
+        }
+    }
+    if let Some((cc, mn, mx)) = cur {
+        bins.push((x0 + (cc as f64 + 0.5) * w, mn, mx));
+    }
+    let mut out: Vec<(f64, f64)> = bins.iter().map(|b| (b.0, b.2)).collect();
+    out.extend(bins.iter().rev().map(|b| (b.0, b.1)));
+    out
 }
 
 /// A named, coloured curve.
@@ -389,4 +451,18 @@ fn worst_keys(path: &Path, s: &Series, name: &str) -> anyhow::Result<()> {
         .map_err(pe)?;
     root.present().map_err(pe)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hand-worked: four columns over [0, 4); points fall in columns 0, 0, 1 and 3
+    /// (column 2 empty); values clamped to [-5, 5].
+    #[test]
+    fn envelope_by_columns() {
+        let pts = [(0.1, 1.0), (0.9, -2.0), (1.5, 3.0), (3.99, 9.0)];
+        let e = envelope(&pts, 0.0, 4.0, 4, -5.0, 5.0);
+        assert_eq!(e, vec![(0.5, 1.0), (1.5, 3.0), (3.5, 5.0), (3.5, 5.0), (1.5, 3.0), (0.5, -2.0)]);
+    }
 }

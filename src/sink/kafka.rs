@@ -74,7 +74,7 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Sends every prediction and dead letter of `out` and waits for all acks.
     pub async fn publish(&self, out: &Outputs) -> Result<()> {
-        let acks = self.send(out).await?;
+        let acks = self.send_all(out).await?;
         Self::await_acks(acks).await.map(|_| ())
     }
 
@@ -94,7 +94,7 @@ impl KafkaSink {
 
     /// Enqueues every prediction and dead letter of `out` (in order) and returns
     /// their delivery futures.
-    pub async fn send(&self, out: &Outputs) -> Result<Vec<rdkafka::producer::DeliveryFuture>> {
+    pub async fn send_all(&self, out: &Outputs) -> Result<Vec<rdkafka::producer::DeliveryFuture>> {
         let mut acks = Vec::with_capacity(out.predictions.len() + out.dead_letters.len());
         for r in &out.predictions {
             let headers = source_headers(&self.source_topic, r.partition, r.offset);
@@ -127,6 +127,12 @@ impl KafkaSink {
                 Err((e, _)) => return Err(Error::Kafka(e)),
             }
         }
+    }
+}
+
+impl super::Publish for KafkaSink {
+    async fn send(&self, out: &Outputs) -> Result<super::Acks> {
+        Ok(super::Acks::Kafka(self.send_all(out).await?))
     }
 }
 

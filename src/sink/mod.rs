@@ -1,7 +1,9 @@
 //! Sink stage: what a processed batch emits — encoded predictions and dead letters —
-//! and ([`kafka`]) how they are published.
+//! and how they are published: to Kafka ([`kafka`]) or, in file backtests, to Parquet
+//! files ([`file`]), both behind [`Publish`].
 
 pub mod dedupe;
+pub mod file;
 pub mod kafka;
 pub mod txn;
 
@@ -32,6 +34,35 @@ pub struct OutRecord {
     pub payload: (usize, usize),
     /// Kafka timestamp (ms): the input record's event time.
     pub timestamp_ms: i64,
+    /// The payload's fields that are not text, kept for sinks that write columns.
+    pub event_time_ns: i64,
+    pub predicted: f64,
+    pub model_updates: u64,
+}
+
+/// Where a batch's outputs go. `send` enqueues every prediction and dead letter of a
+/// batch, in order; the returned [`Acks`] resolve once all are stored.
+pub trait Publish {
+    fn send(&self, out: &Outputs) -> impl std::future::Future<Output = crate::error::Result<Acks>> + Send;
+}
+
+/// Outstanding deliveries of one batch.
+pub enum Acks {
+    /// Kafka delivery futures, one per message.
+    Kafka(Vec<rdkafka::producer::DeliveryFuture>),
+    /// Already stored: where each message landed (partition, offset), in order.
+    Done(Vec<(i32, i64)>),
+}
+
+impl Acks {
+    /// Waits until every message is stored; where each landed, in order. The first
+    /// failure is the error.
+    pub async fn wait(self) -> crate::error::Result<Vec<(i32, i64)>> {
+        match self {
+            Acks::Kafka(f) => kafka::KafkaSink::await_acks(f).await,
+            Acks::Done(at) => Ok(at),
+        }
+    }
 }
 
 /// Everything a batch produced, in record order.
@@ -40,6 +71,9 @@ pub struct Outputs {
     pub buf: Vec<u8>,
     pub predictions: Vec<OutRecord>,
     pub dead_letters: Vec<DeadLetter>,
+    /// The last event day formatted (days since the epoch + 1, "YYYY-MM-DD"): the
+    /// calendar is worked out once per day, not per prediction.
+    day: (i64, [u8; 10]),
 }
 
 /// The fields of one prediction message (see `schemas/predictions.json`).
@@ -74,24 +108,22 @@ impl Outputs {
         let k0 = self.buf.len();
         self.buf.extend_from_slice(p.key.as_bytes());
         let k1 = self.buf.len();
+        let (secs, nanos) = (p.event_time_ns.div_euclid(1_000_000_000), p.event_time_ns.rem_euclid(1_000_000_000));
+        let (day, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        if self.day.0 != day + 1 {
+            use chrono::Datelike;
+            let t = chrono::DateTime::from_timestamp_nanos(p.event_time_ns);
+            let mut d = [0u8; 10];
+            let _ = write!(&mut d[..], "{:04}-{:02}-{:02}", t.year(), t.month(), t.day());
+            self.day = (day + 1, d);
+        }
         let b = &mut self.buf;
-        let t = chrono::DateTime::from_timestamp_nanos(p.event_time_ns);
-        use chrono::{Datelike, Timelike};
         // Writing into a Vec cannot fail.
         let _ = b.write_all(b"{\"key\":");
         let _ = serde_json::to_writer(&mut *b, p.key);
-        // Formatted field by field: chrono's `format` re-parses its pattern per call.
-        let _ = write!(
-            b,
-            ",\"event_time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z\"",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.nanosecond()
-        );
+        let _ = b.write_all(b",\"event_time\":\"");
+        let _ = b.write_all(&self.day.1);
+        let _ = write!(b, "T{:02}:{:02}:{:02}.{:09}Z\"", sod / 3600, sod / 60 % 60, sod % 60, nanos);
         let _ = write!(b, ",\"event_time_ns\":{},\"horizon\":", p.event_time_ns);
         let _ = serde_json::to_writer(&mut *b, p.horizon);
         let _ = b.write_all(b",\"target\":");
@@ -110,6 +142,9 @@ impl Outputs {
             key: (k0, k1),
             payload: (k1, p1),
             timestamp_ms: p.event_time_ns.div_euclid(1_000_000),
+            event_time_ns: p.event_time_ns,
+            predicted: p.predicted,
+            model_updates: p.model_updates,
         });
     }
 }
@@ -136,6 +171,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(o.payload(&r)).unwrap();
         assert_eq!(v["key"], "BTC\"USDT");
         assert_eq!(v["event_time"], "1970-01-01T00:00:01.500000001Z");
+        // The per-day cache against chrono's own formatting, across days, leap days
+        // and before 1970.
+        for ns in [-1i64, -86_400_000_000_001, 951_782_399_999_999_999, 951_782_400_000_000_000, 1_742_944_020_773_674_205, 4_102_444_800_123_456_789] {
+            o.push_prediction(&PredictionRef { key: "k", event_time_ns: ns, horizon: "1s", target: "y", predicted: 0.0, model_updates: 0, partition: 0, offset: 0 });
+            let r = *o.predictions.last().unwrap();
+            let v: serde_json::Value = serde_json::from_slice(o.payload(&r)).unwrap();
+            let want = chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            assert_eq!(v["event_time"], want.as_str(), "{ns}");
+        }
         assert_eq!(v["predicted"], -0.25);
         assert_eq!(v["source_offset"], 41);
     }

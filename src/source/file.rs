@@ -2,12 +2,9 @@
 //! numbers where they parse as such) or Parquet, each optionally gzip'd (`.gz`).
 //! Used by `replay`, `backtest --input` and `analyze`.
 
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{bail, Context};
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
+use anyhow::bail;
 use serde_json::{Map, Value};
 
 /// One row of a file: a record, or a JSON line that does not parse (kept as its raw
@@ -33,104 +30,9 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<Map<String, Value>>> {
 }
 
 /// The rows of a file, in file order. Unreadable JSON lines become [`Row::Raw`].
+/// Reads the whole file into memory: [`super::rows::RowReader`] streams it.
 pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
-    let mut bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .with_context(|| format!("decompressing {}", path.display()))?;
-        bytes = out;
-    }
-    if bytes.starts_with(b"PAR1") {
-        return parquet_rows(bytes).with_context(|| format!("reading Parquet {}", path.display()));
-    }
-    let text = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
-    // A byte-order mark would otherwise become part of the first column's name.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    if text.trim_start().starts_with('{') {
-        Ok(text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|line| match serde_json::from_str::<Value>(line) {
-                Ok(Value::Object(m)) => Row::Line(m, line.as_bytes().to_vec()),
-                _ => Row::Raw(line.as_bytes().to_vec()),
-            })
-            .collect())
-    } else {
-        csv_rows(text).with_context(|| format!("reading CSV {}", path.display()))
-    }
-}
-
-fn csv_rows(text: &str) -> anyhow::Result<Vec<Row>> {
-    let mut lines = text.lines();
-    let unquote = |s: &str| s.trim().trim_matches('"').to_string();
-    let header: Vec<String> = lines.next().context("empty file")?.split(',').map(unquote).collect();
-    let mut out = Vec::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let mut m = Map::new();
-        for (h, cell) in header.iter().zip(line.split(',').map(unquote)) {
-            let v = match cell.parse::<i64>() {
-                Ok(i) => Value::from(i),
-                Err(_) => match cell.parse::<f64>() {
-                    Ok(f) if f.is_finite() => Value::from(f),
-                    _ => Value::from(cell),
-                },
-            };
-            m.insert(h.clone(), v);
-        }
-        out.push(Row::Record(m));
-    }
-    Ok(out)
-}
-
-/// Parquet rows as records: integers and floats as numbers, timestamps and dates as
-/// RFC 3339 strings (UTC), everything else as its Arrow text form; nulls are omitted.
-fn parquet_rows(bytes: Vec<u8>) -> anyhow::Result<Vec<Row>> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?.build()?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch?;
-        let schema = batch.schema();
-        let mut rows: Vec<Map<String, Value>> = vec![Map::new(); batch.num_rows()];
-        for (f, col) in schema.fields().iter().zip(batch.columns()) {
-            let name = f.name();
-            use arrow::compute::cast;
-            match col.data_type() {
-                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => {
-                    let c = cast(col, &DataType::Int64)?;
-                    let c = c.as_primitive::<Int64Type>();
-                    for (i, r) in rows.iter_mut().enumerate().filter(|(i, _)| c.is_valid(*i)) {
-                        r.insert(name.clone(), Value::from(c.value(i)));
-                    }
-                }
-                DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::UInt64 | DataType::Decimal128(..) => {
-                    let c = cast(col, &DataType::Float64)?;
-                    let c = c.as_primitive::<Float64Type>();
-                    for (i, r) in rows.iter_mut().enumerate().filter(|(i, _)| c.is_valid(*i)) {
-                        r.insert(name.clone(), Value::from(c.value(i)));
-                    }
-                }
-                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
-                    let c = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-                    let c = c.as_primitive::<TimestampMillisecondType>();
-                    for (i, r) in rows.iter_mut().enumerate().filter(|(i, _)| c.is_valid(*i)) {
-                        r.insert(name.clone(), Value::from(rfc3339_ms(c.value(i))));
-                    }
-                }
-                _ => {
-                    let c = cast(col, &DataType::Utf8)?;
-                    let c = c.as_string::<i32>();
-                    for (i, r) in rows.iter_mut().enumerate().filter(|(i, _)| c.is_valid(*i)) {
-                        r.insert(name.clone(), Value::from(c.value(i)));
-                    }
-                }
-            }
-        }
-        out.extend(rows.into_iter().map(Row::Record));
-    }
-    Ok(out)
+    super::rows::RowReader::open(path)?.collect()
 }
 
 /// Epoch milliseconds as RFC 3339 (UTC, millisecond precision).
@@ -204,6 +106,7 @@ fn parse_time_text(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::{DataType, TimeUnit};
 
     fn eurusd_head() -> &'static str {
         // The first three rows of ../shared/data/market/eurusd_1h_2017.csv.

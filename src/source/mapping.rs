@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::file::{parse_time_ms, read_rows, rfc3339_ms, Row};
+use super::file::{parse_time_ms, rfc3339_ms, Row};
+use super::rows::RowReader;
 use super::schema::{Extract, Kind, TopicSchema};
 use crate::pipeline::config::FileMapping;
 
@@ -76,29 +77,105 @@ pub fn event_time_ms(rec: &Value, schema: &TopicSchema, time: &str) -> Option<i6
     }
 }
 
-/// Reads `path` and turns each row into a message for `schema`'s topic: mapped, the
-/// time field rewritten as RFC 3339 when it is text in another format, timestamped
-/// with the event time. Lines that are not JSON pass through unchanged (no timestamp).
-pub fn file_messages(path: &Path, m: &FileMapping, schema: &TopicSchema, time: &str) -> anyhow::Result<Vec<Message>> {
-    let stem = file_stem(path);
-    let pointer = match schema.field(time).map(|f| &f.extract) {
-        Some(Extract::Pointer(p)) => Some(p.clone()),
-        _ => None,
-    };
-    let mut out = Vec::new();
-    for row in read_rows(path)? {
-        let (rec, line) = match row {
-            Row::Raw(bytes) => {
-                out.push((bytes, None));
-                continue;
-            }
-            Row::Record(rec) => (rec, None),
-            Row::Line(rec, line) => (rec, Some(line)),
+/// The messages of a file, read as they are asked for: each row mapped, the time
+/// field rewritten as RFC 3339 when it is text in another format, with its event time
+/// (ms) and key. Lines that are not JSON pass through unchanged (no time, no key).
+pub struct FileMessages {
+    rows: RowReader,
+    mapping: FileMapping,
+    stem: String,
+    schema: std::sync::Arc<TopicSchema>,
+    time: String,
+    key: Option<String>,
+    time_pointer: Option<String>,
+    payload: Vec<u8>,
+    key_text: Option<String>,
+    time_ms: Option<i64>,
+}
+
+/// One message of a file, borrowed from the reader until its next call.
+pub struct FileMessage<'a> {
+    pub payload: &'a [u8],
+    pub time_ms: Option<i64>,
+    pub key: Option<&'a str>,
+}
+
+impl FileMessages {
+    /// Opens `path`; `key` names the schema field whose text keys each message.
+    pub fn open(path: &Path, m: &FileMapping, schema: std::sync::Arc<TopicSchema>, time: &str, key: Option<&str>) -> anyhow::Result<Self> {
+        let time_pointer = match schema.field(time).map(|f| &f.extract) {
+            Some(Extract::Pointer(p)) => Some(p.clone()),
+            _ => None,
         };
+        Ok(FileMessages {
+            rows: RowReader::open(path)?,
+            mapping: m.clone(),
+            stem: file_stem(path),
+            schema,
+            time: time.to_string(),
+            key: key.map(str::to_string),
+            time_pointer,
+            payload: Vec::new(),
+            key_text: None,
+            time_ms: None,
+        })
+    }
+
+    /// How far through the file (bytes, or rows for Parquet): (done, total).
+    pub fn progress(&self) -> (u64, u64) {
+        self.rows.progress()
+    }
+
+    /// The 1-based line or record number of the last message.
+    pub fn row_number(&self) -> u64 {
+        self.rows.row_number
+    }
+
+    pub fn path(&self) -> &Path {
+        self.rows.path()
+    }
+
+    /// The next message; `None` at the end of the file.
+    pub fn next_message(&mut self) -> Option<anyhow::Result<FileMessage<'_>>> {
+        match self.fill() {
+            Ok(true) => Some(Ok(FileMessage { payload: &self.payload, time_ms: self.time_ms, key: self.key_text.as_deref() })),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn fill(&mut self) -> anyhow::Result<bool> {
+        self.key_text = None;
+        let (rec, line) = if self.rows.is_json_lines() {
+            let Some(line) = self.rows.next_line() else { return Ok(false) };
+            let line = line?;
+            match serde_json::from_slice::<Value>(line) {
+                Ok(Value::Object(m)) => (m, Some(line.to_vec())),
+                _ => {
+                    self.payload.clear();
+                    self.payload.extend_from_slice(line);
+                    self.time_ms = None;
+                    return Ok(true);
+                }
+            }
+        } else {
+            match self.rows.next() {
+                None => return Ok(false),
+                Some(r) => match r? {
+                    Row::Record(m) | Row::Line(m, _) => (m, None),
+                    Row::Raw(bytes) => {
+                        self.payload = bytes;
+                        self.time_ms = None;
+                        return Ok(true);
+                    }
+                },
+            }
+        };
+        let m = &self.mapping;
         let untouched = m.rename.keys().all(|k| !rec.contains_key(k)) && m.fill.keys().all(|k| rec.contains_key(k));
-        let mut v = Value::Object(apply(m, rec, &stem));
+        let mut v = Value::Object(apply(m, rec, &self.stem));
         let mut rewritten = false;
-        if let Some(slot) = pointer.as_deref().and_then(|p| v.pointer_mut(p)) {
+        if let Some(slot) = self.time_pointer.as_deref().and_then(|p| v.pointer_mut(p)) {
             if let Value::String(s) = slot {
                 if chrono::DateTime::parse_from_rfc3339(s).is_err() {
                     if let Some(ms) = parse_time_ms(slot) {
@@ -108,13 +185,41 @@ pub fn file_messages(path: &Path, m: &FileMapping, schema: &TopicSchema, time: &
                 }
             }
         }
-        let t = event_time_ms(&v, schema, time);
+        self.time_ms = event_time_ms(&v, &self.schema, &self.time);
+        self.key_text = self.key.as_deref().and_then(|k| key_text(&v, &self.schema, k));
         // A JSON line the mapping leaves as it is goes out byte for byte.
-        let payload = match line {
-            Some(l) if untouched && !rewritten => l,
-            _ => serde_json::to_vec(&v)?,
-        };
-        out.push((payload, t));
+        match line {
+            Some(l) if untouched && !rewritten => self.payload = l,
+            _ => {
+                self.payload.clear();
+                serde_json::to_writer(&mut self.payload, &v)?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The text of the key field of a record (numbers as their JSON text).
+pub fn key_text(rec: &Value, schema: &TopicSchema, key: &str) -> Option<String> {
+    let f = schema.field(key)?;
+    let p = match &f.extract {
+        Extract::Pointer(p) | Extract::Variant(p) => p,
+    };
+    match rec.pointer(p)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Reads all of `path` as messages (payload, event time); for small files — larger
+/// ones stream through [`FileMessages`].
+pub fn file_messages(path: &Path, m: &FileMapping, schema: &TopicSchema, time: &str) -> anyhow::Result<Vec<Message>> {
+    let mut r = FileMessages::open(path, m, std::sync::Arc::new(schema.clone()), time, None)?;
+    let mut out = Vec::new();
+    while let Some(msg) = r.next_message() {
+        let msg = msg?;
+        out.push((msg.payload.to_vec(), msg.time_ms));
     }
     Ok(out)
 }

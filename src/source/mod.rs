@@ -10,5 +10,6 @@ pub mod decode;
 pub mod file;
 pub mod kafka;
 pub mod mapping;
+pub mod rows;
 pub mod sample;
 pub mod schema;

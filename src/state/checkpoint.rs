@@ -275,6 +275,7 @@ pub fn decode(
         tick: sf.tick,
         live_models: live,
         labels: None,
+        score_from: None,
     })
 }
 

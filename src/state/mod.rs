@@ -144,6 +144,9 @@ pub struct PartitionState {
     pub live_models: usize,
     /// Every labelled prediction, when a backtest asked for them (never checkpointed).
     pub labels: Option<LabelLog>,
+    /// Backtest warm-up (never checkpointed): records at offsets below this teach the
+    /// models but are neither published nor scored, nor are predictions made at them.
+    pub score_from: Option<i64>,
 }
 
 impl PartitionState {

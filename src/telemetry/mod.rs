@@ -7,6 +7,7 @@
 
 pub mod events;
 pub mod http;
+pub mod progress;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -1,0 +1,146 @@
+//! Backtests straight from files: no broker in the way. Records stream from the
+//! file(s) — placed on partitions by key hash and numbered per partition exactly as
+//! `replay` or the embedded broker's seeding would place and number them, with the
+//! event time as timestamp — through the same batches as a topic backtest; outputs go
+//! to Parquet files instead of shadow topics.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use super::{place, BacktestOptions, BacktestResult, Lane, LaneSink, Place, Variant};
+use crate::sink::file::FileSink;
+use crate::source::batch::PartitionInput;
+use crate::source::mapping::FileMessages;
+use crate::source::rows::input_files;
+use crate::source::sample::stable_hash;
+use crate::telemetry::progress::Progress;
+
+/// Default batch size of file backtests (or the pipeline's, if larger).
+const FILE_BATCH_ROWS: usize = 8192;
+
+pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &BacktestOptions) -> anyhow::Result<BacktestResult> {
+    let cfg = variants[0].built.config.clone();
+    let schema = variants[0].built.schema.clone();
+    let dir = opts.output_dir.as_deref().context("a file backtest needs a directory for its predictions (--report)")?;
+    let open = |p: &Path| FileMessages::open(p, &cfg.source.file, schema.clone(), &cfg.source.time, Some(&cfg.source.key));
+    let files = in_time_order(input_files(input)?, &open)?;
+    let n = cfg.source.partitions.max(1);
+    let warmup = opts.warmup_from_ms.is_some();
+    let mut lanes = Vec::with_capacity(variants.len());
+    for (i, v) in variants.into_iter().enumerate() {
+        let lane = (i > 0).then_some(v.name.as_str());
+        let (horizon, target) = v.built.processor.output_labels();
+        let sink = FileSink::create(dir, lane, &v.built.config.source.topic, horizon, target)
+            .with_context(|| format!("creating the output files in {}", dir.display()))?;
+        let name = |p: &PathBuf| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let outputs = (name(&sink.predictions_path), name(&sink.dead_letters_path));
+        lanes.push(Lane::new(v, LaneSink::File(sink), outputs, 0..n, warmup));
+    }
+    // Outputs do not depend on where batches end; bigger ones spread the feature
+    // plan's per-batch cost (and the look-back rows it re-reads) over more records.
+    let max_rows = opts.max_batch_rows.unwrap_or(cfg.source.max_batch_rows.max(FILE_BATCH_ROWS)).max(1);
+    let started = Instant::now();
+    // Per partition: the first offset read in range or warm-up, and the next offset.
+    let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut next = vec![0i64; n as usize];
+    let (mut in_range, mut before, mut after, mut warm) = (0u64, 0u64, 0u64, 0u64);
+    let mut progress = Progress::new("backtesting", opts.progress);
+    let total_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    let mut bytes_before = 0u64;
+    let mut rows = 0usize;
+    for path in &files {
+        let mut r = open(path)?;
+        while let Some(m) = r.next_message() {
+            let m = m?;
+            let p = m.key.map_or(0, |k| (stable_hash(k.as_bytes()) % n as u64) as i32);
+            let o = next[p as usize];
+            next[p as usize] += 1;
+            match place(m.time_ms, opts) {
+                Place::Before => {
+                    before += 1;
+                    continue;
+                }
+                Place::After => {
+                    after += 1;
+                    continue;
+                }
+                Place::Warmup => warm += 1,
+                Place::In => {
+                    in_range += 1;
+                    if warmup {
+                        lanes.iter_mut().for_each(|l| l.start_scoring(p, o));
+                    }
+                }
+            }
+            first.entry(p).or_insert(o);
+            for lane in &mut lanes {
+                lane.batch
+                    .inputs
+                    .entry(p)
+                    .or_insert_with(|| PartitionInput::new(p, lane.built.schema.clone()))
+                    .push(m.key.map(str::as_bytes), Some(m.payload), o, m.time_ms);
+            }
+            rows += 1;
+            if rows >= max_rows {
+                rows = 0;
+                for lane in &mut lanes {
+                    lane.process().await?;
+                }
+                let (done, _) = r.progress();
+                progress.tick(in_range + warm + before + after, bytes_before + done, total_bytes);
+            }
+        }
+        bytes_before += r.progress().1;
+    }
+    progress.finish();
+    let mut results = Vec::with_capacity(lanes.len());
+    for lane in lanes {
+        results.push(lane.finish(started).await?);
+    }
+    let offsets = first.iter().map(|(&p, &o)| (p, (o, next[p as usize]))).collect();
+    Ok(BacktestResult {
+        lanes: results,
+        brokers: "file".into(),
+        input_topic: cfg.source.topic.clone(),
+        offsets,
+        in_range,
+        before_range: before,
+        after_range: after,
+        warmup: warm,
+        warmup_from_ms: opts.warmup_from_ms,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Orders files by their first record's event time (files without one last, by name).
+fn in_time_order(files: Vec<PathBuf>, open: &impl Fn(&Path) -> anyhow::Result<FileMessages>) -> anyhow::Result<Vec<PathBuf>> {
+    if files.len() < 2 {
+        return Ok(files);
+    }
+    let mut keyed = Vec::with_capacity(files.len());
+    for f in files {
+        let mut r = open(&f)?;
+        let mut t = None;
+        // The first readable event time among the first few rows.
+        for _ in 0..100 {
+            match r.next_message() {
+                Some(Ok(m)) if m.time_ms.is_some() => {
+                    t = m.time_ms;
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.context(format!("reading {}", f.display()))),
+                None => break,
+            }
+        }
+        keyed.push((t.unwrap_or(i64::MAX), f));
+    }
+    keyed.sort();
+    if keyed.is_empty() {
+        bail!("no input files");
+    }
+    Ok(keyed.into_iter().map(|(_, f)| f).collect())
+}

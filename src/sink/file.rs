@@ -1,0 +1,337 @@
+//! Parquet files in place of output topics (file backtests): every prediction with
+//! the partition, offset, timestamp, key, payload and header values its topic message
+//! would carry (and the payload's fields as columns), every dead letter likewise.
+//! Offsets count from 0 per partition, as in a fresh topic.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    TimestampNanosecondBuilder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use super::kafka::{H_ERROR, H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
+use super::{Acks, Outputs, Publish};
+use crate::error::{Error, Result};
+
+/// Rows per write: the files are cut into these exact chunks whatever the batch
+/// sizes, so the same outputs give the same bytes.
+const CHUNK_ROWS: usize = 1 << 16;
+
+fn utc_ms() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// The columns of `predictions.parquet`.
+pub fn predictions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("timestamp", utc_ms(), false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("payload", DataType::Utf8, false),
+        Field::new(H_SOURCE_TOPIC, DataType::Utf8, false),
+        Field::new(H_SOURCE_PARTITION, DataType::Utf8, false),
+        Field::new(H_SOURCE_OFFSET, DataType::Utf8, false),
+        Field::new("event_time", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+        Field::new("horizon", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("predicted", DataType::Float64, false),
+        Field::new("model_updates", DataType::UInt64, false),
+        Field::new("source_partition", DataType::Int32, false),
+        Field::new("source_offset", DataType::Int64, false),
+    ]))
+}
+
+/// The columns of `dead_letters.parquet`.
+pub fn dead_letters_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("timestamp", utc_ms(), true),
+        Field::new("key", DataType::Binary, true),
+        Field::new("payload", DataType::Binary, true),
+        Field::new(H_SOURCE_TOPIC, DataType::Utf8, false),
+        Field::new(H_SOURCE_PARTITION, DataType::Utf8, false),
+        Field::new(H_SOURCE_OFFSET, DataType::Utf8, false),
+        Field::new(H_REASON, DataType::Utf8, false),
+        Field::new(H_ERROR, DataType::Utf8, false),
+    ]))
+}
+
+#[derive(Default)]
+struct PredictionColumns {
+    partition: Int32Builder,
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    key: StringBuilder,
+    payload: StringBuilder,
+    src_topic: StringBuilder,
+    src_partition: StringBuilder,
+    src_offset: StringBuilder,
+    event_time: TimestampNanosecondBuilder,
+    horizon: StringBuilder,
+    target: StringBuilder,
+    predicted: Float64Builder,
+    model_updates: UInt64Builder,
+    source_partition: Int32Builder,
+    source_offset: Int64Builder,
+    rows: usize,
+}
+
+#[derive(Default)]
+struct DeadLetterColumns {
+    partition: Int32Builder,
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    key: BinaryBuilder,
+    payload: BinaryBuilder,
+    src_topic: StringBuilder,
+    src_partition: StringBuilder,
+    src_offset: StringBuilder,
+    reason: StringBuilder,
+    error: StringBuilder,
+    rows: usize,
+}
+
+/// Record batches waiting to be written in exact chunks.
+#[derive(Default)]
+struct Chunker {
+    pending: Vec<RecordBatch>,
+    rows: usize,
+}
+
+impl Chunker {
+    fn push(&mut self, w: &mut ArrowWriter<File>, b: RecordBatch, all: bool) -> Result<()> {
+        self.rows += b.num_rows();
+        if b.num_rows() > 0 {
+            self.pending.push(b);
+        }
+        while self.rows >= CHUNK_ROWS || (all && self.rows > 0) {
+            let cat = arrow::compute::concat_batches(&self.pending[0].schema(), &self.pending)?;
+            let n = cat.num_rows().min(CHUNK_ROWS);
+            w.write(&cat.slice(0, n)).map_err(pq)?;
+            self.pending.clear();
+            if cat.num_rows() > n {
+                self.pending.push(cat.slice(n, cat.num_rows() - n));
+            }
+            self.rows -= n;
+        }
+        Ok(())
+    }
+}
+
+struct Inner {
+    predictions: ArrowWriter<File>,
+    dead_letters: ArrowWriter<File>,
+    pc: Chunker,
+    dc: Chunker,
+    p: PredictionColumns,
+    d: DeadLetterColumns,
+    /// Next offset per output partition: [predictions, dead letters].
+    next: BTreeMap<i32, [i64; 2]>,
+    /// Header text scratch (no allocation per row).
+    num: itoa_buf::Buf,
+}
+
+/// Writes a lane's outputs to `predictions*.parquet` and `dead_letters*.parquet`.
+pub struct FileSink {
+    inner: Mutex<Option<Inner>>,
+    source_topic: String,
+    horizon: String,
+    target: String,
+    pub predictions_path: PathBuf,
+    pub dead_letters_path: PathBuf,
+}
+
+impl FileSink {
+    /// Creates `DIR/predictions[.LANE].parquet` and `DIR/dead_letters[.LANE].parquet`;
+    /// `horizon` and `target` are the lane's (constant per lane) payload fields.
+    pub fn create(dir: &Path, lane: Option<&str>, source_topic: &str, horizon: &str, target: &str) -> Result<Self> {
+        let io = |p: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", p.display()));
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let name = |stem: &str| match lane {
+            Some(l) => dir.join(format!("{stem}.{l}.parquet")),
+            None => dir.join(format!("{stem}.parquet")),
+        };
+        let (pp, dp) = (name("predictions"), name("dead_letters"));
+        let props = || WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let writer = |path: &Path, schema: SchemaRef| -> Result<ArrowWriter<File>> {
+            let f = File::create(path).map_err(|e| io(path, e))?;
+            ArrowWriter::try_new(f, schema, Some(props())).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
+        };
+        let inner = Inner {
+            predictions: writer(&pp, predictions_schema())?,
+            dead_letters: writer(&dp, dead_letters_schema())?,
+            p: PredictionColumns::default(),
+            d: DeadLetterColumns::default(),
+            pc: Chunker::default(),
+            dc: Chunker::default(),
+            next: BTreeMap::new(),
+            num: itoa_buf::Buf::default(),
+        };
+        Ok(FileSink {
+            inner: Mutex::new(Some(inner)),
+            source_topic: source_topic.to_string(),
+            horizon: horizon.to_string(),
+            target: target.to_string(),
+            predictions_path: pp,
+            dead_letters_path: dp,
+        })
+    }
+
+    /// Writes what is buffered and closes both files.
+    pub fn finish(&self) -> Result<()> {
+        let mut g = self.inner.lock().map_err(|_| Error::Internal("file sink poisoned".into()))?;
+        let Some(mut inner) = g.take() else { return Ok(()) };
+        inner.flush(true)?;
+        inner.predictions.close().map_err(pq)?;
+        inner.dead_letters.close().map_err(pq)?;
+        Ok(())
+    }
+
+    fn append(&self, out: &Outputs) -> Result<Vec<(i32, i64)>> {
+        let mut g = self.inner.lock().map_err(|_| Error::Internal("file sink poisoned".into()))?;
+        let inner = g.as_mut().ok_or_else(|| Error::Internal("file sink already finished".into()))?;
+        let mut at = Vec::with_capacity(out.predictions.len() + out.dead_letters.len());
+        let Inner { p, d, next, num, .. } = inner;
+        for r in &out.predictions {
+            let o = &mut next.entry(r.partition).or_insert([0, 0])[0];
+            at.push((r.partition, *o));
+            p.partition.append_value(r.partition);
+            p.offset.append_value(*o);
+            *o += 1;
+            p.timestamp.append_value(r.timestamp_ms);
+            p.key.append_value(std::str::from_utf8(out.key(r)).map_err(|e| Error::Internal(e.to_string()))?);
+            p.payload.append_value(std::str::from_utf8(out.payload(r)).map_err(|e| Error::Internal(e.to_string()))?);
+            p.src_topic.append_value(&self.source_topic);
+            p.src_partition.append_value(num.i64(r.partition as i64));
+            p.src_offset.append_value(num.i64(r.offset));
+            p.event_time.append_value(r.event_time_ns);
+            p.horizon.append_value(&self.horizon);
+            p.target.append_value(&self.target);
+            p.predicted.append_value(r.predicted);
+            p.model_updates.append_value(r.model_updates);
+            p.source_partition.append_value(r.partition);
+            p.source_offset.append_value(r.offset);
+            p.rows += 1;
+        }
+        for l in &out.dead_letters {
+            let o = &mut next.entry(l.partition).or_insert([0, 0])[1];
+            at.push((l.partition, *o));
+            d.partition.append_value(l.partition);
+            d.offset.append_value(*o);
+            *o += 1;
+            d.timestamp.append_option(l.timestamp_ms);
+            d.key.append_option(l.key.as_deref());
+            d.payload.append_option(l.payload.as_deref());
+            d.src_topic.append_value(&self.source_topic);
+            d.src_partition.append_value(num.i64(l.partition as i64));
+            d.src_offset.append_value(num.i64(l.offset));
+            d.reason.append_value(l.reason);
+            d.error.append_value(&l.detail);
+            d.rows += 1;
+        }
+        inner.flush(false)?;
+        Ok(at)
+    }
+}
+
+impl Publish for FileSink {
+    async fn send(&self, out: &Outputs) -> Result<Acks> {
+        Ok(Acks::Done(self.append(out)?))
+    }
+}
+
+fn pq(e: parquet::errors::ParquetError) -> Error {
+    Error::Internal(format!("writing Parquet: {e}"))
+}
+
+impl Inner {
+    fn flush(&mut self, all: bool) -> Result<()> {
+        {
+            let p = &mut self.p;
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(p.partition.finish()),
+                Arc::new(p.offset.finish()),
+                Arc::new(p.timestamp.finish().with_timezone("UTC")),
+                Arc::new(p.key.finish()),
+                Arc::new(p.payload.finish()),
+                Arc::new(p.src_topic.finish()),
+                Arc::new(p.src_partition.finish()),
+                Arc::new(p.src_offset.finish()),
+                Arc::new(p.event_time.finish().with_timezone("UTC")),
+                Arc::new(p.horizon.finish()),
+                Arc::new(p.target.finish()),
+                Arc::new(p.predicted.finish()),
+                Arc::new(p.model_updates.finish()),
+                Arc::new(p.source_partition.finish()),
+                Arc::new(p.source_offset.finish()),
+            ];
+            p.rows = 0;
+            let b = RecordBatch::try_new(predictions_schema(), cols)?;
+            self.pc.push(&mut self.predictions, b, all)?;
+        }
+        {
+            let d = &mut self.d;
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(d.partition.finish()),
+                Arc::new(d.offset.finish()),
+                Arc::new(d.timestamp.finish().with_timezone("UTC")),
+                Arc::new(d.key.finish()),
+                Arc::new(d.payload.finish()),
+                Arc::new(d.src_topic.finish()),
+                Arc::new(d.src_partition.finish()),
+                Arc::new(d.src_offset.finish()),
+                Arc::new(d.reason.finish()),
+                Arc::new(d.error.finish()),
+            ];
+            d.rows = 0;
+            let b = RecordBatch::try_new(dead_letters_schema(), cols)?;
+            self.dc.push(&mut self.dead_letters, b, all)?;
+        }
+        Ok(())
+    }
+}
+
+/// Integer → decimal text without allocating.
+mod itoa_buf {
+    #[derive(Default)]
+    pub struct Buf([u8; 24]);
+
+    impl Buf {
+        pub fn i64(&mut self, v: i64) -> &str {
+            let mut i = self.0.len();
+            let neg = v < 0;
+            let mut u = v.unsigned_abs();
+            loop {
+                i -= 1;
+                self.0[i] = b'0' + (u % 10) as u8;
+                u /= 10;
+                if u == 0 {
+                    break;
+                }
+            }
+            if neg {
+                i -= 1;
+                self.0[i] = b'-';
+            }
+            std::str::from_utf8(&self.0[i..]).expect("ASCII digits")
+        }
+    }
+
+    #[test]
+    fn matches_to_string() {
+        let mut b = Buf::default();
+        for v in [0, 7, -7, 10, 1234567890123, i64::MAX, i64::MIN] {
+            assert_eq!(b.i64(v), v.to_string());
+        }
+    }
+}
