@@ -101,8 +101,16 @@ fn backtest_equals_live_and_is_deterministic() {
     for f in ["report.json", "predictions.png", "rolling_error.png", "residuals.png"] {
         assert!(std::fs::read(file_dir.join(f)).unwrap() == std::fs::read(file2.join(f)).unwrap(), "the same backtest twice wrote two different {f}");
     }
-    let (t, f) = (report(&topic_dir), report(&file_dir));
+    let (mut t, mut f) = (report(&topic_dir), report(&file_dir));
+    // Outputs went to shadow topics in one, to Parquet files in the other.
+    for m in t["models"].as_array_mut().unwrap().iter_mut().chain(f["models"].as_array_mut().unwrap()) {
+        let m = m.as_object_mut().unwrap();
+        m.remove("shadow_topic");
+        m.remove("shadow_dead_letter_topic");
+    }
     assert_eq!(t["models"], f["models"], "topic and file backtests disagree");
+    assert_eq!(f["models"][0]["shadow_topic"], Value::Null);
+    assert_eq!(report(&file2)["models"][0]["shadow_topic"], "predictions.parquet");
     assert_eq!(f["models"][0]["name"], "base");
     assert_eq!(f["models"][1]["name"], "linear_nlms");
     assert_eq!(f["models"][2]["name"], "rls_alone");
@@ -210,4 +218,132 @@ fn shipped_real_files_backtest() {
         assert!(m["per_key"].get(key).is_some(), "{key}: {}", m["per_key"]);
         assert_eq!(r["period"], "year", "{key}");
     }
+}
+
+/// One output message as a topic or a Parquet file holds it: partition, offset,
+/// timestamp, key, payload, headers.
+type Out = (i32, i64, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+fn topic_outputs(addr: &str, topic: &str) -> Vec<Out> {
+    let mut v: Vec<Out> = read(addr, topic).into_iter().map(|m| (m.partition, m.offset, m.timestamp_ms, m.key, m.payload, m.headers)).collect();
+    v.sort_by_key(|o| (o.0, o.1));
+    v
+}
+
+/// Rows of `predictions.parquet` / `dead_letters.parquet`, read with the parquet
+/// crate's own reader: the columns named like Kafka's message parts, and every
+/// column named `tickflare.*`, `reason` or `error` as a header, in file order.
+fn parquet_outputs(path: &Path) -> Vec<Out> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
+    let f = std::fs::File::open(path).unwrap();
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let mut out = Vec::new();
+    for b in r {
+        let b = b.unwrap();
+        let col = |n: &str| b.column_by_name(n).unwrap_or_else(|| panic!("no column {n}")).clone();
+        let bytes = |c: &dyn Array, i: usize| -> Option<Vec<u8>> {
+            if c.is_null(i) {
+                return None;
+            }
+            Some(match c.data_type() {
+                arrow::datatypes::DataType::Utf8 => c.as_string::<i32>().value(i).as_bytes().to_vec(),
+                _ => c.as_binary::<i32>().value(i).to_vec(),
+            })
+        };
+        let headers: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n.starts_with("tickflare.") || n == "reason" || n == "error").collect();
+        let (p, o, t, k, v) = (col("partition"), col("offset"), col("timestamp"), col("key"), col("payload"));
+        for i in 0..b.num_rows() {
+            let ts = t.as_primitive::<TimestampMillisecondType>();
+            out.push((
+                p.as_primitive::<Int32Type>().value(i),
+                o.as_primitive::<Int64Type>().value(i),
+                ts.is_valid(i).then(|| ts.value(i)),
+                bytes(k.as_ref(), i),
+                bytes(v.as_ref(), i),
+                headers.iter().map(|h| (h.clone(), bytes(col(h).as_ref(), i).unwrap())).collect(),
+            ));
+        }
+    }
+    out.sort_by_key(|o| (o.0, o.1));
+    out
+}
+
+/// The shipped tick sample with three bad lines in it (not JSON; a price that is not
+/// a number; no instrument), written to `dir`.
+fn ticks_with_bad_lines(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("data/binance_ticks_sample.jsonl")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.insert(100, "{not json".into());
+    let l1 = lines.iter().position(|l| l.contains("OrderBookL1") && l.contains("\"price\":\"")).unwrap();
+    let wrong = lines[l1 + 1000].replacen("\"price\":\"", "\"price\":\"x", 1);
+    lines.insert(1000, wrong);
+    let missing = lines[2000].replacen("\"instrument\":", "\"instrumentx\":", 1);
+    lines.insert(2000, missing);
+    let p = dir.join("ticks.jsonl");
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+/// A file backtest (no broker) writes to `predictions.parquet` exactly what a topic
+/// backtest of the same records publishes: the same partitions, offsets, timestamps,
+/// keys, payloads (byte for byte) and header values; dead letters likewise (their
+/// reason and error included; a line that is not JSON has no event time, so its
+/// timestamp is the broker's clock in one and absent in the other).
+#[test]
+fn file_backtest_writes_what_the_topic_backtest_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = ticks_with_bad_lines(dir.path());
+    let input = input.to_str().unwrap();
+    let (_broker, addr) = broker_process_with(&["ticks:3", "tick-predictions.backtest:3", "ticks-dlq.backtest:3"]);
+    tickflare(&["replay", input, "--pipeline", "pipelines/market-ticks.toml", "--brokers", &addr]);
+    let (topic_dir, file_dir) = (dir.path().join("topic"), dir.path().join("file"));
+    tickflare(&["backtest", "pipelines/market-ticks.toml", "--brokers", &addr, "--report", topic_dir.to_str().unwrap()]);
+    tickflare(&["backtest", "pipelines/market-ticks.toml", "--input", input, "--report", file_dir.to_str().unwrap(), "--quiet"]);
+    let (topic, file) = (topic_outputs(&addr, "tick-predictions.backtest"), parquet_outputs(&file_dir.join("predictions.parquet")));
+    assert!(topic.len() > 7000, "{} predictions", topic.len());
+    assert_eq!(topic.len(), file.len());
+    for (a, b) in topic.iter().zip(&file) {
+        assert_eq!(a, b);
+    }
+    // (The three symbols hash to two of the three partitions.)
+    assert_eq!((0..3).filter(|p| file.iter().any(|o| o.0 == *p)).count(), 2, "keys spread over partitions");
+    let (mut td, mut fd) = (topic_outputs(&addr, "ticks-dlq.backtest"), parquet_outputs(&file_dir.join("dead_letters.parquet")));
+    let reasons = |v: &[Out]| v.iter().map(|o| String::from_utf8(o.5.iter().find(|h| h.0 == "reason").unwrap().1.clone()).unwrap()).collect::<Vec<_>>();
+    let mut got = reasons(&fd);
+    got.sort();
+    assert_eq!(got, ["malformed_json", "missing_field", "wrong_type"]);
+    for o in td.iter_mut().chain(fd.iter_mut()).filter(|o| o.4.as_deref() == Some(&b"{not json"[..])) {
+        o.2 = None;
+    }
+    assert_eq!(td, fd);
+}
+
+/// `--warmup-from` before the file's start: the models have learnt from every record
+/// before `--from` when scoring starts, so the predictions in the range equal, byte
+/// for byte, those of a backtest of the whole file; none before it is written or
+/// scored.
+#[test]
+fn warmup_gives_the_models_of_a_live_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (all, warm) = (dir.path().join("all"), dir.path().join("warm"));
+    tickflare(&["backtest", "pipelines/market-bars.toml", "--input", SAMPLE, "--report", all.to_str().unwrap(), "--quiet"]);
+    tickflare(&["backtest", "pipelines/market-bars.toml", "--input", SAMPLE, "--from", "2017-02-01", "--warmup-from", "2016-12-01", "--report", warm.to_str().unwrap(), "--quiet"]);
+    let from_ns = chrono::DateTime::parse_from_rfc3339("2017-02-01T00:00:00Z").unwrap().timestamp_nanos_opt().unwrap();
+    let event_ns = |o: &Out| serde_json::from_slice::<Value>(o.4.as_ref().unwrap()).unwrap()["event_time_ns"].as_i64().unwrap();
+    for lane in ["predictions.parquet", "predictions.linear_nlms.parquet"] {
+        let a: Vec<Out> = parquet_outputs(&all.join(lane)).into_iter().filter(|o| event_ns(o) >= from_ns).collect();
+        let w = parquet_outputs(&warm.join(lane));
+        assert!(!w.is_empty());
+        assert_eq!(a.iter().map(|o| &o.4).collect::<Vec<_>>(), w.iter().map(|o| &o.4).collect::<Vec<_>>(), "{lane}");
+        assert!(w.iter().all(|o| event_ns(o) >= from_ns));
+    }
+    let rows = sample_rows();
+    let from_ms = from_ns / 1_000_000;
+    let r = report(&warm);
+    assert_eq!(r["records_warmup"], Value::from(rows.iter().filter(|x| x.0 < from_ms).count()));
+    assert_eq!(r["records_in_range"], Value::from(rows.iter().filter(|x| x.0 >= from_ms).count()));
+    // Every in-range prediction but the last (no label yet) is scored, none before.
+    let inside = rows.iter().filter(|x| x.0 >= from_ms).count();
+    assert_eq!(r["models"][0]["metrics"]["persistence"]["n"], Value::from(inside - 1));
 }
