@@ -11,8 +11,8 @@ use arrow::array::{
     TimestampNanosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
-use serde_json::Value;
 
+use super::jsonpath::{parse_rfc3339_nanos, Found, PointerSet, Scratch};
 use super::schema::{Extract, FieldSpec, Kind, TopicSchema};
 
 /// Why a record could not be decoded. `reason()` is the stable code used in the
@@ -77,6 +77,9 @@ pub struct Decoder {
     schema: Arc<TopicSchema>,
     builders: Vec<Builder>,
     offsets: Int64Builder,
+    /// The schema's pointers, in field order, read in one pass per payload.
+    pointers: PointerSet,
+    scratch: Scratch,
     cells: Vec<Cell>,
     text: String,
     rows: usize,
@@ -86,10 +89,13 @@ impl Decoder {
     pub fn new(schema: Arc<TopicSchema>) -> Self {
         let builders = schema.fields.iter().map(|f| new_builder(f.kind)).collect();
         let n = schema.fields.len();
+        let pointers = PointerSet::new(schema.fields.iter().map(|f| &f.segments));
         Decoder {
             schema,
             builders,
             offsets: Int64Builder::new(),
+            pointers,
+            scratch: Scratch::new(),
             cells: Vec::with_capacity(n),
             text: String::new(),
             rows: 0,
@@ -115,12 +121,14 @@ impl Decoder {
             Some(p) if !p.iter().all(u8::is_ascii_whitespace) => p,
             _ => return Err(DecodeError::EmptyPayload),
         };
-        let doc: Value = serde_json::from_slice(payload)
+        let found = self
+            .pointers
+            .extract(payload, &mut self.scratch)
             .map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
         self.cells.clear();
         self.text.clear();
-        for f in self.schema.fields.iter() {
-            let cell = extract(f, &doc, &mut self.text)?;
+        for (i, f) in self.schema.fields.iter().enumerate() {
+            let cell = extract(f, found.get(i), &mut self.text)?;
             self.cells.push(cell);
         }
         for (b, c) in self.builders.iter_mut().zip(self.cells.iter()) {
@@ -176,52 +184,32 @@ fn append(b: &mut Builder, c: Cell, text: &str) {
     }
 }
 
-fn type_name(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(_) => "a boolean".into(),
-        Value::Number(n) => format!("the number {n}"),
-        Value::String(s) if s.len() <= 40 => format!("the string {s:?}"),
-        Value::String(_) => "a long string".into(),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
-}
-
-fn extract(f: &FieldSpec, doc: &Value, text: &mut String) -> Result<Cell, DecodeError> {
+/// Converts what a field's pointer led to into a cell, or says why it cannot; strings
+/// are appended to `text`. The same outcomes as the DOM walk it replaces.
+fn extract(f: &FieldSpec, v: Found<'_>, text: &mut String) -> Result<Cell, DecodeError> {
     let (pointer, variant) = match &f.extract {
         Extract::Pointer(p) => (p.as_str(), false),
         Extract::Variant(p) => (p.as_str(), true),
     };
-    let v = match lookup(doc, &f.segments) {
-        None | Some(Value::Null) => {
-            return if f.nullable {
-                Ok(Cell::Null)
-            } else {
-                Err(DecodeError::MissingField(pointer.to_string()))
-            }
-        }
-        Some(v) => v,
-    };
+    if v.is_missing_or_null() {
+        return if f.nullable { Ok(Cell::Null) } else { Err(DecodeError::MissingField(pointer.to_string())) };
+    }
     let wrong = |expected: &'static str| DecodeError::WrongType {
         field: pointer.to_string(),
         expected,
-        found: type_name(v),
+        found: v.type_name(),
     };
     if variant {
         return match v {
-            Value::Object(m) if m.len() == 1 => {
-                let k = m.keys().next().expect("one key");
-                Ok(push_str(text, k))
-            }
+            Found::Object { single_key: Some(k) } => Ok(push_str(text, k)),
             _ => Err(wrong("an object with exactly one key")),
         };
     }
     match f.kind {
         Kind::Float64 => {
             let x = match v {
-                Value::Number(n) => n.as_f64().ok_or_else(|| wrong("a number"))?,
-                Value::String(s) => s.trim().parse::<f64>().map_err(|_| wrong("a number"))?,
+                Found::Number(n) => n.as_f64().ok_or_else(|| wrong("a number"))?,
+                Found::Str(s) => s.trim().parse::<f64>().map_err(|_| wrong("a number"))?,
                 _ => return Err(wrong("a number")),
             };
             if !x.is_finite() {
@@ -230,15 +218,15 @@ fn extract(f: &FieldSpec, doc: &Value, text: &mut String) -> Result<Cell, Decode
             Ok(Cell::F64(x))
         }
         Kind::Int64 => match v {
-            Value::Number(n) => n.as_i64().map(Cell::I64).ok_or_else(|| wrong("an integer")),
-            Value::String(s) => s.trim().parse::<i64>().map(Cell::I64).map_err(|_| wrong("an integer")),
+            Found::Number(n) => n.as_i64().map(Cell::I64).ok_or_else(|| wrong("an integer")),
+            Found::Str(s) => s.trim().parse::<i64>().map(Cell::I64).map_err(|_| wrong("an integer")),
             _ => Err(wrong("an integer")),
         },
         Kind::Boolean => v.as_bool().map(Cell::Bool).ok_or_else(|| wrong("a boolean")),
         Kind::Utf8 => match v {
-            Value::String(s) => Ok(push_str(text, s)),
+            Found::Str(s) => Ok(push_str(text, s)),
             // Identifiers such as instrument ids arrive as numbers; keep their text.
-            Value::Number(n) if n.is_i64() || n.is_u64() => {
+            Found::Number(n) if n.is_i64() || n.is_u64() => {
                 use std::fmt::Write;
                 let start = text.len();
                 let _ = write!(text, "{n}");
@@ -247,32 +235,17 @@ fn extract(f: &FieldSpec, doc: &Value, text: &mut String) -> Result<Cell, Decode
             _ => Err(wrong("a string")),
         },
         Kind::Timestamp { int_unit_ns } => match v {
-            Value::Number(n) => n
+            Found::Number(n) => n
                 .as_i64()
                 .and_then(|i| i.checked_mul(int_unit_ns))
                 .map(Cell::I64)
                 .ok_or_else(|| wrong("an integer timestamp")),
-            Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-                .ok()
-                .and_then(|t| t.timestamp_nanos_opt())
-                .map(Cell::I64)
-                .ok_or_else(|| wrong("an RFC 3339 timestamp")),
+            Found::Str(s) => {
+                parse_rfc3339_nanos(s).map(Cell::I64).ok_or_else(|| wrong("an RFC 3339 timestamp"))
+            }
             _ => Err(wrong("a timestamp")),
         },
     }
-}
-
-/// Follows pre-split JSON-pointer segments (object keys, or array indices).
-fn lookup<'a>(doc: &'a Value, segments: &[String]) -> Option<&'a Value> {
-    let mut v = doc;
-    for s in segments {
-        v = match v {
-            Value::Object(m) => m.get(s.as_str())?,
-            Value::Array(a) => a.get(s.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(v)
 }
 
 fn push_str(text: &mut String, s: &str) -> Cell {
@@ -285,6 +258,7 @@ fn push_str(text: &mut String, s: &str) -> Cell {
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
+    use serde_json::Value;
     use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
 
     fn flat() -> Arc<TopicSchema> {
@@ -300,14 +274,25 @@ mod tests {
         )
     }
 
-    /// The pre-split walk agrees with serde_json's own `Value::pointer` (RFC 6901),
-    /// escapes and array indices included.
+    /// The one-pass walk of pre-split pointers agrees with serde_json's own
+    /// `Value::pointer` (RFC 6901), escapes and array indices included.
     #[test]
     fn pointer_walk_matches_serde_json() {
-        let doc: Value = serde_json::from_str(r#"{"a/b":{"c~d":[10,{"e":true}]},"":1}"#).unwrap();
-        for p in ["/a~1b/c~0d/0", "/a~1b/c~0d/1/e", "/a~1b", "/missing", "/a~1b/c~0d/7", "/"] {
-            let segs = crate::source::schema::pointer_segments(p);
-            assert_eq!(lookup(&doc, &segs), doc.pointer(p), "{p}");
+        let text = r#"{"a/b":{"c~d":[10,{"e":true}]},"":1}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let pointers = ["/a~1b/c~0d/0", "/a~1b/c~0d/1/e", "/a~1b", "/missing", "/a~1b/c~0d/7", "/"];
+        let set = PointerSet::new(pointers.map(crate::source::schema::pointer_segments));
+        let mut scratch = Scratch::new();
+        let found = set.extract(text.as_bytes(), &mut scratch).unwrap();
+        for (i, p) in pointers.iter().enumerate() {
+            let want = match doc.pointer(p) {
+                None => Found::Missing,
+                Some(Value::Bool(b)) => Found::Bool(*b),
+                Some(Value::Number(n)) => Found::Number(n),
+                Some(Value::Object(m)) => Found::Object { single_key: m.keys().next().map(String::as_str) },
+                Some(v) => panic!("{p}: {v}"),
+            };
+            assert_eq!(found.get(i), want, "{p}");
         }
     }
 

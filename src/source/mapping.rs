@@ -6,6 +6,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::file::{parse_time_ms, rfc3339_ms, Row};
+use super::jsonpath::{self, Found, PointerSet, Scratch};
 use super::rows::RowReader;
 use super::schema::{Extract, Kind, TopicSchema};
 use crate::pipeline::config::FileMapping;
@@ -89,8 +90,12 @@ pub struct FileMessages {
     key: Option<String>,
     time_pointer: Option<String>,
     payload: Vec<u8>,
-    key_text: Option<String>,
+    key_buf: String,
+    has_key: bool,
     time_ms: Option<i64>,
+    /// JSON lines the mapping leaves alone: the time and key pointers, read in one
+    /// pass without a DOM.
+    fast: Option<(PointerSet, Scratch, Kind)>,
 }
 
 /// One message of a file, borrowed from the reader until its next call.
@@ -107,8 +112,19 @@ impl FileMessages {
             Some(Extract::Pointer(p)) => Some(p.clone()),
             _ => None,
         };
+        let rows = RowReader::open(path)?;
+        let fast = match (schema.field(time), key.and_then(|k| schema.field(k))) {
+            (Some(t), k) if rows.is_json_lines() && m.rename.is_empty() && m.fill.is_empty() && matches!(t.extract, Extract::Pointer(_)) => {
+                let mut ptrs = vec![t.segments.clone()];
+                if let Some(k) = k {
+                    ptrs.push(k.segments.clone());
+                }
+                Some((PointerSet::new(ptrs), Scratch::new(), t.kind))
+            }
+            _ => None,
+        };
         Ok(FileMessages {
-            rows: RowReader::open(path)?,
+            rows,
             mapping: m.clone(),
             stem: file_stem(path),
             schema,
@@ -116,8 +132,10 @@ impl FileMessages {
             key: key.map(str::to_string),
             time_pointer,
             payload: Vec::new(),
-            key_text: None,
+            key_buf: String::new(),
+            has_key: false,
             time_ms: None,
+            fast,
         })
     }
 
@@ -138,17 +156,23 @@ impl FileMessages {
     /// The next message; `None` at the end of the file.
     pub fn next_message(&mut self) -> Option<anyhow::Result<FileMessage<'_>>> {
         match self.fill() {
-            Ok(true) => Some(Ok(FileMessage { payload: &self.payload, time_ms: self.time_ms, key: self.key_text.as_deref() })),
+            Ok(true) => Some(Ok(FileMessage { payload: &self.payload, time_ms: self.time_ms, key: self.has_key.then_some(self.key_buf.as_str()) })),
             Ok(false) => None,
             Err(e) => Some(Err(e)),
         }
     }
 
     fn fill(&mut self) -> anyhow::Result<bool> {
-        self.key_text = None;
+        self.has_key = false;
         let (rec, line) = if self.rows.is_json_lines() {
             let Some(line) = self.rows.next_line() else { return Ok(false) };
             let line = line?;
+            if let Some((set, scratch, kind)) = &mut self.fast {
+                if let Some(done) = fast_fill(line, set, scratch, *kind, &mut self.payload, &mut self.key_buf) {
+                    (self.time_ms, self.has_key) = done;
+                    return Ok(true);
+                }
+            }
             match serde_json::from_slice::<Value>(line) {
                 Ok(Value::Object(m)) => (m, Some(line.to_vec())),
                 _ => {
@@ -186,7 +210,10 @@ impl FileMessages {
             }
         }
         self.time_ms = event_time_ms(&v, &self.schema, &self.time);
-        self.key_text = self.key.as_deref().and_then(|k| key_text(&v, &self.schema, k));
+        if let Some(k) = self.key.as_deref().and_then(|k| key_text(&v, &self.schema, k)) {
+            self.key_buf = k;
+            self.has_key = true;
+        }
         // A JSON line the mapping leaves as it is goes out byte for byte.
         match line {
             Some(l) if untouched && !rewritten => self.payload = l,
@@ -197,6 +224,46 @@ impl FileMessages {
         }
         Ok(true)
     }
+}
+
+/// One JSON line through the pointers: its time (ms) and whether it has a key
+/// (written to `key`); `None` where the line needs the general path (a time that is
+/// text but not RFC 3339, so it is rewritten; a key that is an array or object).
+/// A line that is not JSON passes through with neither.
+fn fast_fill(line: &[u8], set: &PointerSet, scratch: &mut Scratch, kind: Kind, payload: &mut Vec<u8>, key: &mut String) -> Option<(Option<i64>, bool)> {
+    let (time, has_key) = match set.extract(line, scratch) {
+        Err(_) => (None, false),
+        Ok(found) => {
+            let time = match (found.get(0), kind) {
+                (Found::Str(s), _) => Some(jsonpath::parse_rfc3339_nanos(s)?.div_euclid(1_000_000)),
+                (Found::Number(n), Kind::Timestamp { int_unit_ns }) => n.as_i64().map(|n| if int_unit_ns >= 1_000_000 { n * (int_unit_ns / 1_000_000) } else { n / (1_000_000 / int_unit_ns) }),
+                _ => None,
+            };
+            key.clear();
+            let k = if found.len() > 1 { found.get(1) } else { Found::Missing };
+            let has_key = match k {
+                Found::Missing | Found::Null => false,
+                Found::Str(s) => {
+                    key.push_str(s);
+                    true
+                }
+                Found::Number(n) => {
+                    use std::fmt::Write;
+                    let _ = write!(key, "{n}");
+                    true
+                }
+                Found::Bool(b) => {
+                    key.push_str(if b { "true" } else { "false" });
+                    true
+                }
+                Found::Array | Found::Object { .. } => return None,
+            };
+            (time, has_key)
+        }
+    };
+    payload.clear();
+    payload.extend_from_slice(line);
+    Some((time, has_key))
 }
 
 /// The text of the key field of a record (numbers as their JSON text).
@@ -250,6 +317,50 @@ mod tests {
         assert_eq!(out["series"], Value::from("s"));
         assert!(!out.contains_key("date"));
         assert_eq!(file_stem(Path::new("../x/sp500_daily_1999_2018.csv.gz")), "sp500_daily_1999_2018");
+    }
+
+    /// The pointer path for JSON lines gives what the general (DOM) path gives: the
+    /// shipped tick sample and lines whose time needs rewriting, whose key is a
+    /// number, an object or absent, or that are not JSON.
+    #[test]
+    fn json_lines_fast_path_equals_the_general_path() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let schema = std::sync::Arc::new(TopicSchema::load(&root.join("schemas/flat-ticks.json")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.jsonl");
+        let lines = [
+            r#"{"symbol":"A","ts":"2024-01-02T03:04:05.678Z","price":1}"#,
+            r#"{"symbol":7,"ts":1700000000123,"price":1}"#,
+            r#"{"symbol":{"x":1},"ts":"2024-01-02T03:04:05Z"}"#,
+            r#"{"symbol":"B","ts":"02.01.2024 03:04:05.000"}"#,
+            r#"{"symbol":null,"ts":" 2024-01-02T03:04:05Z"}"#,
+            r#"{"ts":"2024-01-02T03:04:05+02:00","symbol":"C"}"#,
+            r#"{not json"#,
+            r#"[1,2]"#,
+        ];
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        let all = |path: &Path, schema: std::sync::Arc<TopicSchema>, time: &str, key: &str, fast: bool| {
+            let mut r = FileMessages::open(path, &FileMapping::default(), schema, time, Some(key)).unwrap();
+            if !fast {
+                r.fast = None;
+            }
+            let mut out = Vec::new();
+            while let Some(m) = r.next_message() {
+                let m = m.unwrap();
+                out.push((m.payload.to_vec(), m.time_ms, m.key.map(str::to_string)));
+            }
+            out
+        };
+        let (a, b) = (all(&p, schema.clone(), "ts", "symbol", true), all(&p, schema, "ts", "symbol", false));
+        assert_eq!(a.len(), lines.len());
+        assert_eq!(a, b);
+        assert_eq!(a[1].2.as_deref(), Some("7"));
+        assert_eq!(a[5].1, Some(1_704_157_445_000));
+        let ticks = std::sync::Arc::new(TopicSchema::load(&root.join("schemas/binance-ticks.json")).unwrap());
+        let sample = root.join("data/binance_ticks_sample.jsonl");
+        let (a, b) = (all(&sample, ticks.clone(), "ts", "symbol", true), all(&sample, ticks, "ts", "symbol", false));
+        assert_eq!(a.len(), 10_000);
+        assert_eq!(a, b);
     }
 
     #[test]

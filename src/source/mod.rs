@@ -8,6 +8,7 @@ pub mod batch;
 pub mod context;
 pub mod decode;
 pub mod file;
+pub mod jsonpath;
 pub mod kafka;
 pub mod mapping;
 pub mod rows;
