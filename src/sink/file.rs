@@ -15,7 +15,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::kafka::{H_ERROR, H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
 use super::{Acks, Outputs, Publish};
@@ -162,7 +163,16 @@ impl FileSink {
             None => dir.join(format!("{stem}.parquet")),
         };
         let (pp, dp) = (name("predictions"), name("dead_letters"));
-        let props = || WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        // The payload and error texts are unique per row: no dictionary, no min/max
+        // statistics (both cost more than they help on them).
+        let props = || {
+            let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY);
+            for c in ["payload", "key", H_ERROR] {
+                let c = ColumnPath::from(c);
+                b = b.set_column_dictionary_enabled(c.clone(), false).set_column_statistics_enabled(c, EnabledStatistics::None);
+            }
+            b.build()
+        };
         let writer = |path: &Path, schema: SchemaRef| -> Result<ArrowWriter<File>> {
             let f = File::create(path).map_err(|e| io(path, e))?;
             ArrowWriter::try_new(f, schema, Some(props())).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
