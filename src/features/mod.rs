@@ -46,6 +46,8 @@ impl PartitionStream for SlotStream {
 
 /// A planned feature query.
 pub struct FeatureEngine {
+    sql: String,
+    table: String,
     task_ctx: Arc<TaskContext>,
     plan: Arc<dyn ExecutionPlan>,
     slot: Arc<Mutex<Option<RecordBatch>>>,
@@ -77,6 +79,8 @@ impl FeatureEngine {
             ))
         })?;
         Ok(FeatureEngine {
+            sql: sql.to_string(),
+            table: table.to_string(),
             task_ctx: ctx.task_ctx(),
             plan,
             slot,
@@ -84,6 +88,11 @@ impl FeatureEngine {
             output_schema,
             offset_out,
         })
+    }
+
+    /// The same query planned again: its own plan and input slot, for another worker.
+    pub async fn replica(&self) -> Result<Self> {
+        Self::plan(&self.sql, &self.table, self.input_schema.clone()).await
     }
 
     pub fn output_schema(&self) -> &SchemaRef {

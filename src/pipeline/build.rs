@@ -43,6 +43,17 @@ pub struct Built {
     pub series: Option<SeriesPlan>,
 }
 
+/// Partitions processed at once: `TICKFLARE_WORKERS`, else the machine's cores (at
+/// most 8). Outputs do not depend on it: each partition's output is a function of its
+/// records alone.
+pub fn workers() -> usize {
+    std::env::var("TICKFLARE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+        .max(1)
+}
+
 /// What the command line adds to a pipeline file.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -155,7 +166,11 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
         return Err(probs);
     }
     let (schema, engine) = (schema.expect("no problems"), engine.expect("no problems"));
-    let processor = Processor::new(
+    let mut replicas = Vec::new();
+    for _ in 1..workers() {
+        replicas.push(engine.replica().await.map_err(|e| vec![problem("features.sql", e.to_string())])?);
+    }
+    let mut processor = Processor::new(
         engine,
         &cfg.source.key,
         &cfg.source.time,
@@ -164,6 +179,7 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
         &cfg.model,
     )
     .map_err(|e| vec![processor_problem(e)])?;
+    processor.add_workers(replicas);
     let fingerprint = crate::state::store::sha256(
         format!("{:?}|{:?}|{:?}|{}|{}", cfg.model, cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
     );

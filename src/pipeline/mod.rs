@@ -10,6 +10,7 @@ pub mod processor;
 pub mod recovery;
 pub mod series;
 pub mod summary;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -379,6 +380,8 @@ struct Batch {
     /// Per output partition, the prediction and dead-letter topics' ends after this
     /// process's acknowledged messages (where a later tail read may start).
     output_ends: BTreeMap<i32, [i64; 2]>,
+    /// Per-partition outputs of parallel batches, kept for reuse.
+    outs: Vec<Outputs>,
 }
 
 impl Batch {
@@ -438,33 +441,63 @@ impl Batch {
         metrics: &mut PipelineMetrics,
         ckpt: Option<&mut Checkpointer>,
     ) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
-        for (p, input) in self.inputs.iter_mut() {
-            if input.is_empty() {
-                continue;
-            }
+        let parts: Vec<i32> = self.inputs.iter().filter(|(_, i)| !i.is_empty()).map(|(p, _)| *p).collect();
+        let mut before = Vec::with_capacity(parts.len());
+        for p in &parts {
             let state = self.states.entry(*p).or_insert_with(|| PartitionState::new(*p));
-            let before = state.counters.clone();
-            let drift_before = state.drift_events();
+            before.push((state.counters.clone(), state.drift_events()));
+            let input = self.inputs.get_mut(p).expect("listed above");
             self.timestamps.extend_from_slice(&input.timestamps_ms);
             input.clear_timestamps();
-            built
-                .processor
-                .process(state, input, &mut self.out, &mut self.timings)
-                .await
-                .with_context(|| format!("partition {p}"))?;
+        }
+        if parts.len() > 1 && built.processor.workers() > 1 {
+            // In parallel, each partition into its own outputs, then appended in
+            // partition order: the same outputs as one at a time.
+            let mut outs = std::mem::take(&mut self.outs);
+            outs.resize_with(parts.len().max(outs.len()), Outputs::default);
+            let states = self.states.iter_mut().filter(|(p, _)| parts.binary_search(p).is_ok());
+            let inputs = self.inputs.iter_mut().filter(|(p, _)| parts.binary_search(p).is_ok());
+            let mut jobs: Vec<workers::Job<'_>> = states
+                .zip(inputs)
+                .zip(outs.drain(..parts.len()))
+                .map(|(((p, state), (_, input)), out)| workers::Job { partition: *p, state, input, out, timings: StageTimings::default(), result: Ok(()) })
+                .collect();
+            workers::run(&built.processor, &mut jobs).await;
+            let mut first_err = None;
+            for mut j in jobs {
+                self.out.append(&mut j.out);
+                self.timings.add(&j.timings);
+                if let Err(e) = j.result {
+                    first_err.get_or_insert((j.partition, e));
+                }
+                outs.push(j.out);
+            }
+            self.outs = outs;
+            if let Some((p, e)) = first_err {
+                return Err(anyhow::Error::new(e).context(format!("partition {p}")));
+            }
+        } else {
+            for p in &parts {
+                let state = self.states.get_mut(p).expect("created above");
+                let input = self.inputs.get_mut(p).expect("listed above");
+                built.processor.process(state, input, &mut self.out, &mut self.timings).await.with_context(|| format!("partition {p}"))?;
+            }
+        }
+        for (p, (b, drift_before)) in parts.iter().zip(before) {
+            let state = &self.states[p];
             let c = &state.counters;
             let (mae_model, mae_persistence) = state.rolling.mae();
             BatchProcessed {
                 partition: *p,
-                records: c.messages_in - before.messages_in,
-                predictions: c.predictions_out - before.predictions_out,
-                warmup: c.warmup - before.warmup,
-                filtered: c.filtered - before.filtered,
-                labelled: c.labelled - before.labelled,
+                records: c.messages_in - b.messages_in,
+                predictions: c.predictions_out - b.predictions_out,
+                warmup: c.warmup - b.warmup,
+                filtered: c.filtered - b.filtered,
+                labelled: c.labelled - b.labelled,
                 pending: state.pending(),
                 drift_events: state.drift_events() - drift_before,
-                evictions: c.evictions - before.evictions,
-                fallbacks: c.model_fallbacks - before.model_fallbacks,
+                evictions: c.evictions - b.evictions,
+                fallbacks: c.model_fallbacks - b.model_fallbacks,
                 rolling_mae_model: mae_model,
                 rolling_mae_persistence: mae_persistence,
                 weights: {

@@ -28,7 +28,9 @@ use crate::telemetry::events::StageTimings;
 
 /// Columns the processor needs, resolved once.
 pub struct Processor {
-    engine: FeatureEngine,
+    /// One feature plan per worker (a plan runs one batch at a time); `engines[0]`
+    /// always exists.
+    engines: Vec<FeatureEngine>,
     model_cfg: ModelConfig,
     device: Device,
     per_key: bool,
@@ -108,8 +110,18 @@ impl Processor {
             season: model_cfg.season.map(|m| m as usize),
             max_live: model_cfg.max_live_models,
             window: if matches!(model_cfg.kind.as_str(), "lstm" | "cnn1d") { model_cfg.window.max(1) } else { 1 },
-            engine,
+            engines: vec![engine],
         })
+    }
+
+    /// Adds feature plans until `workers` partitions can be processed at once.
+    pub fn add_workers(&mut self, more: Vec<FeatureEngine>) {
+        self.engines.extend(more);
+    }
+
+    /// Partitions this processor can work on at once.
+    pub fn workers(&self) -> usize {
+        self.engines.len()
     }
 
     /// A fresh model as the model stage builds one (a checkpoint loads into it).
@@ -128,7 +140,7 @@ impl Processor {
     }
 
     pub fn engine(&self) -> &FeatureEngine {
-        &self.engine
+        &self.engines[0]
     }
 
     /// Processes the batch collected in `input` and clears it.
@@ -139,7 +151,21 @@ impl Processor {
         out: &mut Outputs,
         timings: &mut StageTimings,
     ) -> Result<()> {
-        let r = self.process_inner(state, input, out, timings).await;
+        self.process_on(0, state, input, out, timings).await
+    }
+
+    /// [`Processor::process`] with worker `worker`'s feature plan: different workers
+    /// may process different partitions at the same time.
+    pub async fn process_on(
+        &self,
+        worker: usize,
+        state: &mut PartitionState,
+        input: &mut PartitionInput,
+        out: &mut Outputs,
+        timings: &mut StageTimings,
+    ) -> Result<()> {
+        let engine = &self.engines[worker % self.engines.len()];
+        let r = self.process_inner(engine, state, input, out, timings).await;
         if let Some(o) = input.last_offset {
             state.next_offset = o + 1;
         }
@@ -149,12 +175,16 @@ impl Processor {
 
     async fn process_inner(
         &self,
+        engine: &FeatureEngine,
         state: &mut PartitionState,
         input: &mut PartitionInput,
         out: &mut Outputs,
         timings: &mut StageTimings,
     ) -> Result<()> {
         state.counters.messages_in += input.messages;
+        let t0 = Instant::now();
+        input.decode();
+        timings.decode += t0.elapsed();
         for d in input.dead.drain(..) {
             state.counters.dead_letter(&d);
             out.dead_letters.push(d);
@@ -165,7 +195,7 @@ impl Processor {
         }
         let batch = self.drop_late(state, input, out, batch)?;
         let t0 = Instant::now();
-        let (feats, kept) = match self.engine.compute(state.lookback.as_ref(), &batch).await {
+        let (feats, kept) = match engine.compute(state.lookback.as_ref(), &batch).await {
             Ok(f) => {
                 self.remember(state, &batch)?;
                 (f, batch.num_rows())
@@ -174,7 +204,7 @@ impl Processor {
             // values: find which by running the rows one at a time.
             Err(e) => {
                 tracing::debug!(error = %e, "feature SQL failed on the batch; isolating the records");
-                self.features_row_by_row(state, input, out, &batch).await?
+                self.features_row_by_row(engine, state, input, out, &batch).await?
             }
         };
         timings.features += t0.elapsed();
@@ -194,6 +224,7 @@ impl Processor {
     /// enter the look-back. Returns the feature rows and how many records went in.
     async fn features_row_by_row(
         &self,
+        engine: &FeatureEngine,
         state: &mut PartitionState,
         input: &PartitionInput,
         out: &mut Outputs,
@@ -204,7 +235,7 @@ impl Processor {
         let mut kept = 0;
         for i in 0..batch.num_rows() {
             let row = batch.slice(i, 1);
-            match self.engine.compute(state.lookback.as_ref(), &row).await {
+            match engine.compute(state.lookback.as_ref(), &row).await {
                 Ok(f) => {
                     parts.push(f);
                     kept += 1;
@@ -217,7 +248,7 @@ impl Processor {
                 }
             }
         }
-        Ok((arrow::compute::concat_batches(self.engine.output_schema(), &parts)?, kept))
+        Ok((arrow::compute::concat_batches(engine.output_schema(), &parts)?, kept))
     }
 
     /// Dead-letters records more than the allowed lateness behind their key's latest

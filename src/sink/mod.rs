@@ -95,6 +95,20 @@ impl Outputs {
         self.dead_letters.clear();
     }
 
+    /// Moves everything of `other` to the end of these outputs (leaving it empty).
+    pub fn append(&mut self, other: &mut Outputs) {
+        let base = self.buf.len();
+        self.buf.extend_from_slice(&other.buf);
+        self.predictions.extend(other.predictions.iter().map(|r| OutRecord {
+            key: (r.key.0 + base, r.key.1 + base),
+            payload: (r.payload.0 + base, r.payload.1 + base),
+            ..*r
+        }));
+        self.dead_letters.append(&mut other.dead_letters);
+        other.buf.clear();
+        other.predictions.clear();
+    }
+
     pub fn key(&self, r: &OutRecord) -> &[u8] {
         &self.buf[r.key.0..r.key.1]
     }

@@ -1,5 +1,6 @@
-//! A micro-batch of one input partition being assembled: decoded rows plus the raw
-//! bytes of every record, so any later stage can dead-letter the original message.
+//! A micro-batch of one input partition being assembled: the raw bytes of every
+//! record (so any later stage can dead-letter the original message), decoded when the
+//! batch is processed.
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct PartitionInput {
     pub rows: Vec<RawRow>,
     /// Records that failed to decode.
     pub dead: Vec<DeadLetter>,
+    /// Records added but not yet decoded, in offset order.
+    undecoded: Vec<RawRow>,
     /// Records received (decoded or not).
     pub messages: u64,
     pub last_offset: Option<i64>,
@@ -40,34 +43,44 @@ impl PartitionInput {
             arena: Vec::new(),
             rows: Vec::new(),
             dead: Vec::new(),
+            undecoded: Vec::new(),
             messages: 0,
             last_offset: None,
             timestamps_ms: Vec::new(),
         }
     }
 
-    /// Adds one record: decoded into the batch, or turned into a dead letter.
+    /// Adds one record, kept as bytes until [`PartitionInput::decode`] (which runs on
+    /// the worker that processes the partition).
     pub fn push(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, offset: i64, timestamp_ms: Option<i64>) {
         self.messages += 1;
         if let Some(t) = timestamp_ms {
             self.timestamps_ms.push(t);
         }
         self.last_offset = Some(offset);
-        match self.decoder.push(payload, offset) {
-            Ok(()) => {
-                let key = key.map(|k| self.stash(k));
-                let payload = payload.map(|p| self.stash(p));
-                self.rows.push(RawRow { offset, key, payload, timestamp_ms });
+        let key = key.map(|k| self.stash(k));
+        let payload = payload.map(|p| self.stash(p));
+        self.undecoded.push(RawRow { offset, key, payload, timestamp_ms });
+    }
+
+    /// Decodes the records added since the last call: each into the batch, or into a
+    /// dead letter with the reason.
+    pub fn decode(&mut self) {
+        let PartitionInput { decoder, arena, rows, dead, undecoded, partition, .. } = self;
+        let bytes = |r: Option<(usize, usize)>| r.map(|(s, e)| &arena[s..e]);
+        for r in undecoded.drain(..) {
+            match decoder.push(bytes(r.payload), r.offset) {
+                Ok(()) => rows.push(r),
+                Err(e) => dead.push(DeadLetter {
+                    partition: *partition,
+                    offset: r.offset,
+                    reason: e.reason(),
+                    detail: e.to_string(),
+                    key: bytes(r.key).map(<[u8]>::to_vec),
+                    payload: bytes(r.payload).map(<[u8]>::to_vec),
+                    timestamp_ms: r.timestamp_ms,
+                }),
             }
-            Err(e) => self.dead.push(DeadLetter {
-                partition: self.partition,
-                offset,
-                reason: e.reason(),
-                detail: e.to_string(),
-                key: key.map(<[u8]>::to_vec),
-                payload: payload.map(<[u8]>::to_vec),
-                timestamp_ms,
-            }),
         }
     }
 
@@ -105,6 +118,7 @@ impl PartitionInput {
         self.arena.clear();
         self.rows.clear();
         self.dead.clear();
+        self.undecoded.clear();
         self.messages = 0;
         self.last_offset = None;
     }
