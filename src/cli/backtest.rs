@@ -162,6 +162,7 @@ pub async fn backtest(a: BacktestArgs) -> anyhow::Result<ExitCode> {
         shadow_suffix: a.shadow_suffix.clone(),
         output_dir: Some(a.report.clone()),
         progress: !a.quiet,
+        discard_outputs: false,
     };
     let result = run_backtest(variants, &opts).await?;
     let rep = report::build(&pipeline_name, a.input.as_deref(), from_ms, to_ms, period, &result);

@@ -1,5 +1,7 @@
 //! `tickflare bench`: on one embedded broker and one set of messages, measures
-//! (a) raw consume → produce passthrough and (b) the full pipeline, in msgs/s.
+//! (a) raw consume → produce passthrough and (b) the full pipeline, in msgs/s, (c)
+//! the pipeline with checkpoints and (d) compute only: the same file through decode,
+//! features, model and encoding with no broker.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,12 +50,17 @@ pub struct BenchResult {
     /// The same run's rate from its first record on (restore and tail reads excluded).
     pub checkpointed_steady_msgs_per_s: f64,
     pub checkpoints_kept: u64,
+    /// Decode + features + model + encoding of the same file, no broker (outputs
+    /// encoded and dropped): rows/s.
+    pub compute_only_rows_per_s: f64,
+    /// Worker threads (partitions processed at once).
+    pub workers: usize,
 }
 
 pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let r = run_bench(&a.pipeline, a.input.as_deref(), a.partitions).await?;
     println!(
-        "messages {}\npassthrough  {:>10.0} msg/s\npipeline     {:>10.0} msg/s   (steady, after start-up: {:.0} msg/s)\nratio        {:>10.3}\ncheckpointed {:>10.0} msg/s   (steady: {:.0} msg/s; {} checkpoints kept at the end)",
+        "messages {}\npassthrough  {:>10.0} msg/s\npipeline     {:>10.0} msg/s   (steady, after start-up: {:.0} msg/s)\nratio        {:>10.3}\ncheckpointed {:>10.0} msg/s   (steady: {:.0} msg/s; {} checkpoints kept at the end)\ncompute only {:>10.0} rows/s  (decode, features, model, encoding of the same file; no broker; {} worker(s))",
         r.messages,
         r.passthrough_msgs_per_s,
         r.pipeline_msgs_per_s,
@@ -61,7 +68,9 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         r.ratio,
         r.checkpointed_msgs_per_s,
         r.checkpointed_steady_msgs_per_s,
-        r.checkpoints_kept
+        r.checkpoints_kept,
+        r.compute_only_rows_per_s,
+        r.workers
     );
     if let Some(p) = a.json {
         std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
@@ -163,7 +172,14 @@ pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path
     let _ = std::fs::remove_dir_all(&dir);
     drop(prod);
     drop(broker);
+    // (d) compute only: the same file straight through the batches, no broker.
+    let variant = crate::pipeline::backtest::Variant { name: "base".into(), built };
+    let bopts = crate::pipeline::backtest::BacktestOptions { input: Some(input.clone()), discard_outputs: true, ..Default::default() };
+    let r = crate::pipeline::backtest::backtest(vec![variant], &bopts).await?;
+    let compute = r.in_range as f64 / r.elapsed_s.max(1e-9);
     Ok(BenchResult {
+        compute_only_rows_per_s: compute,
+        workers: crate::pipeline::build::workers(),
         messages,
         passthrough_msgs_per_s: pass,
         pipeline_msgs_per_s: pipe,

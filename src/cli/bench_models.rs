@@ -3,6 +3,10 @@
 //! sequence models), at mini-batch sizes 1, 32 and 256: predict the batch, then one
 //! optimizer step on it (models without a batched path — RLS, LSTM, CNN — step once
 //! per row, so their rows/s hardly changes). The pipeline itself uses batch 1.
+//!
+//! With `--keys K` (K > 1) it measures what a partition with K keyed models does: K
+//! models, rows arriving round-robin over the keys, each row one predict and one
+//! update of its key's model (batch 1, as the pipeline runs them today).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,6 +25,22 @@ pub struct BenchModelsArgs {
     /// Only these kinds (default: all).
     #[arg(long = "kind")]
     pub kinds: Vec<String>,
+    /// Keyed models per partition (rows round-robin over them).
+    #[arg(long, default_value_t = 1)]
+    pub keys: usize,
+    /// Also write the results as a JSON list of {kind, keys, batch, rows_per_s, device}.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// One measured configuration.
+#[derive(Debug, serde::Serialize)]
+pub struct ModelRate {
+    pub kind: String,
+    pub keys: usize,
+    pub batch: usize,
+    pub rows_per_s: f64,
+    pub device: String,
 }
 
 pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
@@ -28,7 +48,9 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
     let d = 8usize;
     let all = ["linear", "rls", "mlp", "lstm", "cnn1d"];
     let kinds: Vec<&str> = if a.kinds.is_empty() { all.to_vec() } else { a.kinds.iter().map(String::as_str).collect() };
-    println!("device {:?}, {} rows per kind, {d} features", a.device, a.rows);
+    let dev_name = model::device_name(&dev).to_string();
+    println!("device {:?}, {} rows per kind, {d} features, {} key(s)", a.device, a.rows, a.keys);
+    let mut rates = Vec::new();
     for kind in kinds {
         let window = if matches!(kind, "lstm" | "cnn1d") { 8 } else { 1 };
         let cfg: ModelConfig = toml::from_str(&format!(
@@ -37,6 +59,22 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
         ))?;
         let n = d * window;
         let mut line = format!("{kind:<8}");
+        if a.keys > 1 {
+            let mut models = (0..a.keys).map(|_| model::build(&cfg, n, &dev)).collect::<crate::error::Result<Vec<_>>>()?;
+            let xs: Vec<f64> = (0..a.keys * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
+            let rows = a.rows.max(a.keys);
+            let started = Instant::now();
+            for r in 0..rows {
+                let k = r % a.keys;
+                let x = &xs[k * n..(k + 1) * n];
+                let p = models[k].predict(x)?;
+                models[k].update(x, x[0] - 0.5 * x[1] + 1e-3 * p)?;
+            }
+            let rate = rows as f64 / started.elapsed().as_secs_f64();
+            println!("{kind:<8}  {} keys, batch 1: {rate:>10.0} rows/s", a.keys);
+            rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, rows_per_s: rate, device: dev_name.clone() });
+            continue;
+        }
         for batch in [1usize, 32, 256] {
             let mut m = model::build(&cfg, n, &dev)?;
             let xs: Vec<f64> = (0..batch * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
@@ -49,9 +87,14 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
                 m.update_batch(&xs, n, &ys)?;
             }
             let s = started.elapsed().as_secs_f64();
-            line.push_str(&format!("  batch {batch:>3}: {:>10.0} rows/s", (steps * batch) as f64 / s));
+            let rate = (steps * batch) as f64 / s;
+            line.push_str(&format!("  batch {batch:>3}: {rate:>10.0} rows/s"));
+            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, rows_per_s: rate, device: dev_name.clone() });
         }
         println!("{line}");
+    }
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&rates)?)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -190,6 +190,15 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// The kind of a resolved device: `cpu`, `cuda` or `metal`.
+pub fn device_name(d: &Device) -> &'static str {
+    match d {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    }
+}
+
 /// Builds a fresh model for `n_features` inputs (wrapped in a drift guard when
 /// `model.drift` is set).
 pub fn build(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {

@@ -180,8 +180,12 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     )
     .map_err(|e| vec![processor_problem(e)])?;
     processor.add_workers(replicas);
+    // The resolved device, not the configured string: state saved on a GPU by
+    // `device = "auto"` is not the state a CPU-only machine's `auto` would make.
+    let mut model_cfg = cfg.model.clone();
+    model_cfg.device = crate::model::device_name(processor.device()).to_string();
     let fingerprint = crate::state::store::sha256(
-        format!("{:?}|{:?}|{:?}|{}|{}", cfg.model, cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
+        format!("{:?}|{:?}|{:?}|{}|{}", model_cfg, cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
     );
     Ok(Built { config: cfg, schema, processor, fingerprint, series })
 }

@@ -119,6 +119,11 @@ impl Processor {
         self.engines.extend(more);
     }
 
+    /// The device models run on, as resolved (`auto` became `cpu` or `cuda`).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Partitions this processor can work on at once.
     pub fn workers(&self) -> usize {
         self.engines.len()

@@ -46,6 +46,16 @@ pub trait Publish {
     fn send(&self, out: &Outputs) -> impl std::future::Future<Output = crate::error::Result<Acks>> + Send;
 }
 
+/// A sink that keeps nothing (compute-only benchmarks): outputs are encoded, then
+/// dropped.
+pub struct Discard;
+
+impl Publish for Discard {
+    async fn send(&self, _out: &Outputs) -> crate::error::Result<Acks> {
+        Ok(Acks::Done(Vec::new()))
+    }
+}
+
 /// Outstanding deliveries of one batch.
 pub enum Acks {
     /// Kafka delivery futures, one per message.

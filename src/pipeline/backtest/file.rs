@@ -24,7 +24,12 @@ const FILE_BATCH_ROWS: usize = 8192;
 pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &BacktestOptions) -> anyhow::Result<BacktestResult> {
     let cfg = variants[0].built.config.clone();
     let schema = variants[0].built.schema.clone();
-    let dir = opts.output_dir.as_deref().context("a file backtest needs a directory for its predictions (--report)")?;
+    let dir = match (&opts.output_dir, opts.discard_outputs) {
+        (Some(d), _) => d.clone(),
+        (None, true) => PathBuf::new(),
+        (None, false) => bail!("a file backtest needs a directory for its predictions (--report)"),
+    };
+    let dir = dir.as_path();
     let open = |p: &Path| FileMessages::open(p, &cfg.source.file, schema.clone(), &cfg.source.time, Some(&cfg.source.key));
     let files = in_time_order(input_files(input)?, &open)?;
     let n = cfg.source.partitions.max(1);
@@ -32,6 +37,10 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
     let mut lanes = Vec::with_capacity(variants.len());
     for (i, v) in variants.into_iter().enumerate() {
         let lane = (i > 0).then_some(v.name.as_str());
+        if opts.discard_outputs {
+            lanes.push(Lane::new(v, LaneSink::Discard(crate::sink::Discard), Default::default(), 0..n, warmup));
+            continue;
+        }
         let (horizon, target) = v.built.processor.output_labels();
         let sink = FileSink::create(dir, lane, &v.built.config.source.topic, horizon, target)
             .with_context(|| format!("creating the output files in {}", dir.display()))?;

@@ -48,6 +48,9 @@ pub struct BacktestOptions {
     pub output_dir: Option<PathBuf>,
     /// A progress bar on stderr.
     pub progress: bool,
+    /// Compute only (benchmarks): outputs are encoded and dropped, no labels kept,
+    /// no files written.
+    pub discard_outputs: bool,
 }
 
 /// One model configuration of a backtest.
@@ -90,6 +93,7 @@ pub struct BacktestResult {
 enum LaneSink {
     Kafka(KafkaSink),
     File(FileSink),
+    Discard(crate::sink::Discard),
 }
 
 struct Lane {
@@ -105,9 +109,11 @@ struct Lane {
 impl Lane {
     fn new(v: Variant, sink: LaneSink, outputs: (String, String), partitions: impl Iterator<Item = i32>, warmup: bool) -> Self {
         let mut batch = Batch::default();
+        let keep_labels = !matches!(sink, LaneSink::Discard(_));
         for p in partitions {
             let score_from = warmup.then_some(i64::MAX);
-            batch.states.insert(p, PartitionState { labels: Some(LabelLog::default()), score_from, ..PartitionState::new(p) });
+            let labels = keep_labels.then(LabelLog::default);
+            batch.states.insert(p, PartitionState { labels, score_from, ..PartitionState::new(p) });
         }
         let c = &v.built.config;
         let metrics = PipelineMetrics::new(&c.name, &c.source.topic, &c.model.kind);
@@ -127,6 +133,7 @@ impl Lane {
         let r = match &self.sink {
             LaneSink::Kafka(s) => self.batch.process(&self.built, s, &mut self.metrics, None).await,
             LaneSink::File(s) => self.batch.process(&self.built, s, &mut self.metrics, None).await,
+            LaneSink::Discard(s) => self.batch.process(&self.built, s, &mut self.metrics, None).await,
         };
         r.with_context(|| format!("lane {:?}", self.name)).map(|_| ())
     }
