@@ -23,7 +23,7 @@ use rdkafka::message::Message;
 use tokio::sync::watch;
 
 use crate::broker::EmbeddedBroker;
-use crate::sink::kafka::{producer_with, KafkaSink, KafkaTransactions};
+use crate::sink::kafka::{sink_producer, KafkaSink, KafkaTransactions};
 use crate::sink::txn::Coordinator;
 use crate::sink::{Acks, Outputs, Publish};
 use crate::source::batch::PartitionInput;
@@ -113,7 +113,7 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     }
     let txn_id = cfg.sink.transactional_id.clone().unwrap_or_else(|| format!("tickflare-{}", cfg.name));
     let sink = KafkaSink {
-        producer: producer_with(&brokers, transactional.then_some(txn_id.as_str()))?,
+        producer: sink_producer(&brokers, transactional.then_some(txn_id.as_str()))?,
         source_topic: cfg.source.topic.clone(),
         topic: cfg.sink.topic.clone(),
         dead_letter_topic: cfg.sink.dead_letter_topic.clone(),
@@ -357,8 +357,6 @@ fn assigned_partitions<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 /// offsets that become safe to commit once they arrive.
 struct Inflight {
     acks: Acks,
-    /// The first `predictions` acks are predictions, the rest dead letters.
-    predictions: usize,
     offsets: BTreeMap<i32, i64>,
 }
 
@@ -411,11 +409,11 @@ impl Batch {
     }
 
     /// Remembers the end of each output partition after acknowledged messages.
-    fn note_delivered(&mut self, at: &[(i32, i64)], predictions: usize) {
-        for (i, (p, o)) in at.iter().enumerate() {
+    fn note_delivered(&mut self, ends: &crate::sink::Ends) {
+        for (p, [a, b]) in ends {
             let e = self.output_ends.entry(*p).or_insert([0, 0]);
-            let k = usize::from(i >= predictions);
-            e[k] = e[k].max(o + 1);
+            e[0] = e[0].max(*a);
+            e[1] = e[1].max(*b);
         }
     }
 
@@ -424,7 +422,7 @@ impl Batch {
         match self.inflight.take() {
             Some(f) => {
                 let at = f.acks.wait().await.context("publishing outputs")?;
-                self.note_delivered(&at, f.predictions);
+                self.note_delivered(&at);
                 Ok(Some(f.offsets))
             }
             None => Ok(None),
@@ -524,12 +522,11 @@ impl Batch {
         let t0 = Instant::now();
         let acks = sink.send(&self.out).await.context("publishing outputs")?;
         let offsets = self.states.iter().map(|(p, s)| (*p, s.next_offset)).collect();
-        let predictions = self.out.predictions.len();
-        let previous = self.inflight.replace(Inflight { acks, predictions, offsets });
+        let previous = self.inflight.replace(Inflight { acks, offsets });
         let acked = match previous {
             Some(f) => {
                 let at = f.acks.wait().await.context("publishing outputs")?;
-                self.note_delivered(&at, f.predictions);
+                self.note_delivered(&at);
                 fault::crash_point("after_publish");
                 Some(f.offsets)
             }

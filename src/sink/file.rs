@@ -19,7 +19,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::kafka::{H_ERROR, H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
-use super::{Acks, Outputs, Publish};
+use super::{Acks, Ends, Itoa, Outputs, Publish};
 use crate::error::{Error, Result};
 
 /// Rows per write: the files are cut into these exact chunks whatever the batch
@@ -139,7 +139,7 @@ struct Inner {
     /// Next offset per output partition: [predictions, dead letters].
     next: BTreeMap<i32, [i64; 2]>,
     /// Header text scratch (no allocation per row).
-    num: itoa_buf::Buf,
+    num: Itoa,
 }
 
 /// Writes a lane's outputs to `predictions*.parquet` and `dead_letters*.parquet`.
@@ -185,7 +185,7 @@ impl FileSink {
             pc: Chunker::default(),
             dc: Chunker::default(),
             next: BTreeMap::new(),
-            num: itoa_buf::Buf::default(),
+            num: Itoa::default(),
         };
         Ok(FileSink {
             inner: Mutex::new(Some(inner)),
@@ -207,14 +207,14 @@ impl FileSink {
         Ok(())
     }
 
-    fn append(&self, out: &Outputs) -> Result<Vec<(i32, i64)>> {
+    fn append(&self, out: &Outputs) -> Result<Ends> {
         let mut g = self.inner.lock().map_err(|_| Error::Internal("file sink poisoned".into()))?;
         let inner = g.as_mut().ok_or_else(|| Error::Internal("file sink already finished".into()))?;
-        let mut at = Vec::with_capacity(out.predictions.len() + out.dead_letters.len());
+        let mut at = Ends::new();
         let Inner { p, d, next, num, .. } = inner;
         for r in &out.predictions {
             let o = &mut next.entry(r.partition).or_insert([0, 0])[0];
-            at.push((r.partition, *o));
+            at.entry(r.partition).or_insert([0, 0])[0] = *o + 1;
             p.partition.append_value(r.partition);
             p.offset.append_value(*o);
             *o += 1;
@@ -222,8 +222,8 @@ impl FileSink {
             p.key.append_value(std::str::from_utf8(out.key(r)).map_err(|e| Error::Internal(e.to_string()))?);
             p.payload.append_value(std::str::from_utf8(out.payload(r)).map_err(|e| Error::Internal(e.to_string()))?);
             p.src_topic.append_value(&self.source_topic);
-            p.src_partition.append_value(num.i64(r.partition as i64));
-            p.src_offset.append_value(num.i64(r.offset));
+            p.src_partition.append_value(num.fmt(r.partition as i64));
+            p.src_offset.append_value(num.fmt(r.offset));
             p.event_time.append_value(r.event_time_ns);
             p.horizon.append_value(&self.horizon);
             p.target.append_value(&self.target);
@@ -235,7 +235,7 @@ impl FileSink {
         }
         for l in &out.dead_letters {
             let o = &mut next.entry(l.partition).or_insert([0, 0])[1];
-            at.push((l.partition, *o));
+            at.entry(l.partition).or_insert([0, 0])[1] = *o + 1;
             d.partition.append_value(l.partition);
             d.offset.append_value(*o);
             *o += 1;
@@ -243,8 +243,8 @@ impl FileSink {
             d.key.append_option(l.key.as_deref());
             d.payload.append_option(l.payload.as_deref());
             d.src_topic.append_value(&self.source_topic);
-            d.src_partition.append_value(num.i64(l.partition as i64));
-            d.src_offset.append_value(num.i64(l.offset));
+            d.src_partition.append_value(num.fmt(l.partition as i64));
+            d.src_offset.append_value(num.fmt(l.offset));
             d.reason.append_value(l.reason);
             d.error.append_value(&l.detail);
             d.rows += 1;
@@ -308,40 +308,5 @@ impl Inner {
             self.dc.push(&mut self.dead_letters, b, all)?;
         }
         Ok(())
-    }
-}
-
-/// Integer → decimal text without allocating.
-mod itoa_buf {
-    #[derive(Default)]
-    pub struct Buf([u8; 24]);
-
-    impl Buf {
-        pub fn i64(&mut self, v: i64) -> &str {
-            let mut i = self.0.len();
-            let neg = v < 0;
-            let mut u = v.unsigned_abs();
-            loop {
-                i -= 1;
-                self.0[i] = b'0' + (u % 10) as u8;
-                u /= 10;
-                if u == 0 {
-                    break;
-                }
-            }
-            if neg {
-                i -= 1;
-                self.0[i] = b'-';
-            }
-            std::str::from_utf8(&self.0[i..]).expect("ASCII digits")
-        }
-    }
-
-    #[test]
-    fn matches_to_string() {
-        let mut b = Buf::default();
-        for v in [0, 7, -7, 10, 1234567890123, i64::MAX, i64::MIN] {
-            assert_eq!(b.i64(v), v.to_string());
-        }
     }
 }

@@ -2,19 +2,23 @@
 //!
 //! Each input partition maps to the same output partition; the producer is
 //! idempotent; every message carries its source coordinates as headers. A full
-//! producer queue is backpressure (wait and retry), not an error. `publish` returns
-//! only when every message of the batch is acknowledged, so the caller can then
-//! store the input offsets. The run loop uses `send` and `await_acks` separately to
-//! overlap one batch's acknowledgements with the next batch's work.
+//! producer queue is backpressure (wait and retry), not an error. Deliveries are
+//! counted per batch by the producer's callback ([`BatchAcks`]): the run loop sends a
+//! batch, works on the next one, then waits for the first batch's count to settle
+//! before it stores the input offsets.
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, FutureProducer, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 
-use super::{DeadLetter, Outputs};
+use super::{DeadLetter, Ends, Itoa, Outputs};
 use crate::error::{Error, Result};
 
 /// Header names carried by every output message.
@@ -31,6 +35,10 @@ pub fn producer(brokers: &str) -> Result<FutureProducer> {
 
 /// An idempotent producer; transactional when `transactional_id` is given.
 pub fn producer_with(brokers: &str, transactional_id: Option<&str>) -> Result<FutureProducer> {
+    Ok(config(brokers, transactional_id).create()?)
+}
+
+fn config(brokers: &str, transactional_id: Option<&str>) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -40,86 +48,152 @@ pub fn producer_with(brokers: &str, transactional_id: Option<&str>) -> Result<Fu
     if let Some(id) = transactional_id {
         c.set("transactional.id", id);
     }
-    Ok(c.create()?)
+    c
+}
+
+/// The sink's producer: a background thread polls it, and deliveries are counted
+/// per batch by [`Deliveries`] (no future per message).
+pub type SinkProducer = ThreadedProducer<Deliveries>;
+
+/// An idempotent sink producer; transactional when `transactional_id` is given.
+pub fn sink_producer(brokers: &str, transactional_id: Option<&str>) -> Result<SinkProducer> {
+    Ok(config(brokers, transactional_id).create_with_context(Deliveries)?)
+}
+
+/// The producer context: each delivery report lands in its batch's [`BatchAcks`].
+pub struct Deliveries;
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Arc<BatchAcks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<BatchAcks>) {
+        acks.delivered(result);
+    }
+}
+
+/// The deliveries of one batch: a countdown, where the messages landed (per output
+/// partition, the end of the prediction and the dead-letter topic) and the first
+/// failure.
+pub struct BatchAcks {
+    /// The prediction topic (anything else is the dead-letter topic).
+    topic: String,
+    pending: AtomicUsize,
+    state: Mutex<(Ends, Option<KafkaError>)>,
+    done: tokio::sync::Notify,
+}
+
+impl BatchAcks {
+    fn new(topic: &str, messages: usize) -> Arc<Self> {
+        Arc::new(BatchAcks { topic: topic.to_string(), pending: AtomicUsize::new(messages), state: Mutex::new((Ends::new(), None)), done: tokio::sync::Notify::new() })
+    }
+
+    fn delivered(&self, result: &DeliveryResult<'_>) {
+        if let Ok(mut st) = self.state.lock() {
+            match result {
+                Ok(m) => {
+                    let kind = usize::from(m.topic() != self.topic);
+                    let e = st.0.entry(m.partition()).or_insert([0, 0]);
+                    e[kind] = e[kind].max(m.offset() + 1);
+                }
+                Err((e, _)) => {
+                    st.1.get_or_insert_with(|| e.clone());
+                }
+            }
+        }
+        self.settle(1);
+    }
+
+    /// `n` messages are accounted for.
+    fn settle(&self, n: usize) {
+        if n > 0 && self.pending.fetch_sub(n, Ordering::AcqRel) == n {
+            self.done.notify_one();
+        }
+    }
+
+    /// Waits until every message of the batch was acknowledged (or failed).
+    pub async fn wait(&self) -> Result<Ends> {
+        while self.pending.load(Ordering::Acquire) > 0 {
+            self.done.notified().await;
+        }
+        let mut st = self.state.lock().map_err(|_| Error::Internal("delivery state poisoned".into()))?;
+        match st.1.take() {
+            Some(e) => Err(Error::Kafka(e)),
+            None => Ok(std::mem::take(&mut st.0)),
+        }
+    }
 }
 
 /// rdkafka's transactional producer behind [`super::txn::Transactions`].
-pub struct KafkaTransactions<'a>(pub &'a FutureProducer);
+pub struct KafkaTransactions<'a>(pub &'a SinkProducer);
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl super::txn::Transactions for KafkaTransactions<'_> {
     async fn begin(&mut self) -> Result<()> {
-        use rdkafka::producer::Producer;
         Ok(self.0.begin_transaction()?)
     }
     async fn commit(&mut self) -> Result<()> {
-        use rdkafka::producer::Producer;
         Ok(self.0.commit_transaction(TXN_TIMEOUT)?)
     }
     async fn abort(&mut self) -> Result<()> {
-        use rdkafka::producer::Producer;
         Ok(self.0.abort_transaction(TXN_TIMEOUT)?)
     }
 }
 
 /// Publishes a batch's outputs.
 pub struct KafkaSink {
-    pub producer: FutureProducer,
+    pub producer: SinkProducer,
     pub source_topic: String,
     pub topic: String,
     pub dead_letter_topic: String,
 }
 
 impl KafkaSink {
-    /// Sends every prediction and dead letter of `out` and waits for all acks.
-    pub async fn publish(&self, out: &Outputs) -> Result<()> {
-        let acks = self.send_all(out).await?;
-        Self::await_acks(acks).await.map(|_| ())
-    }
-
-    /// Waits until the broker acknowledged every message; returns where each landed
-    /// (partition, offset), in order. The first failure is the error.
-    pub async fn await_acks(acks: Vec<rdkafka::producer::DeliveryFuture>) -> Result<Vec<(i32, i64)>> {
-        let mut at = Vec::with_capacity(acks.len());
-        for a in acks {
-            match a.await {
-                Ok(Ok(d)) => at.push((d.partition, d.offset)),
-                Ok(Err((e, _))) => return Err(Error::Kafka(e)),
-                Err(_) => return Err(Error::Internal("producer dropped a delivery report".into())),
-            }
-        }
-        Ok(at)
-    }
-
-    /// Enqueues every prediction and dead letter of `out` (in order) and returns
-    /// their delivery futures.
-    pub async fn send_all(&self, out: &Outputs) -> Result<Vec<rdkafka::producer::DeliveryFuture>> {
-        let mut acks = Vec::with_capacity(out.predictions.len() + out.dead_letters.len());
+    /// Enqueues every prediction and dead letter of `out` (in order); the returned
+    /// [`BatchAcks`] settles as the delivery reports come in.
+    pub async fn send_all(&self, out: &Outputs) -> Result<Arc<BatchAcks>> {
+        let total = out.predictions.len() + out.dead_letters.len();
+        let acks = BatchAcks::new(&self.topic, total);
+        let mut sent = 0;
+        let (mut pbuf, mut obuf) = (Itoa::default(), Itoa::default());
         for r in &out.predictions {
-            let headers = source_headers(&self.source_topic, r.partition, r.offset);
-            let rec = FutureRecord::to(&self.topic)
+            let headers = OwnedHeaders::new_with_capacity(3)
+                .insert(Header { key: H_SOURCE_TOPIC, value: Some(self.source_topic.as_str()) })
+                .insert(Header { key: H_SOURCE_PARTITION, value: Some(pbuf.fmt(r.partition as i64)) })
+                .insert(Header { key: H_SOURCE_OFFSET, value: Some(obuf.fmt(r.offset)) });
+            let rec = BaseRecord::with_opaque_to(&self.topic, acks.clone())
                 .partition(r.partition)
                 .key(out.key(r))
                 .payload(out.payload(r))
                 .timestamp(r.timestamp_ms)
                 .headers(headers);
-            acks.push(self.enqueue(rec).await?);
+            if let Err(e) = self.enqueue(rec).await {
+                acks.settle(total - sent);
+                return Err(e);
+            }
+            sent += 1;
         }
         for d in &out.dead_letters {
-            acks.push(self.enqueue(dead_letter_record(&self.dead_letter_topic, &self.source_topic, d, d.partition)).await?);
+            let rec = dead_letter_record(&self.dead_letter_topic, &self.source_topic, d, d.partition, acks.clone());
+            if let Err(e) = self.enqueue(rec).await {
+                acks.settle(total - sent);
+                return Err(e);
+            }
+            sent += 1;
         }
         Ok(acks)
     }
 
-    async fn enqueue<'a, K, P>(&self, mut rec: FutureRecord<'a, K, P>) -> Result<rdkafka::producer::DeliveryFuture>
+    async fn enqueue<'a, K, P>(&self, mut rec: BaseRecord<'a, K, P, Arc<BatchAcks>>) -> Result<()>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
         loop {
-            match self.producer.send_result(rec) {
-                Ok(f) => return Ok(f),
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     rec = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -138,11 +212,8 @@ impl super::Publish for KafkaSink {
 
 /// The dead-letter message for `d` on output `partition`: the record's original key,
 /// payload and timestamp, its source coordinates, `reason` and `error` as headers.
-pub fn dead_letter_record<'a>(topic: &'a str, source_topic: &str, d: &'a DeadLetter, partition: i32) -> FutureRecord<'a, [u8], [u8]> {
-    let headers = source_headers(source_topic, d.partition, d.offset)
-        .insert(Header { key: H_REASON, value: Some(d.reason) })
-        .insert(Header { key: H_ERROR, value: Some(&d.detail) });
-    let mut rec = FutureRecord::<[u8], [u8]>::to(topic).partition(partition).headers(headers);
+pub fn dead_letter_record<'a, D: rdkafka::util::IntoOpaque>(topic: &'a str, source_topic: &str, d: &'a DeadLetter, partition: i32, opaque: D) -> BaseRecord<'a, [u8], [u8], D> {
+    let mut rec = BaseRecord::<[u8], [u8], D>::with_opaque_to(topic, opaque).partition(partition).headers(dead_letter_headers(source_topic, d));
     if let Some(k) = &d.key {
         rec = rec.key(k.as_slice());
     }
@@ -155,9 +226,28 @@ pub fn dead_letter_record<'a>(topic: &'a str, source_topic: &str, d: &'a DeadLet
     rec
 }
 
-fn source_headers(topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
+/// [`dead_letter_record`] for a `FutureProducer` (the solar stream's).
+pub fn dead_letter_future_record<'a>(topic: &'a str, source_topic: &str, d: &'a DeadLetter, partition: i32) -> rdkafka::producer::FutureRecord<'a, [u8], [u8]> {
+    let mut rec = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).partition(partition).headers(dead_letter_headers(source_topic, d));
+    if let Some(k) = &d.key {
+        rec = rec.key(k.as_slice());
+    }
+    if let Some(p) = &d.payload {
+        rec = rec.payload(p.as_slice());
+    }
+    if let Some(t) = d.timestamp_ms {
+        rec = rec.timestamp(t);
+    }
+    rec
+}
+
+/// A dead letter's headers: its source coordinates, `reason` and `error`.
+fn dead_letter_headers(source_topic: &str, d: &DeadLetter) -> OwnedHeaders {
+    let (mut pbuf, mut obuf) = (Itoa::default(), Itoa::default());
     OwnedHeaders::new_with_capacity(5)
-        .insert(Header { key: H_SOURCE_TOPIC, value: Some(topic) })
-        .insert(Header { key: H_SOURCE_PARTITION, value: Some(&partition.to_string()) })
-        .insert(Header { key: H_SOURCE_OFFSET, value: Some(&offset.to_string()) })
+        .insert(Header { key: H_SOURCE_TOPIC, value: Some(source_topic) })
+        .insert(Header { key: H_SOURCE_PARTITION, value: Some(pbuf.fmt(d.partition as i64)) })
+        .insert(Header { key: H_SOURCE_OFFSET, value: Some(obuf.fmt(d.offset)) })
+        .insert(Header { key: H_REASON, value: Some(d.reason) })
+        .insert(Header { key: H_ERROR, value: Some(&d.detail) })
 }

@@ -52,26 +52,54 @@ pub struct Discard;
 
 impl Publish for Discard {
     async fn send(&self, _out: &Outputs) -> crate::error::Result<Acks> {
-        Ok(Acks::Done(Vec::new()))
+        Ok(Acks::Done(Ends::new()))
     }
 }
 
+/// Per output partition, the end (last offset + 1) of the prediction and of the
+/// dead-letter topic after a batch's messages.
+pub type Ends = std::collections::BTreeMap<i32, [i64; 2]>;
+
 /// Outstanding deliveries of one batch.
 pub enum Acks {
-    /// Kafka delivery futures, one per message.
-    Kafka(Vec<rdkafka::producer::DeliveryFuture>),
-    /// Already stored: where each message landed (partition, offset), in order.
-    Done(Vec<(i32, i64)>),
+    /// Counted by the Kafka producer's delivery callback.
+    Kafka(std::sync::Arc<kafka::BatchAcks>),
+    /// Already stored.
+    Done(Ends),
 }
 
 impl Acks {
-    /// Waits until every message is stored; where each landed, in order. The first
+    /// Waits until every message is stored; where the topics end now. The first
     /// failure is the error.
-    pub async fn wait(self) -> crate::error::Result<Vec<(i32, i64)>> {
+    pub async fn wait(self) -> crate::error::Result<Ends> {
         match self {
-            Acks::Kafka(f) => kafka::KafkaSink::await_acks(f).await,
-            Acks::Done(at) => Ok(at),
+            Acks::Kafka(a) => a.wait().await,
+            Acks::Done(e) => Ok(e),
         }
+    }
+}
+
+/// Integer → decimal text in a stack buffer (header values without allocating).
+#[derive(Default)]
+pub struct Itoa([u8; 24]);
+
+impl Itoa {
+    pub fn fmt(&mut self, v: i64) -> &str {
+        let mut i = self.0.len();
+        let mut u = v.unsigned_abs();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (u % 10) as u8;
+            u /= 10;
+            if u == 0 {
+                break;
+            }
+        }
+        if v < 0 {
+            i -= 1;
+            self.0[i] = b'-';
+        }
+        std::str::from_utf8(&self.0[i..]).expect("ASCII digits")
     }
 }
 
@@ -176,6 +204,14 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn itoa_matches_to_string() {
+        let mut b = Itoa::default();
+        for v in [0, 7, -7, 10, 1234567890123, i64::MAX, i64::MIN] {
+            assert_eq!(b.fmt(v), v.to_string());
+        }
+    }
 
     #[test]
     fn prediction_json_parses_back() {

@@ -20,7 +20,7 @@ use super::synth::{labels as synth_labels, synthesize, SynthConfig, Truth};
 use super::track::EventType;
 use super::tracker::{Label, LabelBox, Tracker, TrackerConfig};
 use crate::broker::EmbeddedBroker;
-use crate::sink::kafka::{dead_letter_record, producer};
+use crate::sink::kafka::{dead_letter_future_record, producer};
 use crate::sink::DeadLetter;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,7 +270,7 @@ async fn seed(cfg: &SolarConfig) -> anyhow::Result<Seeded> {
 async fn dead_letter(prod: &FutureProducer, topic: &str, source_topic: &str, d: &DeadLetter, counts: &mut BTreeMap<String, u64>) -> anyhow::Result<()> {
     *counts.entry(d.reason.to_string()).or_default() += 1;
     tracing::warn!(topic = source_topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "dead-lettered");
-    prod.send(dead_letter_record(topic, source_topic, d, 0), Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+    prod.send(dead_letter_future_record(topic, source_topic, d, 0), Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
     Ok(())
 }
 

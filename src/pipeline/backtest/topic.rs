@@ -11,7 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{place, shadow_topics, BacktestOptions, BacktestResult, Lane, LaneSink, Place, Variant};
-use crate::sink::kafka::{producer, KafkaSink};
+use crate::sink::kafka::{sink_producer, KafkaSink};
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
 use crate::source::kafka::{consumer_with, partition_count};
@@ -54,7 +54,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
     let mut lanes = Vec::with_capacity(variants.len());
     for (v, (topic, dlq)) in variants.into_iter().zip(&topics) {
         let sink = KafkaSink {
-            producer: producer(brokers)?,
+            producer: sink_producer(brokers, None)?,
             source_topic: v.built.config.source.topic.clone(),
             topic: topic.clone(),
             dead_letter_topic: dlq.clone(),
