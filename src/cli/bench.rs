@@ -31,6 +31,17 @@ pub struct BenchArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Instead: run live offering this many records/s and report the p50/p99
+    /// record → prediction latency (for `--seconds`, default 20).
+    #[arg(long)]
+    pub latency: Option<f64>,
+    /// Instead: run live for this many seconds (at `--latency` records/s, default
+    /// 20000) sampling the RSS every second.
+    #[arg(long)]
+    pub soak: Option<f64>,
+    /// Length of a `--latency` run.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
 }
 
 /// Benchmark results.
@@ -58,6 +69,25 @@ pub struct BenchResult {
 }
 
 pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    if a.latency.is_some() || a.soak.is_some() {
+        let built = match build(&a.pipeline).await {
+            Ok(b) => b,
+            Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
+        };
+        let input = bench_input(&built, a.input.as_deref())?;
+        let rate = a.latency.unwrap_or(20_000.0);
+        let seconds = a.soak.unwrap_or(a.seconds);
+        let r = super::bench_live::live(built, &input, rate, seconds, a.partitions, a.soak.is_none()).await?;
+        println!(
+            "offered {:.0} msg/s, achieved {:.0} msg/s over {:.1}s ({} records)\nlatency record -> prediction: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)\nRSS after warm-up: first {:.1} MB, last {:.1} MB, min {:.1}, max {:.1} (spread {:.1} %)",
+            r.offered_msgs_per_s, r.achieved_msgs_per_s, r.seconds, r.records, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms, r.latency_samples,
+            r.rss_first_mb, r.rss_last_mb, r.rss_min_mb, r.rss_max_mb, r.rss_spread_pct
+        );
+        if let Some(p) = a.json {
+            std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = run_bench(&a.pipeline, a.input.as_deref(), a.partitions).await?;
     println!(
         "messages {}\npassthrough  {:>10.0} msg/s\npipeline     {:>10.0} msg/s   (steady, after start-up: {:.0} msg/s)\nratio        {:>10.3}\ncheckpointed {:>10.0} msg/s   (steady: {:.0} msg/s; {} checkpoints kept at the end)\ncompute only {:>10.0} rows/s  (decode, features, model, encoding of the same file; no broker; {} worker(s))",
@@ -78,18 +108,25 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The benchmark's input: as given, else the full Binance file in ../shared/data, else
+/// the pipeline's sample.
+fn bench_input(built: &crate::pipeline::build::Built, input: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    let cfg = &built.config;
+    let shared = cfg.resolve(std::path::Path::new("../../shared/data/market/binance_spot_l1_trades_2025-03-25.jsonl"));
+    Ok(match input {
+        Some(p) => p.to_path_buf(),
+        None if shared.is_file() => shared,
+        None => cfg.resolve(cfg.source.sample.as_deref().ok_or_else(|| anyhow::anyhow!("no input"))?),
+    })
+}
+
 pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path::Path>, partitions: i32) -> anyhow::Result<BenchResult> {
     let built = match build(pipeline_path).await {
         Ok(b) => b,
         Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
     };
     let cfg = &built.config;
-    let shared = cfg.resolve(std::path::Path::new("../../shared/data/market/binance_spot_l1_trades_2025-03-25.jsonl"));
-    let input = match input {
-        Some(p) => p.to_path_buf(),
-        None if shared.is_file() => shared,
-        None => cfg.resolve(cfg.source.sample.as_deref().ok_or_else(|| anyhow::anyhow!("no input"))?),
-    };
+    let input = bench_input(&built, input)?;
     let lines = sample::read_lines(&input)?;
     let lines_again = lines.clone();
     let broker = crate::broker::EmbeddedBroker::start()?;

@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod backtest;
 pub mod bench;
+pub mod bench_live;
 pub mod bench_models;
 pub mod broker;
 pub mod checkpoint;

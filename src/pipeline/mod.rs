@@ -160,6 +160,7 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     let mut metrics = PipelineMetrics::new(&cfg.name, &cfg.source.topic, &cfg.model.kind);
     let max_rows = opts.max_batch_rows.unwrap_or(cfg.source.max_batch_rows).max(1);
     let max_wait = Duration::from_millis(cfg.source.max_batch_wait_ms);
+    let idle = Duration::from_millis(cfg.source.max_batch_idle_ms);
     let started = Instant::now();
     tracing::info!(pipeline = %cfg.name, brokers = %brokers, group = %group, "pipeline started");
     health.consuming.store(true, Ordering::Relaxed);
@@ -175,13 +176,16 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
             break;
         }
         let deadline = tokio::time::Instant::now() + max_wait;
+        // Once a record is in, the batch also closes after `idle` without another.
+        let mut idle_until: Option<tokio::time::Instant> = None;
         let mut rows = 0;
         let mut unrestored = None;
         while rows < max_rows {
+            let until = idle_until.map_or(deadline, |i| i.min(deadline));
             tokio::select! {
                 biased;
                 _ = wait_true(&mut shutdown) => break,
-                r = tokio::time::timeout_at(deadline, consumer.recv()) => match r {
+                r = tokio::time::timeout_at(until, consumer.recv()) => match r {
                     Err(_) => break,
                     Ok(Ok(m)) => {
                         health.brokers_down.store(false, Ordering::Relaxed);
@@ -209,6 +213,9 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
                             .push(m.key(), m.payload(), m.offset(), m.timestamp().to_millis());
                         batch.timings.decode += t0.elapsed();
                         rows += 1;
+                        if !idle.is_zero() {
+                            idle_until = Some(tokio::time::Instant::now() + idle);
+                        }
                         if stop_at_end {
                             received.insert(p, m.offset() + 1);
                             if received_all(&received) {

@@ -30,7 +30,7 @@ fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "50")
+        .set("fetch.wait.max.ms", "5")
         .set("client.id", "tickflare")
         .clone()
 }
