@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU and nvcc: builds tickflare with candle's CUDA
-# backend and runs the model throughput benchmark on the GPU and on the CPU, one after
-# the other, so both numbers come from the same build and machine.
+# One prepared check for a machine with an NVIDIA GPU (no toolkit needed: the build
+# uses scripts/cuda-build.sh's CUDA 13.0 wheels). Builds tickflare with candle's CUDA
+# backend, then runs the model benchmarks on the GPU and on the CPU from the same
+# build: single models at batch 1/32/256 and keyed models (1,000 and 10,000 keys,
+# rows round-robin over the keys) for linear, MLP, LSTM and CNN, each as JSON under
+# gpu-check/. Usage: scripts/gpu-check.sh [--compute-cap N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-command -v nvcc >/dev/null || { echo "nvcc not found: install the CUDA toolkit" >&2; exit 1; }
-cargo build --release --features cuda --bin tickflare
-bin=target/release/tickflare
-for rows in 2000; do
-  echo "== cuda"; "$bin" bench-models --device cuda --rows "$rows"
-  echo "== cpu";  "$bin" bench-models --device cpu --rows "$rows"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+scripts/cuda-build.sh "$@"
+venv=${TICKFLARE_CUDA_VENV:-$HOME/.cache/tickflare/cuda-venv}
+lib=$(ls -d "$venv"/lib/python3*/site-packages/nvidia/cu13/lib | head -1)
+export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+bin=${TICKFLARE_CUDA_TARGET:-$HOME/.cache/tickflare/cuda-target}/release/tickflare
+mkdir -p gpu-check
+for dev in cuda cpu; do
+  echo "== $dev, single models"
+  "$bin" bench-models --device "$dev" --rows 2000 --json "gpu-check/single-$dev.json"
+  for keys in 1000 10000; do
+    echo "== $dev, $keys keys"
+    "$bin" bench-models --device "$dev" --keys "$keys" --rows $((keys * 4)) \
+      --kind linear --kind mlp --kind lstm --kind cnn1d --json "gpu-check/keys$keys-$dev.json"
+  done
 done
