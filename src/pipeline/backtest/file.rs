@@ -10,9 +10,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::{place, BacktestOptions, BacktestResult, Lane, LaneSink, Place, Variant};
+use super::{feed, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Variant};
 use crate::sink::file::FileSink;
-use crate::source::batch::PartitionInput;
 use crate::source::mapping::FileMessages;
 use crate::source::rows::input_files;
 use crate::source::sample::stable_hash;
@@ -55,7 +54,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
     // Per partition: the first offset read in range or warm-up, and the next offset.
     let mut first: BTreeMap<i32, i64> = BTreeMap::new();
     let mut next = vec![0i64; n as usize];
-    let (mut in_range, mut before, mut after, mut warm) = (0u64, 0u64, 0u64, 0u64);
+    let mut counts = Counts::default();
     let mut progress = Progress::new("backtesting", opts.progress);
     let total_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
     let mut bytes_before = 0u64;
@@ -67,31 +66,10 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
             let p = m.key.map_or(0, |k| (stable_hash(k.as_bytes()) % n as u64) as i32);
             let o = next[p as usize];
             next[p as usize] += 1;
-            match place(m.time_ms, opts) {
-                Place::Before => {
-                    before += 1;
-                    continue;
-                }
-                Place::After => {
-                    after += 1;
-                    continue;
-                }
-                Place::Warmup => warm += 1,
-                Place::In => {
-                    in_range += 1;
-                    if warmup {
-                        lanes.iter_mut().for_each(|l| l.start_scoring(p, o));
-                    }
-                }
+            if !feed(&mut lanes, &mut counts, opts, p, o, m.time_ms, m.key.map(str::as_bytes), Some(m.payload)) {
+                continue;
             }
             first.entry(p).or_insert(o);
-            for lane in &mut lanes {
-                lane.batch
-                    .inputs
-                    .entry(p)
-                    .or_insert_with(|| PartitionInput::new(p, lane.built.schema.clone()))
-                    .push(m.key.map(str::as_bytes), Some(m.payload), o, m.time_ms);
-            }
             rows += 1;
             if rows >= max_rows {
                 rows = 0;
@@ -99,7 +77,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
                     lane.process().await?;
                 }
                 let (done, _) = r.progress();
-                progress.tick(in_range + warm + before + after, bytes_before + done, total_bytes);
+                progress.tick(counts.in_range + counts.warmup + counts.before + counts.after, bytes_before + done, total_bytes);
             }
         }
         bytes_before += r.progress().1;
@@ -115,10 +93,10 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
         brokers: "file".into(),
         input_topic: cfg.source.topic.clone(),
         offsets,
-        in_range,
-        before_range: before,
-        after_range: after,
-        warmup: warm,
+        in_range: counts.in_range,
+        before_range: counts.before,
+        after_range: counts.after,
+        warmup: counts.warmup,
         warmup_from_ms: opts.warmup_from_ms,
         elapsed_s: started.elapsed().as_secs_f64(),
     })

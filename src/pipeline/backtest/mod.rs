@@ -169,6 +169,47 @@ enum Place {
     After,
 }
 
+/// Records read, by where they fell against the range.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    in_range: u64,
+    before: u64,
+    after: u64,
+    warmup: u64,
+}
+
+/// Counts a record against the range and, unless it falls outside, hands it to every
+/// lane's batch (starting the scoring of its partition at the range's first record when
+/// there is a warm-up). Returns whether it was fed.
+#[allow(clippy::too_many_arguments)]
+fn feed(lanes: &mut [Lane], counts: &mut Counts, opts: &BacktestOptions, p: i32, o: i64, ts: Option<i64>, key: Option<&[u8]>, payload: Option<&[u8]>) -> bool {
+    match place(ts, opts) {
+        Place::Before => {
+            counts.before += 1;
+            return false;
+        }
+        Place::After => {
+            counts.after += 1;
+            return false;
+        }
+        Place::Warmup => counts.warmup += 1,
+        Place::In => {
+            counts.in_range += 1;
+            if opts.warmup_from_ms.is_some() {
+                lanes.iter_mut().for_each(|l| l.start_scoring(p, o));
+            }
+        }
+    }
+    for lane in lanes.iter_mut() {
+        lane.batch
+            .inputs
+            .entry(p)
+            .or_insert_with(|| crate::source::batch::PartitionInput::new(p, lane.built.schema.clone()))
+            .push(key, payload, o, ts);
+    }
+    true
+}
+
 fn place(ts: Option<i64>, opts: &BacktestOptions) -> Place {
     let Some(t) = ts else { return Place::In };
     match (opts.from_ms, opts.to_ms) {

@@ -10,9 +10,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{place, shadow_topics, BacktestOptions, BacktestResult, Lane, LaneSink, Place, Variant};
+use super::{feed, shadow_topics, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Variant};
 use crate::sink::kafka::{sink_producer, KafkaSink};
-use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
 use crate::source::kafka::{consumer_with, partition_count};
 
@@ -72,7 +71,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
     let max_rows = opts.max_batch_rows.unwrap_or(cfg.source.max_batch_rows).max(1);
     let started = Instant::now();
     let mut done: BTreeMap<i32, bool> = offsets.iter().map(|(&p, &(s, e))| (p, e <= s)).collect();
-    let (mut in_range, mut before, mut after, mut warm) = (0u64, 0u64, 0u64, 0u64);
+    let mut counts = Counts::default();
     let idle = Duration::from_secs(30);
     let mut quiet_since: Option<Instant> = None;
     while !done.values().all(|d| *d) {
@@ -107,31 +106,8 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
             if o + 1 >= end {
                 done.insert(p, true);
             }
-            let ts = m.timestamp().to_millis();
-            match place(ts, opts) {
-                Place::Before => {
-                    before += 1;
-                    continue;
-                }
-                Place::After => {
-                    after += 1;
-                    continue;
-                }
-                Place::Warmup => warm += 1,
-                Place::In => {
-                    in_range += 1;
-                    if warmup {
-                        lanes.iter_mut().for_each(|l| l.start_scoring(p, o));
-                    }
-                }
-            }
-            rows += 1;
-            for lane in &mut lanes {
-                lane.batch
-                    .inputs
-                    .entry(p)
-                    .or_insert_with(|| PartitionInput::new(p, lane.built.schema.clone()))
-                    .push(m.key(), m.payload(), o, ts);
+            if feed(&mut lanes, &mut counts, opts, p, o, m.timestamp().to_millis(), m.key(), m.payload()) {
+                rows += 1;
             }
         }
         for lane in &mut lanes {
@@ -149,10 +125,10 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
         brokers: brokers.to_string(),
         input_topic: cfg.source.topic.clone(),
         offsets,
-        in_range,
-        before_range: before,
-        after_range: after,
-        warmup: warm,
+        in_range: counts.in_range,
+        before_range: counts.before,
+        after_range: counts.after,
+        warmup: counts.warmup,
         warmup_from_ms: opts.warmup_from_ms,
         elapsed_s,
     })
