@@ -1,0 +1,109 @@
+//! Tests of the one-pass pointer extractor and the RFC 3339 parser.
+
+use super::*;
+
+fn segs(p: &str) -> Vec<String> {
+    if p.is_empty() {
+        return vec![];
+    }
+    p.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect()
+}
+
+#[test]
+fn finds_values_variants_and_indices() {
+    let ptrs = ["/a/b", "/a", "/k", "/l/1", "/l/01", "/missing", "/a/b/c", ""];
+    let set = PointerSet::new(ptrs.iter().map(|p| segs(p)));
+    let mut sc = Scratch::new();
+    let doc = br#"{"a":{"b":"x\"y"},"k":{"T":{"p":1}},"l":[true,2.5],"a":{"b":-3}}"#;
+    let r = set.extract(doc, &mut sc).unwrap();
+    let n = serde_json::Number::from(-3);
+    assert_eq!(r.get(0), Found::Number(&n));
+    assert_eq!(r.get(1), Found::Object { single_key: Some("b") });
+    assert_eq!(r.get(2), Found::Object { single_key: Some("T") });
+    let f = serde_json::Number::from_f64(2.5).unwrap();
+    assert_eq!(r.get(3), Found::Number(&f));
+    assert_eq!(r.get(4), Found::Number(&f));
+    assert_eq!(r.get(5), Found::Missing);
+    assert_eq!(r.get(6), Found::Missing);
+    assert_eq!(r.get(7), Found::Object { single_key: None });
+    assert!(set.extract(b"{} x", &mut sc).is_err());
+
+    // One scratch for several sets; the same pointer twice; repeated keys again.
+    let other = PointerSet::new([segs("/a/b"), segs("/a/b"), segs("/a")]);
+    for _ in 0..3 {
+        let r = other.extract(br#"{"a":{"b":1},"a":{"c":2}}"#, &mut sc).unwrap();
+        assert_eq!([r.get(0), r.get(1)], [Found::Missing, Found::Missing]);
+        assert_eq!(r.get(2), Found::Object { single_key: Some("c") });
+        let r = set.extract(doc, &mut sc).unwrap();
+        assert_eq!(r.get(0), Found::Number(&n));
+    }
+}
+
+fn chrono_nanos(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().and_then(|t| t.timestamp_nanos_opt())
+}
+
+/// Random near-RFC 3339 strings: the fast path only answers where chrono agrees, and
+/// answers the common shapes itself.
+#[test]
+fn fast_path_agrees_with_chrono() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let (mut fast, mut total) = (0, 0);
+    for _ in 0..50_000 {
+        let year = if rnd(4) == 0 { rnd(10_000) } else { 1600 + rnd(800) };
+        let (mo, d, h, mi, se) = (rnd(14), rnd(33), rnd(26), rnd(62), rnd(62));
+        let sep = ["T", "t", " ", "_"][rnd(4) as usize];
+        let mut s = format!("{year:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{se:02}");
+        match rnd(4) {
+            0 => {}
+            1 => s.push('.'),
+            _ => {
+                s.push('.');
+                for _ in 0..1 + rnd(12) {
+                    s.push((b'0' + rnd(10) as u8) as char);
+                }
+            }
+        }
+        match rnd(6) {
+            0 => s.push('Z'),
+            1 => s.push('z'),
+            2 => {}
+            _ => {
+                s.push(['+', '-', '\u{2212}'][rnd(3) as usize]);
+                s.push_str(&format!("{:02}:{:02}", rnd(26), rnd(62)));
+            }
+        }
+        if rnd(8) == 0 {
+            let mut b = s.into_bytes();
+            let at = rnd(b.len() as u64) as usize;
+            b[at] = b"0123456789-:.+Zz T"[rnd(18) as usize];
+            s = String::from_utf8(b).unwrap_or_default();
+        }
+        let want = chrono_nanos(&s);
+        if let Some(ns) = fast_rfc3339(s.as_bytes()) {
+            assert_eq!(Some(ns), want, "{s}");
+            fast += 1;
+        }
+        assert_eq!(parse_rfc3339_nanos(&s), want, "{s}");
+        total += 1;
+        // Valid, in range, in the shape the fast path covers: it must take them.
+        if want.is_some() && s.is_ascii() {
+            assert!(fast_rfc3339(s.as_bytes()).is_some(), "fast path declined {s}");
+        }
+    }
+    assert!(fast > total / 20, "{fast} of {total}");
+}
+
+#[test]
+fn fast_timestamps() {
+    assert_eq!(fast_rfc3339(b"1970-01-01T00:00:02Z"), Some(2_000_000_000));
+    assert_eq!(fast_rfc3339(b"2025-03-25T23:07:00.773674205Z"), Some(1_742_944_020_773_674_205));
+    assert_eq!(parse_rfc3339_nanos("1970-01-01T01:00:00+01:00"), Some(0));
+    assert_eq!(parse_rfc3339_nanos("2023-02-29T00:00:00Z"), None);
+}
