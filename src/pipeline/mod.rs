@@ -467,7 +467,7 @@ impl Batch {
                 .zip(outs.drain(..parts.len()))
                 .map(|(((p, state), (_, input)), out)| workers::Job { partition: *p, state, input, out, timings: StageTimings::default(), result: Ok(()) })
                 .collect();
-            workers::run(&built.processor, &mut jobs).await;
+            workers::run(&built.processor, &mut jobs);
             let mut first_err = None;
             for mut j in jobs {
                 self.out.append(&mut j.out);

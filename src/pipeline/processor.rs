@@ -134,12 +134,12 @@ impl Processor {
         model::build(&self.model_cfg, self.out_features.len() * self.window, &self.device)
     }
 
-    /// The forecasters behind the published forecast.
     /// The `horizon` and `target` fields of every prediction this processor makes.
     pub fn output_labels(&self) -> (&str, &str) {
         (&self.horizon_label, &self.target_label)
     }
 
+    /// The forecasters behind the published forecast.
     pub fn experts(&self) -> &Experts {
         &self.experts
     }
@@ -523,14 +523,14 @@ impl Processor {
             };
             if offset >= score_from {
                 out.push_prediction(&PredictionRef {
-                key,
-                event_time_ns: t,
-                horizon: &self.horizon_label,
-                target: &self.target_label,
-                predicted: predicted - ex.offset(y),
-                model_updates,
-                partition: *partition,
-                offset,
+                    key,
+                    event_time_ns: t,
+                    horizon: &self.horizon_label,
+                    target: &self.target_label,
+                    predicted: predicted - ex.offset(y),
+                    model_updates,
+                    partition: *partition,
+                    offset,
                 });
                 counters.predictions_out += 1;
             }

@@ -21,15 +21,10 @@ pub(super) struct Job<'a> {
 }
 
 /// Processes every job, on up to `processor.workers()` threads; each job's `result`
-/// says how it went.
-pub(super) async fn run(processor: &Processor, jobs: &mut [Job<'_>]) {
-    let w = processor.workers().min(jobs.len());
-    if w <= 1 {
-        for j in jobs.iter_mut() {
-            j.result = processor.process_on(0, j.state, j.input, &mut j.out, &mut j.timings).await;
-        }
-        return;
-    }
+/// says how it went. (One partition, or one worker, is processed in place by the
+/// caller without coming here.)
+pub(super) fn run(processor: &Processor, jobs: &mut [Job<'_>]) {
+    let w = processor.workers().min(jobs.len()).max(1);
     let handle = tokio::runtime::Handle::current();
     let mut work = || {
         std::thread::scope(|s| {
