@@ -84,7 +84,6 @@ struct PredictionColumns {
     model_updates: UInt64Builder,
     source_partition: Int32Builder,
     source_offset: Int64Builder,
-    rows: usize,
 }
 
 #[derive(Default)]
@@ -99,7 +98,6 @@ struct DeadLetterColumns {
     src_offset: StringBuilder,
     reason: StringBuilder,
     error: StringBuilder,
-    rows: usize,
 }
 
 /// Record batches waiting to be written in exact chunks.
@@ -231,7 +229,6 @@ impl FileSink {
             p.model_updates.append_value(r.model_updates);
             p.source_partition.append_value(r.partition);
             p.source_offset.append_value(r.offset);
-            p.rows += 1;
         }
         for l in &out.dead_letters {
             let o = &mut next.entry(l.partition).or_insert([0, 0])[1];
@@ -247,7 +244,6 @@ impl FileSink {
             d.src_offset.append_value(num.fmt(l.offset));
             d.reason.append_value(l.reason);
             d.error.append_value(&l.detail);
-            d.rows += 1;
         }
         inner.flush(false)?;
         Ok(at)
@@ -285,7 +281,6 @@ impl Inner {
                 Arc::new(p.source_partition.finish()),
                 Arc::new(p.source_offset.finish()),
             ];
-            p.rows = 0;
             let b = RecordBatch::try_new(predictions_schema(), cols)?;
             self.pc.push(&mut self.predictions, b, all)?;
         }
@@ -303,7 +298,6 @@ impl Inner {
                 Arc::new(d.reason.finish()),
                 Arc::new(d.error.finish()),
             ];
-            d.rows = 0;
             let b = RecordBatch::try_new(dead_letters_schema(), cols)?;
             self.dc.push(&mut self.dead_letters, b, all)?;
         }

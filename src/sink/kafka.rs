@@ -30,14 +30,10 @@ pub const H_REASON: &str = "reason";
 pub const H_ERROR: &str = "error";
 
 pub fn producer(brokers: &str) -> Result<FutureProducer> {
-    producer_with(brokers, None)
+    Ok(config(brokers, None).create()?)
 }
 
-/// An idempotent producer; transactional when `transactional_id` is given.
-pub fn producer_with(brokers: &str, transactional_id: Option<&str>) -> Result<FutureProducer> {
-    Ok(config(brokers, transactional_id).create()?)
-}
-
+/// An idempotent producer's settings; transactional when `transactional_id` is given.
 fn config(brokers: &str, transactional_id: Option<&str>) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
@@ -157,12 +153,8 @@ impl KafkaSink {
         let total = out.predictions.len() + out.dead_letters.len();
         let acks = BatchAcks::new(&self.topic, total);
         let mut sent = 0;
-        let (mut pbuf, mut obuf) = (Itoa::default(), Itoa::default());
         for r in &out.predictions {
-            let headers = OwnedHeaders::new_with_capacity(3)
-                .insert(Header { key: H_SOURCE_TOPIC, value: Some(self.source_topic.as_str()) })
-                .insert(Header { key: H_SOURCE_PARTITION, value: Some(pbuf.fmt(r.partition as i64)) })
-                .insert(Header { key: H_SOURCE_OFFSET, value: Some(obuf.fmt(r.offset)) });
+            let headers = source_headers(&self.source_topic, r.partition, r.offset, 3);
             let rec = BaseRecord::with_opaque_to(&self.topic, acks.clone())
                 .partition(r.partition)
                 .key(out.key(r))
@@ -241,13 +233,18 @@ pub fn dead_letter_future_record<'a>(topic: &'a str, source_topic: &str, d: &'a 
     rec
 }
 
+/// Every output's headers: its source coordinates (room for `capacity` headers).
+fn source_headers(topic: &str, partition: i32, offset: i64, capacity: usize) -> OwnedHeaders {
+    let (mut pbuf, mut obuf) = (Itoa::default(), Itoa::default());
+    OwnedHeaders::new_with_capacity(capacity)
+        .insert(Header { key: H_SOURCE_TOPIC, value: Some(topic) })
+        .insert(Header { key: H_SOURCE_PARTITION, value: Some(pbuf.fmt(partition as i64)) })
+        .insert(Header { key: H_SOURCE_OFFSET, value: Some(obuf.fmt(offset)) })
+}
+
 /// A dead letter's headers: its source coordinates, `reason` and `error`.
 fn dead_letter_headers(source_topic: &str, d: &DeadLetter) -> OwnedHeaders {
-    let (mut pbuf, mut obuf) = (Itoa::default(), Itoa::default());
-    OwnedHeaders::new_with_capacity(5)
-        .insert(Header { key: H_SOURCE_TOPIC, value: Some(source_topic) })
-        .insert(Header { key: H_SOURCE_PARTITION, value: Some(pbuf.fmt(d.partition as i64)) })
-        .insert(Header { key: H_SOURCE_OFFSET, value: Some(obuf.fmt(d.offset)) })
+    source_headers(source_topic, d.partition, d.offset, 5)
         .insert(Header { key: H_REASON, value: Some(d.reason) })
         .insert(Header { key: H_ERROR, value: Some(&d.detail) })
 }

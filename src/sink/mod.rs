@@ -109,9 +109,9 @@ pub struct Outputs {
     pub buf: Vec<u8>,
     pub predictions: Vec<OutRecord>,
     pub dead_letters: Vec<DeadLetter>,
-    /// The last event day formatted (days since the epoch + 1, "YYYY-MM-DD"): the
-    /// calendar is worked out once per day, not per prediction.
-    day: (i64, [u8; 10]),
+    /// The last event day (days since the epoch) and its "YYYY-MM-DD": the calendar
+    /// is worked out once per day, not per prediction.
+    day: Option<(i64, [u8; 10])>,
 }
 
 /// The fields of one prediction message (see `schemas/predictions.json`).
@@ -162,19 +162,23 @@ impl Outputs {
         let k1 = self.buf.len();
         let (secs, nanos) = (p.event_time_ns.div_euclid(1_000_000_000), p.event_time_ns.rem_euclid(1_000_000_000));
         let (day, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        if self.day.0 != day + 1 {
-            use chrono::Datelike;
-            let t = chrono::DateTime::from_timestamp_nanos(p.event_time_ns);
-            let mut d = [0u8; 10];
-            let _ = write!(&mut d[..], "{:04}-{:02}-{:02}", t.year(), t.month(), t.day());
-            self.day = (day + 1, d);
-        }
+        let date = match self.day {
+            Some((d, text)) if d == day => text,
+            _ => {
+                use chrono::Datelike;
+                let t = chrono::DateTime::from_timestamp_nanos(p.event_time_ns);
+                let mut text = [0u8; 10];
+                let _ = write!(&mut text[..], "{:04}-{:02}-{:02}", t.year(), t.month(), t.day());
+                self.day = Some((day, text));
+                text
+            }
+        };
         let b = &mut self.buf;
         // Writing into a Vec cannot fail.
         let _ = b.write_all(b"{\"key\":");
         let _ = serde_json::to_writer(&mut *b, p.key);
         let _ = b.write_all(b",\"event_time\":\"");
-        let _ = b.write_all(&self.day.1);
+        let _ = b.write_all(&date);
         let _ = write!(b, "T{:02}:{:02}:{:02}.{:09}Z\"", sod / 3600, sod / 60 % 60, sod % 60, nanos);
         let _ = write!(b, ",\"event_time_ns\":{},\"horizon\":", p.event_time_ns);
         let _ = serde_json::to_writer(&mut *b, p.horizon);
