@@ -8,9 +8,7 @@
 //! (header names as keys, numeric cells as numbers), `--time` names the event-time
 //! field and `--key` the field whose value keys (and partitions) the records.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -83,11 +81,45 @@ fn speed_factor(s: &str) -> anyhow::Result<Option<f64>> {
     }
 }
 
-/// The file's records as messages, read as they are published.
-struct Feed {
-    next: Box<dyn FnMut() -> Option<anyhow::Result<Outgoing>>>,
+/// The file's records as messages, read as they are published: by the pipeline's
+/// mapping, or as flat records with the flags' time and key fields.
+enum Feed {
+    Mapped(FileMessages),
+    Plain { rows: RowReader, time: String, key: Option<String> },
+}
+
+impl Feed {
+    fn next(&mut self) -> Option<anyhow::Result<Outgoing>> {
+        match self {
+            Feed::Mapped(r) => r.next_message().map(|m| m.map(|m| Outgoing { payload: m.payload.to_vec(), time_ms: m.time_ms, key: m.key.map(str::to_string) })),
+            Feed::Plain { rows, time, key } => {
+                let row = rows.next()?;
+                let at = rows.row_number;
+                Some(row.and_then(|row| {
+                    let rec = match row {
+                        Row::Record(m) | Row::Line(m, _) => m,
+                        Row::Raw(_) => bail!("{}: row {at} is not a JSON object", rows.path().display()),
+                    };
+                    let Some(t) = rec.get(time.as_str()).and_then(parse_time_ms) else {
+                        bail!("record {at}: no readable event time in field {time:?}");
+                    };
+                    let key = key.as_ref().and_then(|k| rec.get(k)).map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                    Ok(Outgoing { payload: serde_json::to_vec(&rec)?, time_ms: Some(t), key })
+                }))
+            }
+        }
+    }
+
     /// (done, total) through the file.
-    progress: Box<dyn Fn() -> (u64, u64)>,
+    fn progress(&self) -> (u64, u64) {
+        match self {
+            Feed::Mapped(r) => r.progress(),
+            Feed::Plain { rows, .. } => rows.progress(),
+        }
+    }
 }
 
 /// The file's records as messages, by the pipeline's mapping or by the flags.
@@ -106,44 +138,15 @@ fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Feed)> {
         let schema = Arc::new(TopicSchema::load(&cfg.resolve(&cfg.source.schema))?);
         let time = a.time.clone().unwrap_or_else(|| cfg.source.time.clone());
         let key = a.key.clone().unwrap_or_else(|| cfg.source.key.clone());
-        let reader = Rc::new(RefCell::new(FileMessages::open(&a.file, &cfg.source.file, schema, &time, Some(&key))?));
-        let r2 = reader.clone();
-        let next = Box::new(move || {
-            let mut r = reader.borrow_mut();
-            r.next_message().map(|m| m.map(|m| Outgoing { payload: m.payload.to_vec(), time_ms: m.time_ms, key: m.key.map(str::to_string) }))
-        });
-        let progress = Box::new(move || r2.borrow().progress());
-        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), Feed { next, progress }));
+        let reader = FileMessages::open(&a.file, &cfg.source.file, schema, &time, Some(&key))?;
+        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), Feed::Mapped(reader)));
     }
     if a.series.column.is_some() || a.series.time_column.is_some() || a.series.frequency.is_some() {
         bail!("--column, --time-column and --frequency need --pipeline with a [series] table");
     }
     let topic = a.topic.clone().context("give --topic (or --pipeline)")?;
     let time = a.time.clone().context("give --time FIELD (or --pipeline)")?;
-    let key = a.key.clone();
-    let reader = Rc::new(RefCell::new(RowReader::open(&a.file)?));
-    let r2 = reader.clone();
-    let next = Box::new(move || {
-        let mut r = reader.borrow_mut();
-        let row = r.next()?;
-        let at = r.row_number;
-        Some(row.and_then(|row| {
-            let rec = match row {
-                Row::Record(m) | Row::Line(m, _) => m,
-                Row::Raw(_) => bail!("{}: row {at} is not a JSON object", r.path().display()),
-            };
-            let Some(t) = rec.get(&time).and_then(parse_time_ms) else {
-                bail!("record {at}: no readable event time in field {time:?}");
-            };
-            let key = key.as_ref().and_then(|k| rec.get(k)).map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            Ok(Outgoing { payload: serde_json::to_vec(&rec)?, time_ms: Some(t), key })
-        }))
-    });
-    let progress = Box::new(move || r2.borrow().progress());
-    Ok((topic, Feed { next, progress }))
+    Ok((topic, Feed::Plain { rows: RowReader::open(&a.file)?, time, key: a.key.clone() }))
 }
 
 pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -173,9 +176,9 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut first_event: Option<i64> = None;
     let mut acks = Vec::new();
     let mut progress = Progress::new("replaying", true);
-    while let Some(rec) = (feed.next)() {
+    while let Some(rec) = feed.next() {
         let rec = rec?;
-        let (done, total) = (feed.progress)();
+        let (done, total) = feed.progress();
         if let Some(t) = rec.time_ms {
             if from.is_some_and(|f| t < f) || to.is_some_and(|e| t >= e) {
                 skipped += 1;

@@ -69,12 +69,18 @@ pub fn event_time_ms(rec: &Value, schema: &TopicSchema, time: &str) -> Option<i6
     let Extract::Pointer(p) = &f.extract else { return None };
     let v = rec.pointer(p)?;
     match (v, f.kind) {
-        (Value::Number(n), Kind::Timestamp { int_unit_ns }) => {
-            let n = n.as_i64()?;
-            Some(if int_unit_ns >= 1_000_000 { n * (int_unit_ns / 1_000_000) } else { n / (1_000_000 / int_unit_ns) })
-        }
+        (Value::Number(n), Kind::Timestamp { int_unit_ns }) => Some(int_time_ms(n.as_i64()?, int_unit_ns)),
         (Value::String(_), _) => parse_time_ms(v),
         _ => None,
+    }
+}
+
+/// An integer timestamp in units of `int_unit_ns` nanoseconds, in milliseconds.
+fn int_time_ms(n: i64, int_unit_ns: i64) -> i64 {
+    if int_unit_ns >= 1_000_000 {
+        n * (int_unit_ns / 1_000_000)
+    } else {
+        n / (1_000_000 / int_unit_ns)
     }
 }
 
@@ -142,15 +148,6 @@ impl FileMessages {
     /// How far through the file (bytes, or rows for Parquet): (done, total).
     pub fn progress(&self) -> (u64, u64) {
         self.rows.progress()
-    }
-
-    /// The 1-based line or record number of the last message.
-    pub fn row_number(&self) -> u64 {
-        self.rows.row_number
-    }
-
-    pub fn path(&self) -> &Path {
-        self.rows.path()
     }
 
     /// The next message; `None` at the end of the file.
@@ -236,7 +233,7 @@ fn fast_fill(line: &[u8], set: &PointerSet, scratch: &mut Scratch, kind: Kind, p
         Ok(found) => {
             let time = match (found.get(0), kind) {
                 (Found::Str(s), _) => Some(jsonpath::parse_rfc3339_nanos(s)?.div_euclid(1_000_000)),
-                (Found::Number(n), Kind::Timestamp { int_unit_ns }) => n.as_i64().map(|n| if int_unit_ns >= 1_000_000 { n * (int_unit_ns / 1_000_000) } else { n / (1_000_000 / int_unit_ns) }),
+                (Found::Number(n), Kind::Timestamp { int_unit_ns }) => n.as_i64().map(|n| int_time_ms(n, int_unit_ns)),
                 _ => None,
             };
             key.clear();

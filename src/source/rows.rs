@@ -185,20 +185,19 @@ fn cell_value(cell: &str) -> Value {
 
 fn parquet_reader(path: &Path, gz: bool, mut input: Input) -> anyhow::Result<Inner> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let builder = if gz {
+    fn reader<T: parquet::file::reader::ChunkReader + 'static>(b: ParquetRecordBatchReaderBuilder<T>) -> anyhow::Result<Inner> {
+        let total = b.metadata().file_metadata().num_rows().max(0) as u64;
+        Ok(Inner::Parquet { reader: b.with_batch_size(PARQUET_BATCH).build()?, rows: Vec::new().into_iter(), total, done: 0 })
+    }
+    if gz {
         // Parquet needs random access: a gzip'd file is decompressed into memory.
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
-        drop(input);
-        let b = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?;
-        let total = b.metadata().file_metadata().num_rows().max(0) as u64;
-        return Ok(Inner::Parquet { reader: b.with_batch_size(PARQUET_BATCH).build()?, rows: Vec::new().into_iter(), total, done: 0 });
+        reader(ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?)
     } else {
         drop(input);
-        ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?
-    };
-    let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
-    Ok(Inner::Parquet { reader: builder.with_batch_size(PARQUET_BATCH).build()?, rows: Vec::new().into_iter(), total, done: 0 })
+        reader(ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?)
+    }
 }
 
 /// Parquet rows as records: integers and floats as numbers, timestamps and dates as

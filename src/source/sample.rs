@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use super::schema::{Extract, TopicSchema};
+use super::schema::TopicSchema;
 
 /// FNV-1a, 64 bit: a stable hash for key → partition.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -23,16 +23,8 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 
 /// The text of the key field of one JSON line, if it has one.
 pub fn key_of(line: &[u8], schema: &TopicSchema, key: &str) -> Option<String> {
-    let f = schema.field(key)?;
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let p = match &f.extract {
-        Extract::Pointer(p) | Extract::Variant(p) => p,
-    };
-    match v.pointer(p)? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    }
+    super::mapping::key_text(&v, schema, key)
 }
 
 /// How seeded records are spread over partitions.
