@@ -47,26 +47,15 @@ async fn one(root: &Path, pipeline: &str, input: &Path, compare: bool) -> anyhow
     Ok(())
 }
 
-/// `src` repeated `copies` times, copy c with every `"YYYY-MM-DDTHH:MM:SS.fffffffffZ"`
-/// string moved c × 5 minutes later.
+/// `src` repeated `copies` times, copy c with every time string moved c × 5 minutes
+/// later (`tickflare::cli::bench_live::shift_times`).
 fn repeat_shifted(src: &Path, copies: i64, dst: &Path) -> anyhow::Result<()> {
     let lines: Vec<String> = std::io::BufReader::new(std::fs::File::open(src)?).lines().collect::<Result<_, _>>()?;
     let tmp = dst.with_extension("partial");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     for c in 0..copies {
-        let shift = chrono::Duration::minutes(5 * c);
         for l in &lines {
-            let mut rest = l.as_str();
-            while let Some(i) = rest.find('"') {
-                out.write_all(rest[..=i].as_bytes())?;
-                rest = &rest[i + 1..];
-                let cand = rest.get(..30).filter(|s| s.ends_with('Z') && s.as_bytes().get(10) == Some(&b'T'));
-                if let Some(t) = cand.and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.9fZ").ok()) {
-                    write!(out, "{}", (t + shift).format("%Y-%m-%dT%H:%M:%S%.9fZ"))?;
-                    rest = &rest[30..];
-                }
-            }
-            out.write_all(rest.as_bytes())?;
+            out.write_all(tickflare::cli::bench_live::shift_times(l, c * 5 * 60_000).as_bytes())?;
             out.write_all(b"\n")?;
         }
     }

@@ -48,8 +48,9 @@ fn rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// `line` with every `"YYYY-MM-DDTHH:MM:SS.fffffffffZ"` (or fewer digits) string
-/// moved `shift_ms` later.
+/// `line` with every RFC 3339 time string (`"YYYY-MM-DDTHH:MM:SS[.f]Z"` or with an
+/// offset) moved `shift_ms` later, written in UTC with as many fraction digits as it
+/// had (0, 3, 6 or 9; others as few as the value needs).
 pub fn shift_times(line: &str, shift_ms: i64) -> String {
     if shift_ms == 0 {
         return line.to_string();
@@ -63,8 +64,16 @@ pub fn shift_times(line: &str, shift_ms: i64) -> String {
         let cand = &rest[..end];
         if cand.len() >= 20 && cand.as_bytes().get(10) == Some(&b'T') {
             if let Ok(t) = chrono::DateTime::parse_from_rfc3339(cand) {
+                let digits = cand.get(20..).map_or(0, |f| if cand.as_bytes()[19] == b'.' { f.bytes().take_while(u8::is_ascii_digit).count() } else { 0 });
+                let format = match digits {
+                    0 => chrono::SecondsFormat::Secs,
+                    3 => chrono::SecondsFormat::Millis,
+                    6 => chrono::SecondsFormat::Micros,
+                    9 => chrono::SecondsFormat::Nanos,
+                    _ => chrono::SecondsFormat::AutoSi,
+                };
                 let t = t.to_utc() + chrono::Duration::milliseconds(shift_ms);
-                out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+                out.push_str(&t.to_rfc3339_opts(format, true));
                 rest = &rest[end..];
             }
         }
@@ -217,5 +226,8 @@ mod tests {
         let l = r#"{"a":"2025-03-25T23:59:59.773674205Z","b":"x","c":"2025-03-25T23:07:00Z"}"#;
         assert_eq!(shift_times(l, 1_000), r#"{"a":"2025-03-26T00:00:00.773674205Z","b":"x","c":"2025-03-25T23:07:01Z"}"#);
         assert_eq!(shift_times(l, 0), l);
+        // Fraction digits as they were, even where the value needs fewer.
+        assert_eq!(shift_times(r#"{"t":"2025-03-25T23:07:00.100000000Z"}"#, 300_000), r#"{"t":"2025-03-25T23:12:00.100000000Z"}"#);
+        assert_eq!(shift_times(r#"{"t":"2025-03-25T23:07:00.500Z"}"#, 1), r#"{"t":"2025-03-25T23:07:00.501Z"}"#);
     }
 }
