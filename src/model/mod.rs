@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod experts;
 pub mod linear;
+pub mod lstm;
 pub mod drift;
 pub mod loss;
 pub mod mlp;
@@ -374,6 +375,16 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             cfg.learning_rate,
             cfg.seed,
             device,
+        )?)),
+        // On the CPU the LSTM is plain f64 code (the same model, see `lstm`).
+        "lstm" if device.is_cpu() => Ok(Box::new(lstm::LstmModel::new(
+            cfg.window.max(1),
+            n_features / cfg.window.max(1),
+            cfg.hidden.first().copied().unwrap_or(32),
+            loss::Loss::parse(&cfg.loss, cfg.huber_delta)?,
+            linear::Optim::parse(optimizer(cfg))?,
+            cfg.learning_rate,
+            cfg.seed,
         )?)),
         "lstm" | "cnn1d" => Ok(Box::new(seq::SeqModel::new(
             &cfg.kind,

@@ -1,0 +1,637 @@
+//! The LSTM regressor on the CPU as plain f64 code: forward over the key's window,
+//! backpropagation through time written out, AdamW or SGD in place — no tensors, no
+//! per-row allocation. The same model as `seq::SeqModel`'s candle-nn LSTM (gate order
+//! input, forget, cell, output; last hidden state → linear head; the same seeded
+//! initial weights, drawn in the same name order) whose autograd serves as the test's
+//! independent reference. candle's version stays for CUDA.
+//!
+//! One step of a 32-unit LSTM over 8 rows of 8 features is ~50k multiply-adds forward
+//! and ~75k backward; candle spent most of a step on ~400 tiny tensor ops.
+//!
+//! Parameters live in one flat vector θ laid out for contiguous inner loops (the
+//! weight matrices transposed: one row of 4h gate values per input), with the AdamW
+//! moments beside it in the same layout. Checkpoints store them under candle's
+//! variable names and layouts, so a checkpoint of either implementation loads into
+//! the other.
+
+use std::cell::RefCell;
+
+use super::linear::{Optim, BETA1, BETA2, EPS};
+use super::loss::Loss;
+use super::rand::Draws;
+use super::{OnlineModel, Snapshot};
+use crate::error::{Error, Result};
+
+/// Where each parameter block starts in θ (d inputs, h hidden units, g = 4h).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    d: usize,
+    h: usize,
+    g: usize,
+    /// W_ihᵀ: d rows of g.
+    wih: usize,
+    /// W_hhᵀ: h rows of g.
+    whh: usize,
+    b_ih: usize,
+    b_hh: usize,
+    head_w: usize,
+    head_b: usize,
+    len: usize,
+}
+
+impl Layout {
+    fn new(d: usize, h: usize) -> Self {
+        let g = 4 * h;
+        let wih = 0;
+        let whh = wih + d * g;
+        let b_ih = whh + h * g;
+        let b_hh = b_ih + g;
+        let head_w = b_hh + g;
+        let head_b = head_w + h;
+        Layout { d, h, g, wih, whh, b_ih, b_hh, head_w, head_b, len: head_b + 1 }
+    }
+
+    /// candle's variables in name order: (name, shape, θ index of element [r, c]).
+    fn vars(&self) -> [(&'static str, [usize; 2], Box<dyn Fn(usize, usize) -> usize + '_>); 6] {
+        let (g, s) = (self.g, *self);
+        [
+            ("head.bias", [1, 1], Box::new(move |_, _| s.head_b)),
+            ("head.weight", [1, s.h], Box::new(move |_, c| s.head_w + c)),
+            ("lstm.bias_hh_l0", [1, g], Box::new(move |_, c| s.b_hh + c)),
+            ("lstm.bias_ih_l0", [1, g], Box::new(move |_, c| s.b_ih + c)),
+            // W_hh is [g, h]: element [r, c] sits at row c, column r of W_hhᵀ.
+            ("lstm.weight_hh_l0", [g, s.h], Box::new(move |r, c| s.whh + c * g + r)),
+            ("lstm.weight_ih_l0", [g, s.d], Box::new(move |r, c| s.wih + c * g + r)),
+        ]
+    }
+}
+
+/// Per-thread buffers of one forward/backward pass (reused; sized on first use).
+#[derive(Default)]
+struct Scratch {
+    /// Per step: gate activations (i, f, g, o: 4h), cell c (h), tanh(c) (h), hidden (h).
+    acts: Vec<f64>,
+    cells: Vec<f64>,
+    tanh_c: Vec<f64>,
+    hidden: Vec<f64>,
+    pre_a: Vec<f64>,
+    pre_b: Vec<f64>,
+    grad: Vec<f64>,
+    dh: Vec<f64>,
+    dh_prev: Vec<f64>,
+    dc: Vec<f64>,
+    dpre: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn sized(v: &mut Vec<f64>, n: usize) -> &mut [f64] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// eˣ without a library call, so loops over gates vectorise: x = k·ln 2 + r with
+/// |r| ≤ ½ln 2 (Cody–Waite, ln 2 split in two), eʳ by its Taylor series to r¹²
+/// (truncation < 2·10⁻¹⁶ relative), 2ᵏ put straight into the exponent bits. Within
+/// ~2 ulp of libm's (tested); saturates below e⁻⁷⁰⁸ and above e⁷⁰⁹.
+#[inline(always)]
+fn exp(x: f64) -> f64 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    // Adding 1.5·2⁵² rounds to an integer and leaves it in the low mantissa bits.
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    let x = x.clamp(-708.0, 709.0);
+    let t = x * LOG2E + SHIFT;
+    let k = t - SHIFT;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let mut p = 1.0 / 479_001_600.0;
+    for c in [39_916_800.0, 3_628_800.0, 362_880.0, 40_320.0, 5_040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0] {
+        p = p * r + 1.0 / c;
+    }
+    let two_k = f64::from_bits(t.to_bits().wrapping_add(1023) << 52);
+    p * two_k
+}
+
+#[inline(always)]
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// tanh x = 1 − 2/(e²ˣ + 1): absolute error ~10⁻¹⁶ (relative error grows near 0,
+/// where the value itself is small).
+#[inline(always)]
+fn tanh(x: f64) -> f64 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
+/// y += a·x over equal-length slices.
+#[inline(always)]
+fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// x·y with four running sums (fixed order, so deterministic; lets the compiler
+/// vectorise).
+#[inline(always)]
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (xc, yc) = (x.chunks_exact(4), y.chunks_exact(4));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for k in 0..4 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (a, b) in xr.iter().zip(yr) {
+        s += a * b;
+    }
+    s
+}
+
+pub struct LstmModel {
+    lay: Layout,
+    window: usize,
+    theta: Vec<f64>,
+    /// AdamW moments (empty for SGD).
+    m: Vec<f64>,
+    v: Vec<f64>,
+    step_t: u64,
+    optim: Optim,
+    loss: Loss,
+    lr: f64,
+    base_lr: f64,
+    updates: u64,
+}
+
+impl LstmModel {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(window: usize, d: usize, hidden: usize, loss: Loss, optim: Optim, lr: f64, seed: u64) -> Result<Self> {
+        if window == 0 || hidden == 0 || d == 0 {
+            return Err(Error::Config("lstm needs model.window ≥ 1, a hidden size ≥ 1 and ≥ 1 feature".into()));
+        }
+        if optim == Optim::Nlms {
+            return Err(Error::Config("model.optimizer \"nlms\" is for linear models; use adamw or sgd".into()));
+        }
+        let lay = Layout::new(d, hidden);
+        let mut theta = vec![0.0; lay.len];
+        // As seq::seed_vars: variables in name order, uniform ±1/√fan_in, fan_in the
+        // product of the trailing dimensions (a vector's own length).
+        let mut draws = Draws(seed);
+        for (name, [rows, cols], at) in lay.vars() {
+            let fan_in = if name.contains("weight") { cols } else { rows * cols };
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            for r in 0..rows {
+                for c in 0..cols {
+                    theta[at(r, c)] = draws.symmetric(bound);
+                }
+            }
+        }
+        let adam = optim == Optim::AdamW;
+        let moments = if adam { vec![0.0; lay.len] } else { Vec::new() };
+        Ok(LstmModel {
+            lay,
+            window,
+            theta,
+            v: moments.clone(),
+            m: moments,
+            step_t: 0,
+            optim,
+            loss,
+            lr,
+            base_lr: lr,
+            updates: 0,
+        })
+    }
+
+    fn check(&self, x: &[f64]) -> Result<()> {
+        if x.len() != self.window * self.lay.d {
+            return Err(Error::Internal(format!("expected {}×{} window values, got {}", self.window, self.lay.d, x.len())));
+        }
+        Ok(())
+    }
+
+    /// Runs the window through the cell, keeping every step's activations in `s`;
+    /// returns the prediction.
+    #[inline(always)]
+    fn forward(&self, x: &[f64], s: &mut Scratch) -> f64 {
+        let Layout { d, h, g, .. } = self.lay;
+        let t_n = self.window;
+        let th = &self.theta;
+        let acts = sized(&mut s.acts, t_n * g);
+        let cells = sized(&mut s.cells, t_n * h);
+        let tanh_c = sized(&mut s.tanh_c, t_n * h);
+        let hidden = sized(&mut s.hidden, t_n * h);
+        let pre_a = sized(&mut s.pre_a, g);
+        let pre_b = sized(&mut s.pre_b, g);
+        for t in 0..t_n {
+            // (x·W_ihᵀ + b_ih) + (h·W_hhᵀ + b_hh), as candle groups it.
+            pre_a.copy_from_slice(&th[self.lay.b_ih..self.lay.b_ih + g]);
+            for (j, &xj) in x[t * d..(t + 1) * d].iter().enumerate() {
+                axpy(pre_a, xj, &th[self.lay.wih + j * g..self.lay.wih + (j + 1) * g]);
+            }
+            pre_b.copy_from_slice(&th[self.lay.b_hh..self.lay.b_hh + g]);
+            if t > 0 {
+                let (done, _) = hidden.split_at(t * h);
+                for (k, &hk) in done[(t - 1) * h..].iter().enumerate() {
+                    axpy(pre_b, hk, &th[self.lay.whh + k * g..self.lay.whh + (k + 1) * g]);
+                }
+            }
+            let a = &mut acts[t * g..(t + 1) * g];
+            // Gates i, f and o are sigmoids; the cell candidate (the third) a tanh.
+            // Loops over whole slices, so they vectorise.
+            for ((ar, pa), pb) in a.iter_mut().zip(pre_a.iter()).zip(pre_b.iter()) {
+                *ar = sigmoid(pa + pb);
+            }
+            for ((ar, pa), pb) in a[2 * h..3 * h].iter_mut().zip(&pre_a[2 * h..3 * h]).zip(&pre_b[2 * h..3 * h]) {
+                *ar = tanh(pa + pb);
+            }
+            for k in 0..h {
+                let prev = if t > 0 { cells[(t - 1) * h + k] } else { 0.0 };
+                cells[t * h + k] = a[h + k] * prev + a[k] * a[2 * h + k];
+            }
+            for k in 0..h {
+                tanh_c[t * h + k] = tanh(cells[t * h + k]);
+            }
+            for k in 0..h {
+                hidden[t * h + k] = a[3 * h + k] * tanh_c[t * h + k];
+            }
+        }
+        let last = &hidden[(t_n - 1) * h..t_n * h];
+        dot(last, &th[self.lay.head_w..self.lay.head_w + h]) + th[self.lay.head_b]
+    }
+
+    /// ∂loss/∂θ into `s.grad` for the window `x` whose forward pass is in `s`.
+    #[inline(always)]
+    fn backward(&self, x: &[f64], dpred: f64, s: &mut Scratch) {
+        let Layout { d, h, g, .. } = self.lay;
+        let t_n = self.window;
+        let th = &self.theta;
+        let lay = self.lay;
+        let Scratch { acts, cells, tanh_c, hidden, grad, dh, dh_prev, dc, dpre, .. } = s;
+        let grad = sized(grad, lay.len);
+        grad.fill(0.0);
+        let dh = sized(dh, h);
+        let dh_prev = sized(dh_prev, h);
+        let dc = sized(dc, h);
+        let dpre = sized(dpre, g);
+        let last = &hidden[(t_n - 1) * h..t_n * h];
+        for k in 0..h {
+            grad[lay.head_w + k] = last[k] * dpred;
+            dh[k] = th[lay.head_w + k] * dpred;
+        }
+        grad[lay.head_b] = dpred;
+        dc.fill(0.0);
+        for t in (0..t_n).rev() {
+            let a = &acts[t * g..(t + 1) * g];
+            for k in 0..h {
+                let (i, f, gg, o) = (a[k], a[h + k], a[2 * h + k], a[3 * h + k]);
+                let tc = tanh_c[t * h + k];
+                let c_prev = if t > 0 { cells[(t - 1) * h + k] } else { 0.0 };
+                let dck = dc[k] + dh[k] * o * (1.0 - tc * tc);
+                dpre[k] = dck * gg * i * (1.0 - i);
+                dpre[h + k] = dck * c_prev * f * (1.0 - f);
+                dpre[2 * h + k] = dck * i * (1.0 - gg * gg);
+                dpre[3 * h + k] = dh[k] * tc * o * (1.0 - o);
+                dc[k] = dck * f;
+            }
+            for r in 0..g {
+                grad[lay.b_ih + r] += dpre[r];
+                grad[lay.b_hh + r] += dpre[r];
+            }
+            for (j, &xj) in x[t * d..(t + 1) * d].iter().enumerate() {
+                axpy(&mut grad[lay.wih + j * g..lay.wih + (j + 1) * g], xj, dpre);
+            }
+            if t > 0 {
+                let h_prev = &hidden[(t - 1) * h..t * h];
+                for k in 0..h {
+                    let row = lay.whh + k * g..lay.whh + (k + 1) * g;
+                    axpy(&mut grad[row.clone()], h_prev[k], dpre);
+                    dh_prev[k] = dot(&th[row], dpre);
+                }
+                dh.copy_from_slice(dh_prev);
+            }
+        }
+    }
+
+    /// One optimizer step with the gradient in `grad` (as `optim::NetOptimizer`).
+    #[inline(always)]
+    fn apply(&mut self, grad: &[f64]) {
+        let lr = self.lr;
+        match self.optim {
+            Optim::AdamW => {
+                self.step_t += 1;
+                let scale_m = 1f64 / (1f64 - BETA1.powi(self.step_t as i32));
+                let scale_v = 1f64 / (1f64 - BETA2.powi(self.step_t as i32));
+                for (((th, m), v), &g) in self.theta.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(grad) {
+                    *m = *m * BETA1 + g * (1.0 - BETA1);
+                    *v = *v * BETA2 + g * g * (1.0 - BETA2);
+                    let (m_hat, v_hat) = (*m * scale_m, *v * scale_v);
+                    *th -= m_hat / (v_hat.sqrt() + EPS) * lr;
+                }
+            }
+            _ => {
+                for (th, &g) in self.theta.iter_mut().zip(grad) {
+                    *th -= g * lr;
+                }
+            }
+        }
+    }
+
+    /// One update: forward, backward, optimizer step; returns the loss before it.
+    #[inline(always)]
+    fn learn(&mut self, x: &[f64], y: f64, s: &mut Scratch) -> f64 {
+        let pred = self.forward(x, s);
+        let (loss, dpred) = self.loss_grad(pred, y);
+        self.backward(x, dpred, s);
+        let grad = std::mem::take(&mut s.grad);
+        self.apply(&grad[..self.lay.len]);
+        s.grad = grad;
+        self.updates += 1;
+        loss
+    }
+
+    // The same code compiled for AVX2's 4-wide f64 lanes. No FMA: every product and
+    // sum is rounded as in the baseline build, so the results are bit for bit the same
+    // on any x86-64 (tested).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_avx2(&self, x: &[f64], s: &mut Scratch) -> f64 {
+        self.forward(x, s)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn learn_avx2(&mut self, x: &[f64], y: f64, s: &mut Scratch) -> f64 {
+        self.learn(x, y, s)
+    }
+
+    /// The loss of `pred` against `y` and its derivative in `pred`.
+    fn loss_grad(&self, pred: f64, y: f64) -> (f64, f64) {
+        let e = pred - y;
+        match self.loss {
+            Loss::Mse => (e * e, 2.0 * e),
+            Loss::Huber { delta } => {
+                let a = e.abs();
+                let q = a.min(delta);
+                (0.5 * q * q + delta * (a - q), e.clamp(-delta, delta))
+            }
+        }
+    }
+
+    /// θ's values in candle's variable order and layout.
+    fn named(&self) -> Vec<(&'static str, Vec<f64>)> {
+        self.lay.vars().into_iter().map(|(name, [rows, cols], at)| {
+            let mut v = Vec::with_capacity(rows * cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    v.push(self.theta[at(r, c)]);
+                }
+            }
+            (name, v)
+        }).collect()
+    }
+}
+
+impl OnlineModel for LstmModel {
+    fn predict(&self, x: &[f64]) -> Result<f64> {
+        self.check(x)?;
+        Ok(SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { self.forward_avx2(x, s) };
+            }
+            self.forward(x, s)
+        }))
+    }
+
+    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
+        self.check(x)?;
+        SCRATCH.with(|cell| {
+            let s = &mut *cell.borrow_mut();
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return Ok(unsafe { self.learn_avx2(x, y, s) });
+            }
+            Ok(self.learn(x, y, s))
+        })
+    }
+
+    fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    fn parameters(&self) -> Result<Vec<f64>> {
+        Ok(self.named().into_iter().flat_map(|(_, v)| v).collect())
+    }
+
+    fn reset_optimizer(&mut self) -> Result<()> {
+        self.step_t = 0;
+        self.m.fill(0.0);
+        self.v.fill(0.0);
+        self.lr = self.base_lr;
+        Ok(())
+    }
+
+    fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
+        self.lr = self.base_lr * scale;
+        Ok(())
+    }
+
+    /// The names and layouts `seq::SeqModel` writes (its `NetOptimizer`'s).
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put_int("updates", self.updates);
+        s.put_int("step_t", self.step_t);
+        s.put_f64("lr", self.lr);
+        let mut put = |prefix: &str, values: &[f64]| {
+            for (name, [rows, cols], at) in self.lay.vars() {
+                let v = (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| values[at(r, c)]).collect();
+                s.put(&format!("{prefix}.{name}"), v);
+            }
+        };
+        put("var", &self.theta);
+        if self.optim == Optim::AdamW {
+            put("adam_m", &self.m);
+            put("adam_v", &self.v);
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        self.updates = s.int("updates")?;
+        self.step_t = s.int("step_t")?;
+        self.lr = s.f64("lr")?;
+        let lay = self.lay;
+        let read = |prefix: &str, into: &mut Vec<f64>| -> Result<()> {
+            for (name, [rows, cols], at) in lay.vars() {
+                let v = s.array(&format!("{prefix}.{name}"))?;
+                if v.len() != rows * cols {
+                    return Err(Error::Checkpoint(format!(
+                        "{prefix}.{name}: {} values stored, the model needs {} — was the checkpoint written by another model configuration?",
+                        v.len(),
+                        rows * cols
+                    )));
+                }
+                for r in 0..rows {
+                    for c in 0..cols {
+                        into[at(r, c)] = v[r * cols + c];
+                    }
+                }
+            }
+            Ok(())
+        };
+        read("var", &mut self.theta)?;
+        if self.optim == Optim::AdamW {
+            read("adam_m", &mut self.m)?;
+            read("adam_v", &mut self.v)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reference is candle: `seq::SeqModel` (candle-nn's LSTM cell, autograd's
+    //! gradients, `NetOptimizer`) from the same seed, fed the same stream.
+    use super::*;
+    use crate::model::seq::SeqModel;
+    use candle_core::Device;
+
+    const WINDOW: usize = 5;
+    const D: usize = 3;
+    const H: usize = 4;
+
+    fn stream(i: usize) -> (Vec<f64>, f64) {
+        let x: Vec<f64> = (0..WINDOW * D).map(|j| ((i * 7 + j * 13) % 29) as f64 / 14.5 - 1.0).collect();
+        let y = 0.8 * x[x.len() - 1] - 0.3 * x[x.len() - 2] + 0.1 * ((i % 5) as f64);
+        (x, y)
+    }
+
+    fn pair(loss: Loss, optim: Optim, lr: f64) -> (LstmModel, SeqModel) {
+        let ours = LstmModel::new(WINDOW, D, H, loss, optim, lr, 11).unwrap();
+        let theirs = SeqModel::new("lstm", WINDOW, D, H, 1, loss, optim, lr, 11, &Device::Cpu).unwrap();
+        (ours, theirs)
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+    }
+
+    #[test]
+    fn starts_from_candles_weights() {
+        let (ours, theirs) = pair(Loss::Mse, Optim::AdamW, 0.01);
+        assert_eq!(ours.parameters().unwrap(), theirs.parameters().unwrap());
+    }
+
+    /// 300 predict-then-learn steps: forecasts, losses and weights agree with
+    /// candle's to rounding (sums run in a different order), for each loss and
+    /// optimizer.
+    #[test]
+    fn learns_as_candles_lstm() {
+        for (loss, optim, lr) in [
+            (Loss::Mse, Optim::AdamW, 0.01),
+            (Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.02),
+            (Loss::Mse, Optim::Sgd, 0.05),
+        ] {
+            let (mut ours, mut theirs) = pair(loss, optim, lr);
+            for i in 0..300 {
+                let (x, y) = stream(i);
+                let (p, q) = (ours.predict(&x).unwrap(), theirs.predict(&x).unwrap());
+                assert!((p - q).abs() < 1e-10, "{loss:?} {optim:?} step {i}: predict {p} vs candle {q}");
+                let (l, m) = (ours.update(&x, y).unwrap(), theirs.update(&x, y).unwrap());
+                assert!((l - m).abs() < 1e-10 * (1.0 + m), "{loss:?} {optim:?} step {i}: loss {l} vs candle {m}");
+            }
+            assert!(close(&ours.parameters().unwrap(), &theirs.parameters().unwrap(), 1e-9), "{loss:?} {optim:?}");
+            // It learned something: the last forecasts beat predicting zero.
+            let err = |m: &LstmModel| (300..340).map(|i| { let (x, y) = stream(i); (m.predict(&x).unwrap() - y).abs() }).sum::<f64>();
+            let zero: f64 = (300..340).map(|i| stream(i).1.abs()).sum();
+            assert!(err(&ours) < 0.5 * zero, "{loss:?} {optim:?}: {} vs {zero}", err(&ours));
+        }
+    }
+
+    /// A checkpoint of either implementation restores the other: the same forecasts
+    /// and, after more learning, the same weights (to rounding).
+    #[test]
+    fn checkpoints_cross_load() {
+        let (mut ours, mut theirs) = pair(Loss::Mse, Optim::AdamW, 0.01);
+        for i in 0..50 {
+            let (x, y) = stream(i);
+            ours.update(&x, y).unwrap();
+            theirs.update(&x, y).unwrap();
+        }
+        let mut from_candle = Snapshot::default();
+        theirs.save(&mut from_candle).unwrap();
+        let (mut restored, mut back) = pair(Loss::Mse, Optim::AdamW, 0.01);
+        restored.load(&mut from_candle.clone()).unwrap();
+        assert_eq!(restored.parameters().unwrap(), theirs.parameters().unwrap());
+        assert_eq!(restored.updates(), 50);
+        let mut from_ours = Snapshot::default();
+        ours.save(&mut from_ours).unwrap();
+        back.load(&mut from_ours).unwrap();
+        assert_eq!(back.parameters().unwrap(), ours.parameters().unwrap());
+        for i in 50..100 {
+            let (x, y) = stream(i);
+            restored.update(&x, y).unwrap();
+            theirs.update(&x, y).unwrap();
+        }
+        assert!(close(&restored.parameters().unwrap(), &theirs.parameters().unwrap(), 1e-9));
+    }
+
+    /// Against libm over the range the gates see (and beyond): relative error of
+    /// `exp` ≤ 4·10⁻¹⁶, absolute error of `tanh` and `sigmoid` ≤ 4·10⁻¹⁶;
+    /// saturation at the ends.
+    #[test]
+    fn exp_tanh_sigmoid_match_libm() {
+        for i in -70_000..=70_000 {
+            let x = i as f64 * 1e-2 + 1e-7 * (i % 7) as f64;
+            let (e, want) = (exp(x), x.exp());
+            assert!((e - want).abs() <= 4e-16 * want, "exp({x}) = {e}, libm {want}");
+            assert!((tanh(x) - x.tanh()).abs() <= 4e-16, "tanh({x})");
+            assert!((sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs() <= 4e-16, "sigmoid({x})");
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert!(sigmoid(-1e6) < 1e-300 && sigmoid(1e6) == 1.0);
+        assert_eq!((tanh(1e6), tanh(-1e6)), (1.0, -1.0));
+        assert!(exp(f64::NAN).is_nan());
+    }
+
+    /// The AVX2 build of the step and the baseline build give the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_baseline_agree_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let (mut a, _) = pair(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.01);
+        let (mut b, _) = pair(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.01);
+        let mut s = Scratch::default();
+        for i in 0..200 {
+            let (x, y) = stream(i);
+            let p = a.forward(&x, &mut s);
+            // SAFETY: AVX2 checked above.
+            let q = unsafe { b.forward_avx2(&x, &mut s) };
+            assert_eq!(p.to_bits(), q.to_bits(), "step {i}");
+            let l = a.learn(&x, y, &mut s);
+            let m = unsafe { b.learn_avx2(&x, y, &mut s) };
+            assert_eq!(l.to_bits(), m.to_bits(), "step {i}");
+        }
+        assert_eq!(a.theta, b.theta);
+        assert_eq!((a.m.clone(), a.v.clone()), (b.m.clone(), b.v.clone()));
+    }
+
+    #[test]
+    fn rejects_a_wrong_window() {
+        let (ours, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+        assert!(ours.predict(&[0.0; WINDOW * D - 1]).is_err());
+    }
+}
