@@ -6,11 +6,13 @@
 //!
 //! With `--keys K` (K > 1) it measures what a partition with K keyed models does: K
 //! models, rows arriving round-robin over the keys, each row one predict and one
-//! update of its key's model (batch 1, as the pipeline runs them today).
+//! update of its key's model, queued per key in batches of 4,096 rows and run as the
+//! pipeline runs them (`model::keyed`: key by key, on one thread and on every core).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::model::keyed::{self, KeyOps};
 use crate::model::{self, device};
 use crate::pipeline::config::ModelConfig;
 
@@ -28,7 +30,7 @@ pub struct BenchModelsArgs {
     /// Keyed models per partition (rows round-robin over them).
     #[arg(long, default_value_t = 1)]
     pub keys: usize,
-    /// Also write the results as a JSON list of {kind, keys, batch, rows_per_s, device}.
+    /// Also write the results as a JSON list of {kind, keys, batch, threads, rows_per_s, device}.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 }
@@ -39,6 +41,8 @@ pub struct ModelRate {
     pub kind: String,
     pub keys: usize,
     pub batch: usize,
+    /// Threads the keys' work was spread over.
+    pub threads: usize,
     pub rows_per_s: f64,
     pub device: String,
 }
@@ -60,19 +64,16 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
         let n = d * window;
         let mut line = format!("{kind:<8}");
         if a.keys > 1 {
-            let mut models = (0..a.keys).map(|_| model::build(&cfg, n, &dev)).collect::<crate::error::Result<Vec<_>>>()?;
-            let xs: Vec<f64> = (0..a.keys * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
-            let rows = a.rows.max(a.keys);
-            let started = Instant::now();
-            for r in 0..rows {
-                let k = r % a.keys;
-                let x = &xs[k * n..(k + 1) * n];
-                let p = models[k].predict(x)?;
-                models[k].update(x, x[0] - 0.5 * x[1] + 1e-3 * p)?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let mut counts = vec![1];
+            if cores > 1 {
+                counts.push(cores);
             }
-            let rate = rows as f64 / started.elapsed().as_secs_f64();
-            println!("{kind:<8}  {} keys, batch 1: {rate:>10.0} rows/s", a.keys);
-            rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, rows_per_s: rate, device: dev_name.clone() });
+            for threads in counts {
+                let rate = keyed_rate(&cfg, n, &dev, a.keys, a.rows.max(a.keys), threads)?;
+                println!("{kind:<8}  {} keys, {threads} thread(s): {rate:>10.0} rows/s", a.keys);
+                rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads, rows_per_s: rate, device: dev_name.clone() });
+            }
             continue;
         }
         for batch in [1usize, 32, 256] {
@@ -89,7 +90,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             let s = started.elapsed().as_secs_f64();
             let rate = (steps * batch) as f64 / s;
             line.push_str(&format!("  batch {batch:>3}: {rate:>10.0} rows/s"));
-            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, rows_per_s: rate, device: dev_name.clone() });
+            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, threads: 1, rows_per_s: rate, device: dev_name.clone() });
         }
         println!("{line}");
     }
@@ -97,4 +98,29 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&p, serde_json::to_string_pretty(&rates)?)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rows/s of K keyed models fed round-robin, each row a predict then an update of
+/// its key's model, in batches of 4,096 rows run through `model::keyed`.
+fn keyed_rate(cfg: &ModelConfig, n: usize, dev: &candle_core::Device, keys: usize, rows: usize, threads: usize) -> anyhow::Result<f64> {
+    let mut slots: Vec<Option<Box<dyn model::OnlineModel>>> = (0..keys).map(|_| None).collect();
+    let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
+    let xs: Vec<f64> = (0..keys * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
+    let build = || model::build(cfg, n, dev);
+    let started = Instant::now();
+    let mut r = 0;
+    while r < rows {
+        let end = (r + 4096).min(rows);
+        for i in r..end {
+            let k = i % keys;
+            let x = &xs[k * n..(k + 1) * n];
+            ops[k].predict(x);
+            ops[k].learn(x, x[0] - 0.5 * x[1]);
+        }
+        let work = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
+        keyed::run_keys(work, threads, &build)?;
+        ops.iter_mut().for_each(KeyOps::clear);
+        r = end;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
 }

@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod experts;
+pub mod keyed;
 pub mod linear;
 pub mod lstm;
 pub mod drift;

@@ -2,28 +2,29 @@
 //! predictions and dead letters out, partition state advanced.
 //!
 //! Order of work for each batch: lateness check (per-key watermark) → feature SQL over
-//! look-back + batch → for each row in offset order: label the key's due pending
-//! predictions and update the model on each, then predict for the row. Every step is a
-//! function of the rows in offset order, so output does not depend on batch sizes.
+//! look-back + batch → the model stage (`stage`): for each row in offset order, label
+//! the key's due pending predictions and update the model on each, then predict for
+//! the row. Every step is a function of the rows in offset order, so output does not
+//! depend on batch sizes.
+
+mod stage;
 
 use std::time::Instant;
 
-use arrow::array::{Array, AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::datatypes::{DataType, Int64Type};
 use candle_core::Device;
 
 use crate::error::{Error, Result};
 use crate::features::{lookback, FeatureEngine};
 use crate::model;
-use crate::model::aggregate::Aggregator;
 use crate::model::experts::Experts;
 use crate::pipeline::config::{Horizon, ModelConfig};
-use crate::sink::{Outputs, PredictionRef};
+use crate::sink::Outputs;
 use crate::source::batch::PartitionInput;
 use crate::source::schema::OFFSET_COLUMN;
-use crate::state::score::{ErrorStats, Scored};
-use crate::state::{KeyState, Pending, PartitionState};
+use crate::state::{KeyState, PartitionState};
 use crate::telemetry::events::StageTimings;
 
 /// Columns the processor needs, resolved once.
@@ -156,7 +157,8 @@ impl Processor {
         out: &mut Outputs,
         timings: &mut StageTimings,
     ) -> Result<()> {
-        self.process_on(0, state, input, out, timings).await
+        // In place: the model stage may use every worker's core.
+        self.process_with(0, self.workers(), state, input, out, timings).await
     }
 
     /// [`Processor::process`] with worker `worker`'s feature plan: different workers
@@ -169,8 +171,20 @@ impl Processor {
         out: &mut Outputs,
         timings: &mut StageTimings,
     ) -> Result<()> {
+        self.process_with(worker, 1, state, input, out, timings).await
+    }
+
+    async fn process_with(
+        &self,
+        worker: usize,
+        threads: usize,
+        state: &mut PartitionState,
+        input: &mut PartitionInput,
+        out: &mut Outputs,
+        timings: &mut StageTimings,
+    ) -> Result<()> {
         let engine = &self.engines[worker % self.engines.len()];
-        let r = self.process_inner(engine, state, input, out, timings).await;
+        let r = self.process_inner(engine, threads, state, input, out, timings).await;
         if let Some(o) = input.last_offset {
             state.next_offset = o + 1;
         }
@@ -181,6 +195,7 @@ impl Processor {
     async fn process_inner(
         &self,
         engine: &FeatureEngine,
+        threads: usize,
         state: &mut PartitionState,
         input: &mut PartitionInput,
         out: &mut Outputs,
@@ -214,7 +229,7 @@ impl Processor {
         };
         timings.features += t0.elapsed();
         state.counters.filtered += (kept - feats.num_rows()) as u64;
-        self.model_stage(state, input, out, &feats, timings)
+        self.model_stage(state, input, out, &feats, timings, threads)
     }
 
     /// Adds rows that went through the feature SQL to the partition's look-back.
@@ -302,271 +317,6 @@ impl Processor {
             return Ok(batch);
         }
         Ok(filter_record_batch(&batch, &BooleanArray::from(keep))?)
-    }
-
-    fn model_stage(
-        &self,
-        state: &mut PartitionState,
-        input: &PartitionInput,
-        out: &mut Outputs,
-        feats: &RecordBatch,
-        timings: &mut StageTimings,
-    ) -> Result<()> {
-        let n = feats.num_rows();
-        let keys = cast(feats.column(self.out_key), &DataType::Utf8)?;
-        let keys = keys.as_string::<i32>();
-        let times = cast(feats.column(self.out_time), &DataType::Int64)?;
-        let times = times.as_primitive::<Int64Type>();
-        let offsets = feats.column(self.out_offset).as_primitive::<Int64Type>();
-        let f64col = |i: usize| -> Result<Float64Array> {
-            Ok(cast(feats.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone())
-        };
-        let target = f64col(self.out_target)?;
-        let xs = self.out_features.iter().map(|&i| f64col(i)).collect::<Result<Vec<_>>>()?;
-        let ecols = self.out_expert_cols.iter().map(|&i| Ok((i, f64col(i)?))).collect::<Result<Vec<_>>>()?;
-        let d = xs.len();
-        let schema = feats.schema();
-        let mut x = vec![0.0; d];
-        // Sequence models see the key's last `window` feature rows, flattened.
-        let stride = d * self.window;
-        let mut xw = vec![0.0; stride];
-        let mut lx = vec![0.0; stride];
-        let ex = &self.experts;
-        let ne = ex.list.len();
-        let (mut e, mut le, mut w) = (vec![0.0; ne], vec![0.0; ne], vec![0.0; ne]);
-        let PartitionState {
-            keys: key_states,
-            model: global,
-            counters,
-            model_error,
-            persistence_error,
-            seasonal_error,
-            expert_error,
-            rolling,
-            partition,
-            tick,
-            live_models: live,
-            labels,
-            score_from,
-            ..
-        } = state;
-        let score_from = score_from.unwrap_or(i64::MIN);
-        if let Some(log) = labels.as_mut() {
-            if ex.method.is_some() && log.expert_names.is_empty() {
-                log.expert_names = ex.names.clone();
-            }
-        }
-        for i in 0..n {
-            let offset = offsets.value(i);
-            // Non-finite values from the SQL (ln(0), x/0) are bad input, not warm-up.
-            let bad = std::iter::once((self.out_target, &target))
-                .chain(self.out_features.iter().copied().zip(xs.iter()))
-                .find(|(_, c)| c.is_valid(i) && !c.value(i).is_finite());
-            if let Some((col, _)) = bad {
-                let d = input.dead_letter(
-                    offset,
-                    "non_finite_feature",
-                    format!("feature SQL gave a NaN or infinite {:?}", schema.field(col).name()),
-                );
-                counters.dead_letter(&d);
-                out.dead_letters.push(d);
-                continue;
-            }
-            let key = str_or_empty(keys, i);
-            *tick += 1;
-            if self.per_key && self.max_live > 0 && *live >= self.max_live && key_states.get(key).is_none_or(|k| k.model.is_none()) {
-                // This key will need a model: make room by evicting the least recently
-                // used one. Its pending predictions stay; if labelled, a fresh model
-                // learns from them.
-                if let Some(lru) = key_states.values_mut().filter(|k| k.model.is_some()).min_by_key(|k| k.last_used) {
-                    lru.model = None;
-                    *live -= 1;
-                    counters.evictions += 1;
-                }
-            }
-            let ks = key_state(key_states, key);
-            ks.rows += 1;
-            ks.last_used = *tick;
-            let t = if times.is_valid(i) { times.value(i) } else { i64::MIN };
-            let y = target.is_valid(i).then(|| target.value(i));
-            if let Some(y) = y {
-                // Label every pending prediction of this key that is due.
-                while let Some(p) = ks.pending.front().copied() {
-                    let due = match self.horizon {
-                        Horizon::Rows(_) => ks.rows >= p.due_row,
-                        Horizon::Nanos(_) => t != i64::MIN && t >= p.due_time,
-                    };
-                    if !due {
-                        break;
-                    }
-                    ks.pending.pop_front();
-                    for v in lx.iter_mut() {
-                        *v = ks.pending_x.pop_front().expect("pending_x holds d values per pending");
-                    }
-                    for v in le.iter_mut() {
-                        *v = ks.pending_e.pop_front().expect("pending_e holds one value per expert");
-                    }
-                    let slot = if self.per_key { &mut ks.model } else { &mut *global };
-                    let m = self.ensure_model(slot, live, stride)?;
-                    let t0 = Instant::now();
-                    m.update(&lx, y - p.base)?;
-                    timings.update += t0.elapsed();
-                    ks.base_abs += (y - ex.fallback(p.base, p.persistence)).abs();
-                    ks.base_n += 1;
-                    if let (Some(method), Some(agg)) = (ex.method, ks.agg.as_mut()) {
-                        agg.update(method, ex.loss, &le, y, &mut w);
-                        if let Some(log) = labels.as_mut().filter(|_| p.offset >= score_from) {
-                            log.weights.extend_from_slice(&w);
-                        }
-                    }
-                    if p.offset < score_from {
-                        // Made during a backtest's warm-up: taught the model, not scored.
-                        continue;
-                    }
-                    // Scored in the published units: changes subtract the value at
-                    // prediction time from forecasts and label alike.
-                    let o = ex.offset(p.persistence);
-                    let (yo, last) = (y - o, p.persistence - o);
-                    let scored = Scored { model: p.predicted - o, persistence: last, seasonal: p.seasonal.map(|v| v - o), actual: yo };
-                    model_error.add(scored.model, yo, last);
-                    persistence_error.add(last, yo, last);
-                    ks.errors[0].add(scored.model, yo, last);
-                    ks.errors[1].add(last, yo, last);
-                    if let Some(sn) = scored.seasonal {
-                        seasonal_error.add(sn, yo, last);
-                        ks.errors[2].add(sn, yo, last);
-                    }
-                    for (name, idx) in &ex.scored {
-                        let v = idx.map_or(p.persistence, |j| le[j]);
-                        if v.is_finite() {
-                            stats_for(expert_error, name).add(v - o, yo, last);
-                            stats_for(&mut ks.expert_errors, name).add(v - o, yo, last);
-                        }
-                    }
-                    rolling.add(scored);
-                    ks.rolling.add(scored);
-                    if let Some(log) = labels.as_mut() {
-                        log.push(key, t, p.offset, scored);
-                    }
-                    counters.labelled += 1;
-                }
-            }
-            if let (Some(y), Some(m)) = (y, self.season) {
-                if ks.history.len() == m {
-                    ks.history.pop_front();
-                }
-                ks.history.push_back(y);
-            }
-            let all_x = xs.iter().zip(x.iter_mut()).all(|(c, v)| {
-                *v = if c.is_valid(i) { c.value(i) } else { f64::NAN };
-                c.is_valid(i)
-            });
-            let (Some(y), true, true) = (y, all_x, t != i64::MIN) else {
-                counters.warmup += 1;
-                continue;
-            };
-            if ks.window.len() == stride {
-                ks.window.drain(..d);
-            }
-            ks.window.extend(x.iter().copied());
-            if ks.window.len() < stride {
-                counters.warmup += 1;
-                continue;
-            }
-            for (dst, src) in xw.iter_mut().zip(ks.window.iter()) {
-                *dst = *src;
-            }
-            // Forecast of y[i + h] one season back: y[i + h − m], i.e. the h-th oldest
-            // of the last m values.
-            let seasonal = match (self.season, self.horizon) {
-                (Some(m), Horizon::Rows(h)) if ks.history.len() == m => ks.history.get(h as usize - 1).copied(),
-                _ => None,
-            };
-            let col = |c: usize| ecols.iter().find(|(j, _)| *j == c).and_then(|(_, a)| a.is_valid(i).then(|| a.value(i)));
-            let base = ex.base(y, seasonal, col);
-            let fallback = ex.fallback(base, y);
-            let slot = if self.per_key { &mut ks.model } else { &mut *global };
-            let m = self.ensure_model(slot, live, stride)?;
-            let t0 = Instant::now();
-            let raw = m.predict(&xw)?;
-            timings.predict += t0.elapsed();
-            let model_updates = m.updates();
-            // The divergence guard: a forecast that is not finite, or absurdly far from
-            // the baseline for this key, is replaced by the baseline and counted; a
-            // non-finite one means the weights blew up, so the model starts afresh.
-            let scale = if ks.base_n > 0 { ks.base_abs / ks.base_n as f64 } else { f64::INFINITY };
-            let model_level = if !raw.is_finite() {
-                *slot = None;
-                *live -= 1;
-                counters.model_fallbacks += 1;
-                fallback
-            } else if ex.guard > 0.0 && (base + raw - fallback).abs() > ex.guard * scale.max(1e-300) {
-                counters.model_fallbacks += 1;
-                fallback
-            } else {
-                base + raw
-            };
-            for (v, kind) in e.iter_mut().zip(&ex.list) {
-                *v = ex.level(*kind, model_level, y, seasonal, col);
-            }
-            let predicted = match ex.method {
-                Some(method) => {
-                    let agg = ks.agg.get_or_insert_with(|| Aggregator::new(ne));
-                    let p = agg.combine(method, &e, &mut w);
-                    if p.is_finite() {
-                        p
-                    } else {
-                        model_level
-                    }
-                }
-                None => model_level,
-            };
-            if offset >= score_from {
-                out.push_prediction(&PredictionRef {
-                    key,
-                    event_time_ns: t,
-                    horizon: &self.horizon_label,
-                    target: &self.target_label,
-                    predicted: predicted - ex.offset(y),
-                    model_updates,
-                    partition: *partition,
-                    offset,
-                });
-                counters.predictions_out += 1;
-            }
-            let (due_row, due_time) = match self.horizon {
-                Horizon::Rows(h) => (ks.rows + h as u64, i64::MAX),
-                Horizon::Nanos(h) => (u64::MAX, t.saturating_add(h)),
-            };
-            ks.pending.push_back(Pending { offset, due_row, due_time, predicted, persistence: y, seasonal, base });
-            ks.pending_x.extend(xw.iter().copied());
-            ks.pending_e.extend(e.iter().copied());
-        }
-        Ok(())
-    }
-}
-
-/// The named accumulator in `map`, created at its first use (allocates only then).
-fn stats_for<'a>(map: &'a mut std::collections::BTreeMap<String, ErrorStats>, name: &str) -> &'a mut ErrorStats {
-    if !map.contains_key(name) {
-        map.insert(name.to_string(), ErrorStats::default());
-    }
-    map.get_mut(name).expect("inserted")
-}
-
-impl Processor {
-    /// The model in `slot`, built first if there is none (counted in `live`).
-    fn ensure_model<'a>(
-        &self,
-        slot: &'a mut Option<Box<dyn model::OnlineModel>>,
-        live: &mut usize,
-        d: usize,
-    ) -> Result<&'a mut Box<dyn model::OnlineModel>> {
-        if slot.is_none() {
-            *slot = Some(model::build(&self.model_cfg, d, &self.device)?);
-            *live += 1;
-        }
-        Ok(slot.as_mut().expect("just built"))
     }
 }
 

@@ -250,6 +250,7 @@ pub fn decode(
                 expert_errors: k.expert_errors,
                 base_abs: k.base_abs,
                 base_n: k.base_n,
+                ops: Default::default(),
             },
         );
     }

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use arrow::record_batch::RecordBatch;
 
 use crate::model::aggregate::Aggregator;
+use crate::model::keyed::KeyOps;
 use crate::model::OnlineModel;
 use score::{ErrorStats, LabelLog, Rolling};
 
@@ -68,6 +69,29 @@ pub struct KeyState {
     /// Sum and count of |y − baseline| over the key's labels (the divergence guard's scale).
     pub base_abs: f64,
     pub base_n: u64,
+    /// The batch in flight's work for this key (empty between batches; not
+    /// checkpointed).
+    pub ops: KeyBatch,
+}
+
+/// A key's share of the batch being processed (see `pipeline::processor::stage`).
+#[derive(Default)]
+pub struct KeyBatch {
+    /// The key has rows in this batch.
+    pub active: bool,
+    /// Pending predictions the batch's rows have labelled so far (from the front).
+    pub labelled: usize,
+    /// Index in `pending` of the first prediction whose forecast is not filled in yet.
+    pub fill: usize,
+    /// The model work queued for the key.
+    pub queue: KeyOps,
+}
+
+impl KeyBatch {
+    pub fn clear(&mut self) {
+        self.active = false;
+        self.queue.clear();
+    }
 }
 
 /// Counts of what happened to the partition's records.

@@ -370,3 +370,61 @@ fn two_workers_write_what_one_writes() {
     assert!(got[0].0 == got[1].0, "predictions.parquet differs between 1 and 2 workers");
     assert!(got[0].1 == got[1].1, "report.json differs between 1 and 2 workers");
 }
+
+/// Per-key models are independent: six keys' rows (each key's own order and clock
+/// kept) interleaved round-robin, shuffled, or key after key, cut into batches of 1,
+/// 7 and 1000 rows, with the queued per-key work on one thread or two — every key
+/// gets the same forecasts, bit for bit, and the same update counts, as the
+/// round-robin stream processed one row at a time on one thread. (Per-key LSTMs: the
+/// model with per-thread scratch buffers.)
+#[test]
+fn per_key_results_do_not_depend_on_interleaving_batches_or_threads() {
+    use crate::common::{flat_pipeline, tick};
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT _offset, symbol, ts, price, price - LAG(price, 1) OVER (PARTITION BY symbol ORDER BY _offset) AS dp FROM ticks";
+    let model = "kind = \"lstm\"\noptimizer = \"adamw\"\nlearning_rate = 0.02\nwindow = 3\nhidden = [5]\nfeatures = [\"price\", \"dp\"]\ntarget = \"price\"\nhorizon = 1\nscope = \"per_key\"";
+    let pipeline = flat_pipeline(dir.path(), sql, model, 1);
+    let (keys, per_key) = (6usize, 150usize);
+    let row = |k: usize, n: usize| tick(&format!("K{k}"), 1_000_000 + n as i64 * 1000 + k as i64, 10.0 + (n as f64 * 0.21 + k as f64).sin() * (1.0 + k as f64), 1.0);
+    let round_robin: Vec<usize> = (0..keys * per_key).map(|i| i % keys).collect();
+    let mut shuffled = round_robin.clone();
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..shuffled.len()).rev() {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        shuffled.swap(i, (s >> 33) as usize % (i + 1));
+    }
+    let blocks: Vec<usize> = (0..keys * per_key).map(|i| i / per_key).collect();
+    let per_key_forecasts = |order: &[usize], batch: &str, workers: &str| {
+        let mut next = vec![0; keys];
+        let lines: Vec<String> = order.iter().map(|&k| { next[k] += 1; row(k, next[k] - 1) }).collect();
+        let tag = format!("{}-{batch}-{workers}", order[..12].iter().map(|k| k.to_string()).collect::<String>());
+        let input = dir.path().join(format!("{tag}.jsonl"));
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let out = dir.path().join(&tag);
+        let o = Command::new(bin())
+            .env("TICKFLARE_WORKERS", workers)
+            .args(["backtest", pipeline.to_str().unwrap(), "--input", input.to_str().unwrap(), "--batch-rows", batch, "--quiet", "--report"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{tag}: {}", String::from_utf8_lossy(&o.stderr));
+        let mut by_key: std::collections::BTreeMap<Vec<u8>, Vec<(u64, u64)>> = Default::default();
+        for m in parquet_outputs(&out.join("predictions.parquet")) {
+            let p: Value = serde_json::from_slice(&m.4.unwrap()).unwrap();
+            by_key.entry(m.3.unwrap()).or_default().push((p["predicted"].as_f64().unwrap().to_bits(), p["model_updates"].as_u64().unwrap()));
+        }
+        by_key
+    };
+    let want = per_key_forecasts(&round_robin, "1", "1");
+    assert_eq!(want.len(), keys);
+    // Window of 3 complete rows (the first has no dp): 146 forecasts per key, the
+    // last one made after 145 updates.
+    assert!(want.values().all(|f| f.len() == per_key - 3 && f.last().unwrap().1 == (per_key - 4) as u64), "{:?}", want.values().map(Vec::len).collect::<Vec<_>>());
+    for (name, order) in [("round-robin", &round_robin), ("shuffled", &shuffled), ("key after key", &blocks)] {
+        for batch in ["1", "7", "1000"] {
+            for workers in ["1", "2"] {
+                assert!(per_key_forecasts(order, batch, workers) == want, "{name}, batches of {batch}, {workers} thread(s)");
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The model work of one key in a batch, queued while the batch is planned and run
+//! after: the key's updates and predictions in its own row order. Keys share nothing,
+//! so a partition's keys run key by key — each key's model hot in cache for all its
+//! rows of the batch — on several threads, and every key's results are those of
+//! processing the rows one at a time (tested with shuffled interleavings).
+
+use std::time::{Duration, Instant};
+
+use super::OnlineModel;
+use crate::error::Result;
+
+/// Builds a fresh model (the same configuration for every key).
+pub type Build<'a> = &'a (dyn Fn() -> Result<Box<dyn OnlineModel>> + Sync);
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// Learn from the row with this target.
+    Learn(f64),
+    Predict,
+}
+
+/// One key's queued work and its forecasts.
+#[derive(Default)]
+pub struct KeyOps {
+    ops: Vec<Op>,
+    /// Each op's input row (`stride` values).
+    xs: Vec<f64>,
+    /// Ops already run.
+    done: usize,
+    /// Per prediction: the raw forecast and the model's update count when made.
+    results: Vec<(f64, u64)>,
+    /// Predictions handed out by [`KeyOps::next_forecast`].
+    read: usize,
+}
+
+/// What running queued work did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    /// Models built (a key's first, or one replacing a diverged model).
+    pub built: usize,
+    /// Models dropped because a forecast was not finite (the weights blew up).
+    pub diverged: usize,
+    pub update: Duration,
+    pub predict: Duration,
+}
+
+impl Outcome {
+    pub fn add(&mut self, o: Outcome) {
+        self.built += o.built;
+        self.diverged += o.diverged;
+        self.update += o.update;
+        self.predict += o.predict;
+    }
+}
+
+impl KeyOps {
+    pub fn learn(&mut self, x: &[f64], y: f64) {
+        self.ops.push(Op::Learn(y));
+        self.xs.extend_from_slice(x);
+    }
+
+    pub fn predict(&mut self, x: &[f64]) {
+        self.ops.push(Op::Predict);
+        self.xs.extend_from_slice(x);
+    }
+
+    /// Work queued and not yet run.
+    pub fn queued(&self) -> bool {
+        self.done < self.ops.len()
+    }
+
+    /// Runs the queued ops in order on the model in `slot` (built when empty). A
+    /// forecast that is not finite empties the slot: the next op starts afresh.
+    pub fn run(&mut self, slot: &mut Option<Box<dyn OnlineModel>>, build: Build<'_>) -> Result<Outcome> {
+        let mut o = Outcome::default();
+        let stride = if self.ops.is_empty() { 0 } else { self.xs.len() / self.ops.len() };
+        // Stage times are sampled: every 8th op of each kind is timed and the sum
+        // scaled by the kind's ops (a clock read costs half a linear model's step).
+        let mut seen = [0u32; 2];
+        let mut timed = [(0u32, Duration::ZERO); 2];
+        while self.done < self.ops.len() {
+            let x = &self.xs[self.done * stride..(self.done + 1) * stride];
+            let op = self.ops[self.done];
+            let kind = matches!(op, Op::Predict) as usize;
+            let t0 = (seen[kind] % 8 == 0).then(Instant::now);
+            seen[kind] += 1;
+            if slot.is_none() {
+                *slot = Some(build()?);
+                o.built += 1;
+            }
+            let m = slot.as_mut().expect("just built");
+            match op {
+                Op::Learn(y) => {
+                    m.update(x, y)?;
+                }
+                Op::Predict => {
+                    let raw = m.predict(x)?;
+                    self.results.push((raw, m.updates()));
+                    if !raw.is_finite() {
+                        *slot = None;
+                        o.diverged += 1;
+                    }
+                }
+            }
+            if let Some(t0) = t0 {
+                timed[kind].0 += 1;
+                timed[kind].1 += t0.elapsed();
+            }
+            self.done += 1;
+        }
+        let scaled = |k: usize| if timed[k].0 == 0 { Duration::ZERO } else { timed[k].1 * seen[k] / timed[k].0 };
+        (o.update, o.predict) = (scaled(0), scaled(1));
+        Ok(o)
+    }
+
+    /// The next forecast in row order: (raw forecast, model updates when made).
+    pub fn next_forecast(&mut self) -> (f64, u64) {
+        let r = self.results[self.read];
+        self.read += 1;
+        r
+    }
+
+    /// Forgets the batch's work (buffers keep their capacity).
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.xs.clear();
+        self.results.clear();
+        self.done = 0;
+        self.read = 0;
+    }
+}
+
+/// Runs every key's queued work, keys spread over up to `threads` threads (each key
+/// on one thread, in its own order). Returns the summed outcome.
+pub fn run_keys(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads: usize, build: Build<'_>) -> Result<Outcome> {
+    let work: usize = keys.iter().map(|(k, _)| k.ops.len() - k.done).sum();
+    // Below this much work a thread costs more than it saves.
+    let threads = if work < 64 { 1 } else { threads.clamp(1, keys.len().max(1)) };
+    let mut total = Outcome::default();
+    if threads == 1 {
+        for (ops, slot) in keys {
+            total.add(ops.run(slot, build)?);
+        }
+        return Ok(total);
+    }
+    // Deal keys round-robin: each thread gets a similar share.
+    let mut shares: Vec<Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, k) in keys.into_iter().enumerate() {
+        shares[i % threads].push(k);
+    }
+    let results: Vec<Result<Outcome>> = std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                s.spawn(move || {
+                    let mut o = Outcome::default();
+                    for (ops, slot) in share {
+                        o.add(ops.run(slot, build)?);
+                    }
+                    Ok(o)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a model thread panicked")).collect()
+    });
+    for r in results {
+        total.add(r?);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::linear::{LinearModel, Optim};
+    use candle_core::Device;
+
+    /// One key's rows: (x, y).
+    fn rows(key: usize, n: usize) -> Vec<([f64; 2], f64)> {
+        (0..n).map(|i| {
+            let a = ((key * 31 + i * 7) % 23) as f64 / 11.0 - 1.0;
+            let b = ((key * 17 + i * 5) % 19) as f64 / 9.0 - 1.0;
+            ([a, b], 2.0 * a - b + 0.1 * key as f64)
+        }).collect()
+    }
+
+    /// Keys' rows interleaved in several orders and cut into batches of 1, 7 and
+    /// 1000 rows, run queued (2 threads) vs one row at a time: every key's forecasts
+    /// and weights are the same bits.
+    #[test]
+    fn queued_equals_row_at_a_time_for_any_interleaving() {
+        let linear = || -> Result<Box<dyn OnlineModel>> { Ok(Box::new(LinearModel::new(2, Optim::AdamW, 0.05, &Device::Cpu)?)) };
+        check(&linear);
+        // The LSTM keeps per-thread scratch buffers: they must not leak between keys.
+        let lstm = || -> Result<Box<dyn OnlineModel>> {
+            Ok(Box::new(crate::model::lstm::LstmModel::new(1, 2, 3, crate::model::loss::Loss::Mse, Optim::AdamW, 0.05, 3)?))
+        };
+        check(&lstm);
+    }
+
+    fn check(build: Build<'_>) {
+        let (keys, per_key) = (9, 120);
+        // Row at a time, key by key: the reference.
+        let mut want: Vec<Vec<u64>> = Vec::new();
+        let mut want_w = Vec::new();
+        for k in 0..keys {
+            let mut m = build().unwrap();
+            let mut f = Vec::new();
+            for (x, y) in rows(k, per_key) {
+                f.push(m.predict(&x).unwrap().to_bits());
+                m.update(&x, y).unwrap();
+            }
+            want.push(f);
+            want_w.push(m.parameters().unwrap());
+        }
+        let mut draws = crate::model::rand::Draws(5);
+        for (order, batch) in [(0, 1), (1, 7), (2, 1000), (3, 7)] {
+            // A shuffled interleaving that keeps each key's own order.
+            let mut seq: Vec<usize> = (0..keys).flat_map(|k| std::iter::repeat_n(k, per_key)).collect();
+            if order > 0 {
+                for i in (1..seq.len()).rev() {
+                    seq.swap(i, draws.below(i as u64 + 1) as usize);
+                }
+            }
+            let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
+            let mut slots: Vec<Option<Box<dyn OnlineModel>>> = (0..keys).map(|_| None).collect();
+            let mut next = vec![0; keys];
+            let mut got: Vec<Vec<u64>> = vec![Vec::new(); keys];
+            let all = (0..keys).map(|k| rows(k, per_key)).collect::<Vec<_>>();
+            for chunk in seq.chunks(batch) {
+                for &k in chunk {
+                    let (x, y) = all[k][next[k]];
+                    next[k] += 1;
+                    ops[k].predict(&x);
+                    ops[k].learn(&x, y);
+                }
+                let pairs = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
+                run_keys(pairs, 2, build).unwrap();
+                for (k, o) in ops.iter_mut().enumerate() {
+                    while o.read < o.results.len() {
+                        got[k].push(o.next_forecast().0.to_bits());
+                    }
+                    o.clear();
+                }
+            }
+            assert_eq!(got, want, "interleaving {order}, batches of {batch}");
+            let w: Vec<_> = slots.iter().map(|s| s.as_ref().unwrap().parameters().unwrap()).collect();
+            assert_eq!(w, want_w, "interleaving {order}, batches of {batch}");
+        }
+    }
+
+    /// A forecast that is not finite drops the model; the key's next op builds anew.
+    #[test]
+    fn a_diverged_model_is_replaced() {
+        let build = || -> Result<Box<dyn OnlineModel>> { Ok(Box::new(LinearModel::new(1, Optim::Sgd, 0.1, &Device::Cpu)?)) };
+        let mut ops = KeyOps::default();
+        let mut slot = None;
+        ops.learn(&[1.0], 1.0);
+        ops.predict(&[f64::INFINITY]);
+        ops.predict(&[1.0]);
+        let o = ops.run(&mut slot, &build).unwrap();
+        assert_eq!((o.built, o.diverged), (2, 1));
+        assert!(!ops.next_forecast().0.is_finite());
+        // The fresh model (zero weights, no updates) forecasts 0.
+        assert_eq!(ops.next_forecast(), (0.0, 0));
+    }
+}

@@ -1,0 +1,394 @@
+//! The model stage of a batch, in three steps over the feature rows:
+//!
+//! 1. **plan** (rows in offset order): dead-letter non-finite features, label each
+//!    key's due pending predictions, keep the key's window, history and warm-up, and
+//!    queue the model work — "learn from this row", "predict for this row" — on the
+//!    key (`model::keyed`);
+//! 2. **run** the queued work key by key, keys on several threads (per-key models with
+//!    no LRU limit; otherwise each row's work ran as it was planned);
+//! 3. **settle** (rows in offset order again): the forecasts through the divergence
+//!    guard and the experts, scoring, publishing, pending predictions.
+//!
+//! A key's model sees the same updates and predictions in the same order as row by
+//! row, and every partition-wide sum accumulates in offset order, so the output is
+//! bit for bit that of processing one row at a time.
+
+use arrow::array::{Array, AsArray, Float64Array, PrimitiveArray, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+
+use super::{key_state, str_or_empty, Processor};
+use crate::error::Result;
+use crate::model::aggregate::Aggregator;
+use crate::model::keyed::{self, Outcome};
+use crate::pipeline::config::Horizon;
+use crate::sink::{Outputs, PredictionRef};
+use crate::source::batch::PartitionInput;
+use crate::state::score::{ErrorStats, Scored};
+use crate::state::{KeyState, Pending, PartitionState};
+use crate::telemetry::events::StageTimings;
+
+/// The feature batch's columns the model stage reads.
+struct Columns {
+    keys: StringArray,
+    times: PrimitiveArray<Int64Type>,
+    offsets: PrimitiveArray<Int64Type>,
+    target: Float64Array,
+    xs: Vec<Float64Array>,
+    /// Expert forecast columns: (output column, values).
+    experts: Vec<(usize, Float64Array)>,
+}
+
+impl Columns {
+    fn y(&self, i: usize) -> Option<f64> {
+        self.target.is_valid(i).then(|| self.target.value(i))
+    }
+
+    fn t(&self, i: usize) -> i64 {
+        if self.times.is_valid(i) {
+            self.times.value(i)
+        } else {
+            i64::MIN
+        }
+    }
+
+    fn expert(&self, i: usize, c: usize) -> Option<f64> {
+        self.experts.iter().find(|(j, _)| *j == c).and_then(|(_, a)| a.is_valid(i).then(|| a.value(i)))
+    }
+}
+
+/// What the plan decided for one feature row.
+#[derive(Clone, Copy)]
+enum Row {
+    /// Dead-lettered (non-finite feature).
+    Dead,
+    /// `labelled` pending predictions of the key were labelled by this row; then it
+    /// was warm-up (no forecast) or was forecast with these baselines.
+    Live { labelled: u32, forecast: Option<Baselines> },
+}
+
+#[derive(Clone, Copy)]
+struct Baselines {
+    seasonal: Option<f64>,
+    base: f64,
+}
+
+impl Processor {
+    /// Runs the model stage on the feature rows; `threads` bounds the threads the
+    /// queued per-key work may use.
+    pub(super) fn model_stage(
+        &self,
+        state: &mut PartitionState,
+        input: &PartitionInput,
+        out: &mut Outputs,
+        feats: &RecordBatch,
+        timings: &mut StageTimings,
+        threads: usize,
+    ) -> Result<()> {
+        let cols = self.columns(feats)?;
+        // Per-key models without an LRU limit run after planning, key by key;
+        // otherwise (one global model, or evictions that depend on which models
+        // exist) each row's work runs as it is planned.
+        let queued = self.per_key && self.max_live == 0;
+        let mut spent = Outcome::default();
+        let rows = self.plan(state, input, out, &cols, queued, &mut spent)?;
+        if queued {
+            let build = || self.fresh_model();
+            let work = state.keys.values_mut().filter(|k| k.ops.queue.queued()).map(|k| (&mut k.ops.queue, &mut k.model)).collect();
+            let o = keyed::run_keys(work, threads, &build)?;
+            state.live_models = state.live_models + o.built - o.diverged;
+            spent.add(o);
+        }
+        timings.update += spent.update;
+        timings.predict += spent.predict;
+        let r = self.settle(state, out, &cols, &rows);
+        for k in state.keys.values_mut() {
+            k.ops.clear();
+        }
+        r
+    }
+
+    fn columns(&self, feats: &RecordBatch) -> Result<Columns> {
+        let f64col = |i: usize| -> Result<Float64Array> {
+            Ok(cast(feats.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+        };
+        Ok(Columns {
+            keys: cast(feats.column(self.out_key), &DataType::Utf8)?.as_string::<i32>().clone(),
+            times: cast(feats.column(self.out_time), &DataType::Int64)?.as_primitive::<Int64Type>().clone(),
+            offsets: feats.column(self.out_offset).as_primitive::<Int64Type>().clone(),
+            target: f64col(self.out_target)?,
+            xs: self.out_features.iter().map(|&i| f64col(i)).collect::<Result<Vec<_>>>()?,
+            experts: self.out_expert_cols.iter().map(|&i| Ok((i, f64col(i)?))).collect::<Result<Vec<_>>>()?,
+        })
+    }
+
+    /// Step 1: everything that does not need a forecast, rows in offset order; the
+    /// model work queued on the keys (and run at once unless `queued`).
+    fn plan(
+        &self,
+        state: &mut PartitionState,
+        input: &PartitionInput,
+        out: &mut Outputs,
+        cols: &Columns,
+        queued: bool,
+        spent: &mut Outcome,
+    ) -> Result<Vec<Row>> {
+        let d = cols.xs.len();
+        let stride = d * self.window;
+        let mut x = vec![0.0; d];
+        let mut lx = vec![0.0; stride];
+        let mut plan = Vec::with_capacity(cols.target.len());
+        let build = || self.fresh_model();
+        let PartitionState { keys: key_states, model: global, counters, tick, live_models: live, .. } = state;
+        for i in 0..cols.target.len() {
+            // Non-finite values from the SQL (ln(0), x/0) are bad input, not warm-up.
+            let bad = std::iter::once((self.out_target, &cols.target))
+                .chain(self.out_features.iter().copied().zip(cols.xs.iter()))
+                .find(|(_, c)| c.is_valid(i) && !c.value(i).is_finite());
+            if let Some((col, _)) = bad {
+                let dl = input.dead_letter(
+                    cols.offsets.value(i),
+                    "non_finite_feature",
+                    format!("feature SQL gave a NaN or infinite {:?}", self.engine().output_schema().field(col).name()),
+                );
+                counters.dead_letter(&dl);
+                out.dead_letters.push(dl);
+                plan.push(Row::Dead);
+                continue;
+            }
+            let key = str_or_empty(&cols.keys, i);
+            *tick += 1;
+            if self.per_key && self.max_live > 0 && *live >= self.max_live && key_states.get(key).is_none_or(|k| k.model.is_none()) {
+                // This key will need a model: make room by evicting the least recently
+                // used one. Its pending predictions stay; if labelled, a fresh model
+                // learns from them. (With an LRU limit every row's work has run.)
+                if let Some(lru) = key_states.values_mut().filter(|k| k.model.is_some()).min_by_key(|k| k.last_used) {
+                    lru.model = None;
+                    *live -= 1;
+                    counters.evictions += 1;
+                }
+            }
+            let ks = key_state(key_states, key);
+            if !ks.ops.active {
+                ks.ops.active = true;
+                ks.ops.fill = ks.pending.len();
+                ks.ops.labelled = 0;
+            }
+            ks.rows += 1;
+            ks.last_used = *tick;
+            let t = cols.t(i);
+            let y = cols.y(i);
+            let mut labelled = 0u32;
+            if let Some(y) = y {
+                // Every pending prediction of this key that is due is labelled: the
+                // model learns from its row.
+                while let Some(p) = ks.pending.get(ks.ops.labelled).copied() {
+                    let due = match self.horizon {
+                        Horizon::Rows(_) => ks.rows >= p.due_row,
+                        Horizon::Nanos(_) => t != i64::MIN && t >= p.due_time,
+                    };
+                    if !due {
+                        break;
+                    }
+                    ks.ops.labelled += 1;
+                    labelled += 1;
+                    for v in lx.iter_mut() {
+                        *v = ks.pending_x.pop_front().expect("pending_x holds d values per pending");
+                    }
+                    ks.ops.queue.learn(&lx, y - p.base);
+                }
+            }
+            if let (Some(y), Some(m)) = (y, self.season) {
+                if ks.history.len() == m {
+                    ks.history.pop_front();
+                }
+                ks.history.push_back(y);
+            }
+            let all_x = cols.xs.iter().zip(x.iter_mut()).all(|(c, v)| {
+                *v = if c.is_valid(i) { c.value(i) } else { f64::NAN };
+                c.is_valid(i)
+            });
+            let forecast = match (y, all_x, t != i64::MIN) {
+                (Some(y), true, true) => self.window_ready(ks, &x, stride).then(|| {
+                    // Forecast of y[i + h] one season back: y[i + h − m], i.e. the h-th
+                    // oldest of the last m values.
+                    let seasonal = match (self.season, self.horizon) {
+                        (Some(m), Horizon::Rows(h)) if ks.history.len() == m => ks.history.get(h as usize - 1).copied(),
+                        _ => None,
+                    };
+                    let base = self.experts.base(y, seasonal, |c| cols.expert(i, c));
+                    Baselines { seasonal, base }
+                }),
+                _ => None,
+            };
+            match forecast {
+                None => counters.warmup += 1,
+                Some(b) => {
+                    let (due_row, due_time) = match self.horizon {
+                        Horizon::Rows(h) => (ks.rows + h as u64, i64::MAX),
+                        Horizon::Nanos(h) => (u64::MAX, t.saturating_add(h)),
+                    };
+                    let y = y.expect("forecast rows have a target");
+                    // The forecast itself is filled in when the row is settled.
+                    let offset = cols.offsets.value(i);
+                    ks.pending.push_back(Pending { offset, due_row, due_time, predicted: f64::NAN, persistence: y, seasonal: b.seasonal, base: b.base });
+                    let w = ks.window.make_contiguous();
+                    ks.pending_x.extend(w.iter().copied());
+                    ks.ops.queue.predict(w);
+                }
+            }
+            if !queued && ks.ops.queue.queued() {
+                let slot = if self.per_key { &mut ks.model } else { &mut *global };
+                let o = ks.ops.queue.run(slot, &build)?;
+                *live = *live + o.built - o.diverged;
+                spent.add(o);
+            }
+            plan.push(Row::Live { labelled, forecast });
+        }
+        Ok(plan)
+    }
+
+    /// Appends a complete feature row to the key's window; true once the window
+    /// holds `window` rows.
+    fn window_ready(&self, ks: &mut KeyState, x: &[f64], stride: usize) -> bool {
+        if ks.window.len() == stride {
+            ks.window.drain(..x.len());
+        }
+        ks.window.extend(x.iter().copied());
+        ks.window.len() == stride
+    }
+
+    /// Step 3: scoring and publishing with the forecasts, rows in offset order.
+    fn settle(&self, state: &mut PartitionState, out: &mut Outputs, cols: &Columns, plan: &[Row]) -> Result<()> {
+        let ex = &self.experts;
+        let ne = ex.list.len();
+        let (mut e, mut le, mut w) = (vec![0.0; ne], vec![0.0; ne], vec![0.0; ne]);
+        let PartitionState {
+            keys: key_states,
+            counters,
+            model_error,
+            persistence_error,
+            seasonal_error,
+            expert_error,
+            rolling,
+            partition,
+            labels,
+            score_from,
+            ..
+        } = state;
+        let score_from = score_from.unwrap_or(i64::MIN);
+        if let Some(log) = labels.as_mut() {
+            if ex.method.is_some() && log.expert_names.is_empty() {
+                log.expert_names = ex.names.clone();
+            }
+        }
+        for (i, row) in plan.iter().enumerate() {
+            let Row::Live { labelled, forecast } = *row else { continue };
+            let key = str_or_empty(&cols.keys, i);
+            let ks = key_states.get_mut(key).expect("planned keys exist");
+            let t = cols.t(i);
+            for _ in 0..labelled {
+                let y = cols.y(i).expect("only rows with a target label");
+                let p = ks.pending.pop_front().expect("planned labels are pending");
+                ks.ops.fill -= 1;
+                for v in le.iter_mut() {
+                    *v = ks.pending_e.pop_front().expect("pending_e holds one value per expert");
+                }
+                ks.base_abs += (y - ex.fallback(p.base, p.persistence)).abs();
+                ks.base_n += 1;
+                if let (Some(method), Some(agg)) = (ex.method, ks.agg.as_mut()) {
+                    agg.update(method, ex.loss, &le, y, &mut w);
+                    if let Some(log) = labels.as_mut().filter(|_| p.offset >= score_from) {
+                        log.weights.extend_from_slice(&w);
+                    }
+                }
+                if p.offset < score_from {
+                    // Made during a backtest's warm-up: taught the model, not scored.
+                    continue;
+                }
+                // Scored in the published units: changes subtract the value at
+                // prediction time from forecasts and label alike.
+                let o = ex.offset(p.persistence);
+                let (yo, last) = (y - o, p.persistence - o);
+                let scored = Scored { model: p.predicted - o, persistence: last, seasonal: p.seasonal.map(|v| v - o), actual: yo };
+                model_error.add(scored.model, yo, last);
+                persistence_error.add(last, yo, last);
+                ks.errors[0].add(scored.model, yo, last);
+                ks.errors[1].add(last, yo, last);
+                if let Some(sn) = scored.seasonal {
+                    seasonal_error.add(sn, yo, last);
+                    ks.errors[2].add(sn, yo, last);
+                }
+                for (name, idx) in &ex.scored {
+                    let v = idx.map_or(p.persistence, |j| le[j]);
+                    if v.is_finite() {
+                        stats_for(expert_error, name).add(v - o, yo, last);
+                        stats_for(&mut ks.expert_errors, name).add(v - o, yo, last);
+                    }
+                }
+                rolling.add(scored);
+                ks.rolling.add(scored);
+                if let Some(log) = labels.as_mut() {
+                    log.push(key, t, p.offset, scored);
+                }
+                counters.labelled += 1;
+            }
+            let Some(Baselines { seasonal, base }) = forecast else { continue };
+            let y = cols.y(i).expect("forecast rows have a target");
+            let offset = cols.offsets.value(i);
+            let col = |c: usize| cols.expert(i, c);
+            let fallback = ex.fallback(base, y);
+            let (raw, model_updates) = ks.ops.queue.next_forecast();
+            // The divergence guard: a forecast that is not finite (the model was
+            // dropped when it was made), or absurdly far from the baseline for this
+            // key, is replaced by the baseline and counted.
+            let scale = if ks.base_n > 0 { ks.base_abs / ks.base_n as f64 } else { f64::INFINITY };
+            let model_level = if !raw.is_finite() || (ex.guard > 0.0 && (base + raw - fallback).abs() > ex.guard * scale.max(1e-300)) {
+                counters.model_fallbacks += 1;
+                fallback
+            } else {
+                base + raw
+            };
+            for (v, kind) in e.iter_mut().zip(&ex.list) {
+                *v = ex.level(*kind, model_level, y, seasonal, col);
+            }
+            let predicted = match ex.method {
+                Some(method) => {
+                    let agg = ks.agg.get_or_insert_with(|| Aggregator::new(ne));
+                    let p = agg.combine(method, &e, &mut w);
+                    if p.is_finite() {
+                        p
+                    } else {
+                        model_level
+                    }
+                }
+                None => model_level,
+            };
+            if offset >= score_from {
+                out.push_prediction(&PredictionRef {
+                    key,
+                    event_time_ns: t,
+                    horizon: &self.horizon_label,
+                    target: &self.target_label,
+                    predicted: predicted - ex.offset(y),
+                    model_updates,
+                    partition: *partition,
+                    offset,
+                });
+                counters.predictions_out += 1;
+            }
+            ks.pending[ks.ops.fill].predicted = predicted;
+            ks.ops.fill += 1;
+            ks.pending_e.extend(e.iter().copied());
+        }
+        Ok(())
+    }
+}
+
+/// The named accumulator in `map`, created at its first use (allocates only then).
+fn stats_for<'a>(map: &'a mut std::collections::BTreeMap<String, ErrorStats>, name: &str) -> &'a mut ErrorStats {
+    if !map.contains_key(name) {
+        map.insert(name.to_string(), ErrorStats::default());
+    }
+    map.get_mut(name).expect("inserted")
+}
