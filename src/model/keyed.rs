@@ -31,6 +31,8 @@ pub struct KeyOps {
     results: Vec<(f64, u64)>,
     /// Predictions handed out by [`KeyOps::next_forecast`].
     read: usize,
+    /// Ops run so far by kind (learn, predict), for sampling their times.
+    seen: [u32; 2],
 }
 
 /// What running queued work did.
@@ -74,16 +76,14 @@ impl KeyOps {
     pub fn run(&mut self, slot: &mut Option<Box<dyn OnlineModel>>, build: Build<'_>) -> Result<Outcome> {
         let mut o = Outcome::default();
         let stride = if self.ops.is_empty() { 0 } else { self.xs.len() / self.ops.len() };
-        // Stage times are sampled: every 8th op of each kind is timed and the sum
-        // scaled by the kind's ops (a clock read costs half a linear model's step).
-        let mut seen = [0u32; 2];
-        let mut timed = [(0u32, Duration::ZERO); 2];
+        // Stage times are sampled: every 8th op of each kind (counted across batches)
+        // is timed and stands for 8 (a clock read costs half a linear model's step).
         while self.done < self.ops.len() {
             let x = &self.xs[self.done * stride..(self.done + 1) * stride];
             let op = self.ops[self.done];
             let kind = matches!(op, Op::Predict) as usize;
-            let t0 = (seen[kind] % 8 == 0).then(Instant::now);
-            seen[kind] += 1;
+            let t0 = self.seen[kind].is_multiple_of(8).then(Instant::now);
+            self.seen[kind] = self.seen[kind].wrapping_add(1);
             if slot.is_none() {
                 *slot = Some(build()?);
                 o.built += 1;
@@ -103,13 +103,10 @@ impl KeyOps {
                 }
             }
             if let Some(t0) = t0 {
-                timed[kind].0 += 1;
-                timed[kind].1 += t0.elapsed();
+                *if kind == 0 { &mut o.update } else { &mut o.predict } += t0.elapsed() * 8;
             }
             self.done += 1;
         }
-        let scaled = |k: usize| if timed[k].0 == 0 { Duration::ZERO } else { timed[k].1 * seen[k] / timed[k].0 };
-        (o.update, o.predict) = (scaled(0), scaled(1));
         Ok(o)
     }
 
@@ -148,20 +145,17 @@ pub fn run_keys(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, thr
     for (i, k) in keys.into_iter().enumerate() {
         shares[i % threads].push(k);
     }
-    let results: Vec<Result<Outcome>> = std::thread::scope(|s| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                s.spawn(move || {
-                    let mut o = Outcome::default();
-                    for (ops, slot) in share {
-                        o.add(ops.run(slot, build)?);
-                    }
+    // On rayon's pool (started once), not threads spawned per batch.
+    let mut results: Vec<Result<Outcome>> = (0..shares.len()).map(|_| Ok(Outcome::default())).collect();
+    rayon::scope(|s| {
+        for (share, result) in shares.into_iter().zip(results.iter_mut()) {
+            s.spawn(move |_| {
+                *result = share.into_iter().try_fold(Outcome::default(), |mut o, (ops, slot)| {
+                    o.add(ops.run(slot, build)?);
                     Ok(o)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("a model thread panicked")).collect()
+                });
+            });
+        }
     });
     for r in results {
         total.add(r?);
