@@ -222,6 +222,9 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     if m.window == 0 {
         probs.push(problem("model.window", "must be at least 1"));
     }
+    if m.update_block > 0 && m.scope != "global" {
+        probs.push(problem("model.update_block", "applies to scope = \"global\" (per-key models already run key by key)"));
+    }
     if m.kind == "cnn1d" && (m.kernel == 0 || m.kernel > m.window) {
         probs.push(problem("model.kernel", format!("must be between 1 and model.window ({})", m.window)));
     }

@@ -216,6 +216,13 @@ pub struct ModelConfig {
     /// evicted (and counted) when a new key needs one. 0 = no cap.
     #[serde(default)]
     pub max_live_models: usize,
+    /// `scope = "global"`: rows whose offsets fall in one block of N (offset / N)
+    /// are predicted with the model as of the block's start, and the labels they bring
+    /// are learned together (one `update_batch`) when the block ends — so a device gets
+    /// batches, and the output still does not depend on fetch boundaries. 0 = off
+    /// (every label learned at once, row by row).
+    #[serde(default)]
+    pub update_block: u64,
     /// Drift detector on the absolute residuals: `none`, `page_hinkley`, `adwin`.
     #[serde(default = "none")]
     pub drift: String,

@@ -41,6 +41,8 @@ pub struct Processor {
     lookback_rows: usize,
     season: Option<usize>,
     max_live: usize,
+    /// `model.update_block` (0 = off).
+    update_block: i64,
     window: usize,
     /// In the input (decoded) batch.
     in_key: usize,
@@ -110,6 +112,7 @@ impl Processor {
             lookback_rows,
             season: model_cfg.season.map(|m| m as usize),
             max_live: model_cfg.max_live_models,
+            update_block: model_cfg.update_block.min(i64::MAX as u64) as i64,
             window: if matches!(model_cfg.kind.as_str(), "lstm" | "cnn1d") { model_cfg.window.max(1) } else { 1 },
             engines: vec![engine],
         })

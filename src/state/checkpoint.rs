@@ -16,7 +16,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::score::{ErrorStats, Rolling};
-use super::{Counters, KeyState, PartitionState, Pending};
+use super::{Counters, KeyState, PartitionState, Pending, UpdateBlock};
 use crate::error::{Error, Result};
 use crate::model::aggregate::Aggregator;
 use crate::model::{OnlineModel, Snapshot};
@@ -100,6 +100,8 @@ struct StateFile {
     rolling: Rolling,
     has_model: bool,
     keys: Vec<KeyFile>,
+    #[serde(default)]
+    block: UpdateBlock,
 }
 
 fn cp_err(what: impl std::fmt::Display) -> Error {
@@ -165,6 +167,7 @@ pub fn encode(
         rolling: state.rolling.clone(),
         has_model: state.model.is_some(),
         keys,
+        block: state.block.clone(),
     };
     let mut files = vec![("state.json".to_string(), serde_json::to_vec(&sf).map_err(cp_err)?)];
     files.push(("models.safetensors".to_string(), snapshots_to_safetensors(&snaps)?));
@@ -277,6 +280,7 @@ pub fn decode(
         live_models: live,
         labels: None,
         score_from: None,
+        block: sf.block,
     })
 }
 
@@ -374,6 +378,7 @@ mod tests {
         ks.model = Some(m);
         st.keys.insert("BTC".into(), ks);
         st.counters.messages_in = 42;
+        st.block = UpdateBlock { block: 3, xs: vec![0.5, -1.25], ys: vec![0.1] };
         let (man, files) = encode(&st, "p", "fp", BTreeMap::new()).unwrap();
         assert_eq!(man.model_updates, 1);
         let files = files_of(files);
@@ -385,6 +390,7 @@ mod tests {
         assert_eq!(k.pending_e.iter().copied().collect::<Vec<_>>(), vec![0.5, 0.25]);
         assert_eq!(k.agg.as_ref(), Some(&agg), "aggregation weights' state round-trips bit for bit");
         assert_eq!((k.base_abs, k.base_n), (0.75, 3));
+        assert_eq!(back.block, st.block, "an unfinished update block round-trips");
         assert_eq!(k.model.as_ref().unwrap().parameters().unwrap(), st.keys["BTC"].model.as_ref().unwrap().parameters().unwrap());
         assert_eq!(back.counters.messages_in, 42);
         assert_eq!(back.live_models, 1);

@@ -171,6 +171,19 @@ pub struct PartitionState {
     /// Backtest warm-up (never checkpointed): records at offsets below this teach the
     /// models but are neither published nor scored, nor are predictions made at them.
     pub score_from: Option<i64>,
+    /// `update_block`: the labelled rows of the current block, learned when it ends.
+    pub block: UpdateBlock,
+}
+
+/// The labels brought by the rows of one offset block (`model.update_block`), kept
+/// until the block ends — across batches, and in checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UpdateBlock {
+    /// offset / update_block of the block's rows.
+    pub block: i64,
+    /// The labelled rows' inputs (flattened) and targets.
+    pub xs: Vec<f64>,
+    pub ys: Vec<f64>,
 }
 
 impl PartitionState {

@@ -428,3 +428,39 @@ fn per_key_results_do_not_depend_on_interleaving_batches_or_threads() {
         }
     }
 }
+
+/// `update_block = 2` on a global linear model (SGD, lr 0.1, one constant feature,
+/// weights from 0, horizon 1 row), by hand — y = 1, 2, 3, 4, 5 at offsets 0…4:
+/// block {0,1} predicts with θ = 0: 0, 0 (row 1's label y = 2 waits for the block's
+/// end); block {2,3} starts with one step on that label, θ = 0 − 0.1·2(0 − 2) = 0.4
+/// per weight, ŷ = w + b = 0.8 for both rows; block {4} starts with one step on the
+/// mean gradient of labels 3 and 4 at ŷ = 0.8: θ = 0.4 + 0.1·(2·2.2 + 2·3.2)/2 = 0.94,
+/// ŷ = 1.88. Without blocks every label is learned at once: 0, 0.8, 1.68, 2.608,
+/// 3.5648. The same forecasts for batches of 1, 2 and 1000 rows.
+#[test]
+fn update_blocks_learn_together_whatever_the_batches() {
+    use crate::common::{flat_pipeline, tick};
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT _offset, symbol, ts, price, 1.0 AS one FROM ticks";
+    let input = dir.path().join("five.jsonl");
+    let lines: Vec<String> = (0..5).map(|i| tick("A", 1_000 + i, (i + 1) as f64, 1.0)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    for (block, want) in [(2, [0.0, 0.0, 0.8, 0.8, 1.88]), (0, [0.0, 0.8, 1.68, 2.608, 3.5648])] {
+        let model = format!(
+            "kind = \"linear\"\noptimizer = \"sgd\"\nlearning_rate = 0.1\nbaseline = \"none\"\nfeatures = [\"one\"]\ntarget = \"price\"\nhorizon = 1\nscope = \"global\"\nupdate_block = {block}"
+        );
+        let pdir = dir.path().join(format!("p{block}"));
+        std::fs::create_dir_all(&pdir).unwrap();
+        let pipeline = flat_pipeline(&pdir, sql, &model, 1);
+        for batch in ["1", "2", "1000"] {
+            let out = pdir.join(batch);
+            tickflare(&["backtest", pipeline.to_str().unwrap(), "--input", input.to_str().unwrap(), "--batch-rows", batch, "--quiet", "--report", out.to_str().unwrap()]);
+            let got: Vec<f64> = parquet_outputs(&out.join("predictions.parquet"))
+                .into_iter()
+                .map(|m| serde_json::from_slice::<Value>(&m.4.unwrap()).unwrap()["predicted"].as_f64().unwrap())
+                .collect();
+            assert_eq!(got.len(), 5, "update_block {block}, batches of {batch}");
+            assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-12), "update_block {block}, batches of {batch}: {got:?} vs {want:?}");
+        }
+    }
+}

@@ -66,6 +66,8 @@ optimizer = "adam"
 features = ["price", "nope"]
 target = "price"
 horizon = 1
+scope = "per_key"
+update_block = 4
 [sink]
 topic = "out"
 dead_letter_topic = "out"
@@ -83,6 +85,7 @@ dead_letter_topic = "out"
         "source.sample:",
         "model.optimizer:",
         "model.features[1]: column \"nope\"",
+        "model.update_block:",
         "sink.dead_letter_topic: topic \"out\" is used twice",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");

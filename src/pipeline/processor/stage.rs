@@ -11,7 +11,9 @@
 //!
 //! A key's model sees the same updates and predictions in the same order as row by
 //! row, and every partition-wide sum accumulates in offset order, so the output is
-//! bit for bit that of processing one row at a time.
+//! bit for bit that of processing one row at a time. With `update_block = N` (global
+//! models) the labels of each offset block of N are learned together when the block
+//! ends (`end_block`), which depends on offsets only, not on batch boundaries.
 
 use arrow::array::{Array, AsArray, Float64Array, PrimitiveArray, RecordBatch, StringArray};
 use arrow::compute::cast;
@@ -25,7 +27,8 @@ use crate::pipeline::config::Horizon;
 use crate::sink::{Outputs, PredictionRef};
 use crate::source::batch::PartitionInput;
 use crate::state::score::{ErrorStats, Scored};
-use crate::state::{KeyState, Pending, PartitionState};
+use crate::model::OnlineModel;
+use crate::state::{KeyState, Pending, PartitionState, UpdateBlock};
 use crate::telemetry::events::StageTimings;
 
 /// The feature batch's columns the model stage reads.
@@ -139,8 +142,13 @@ impl Processor {
         let mut lx = vec![0.0; stride];
         let mut plan = Vec::with_capacity(cols.target.len());
         let build = || self.fresh_model();
-        let PartitionState { keys: key_states, model: global, counters, tick, live_models: live, .. } = state;
+        let PartitionState { keys: key_states, model: global, counters, tick, live_models: live, block, .. } = state;
         for i in 0..cols.target.len() {
+            if self.update_block > 0 {
+                let o = self.end_block(block, global, cols.offsets.value(i), stride)?;
+                *live += o.built;
+                spent.add(o);
+            }
             // Non-finite values from the SQL (ln(0), x/0) are bad input, not warm-up.
             let bad = std::iter::once((self.out_target, &cols.target))
                 .chain(self.out_features.iter().copied().zip(cols.xs.iter()))
@@ -195,7 +203,13 @@ impl Processor {
                     for v in lx.iter_mut() {
                         *v = ks.pending_x.pop_front().expect("pending_x holds d values per pending");
                     }
-                    ks.ops.queue.learn(&lx, y - p.base);
+                    if self.update_block > 0 {
+                        // Learned with the rest of the block's labels when it ends.
+                        block.xs.extend_from_slice(&lx);
+                        block.ys.push(y - p.base);
+                    } else {
+                        ks.ops.queue.learn(&lx, y - p.base);
+                    }
                 }
             }
             if let (Some(y), Some(m)) = (y, self.season) {
@@ -246,6 +260,29 @@ impl Processor {
             plan.push(Row::Live { labelled, forecast });
         }
         Ok(plan)
+    }
+
+    /// `update_block`: before the first row of a later block, the finished block's
+    /// labels are learned together (one `update_batch` of the global model).
+    fn end_block(&self, block: &mut UpdateBlock, global: &mut Option<Box<dyn OnlineModel>>, offset: i64, stride: usize) -> Result<Outcome> {
+        let b = offset.div_euclid(self.update_block);
+        let mut o = Outcome::default();
+        if b == block.block {
+            return Ok(o);
+        }
+        if !block.ys.is_empty() {
+            if global.is_none() {
+                *global = Some(self.fresh_model()?);
+                o.built += 1;
+            }
+            let t0 = std::time::Instant::now();
+            global.as_mut().expect("just built").update_batch(&block.xs, stride, &block.ys)?;
+            o.update += t0.elapsed();
+            block.xs.clear();
+            block.ys.clear();
+        }
+        block.block = b;
+        Ok(o)
     }
 
     /// Appends a complete feature row to the key's window; true once the window
