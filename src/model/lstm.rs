@@ -81,6 +81,12 @@ struct Scratch {
     dh_prev: Vec<f64>,
     dc: Vec<f64>,
     dpre: Vec<f64>,
+    /// Whose forward pass the activations above hold: (model id, weights version),
+    /// its input and its output. A prediction followed by the update on the same row
+    /// (a horizon of one row) reuses it instead of running the window again.
+    last: Option<(u64, u64)>,
+    last_x: Vec<f64>,
+    last_pred: f64,
 }
 
 thread_local! {
@@ -169,7 +175,13 @@ pub struct LstmModel {
     lr: f64,
     base_lr: f64,
     updates: u64,
+    /// Unique per model (never reused), and bumped whenever θ changes: the tag of a
+    /// forward pass kept in the thread's scratch.
+    id: u64,
+    version: u64,
 }
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl LstmModel {
     #[allow(clippy::too_many_arguments)]
@@ -208,6 +220,8 @@ impl LstmModel {
             lr,
             base_lr: lr,
             updates: 0,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            version: 0,
         })
     }
 
@@ -218,10 +232,27 @@ impl LstmModel {
         Ok(())
     }
 
+    /// [`LstmModel::forward`], or the pass the scratch already holds for these
+    /// weights and this input (bit for bit what it would compute again).
+    #[inline(always)]
+    fn forward_cached(&self, x: &[f64], s: &mut Scratch) -> f64 {
+        if s.last == Some((self.id, self.version)) && s.last_x == x {
+            return s.last_pred;
+        }
+        let pred = self.forward(x, s);
+        s.last = Some((self.id, self.version));
+        s.last_x.clear();
+        s.last_x.extend_from_slice(x);
+        s.last_pred = pred;
+        pred
+    }
+
     /// Runs the window through the cell, keeping every step's activations in `s`;
     /// returns the prediction.
     #[inline(always)]
     fn forward(&self, x: &[f64], s: &mut Scratch) -> f64 {
+        // The activations are overwritten: whatever pass was kept is gone.
+        s.last = None;
         let Layout { d, h, g, .. } = self.lay;
         let t_n = self.window;
         let th = &self.theta;
@@ -348,13 +379,14 @@ impl LstmModel {
     /// One update: forward, backward, optimizer step; returns the loss before it.
     #[inline(always)]
     fn learn(&mut self, x: &[f64], y: f64, s: &mut Scratch) -> f64 {
-        let pred = self.forward(x, s);
+        let pred = self.forward_cached(x, s);
         let (loss, dpred) = self.loss_grad(pred, y);
         self.backward(x, dpred, s);
         let grad = std::mem::take(&mut s.grad);
         self.apply(&grad[..self.lay.len]);
         s.grad = grad;
         self.updates += 1;
+        self.version += 1;
         loss
     }
 
@@ -364,7 +396,7 @@ impl LstmModel {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn forward_avx2(&self, x: &[f64], s: &mut Scratch) -> f64 {
-        self.forward(x, s)
+        self.forward_cached(x, s)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -410,7 +442,7 @@ impl OnlineModel for LstmModel {
                 // SAFETY: the CPU has AVX2 (checked just above).
                 return unsafe { self.forward_avx2(x, s) };
             }
-            self.forward(x, s)
+            self.forward_cached(x, s)
         }))
     }
 
@@ -469,6 +501,7 @@ impl OnlineModel for LstmModel {
 
     fn load(&mut self, s: &mut Snapshot) -> Result<()> {
         self.updates = s.int("updates")?;
+        self.version += 1;
         self.step_t = s.int("step_t")?;
         self.lr = s.f64("lr")?;
         let lay = self.lay;
@@ -627,6 +660,38 @@ mod tests {
         }
         assert_eq!(a.theta, b.theta);
         assert_eq!((a.m.clone(), a.v.clone()), (b.m.clone(), b.v.clone()));
+    }
+
+    /// The update reuses the forward pass of a prediction just made on the same row
+    /// (same weights): the weights end the same, bit for bit, as with no prediction
+    /// (the pass recomputed); another model's pass or a changed input is not reused.
+    #[test]
+    fn a_kept_forward_pass_changes_nothing() {
+        let (mut a, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+        let (mut b, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+        let (mut c, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+        for i in 0..100 {
+            let (x, y) = stream(i);
+            a.predict(&x).unwrap();
+            a.update(&x, y).unwrap();
+            b.update(&x, y).unwrap();
+            // c predicts the next row, then learns this one: the kept pass is for
+            // another input and must not be used.
+            c.predict(&stream(i + 1).0).unwrap();
+            c.update(&x, y).unwrap();
+        }
+        assert_eq!(a.theta, b.theta);
+        assert_eq!(c.theta, b.theta);
+        // After an update the kept pass (of the old weights) is not reused: b's
+        // forecast of the row it just learned equals a restored copy's.
+        let (x, y) = stream(100);
+        b.update(&x, y).unwrap();
+        let p = b.predict(&x).unwrap();
+        let mut snap = Snapshot::default();
+        b.save(&mut snap).unwrap();
+        let (mut d, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+        d.load(&mut snap).unwrap();
+        assert_eq!(p.to_bits(), d.predict(&x).unwrap().to_bits());
     }
 
     #[test]
