@@ -81,6 +81,8 @@ struct Scratch {
     dh_prev: Vec<f64>,
     dc: Vec<f64>,
     dpre: Vec<f64>,
+    /// One coefficient per step (a column of the inputs or hidden states).
+    coefs: Vec<f64>,
     /// Whose forward pass the activations above hold: (model id, weights version),
     /// its input and its output. A prediction followed by the update on the same row
     /// (a horizon of one row) reuses it instead of running the window again.
@@ -143,19 +145,42 @@ fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     }
 }
 
-/// x·y with four running sums (fixed order, so deterministic; lets the compiler
-/// vectorise).
+/// y += Σᵢ aᵢ·wᵢ, wᵢ the i-th row (of y's length) of `w`: four rows per pass over y
+/// (one load and store of y per four multiply-adds), summed in a fixed order.
+#[inline(always)]
+fn gemv_acc(y: &mut [f64], a: &[f64], w: &[f64]) {
+    let n = y.len();
+    let mut rows = w.chunks_exact(n);
+    let mut coefs = a.chunks_exact(4);
+    for c in coefs.by_ref() {
+        let (w0, w1, w2, w3) = (rows.next().expect("a row per coefficient"), rows.next().expect("row"), rows.next().expect("row"), rows.next().expect("row"));
+        let (a0, a1, a2, a3) = (c[0], c[1], c[2], c[3]);
+        for ((((yr, p0), p1), p2), p3) in y.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+            *yr += (a0 * p0 + a1 * p1) + (a2 * p2 + a3 * p3);
+        }
+    }
+    for &ai in coefs.remainder() {
+        axpy(y, ai, rows.next().expect("a row per coefficient"));
+    }
+}
+
+/// x·y with sixteen running sums (four 4-wide vectors; fixed order, so
+/// deterministic), then the remainder.
 #[inline(always)]
 fn dot(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let (xc, yc) = (x.chunks_exact(4), y.chunks_exact(4));
+    let mut acc = [0.0f64; 16];
+    let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
     let (xr, yr) = (xc.remainder(), yc.remainder());
     for (a, b) in xc.zip(yc) {
-        for k in 0..4 {
+        for k in 0..16 {
             acc[k] += a[k] * b[k];
         }
     }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    let mut lanes = [0.0f64; 4];
+    for k in 0..4 {
+        lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
+    }
+    let mut s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
     for (a, b) in xr.iter().zip(yr) {
         s += a * b;
     }
@@ -265,15 +290,10 @@ impl LstmModel {
         for t in 0..t_n {
             // (x·W_ihᵀ + b_ih) + (h·W_hhᵀ + b_hh), as candle groups it.
             pre_a.copy_from_slice(&th[self.lay.b_ih..self.lay.b_ih + g]);
-            for (j, &xj) in x[t * d..(t + 1) * d].iter().enumerate() {
-                axpy(pre_a, xj, &th[self.lay.wih + j * g..self.lay.wih + (j + 1) * g]);
-            }
+            gemv_acc(pre_a, &x[t * d..(t + 1) * d], &th[self.lay.wih..self.lay.wih + d * g]);
             pre_b.copy_from_slice(&th[self.lay.b_hh..self.lay.b_hh + g]);
             if t > 0 {
-                let (done, _) = hidden.split_at(t * h);
-                for (k, &hk) in done[(t - 1) * h..].iter().enumerate() {
-                    axpy(pre_b, hk, &th[self.lay.whh + k * g..self.lay.whh + (k + 1) * g]);
-                }
+                gemv_acc(pre_b, &hidden[(t - 1) * h..t * h], &th[self.lay.whh..self.lay.whh + h * g]);
             }
             let a = &mut acts[t * g..(t + 1) * g];
             // Gates i, f and o are sigmoids; the cell candidate (the third) a tanh.
@@ -306,13 +326,15 @@ impl LstmModel {
         let t_n = self.window;
         let th = &self.theta;
         let lay = self.lay;
-        let Scratch { acts, cells, tanh_c, hidden, grad, dh, dh_prev, dc, dpre, .. } = s;
+        let Scratch { acts, cells, tanh_c, hidden, grad, dh, dh_prev, dc, dpre, coefs, .. } = s;
         let grad = sized(grad, lay.len);
         grad.fill(0.0);
         let dh = sized(dh, h);
         let dh_prev = sized(dh_prev, h);
         let dc = sized(dc, h);
-        let dpre = sized(dpre, g);
+        // Every step's ∂loss/∂(gate pre-activations), kept for the weight gradients.
+        let dpre_all = sized(dpre, t_n * g);
+        let coefs = sized(coefs, t_n);
         let last = &hidden[(t_n - 1) * h..t_n * h];
         for k in 0..h {
             grad[lay.head_w + k] = last[k] * dpred;
@@ -322,6 +344,7 @@ impl LstmModel {
         dc.fill(0.0);
         for t in (0..t_n).rev() {
             let a = &acts[t * g..(t + 1) * g];
+            let dpre = &mut dpre_all[t * g..(t + 1) * g];
             for k in 0..h {
                 let (i, f, gg, o) = (a[k], a[h + k], a[2 * h + k], a[3 * h + k]);
                 let tc = tanh_c[t * h + k];
@@ -333,21 +356,30 @@ impl LstmModel {
                 dpre[3 * h + k] = dh[k] * tc * o * (1.0 - o);
                 dc[k] = dck * f;
             }
-            for r in 0..g {
-                grad[lay.b_ih + r] += dpre[r];
-                grad[lay.b_hh + r] += dpre[r];
-            }
-            for (j, &xj) in x[t * d..(t + 1) * d].iter().enumerate() {
-                axpy(&mut grad[lay.wih + j * g..lay.wih + (j + 1) * g], xj, dpre);
-            }
             if t > 0 {
-                let h_prev = &hidden[(t - 1) * h..t * h];
-                for k in 0..h {
-                    let row = lay.whh + k * g..lay.whh + (k + 1) * g;
-                    axpy(&mut grad[row.clone()], h_prev[k], dpre);
-                    dh_prev[k] = dot(&th[row], dpre);
+                for (k, v) in dh_prev.iter_mut().enumerate() {
+                    *v = dot(&th[lay.whh + k * g..lay.whh + (k + 1) * g], dpre);
                 }
                 dh.copy_from_slice(dh_prev);
+            }
+        }
+        // The weight gradients sum over the steps: ∂W_ihᵀ[j] = Σₜ xₜ[j]·dpreₜ,
+        // ∂W_hhᵀ[k] = Σₜ₌₁ hₜ₋₁[k]·dpreₜ, the biases Σₜ dpreₜ — each row written once.
+        coefs.fill(1.0);
+        gemv_acc(&mut grad[lay.b_ih..lay.b_ih + g], coefs, dpre_all);
+        grad.copy_within(lay.b_ih..lay.b_ih + g, lay.b_hh);
+        for j in 0..d {
+            for (c, t) in coefs.iter_mut().zip(0..t_n) {
+                *c = x[t * d + j];
+            }
+            gemv_acc(&mut grad[lay.wih + j * g..lay.wih + (j + 1) * g], coefs, dpre_all);
+        }
+        if t_n > 1 {
+            for k in 0..h {
+                for (c, t) in coefs.iter_mut().zip(1..t_n) {
+                    *c = hidden[(t - 1) * h + k];
+                }
+                gemv_acc(&mut grad[lay.whh + k * g..lay.whh + (k + 1) * g], &coefs[..t_n - 1], &dpre_all[g..]);
             }
         }
     }
