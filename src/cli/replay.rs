@@ -201,7 +201,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         if let Some(k) = rec.key.as_deref() {
             r = r.key(k.as_bytes());
         }
-        acks.push(prod.send_result(r).map_err(|(e, _)| e)?);
+        acks.push(crate::source::sample::send(&prod, r, &|| format!("record {} ({} bytes)", sent + skipped + 1, rec.payload.len())).await?);
         sent += 1;
         if acks.len() >= 10_000 {
             for f in acks.drain(..) {

@@ -81,7 +81,11 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
     let mut embedded = None;
     let (brokers, assign, stop_at_end) = if brokers == "embedded" {
-        let b = start_embedded(built).await?;
+        // Seeding a large sample takes a while: a signal stops it too.
+        let b = tokio::select! {
+            b = start_embedded(built) => b?,
+            _ = wait_true(&mut shutdown) => anyhow::bail!("stopped by a signal while seeding the embedded broker"),
+        };
         let bs = b.bootstrap_servers().to_string();
         embedded = Some(b);
         (bs, true, true)

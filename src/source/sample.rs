@@ -75,7 +75,7 @@ pub async fn seed_timed<I: IntoIterator<Item = (Vec<u8>, Option<i64>)>>(
 ) -> anyhow::Result<u64> {
     let mut n = 0u64;
     let mut acks = Vec::new();
-    for (line, ts) in lines {
+    for (i, (line, ts)) in lines.into_iter().enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -84,25 +84,14 @@ pub async fn seed_timed<I: IntoIterator<Item = (Vec<u8>, Option<i64>)>>(
             Placement::ByKey => k.as_deref().map_or(0, |k| (stable_hash(k.as_bytes()) % partitions as u64) as i32),
             Placement::RoundRobin => (n % partitions as u64) as i32,
         };
-        let mut rec = FutureRecord::<[u8], [u8]>::to(topic).partition(p).payload(&line);
+        let mut rec = FutureRecord::<[u8], [u8]>::to(topic).partition(p).payload(&line[..]);
         if let Some(t) = ts {
             rec = rec.timestamp(t);
         }
         if let Some(k) = k.as_deref() {
             rec = rec.key(k.as_bytes());
         }
-        loop {
-            match producer.send_result(rec) {
-                Ok(f) => {
-                    acks.push(f);
-                    break;
-                }
-                Err((_, r)) => {
-                    rec = r;
-                    producer.poll(Duration::from_millis(5));
-                }
-            }
-        }
+        acks.push(send(producer, rec, &|| format!("line {} ({} bytes)", i + 1, line.len())).await?);
         n += 1;
         if acks.len() >= 50_000 {
             for a in acks.drain(..) {
@@ -115,6 +104,33 @@ pub async fn seed_timed<I: IntoIterator<Item = (Vec<u8>, Option<i64>)>>(
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(n)
+}
+
+/// How long a full producer queue may keep a record waiting before seeding gives up.
+const QUEUE_FULL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Hands `rec` to the producer. A full local queue is waited out (yielding to the
+/// runtime, so a shutdown can interrupt) for at most a minute; any other refusal —
+/// a record larger than `message.max.bytes`, an unknown partition — is an error that
+/// names the record (`what`) instead of a retry forever.
+pub async fn send<'a, K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &FutureProducer,
+    mut rec: FutureRecord<'a, K, P>,
+    what: &dyn Fn() -> String,
+) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let started = std::time::Instant::now();
+    loop {
+        match producer.send_result(rec) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) if started.elapsed() < QUEUE_FULL_LIMIT => {
+                rec = r;
+                producer.poll(Duration::ZERO);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => anyhow::bail!("{} could not be published: {e}", what()),
+        }
+    }
 }
 
 /// A producer for seeding the embedded broker: lz4-compressed batches, because the

@@ -240,3 +240,31 @@ fn replay_publishes_with_event_time_timestamps() {
     assert_eq!(v["symbol"], "sp500_daily_1999_2018");
     assert_eq!(sp[0].key.as_deref(), Some(b"sp500_daily_1999_2018".as_slice()));
 }
+
+/// A 3 MB line in an embedded sample (over librdkafka's 1 MB `message.max.bytes`)
+/// stops `run` promptly with an error naming the line — it used to retry the send
+/// forever at 17 % CPU.
+#[test]
+fn an_oversized_sample_line_is_a_clear_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("sample.jsonl");
+    let big = format!(r#"{{"symbol":"A","ts":1001,"price":1.0,"size":1.0,"pad":"{}"}}"#, "x".repeat(3 << 20));
+    let big_len = big.len();
+    std::fs::write(&sample, [tick("A", 1000, 1.0, 1.0), big, tick("A", 1002, 1.0, 1.0)].join("\n") + "\n").unwrap();
+    let p = flat_pipeline(dir.path(), "SELECT _offset, symbol, ts, price FROM ticks", "features = [\"price\"]\ntarget = \"price\"\nhorizon = 1", 1);
+    let text = std::fs::read_to_string(&p).unwrap().replace("brokers = \"127.0.0.1:1\"", &format!("brokers = \"embedded\"\nsample = \"{}\"", sample.display()));
+    std::fs::write(&p, text).unwrap();
+    let mut child = Child(Command::new(bin()).arg("run").arg(&p).stderr(std::process::Stdio::piped()).spawn().unwrap());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "run still going after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains(&format!("line 2 ({big_len} bytes) could not be published")), "{err}");
+}
