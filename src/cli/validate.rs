@@ -21,10 +21,15 @@ pub struct ValidateArgs {
 }
 
 pub async fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
+    if crate::solar::stream::is_solar(&a.pipeline) {
+        return Ok(report(&a.pipeline, validate_solar(&a.pipeline)));
+    }
     let mut probs: Vec<Problem> = Vec::new();
     let opts = BuildOptions { sample: None, series: a.series.options(a.input.clone()) };
+    let mut main_built = false;
     let cfg = match build_with(&a.pipeline, &opts).await {
         Ok(b) => {
+            main_built = true;
             if let Some(plan) = &b.series {
                 println!("{plan}");
             }
@@ -35,6 +40,16 @@ pub async fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
             PipelineConfig::load(&a.pipeline).ok().map(|l| l.config)
         }
     };
+    if let Some(cfg) = cfg.as_ref().filter(|_| main_built) {
+        // Every `[[compare]]` lane a backtest would run, built as it would build it
+        // (once the main pipeline builds: its problems would repeat in every lane).
+        for (i, lane) in cfg.compare.iter().enumerate() {
+            if let Err(p) = crate::pipeline::build::build_variant_with(&a.pipeline, lane, &opts).await {
+                let name = lane.get("name").and_then(|v| v.as_str()).unwrap_or("?");
+                probs.extend(p.into_iter().map(|p| Problem { at: format!("compare[{i}] ({name}): {}", p.at), message: p.message }));
+            }
+        }
+    }
     if let Some(cfg) = cfg {
         let brokers = a.brokers.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
         if brokers != "embedded" {
@@ -43,11 +58,49 @@ pub async fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
             probs.extend(found);
         }
     }
+    Ok(report(&a.pipeline, probs))
+}
+
+fn report(path: &std::path::Path, probs: Vec<Problem>) -> ExitCode {
     if probs.is_empty() {
-        println!("{}: ok", a.pipeline.display());
-        Ok(ExitCode::SUCCESS)
+        println!("{}: ok", path.display());
+        ExitCode::SUCCESS
     } else {
-        print_problems(&a.pipeline, &probs);
-        Ok(ExitCode::from(2))
+        print_problems(path, &probs);
+        ExitCode::from(2)
     }
+}
+
+/// A solar pipeline: its file parses (unknown keys are errors), its topics are
+/// distinct, the files it names exist, the tracker's device resolves.
+fn validate_solar(path: &std::path::Path) -> Vec<Problem> {
+    use crate::solar::stream::{self, SolarConfig};
+    let problem = |at: &str, message: String| Problem { at: at.into(), message };
+    let cfg = match SolarConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => return vec![problem(&path.display().to_string(), format!("{e:#}"))],
+    };
+    let mut probs = Vec::new();
+    if let Err(e) = stream::check(&cfg) {
+        probs.push(problem("sink.topic", e.to_string()));
+    }
+    let files = [
+        ("source.synthetic.from", cfg.source.synthetic.as_ref().map(|s| s.from.clone())),
+        ("tracker.weights", cfg.tracker.weights.clone()),
+    ];
+    for (at, f) in files {
+        if let Some(f) = f {
+            let full = cfg.resolve(&f);
+            if !full.exists() {
+                probs.push(problem(at, format!("{} does not exist", full.display())));
+            }
+        }
+    }
+    if cfg.source.brokers == "embedded" && cfg.source.synthetic.is_none() {
+        probs.push(problem("source.synthetic", "the embedded broker needs [source.synthetic] to seed frames".into()));
+    }
+    if let Err(e) = crate::model::device(&cfg.tracker.device) {
+        probs.push(problem("tracker.device", e.to_string()));
+    }
+    probs
 }

@@ -162,6 +162,22 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
         need("source.time".into(), &cfg.source.time);
         need("features.sql".into(), OFFSET_COLUMN);
     }
+    // Models are built at a key's first complete row: build one now, so a bad model
+    // setting is reported here (and by `validate`) with the rest, not a stop mid-run.
+    let m = &cfg.model;
+    if !m.features.is_empty() {
+        let window = if matches!(m.kind.as_str(), "lstm" | "cnn1d") { m.window.max(1) } else { 1 };
+        if let Ok(device) = crate::model::device(&m.device) {
+            if let Err(e) = crate::model::build(m, m.features.len() * window, &device) {
+                // The build stops at its first error; one already reported at that
+                // key by the checks above is not repeated.
+                let p = processor_problem(e);
+                if !probs.iter().any(|q| q.at == p.at) {
+                    probs.push(p);
+                }
+            }
+        }
+    }
     if !probs.is_empty() {
         return Err(probs);
     }
@@ -190,10 +206,17 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     Ok(Built { config: cfg, schema, processor, fingerprint, series })
 }
 
-/// A processor error as a problem: at its config key when it names one.
+/// A processor or model error as a problem: at its config key when it names one
+/// (as a `ConfigKey`, or as the first word of a configuration error: "model.x …").
 fn processor_problem(e: crate::error::Error) -> Problem {
     match e {
         crate::error::Error::ConfigKey { key, message } => problem(key, message),
+        crate::error::Error::Config(m) => match m.split_once(' ') {
+            Some((key, rest)) if key.starts_with("model.") && key[6..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                problem(key, rest)
+            }
+            _ => problem("model", m),
+        },
         e => problem("pipeline", e.to_string()),
     }
 }
@@ -221,6 +244,24 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     }
     if m.window == 0 {
         probs.push(problem("model.window", "must be at least 1"));
+    }
+    if m.mixup && !(m.mixup_alpha > 0.0 && m.mixup_alpha.is_finite()) {
+        probs.push(problem("model.mixup_alpha", "must be a positive number (the Beta(α, α) of the mixing weights)"));
+    }
+    if m.mixup && !(m.mixup_bandwidth > 0.0 && m.mixup_bandwidth.is_finite()) {
+        probs.push(problem("model.mixup_bandwidth", "must be a positive number"));
+    }
+    match m.drift.as_str() {
+        "page_hinkley" if !(m.drift_delta >= 0.0 && m.drift_delta.is_finite()) => {
+            probs.push(problem("model.drift_delta", "Page-Hinkley's tolerated increase must be ≥ 0"))
+        }
+        "page_hinkley" if !(m.drift_threshold > 0.0 && m.drift_threshold.is_finite()) => {
+            probs.push(problem("model.drift_threshold", "must be a positive number"))
+        }
+        "adwin" if !(m.drift_delta > 0.0 && m.drift_delta < 1.0) => {
+            probs.push(problem("model.drift_delta", "ADWIN's confidence δ must be in (0, 1)"))
+        }
+        _ => {}
     }
     if m.update_block > 0 && m.scope != "global" {
         probs.push(problem("model.update_block", "applies to scope = \"global\" (per-key models already run key by key)"));

@@ -268,3 +268,39 @@ fn an_oversized_sample_line_is_a_clear_error_not_a_hang() {
     assert!(!status.success());
     assert!(err.contains(&format!("line 2 ({big_len} bytes) could not be published")), "{err}");
 }
+
+/// `validate` reports what a model build would stop `run` on — a bad replay policy
+/// found by building a model, a non-positive mixup α found by the checks — together,
+/// and builds every `[[compare]]` lane (RLS cannot take the HL-Gauss loss); it
+/// validates solar pipelines too (the shipped one is clean; a missing weights file is
+/// reported at its key).
+#[test]
+fn validate_builds_models_lanes_and_solar_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "features = [\"price\"]\ntarget = \"price\"\nhorizon = 1\nreplay = 2\nreplay_policy = \"bogus\"\nmixup = true\nmixup_alpha = 0.0";
+    let p = flat_pipeline(dir.path(), "SELECT _offset, symbol, ts, price FROM ticks", model, 1);
+    let validate = |p: &std::path::Path| {
+        let out = Command::new(bin()).current_dir(repo()).arg("validate").arg(p).args(["--brokers", "embedded"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    };
+    let (code, err) = validate(&p);
+    assert_eq!(code, Some(2), "{err}");
+    for needle in ["model.replay_policy: \"bogus\"", "model.mixup_alpha:"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    let fixed = std::fs::read_to_string(&p).unwrap().replace("\"bogus\"", "\"recent\"").replace("mixup_alpha = 0.0", "mixup_alpha = 0.4");
+    std::fs::write(&p, fixed + "[[compare]]\nname = \"rls_hl\"\nkind = \"rls\"\nloss = \"hl_gauss\"\n[[compare]]\nname = \"fine\"\nkind = \"linear\"\n").unwrap();
+    let (code, err) = validate(&p);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("compare[0] (rls_hl): model.loss: \"hl_gauss\" needs kind linear or mlp"), "{err}");
+    assert!(!err.contains("compare[1]"), "{err}");
+    let (code, out) = validate(&repo().join("pipelines/solar-tracking.toml"));
+    assert_eq!(code, Some(0), "{out}");
+    let solar = dir.path().join("solar.toml");
+    let text = std::fs::read_to_string(repo().join("pipelines/solar-tracking.toml")).unwrap();
+    let text = text.replace("../data/", &format!("{}/data/", repo().display())).replace("tracker-eit.safetensors", "nope.safetensors");
+    std::fs::write(&solar, text).unwrap();
+    let (code, err) = validate(&solar);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tracker.weights:") && err.contains("nope.safetensors does not exist"), "{err}");
+}
