@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::pipeline::build::Built;
 use crate::pipeline::{self, RunOptions};
 use crate::sink::kafka::{producer, H_SOURCE_OFFSET, H_SOURCE_PARTITION};
-use crate::source::sample::{key_of, stable_hash};
+use crate::source::sample::{key_of, partition_for};
 
 /// What a live run measured.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -143,7 +143,7 @@ pub async fn live(built: Built, input: &Path, rate: f64, seconds: f64, partition
             let copy = (i / lines.len()) as i64;
             let line = shift_times(&lines[i % lines.len()], copy * span_ms);
             let key = key_of(line.as_bytes(), &schema, &cfg.source.key);
-            let p = key.as_deref().map_or(0, |k| (stable_hash(k.as_bytes()) % n as u64) as i32);
+            let p = key.as_deref().map_or(0, |k| partition_for(k.as_bytes(), n));
             let mut rec = FutureRecord::<[u8], [u8]>::to(&cfg.source.topic).partition(p).payload(line.as_bytes());
             if let Some(k) = key.as_deref() {
                 rec = rec.key(k.as_bytes());

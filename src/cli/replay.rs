@@ -25,7 +25,7 @@ use crate::source::file::Row;
 pub use crate::source::file::parse_time_ms;
 use crate::source::mapping::FileMessages;
 use crate::source::rows::RowReader;
-use crate::source::sample::stable_hash;
+use crate::source::sample::partition_for;
 use crate::source::schema::TopicSchema;
 use crate::telemetry::progress::Progress;
 
@@ -45,7 +45,8 @@ pub struct ReplayArgs {
     /// Field holding the event time (without --pipeline).
     #[arg(long)]
     pub time: Option<String>,
-    /// Field whose value is the record key (partition = stable hash of it).
+    /// Field whose value is the record key (partition: murmur2 of it, as Kafka's Java
+    /// producer places keys).
     #[arg(long)]
     pub key: Option<String>,
     /// `max` (as fast as possible), `1x` (original spacing) or `Nx` (N times faster).
@@ -193,7 +194,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        let part = rec.key.as_deref().map_or(0, |k| (stable_hash(k.as_bytes()) % partitions as u64) as i32);
+        let part = rec.key.as_deref().map_or(0, |k| partition_for(k.as_bytes(), partitions));
         let mut r = FutureRecord::<[u8], [u8]>::to(&topic).partition(part).payload(&rec.payload);
         if let Some(t) = rec.time_ms {
             r = r.timestamp(t);

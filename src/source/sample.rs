@@ -1,6 +1,7 @@
 //! Seeds a topic from a JSON-lines file: each line one message, keyed by the schema's
-//! key field and placed on a partition chosen by a stable hash of that key, so the
-//! same file always lands the same way.
+//! key field and placed on the partition Kafka's Java producer would choose for that
+//! key (murmur2), so the same file always lands the same way — and where other
+//! producers put the same keys.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -11,14 +12,37 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::schema::TopicSchema;
 
-/// FNV-1a, 64 bit: a stable hash for key → partition.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`): the hash the Java
+/// producer's default partitioner (and librdkafka's `murmur2_random`) places keyed
+/// records by.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in chunks.by_ref() {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
     }
-    h
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate().rev() {
+            h ^= (*b as u32) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition of `partitions` a keyed record goes to, as Kafka's Java producer
+/// places it: `(murmur2(key) & 0x7fffffff) % partitions`.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1)) as i32
 }
 
 /// The text of the key field of one JSON line, if it has one.
@@ -30,7 +54,8 @@ pub fn key_of(line: &[u8], schema: &TopicSchema, key: &str) -> Option<String> {
 /// How seeded records are spread over partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
-    /// By a stable hash of the key: all records of a key in one partition.
+    /// By the key's murmur2 hash, as Kafka's producers: all records of a key in one
+    /// partition.
     ByKey,
     /// Line i to partition i mod n (spreads a few hot keys; each partition then sees
     /// its own subsequence of every key).
@@ -81,7 +106,7 @@ pub async fn seed_timed<I: IntoIterator<Item = (Vec<u8>, Option<i64>)>>(
         }
         let k = key_of(&line, schema, key);
         let p = match placement {
-            Placement::ByKey => k.as_deref().map_or(0, |k| (stable_hash(k.as_bytes()) % partitions as u64) as i32),
+            Placement::ByKey => k.as_deref().map_or(0, |k| partition_for(k.as_bytes(), partitions)),
             Placement::RoundRobin => (n % partitions as u64) as i32,
         };
         let mut rec = FutureRecord::<[u8], [u8]>::to(topic).partition(p).payload(&line[..]);
@@ -155,4 +180,27 @@ pub fn read_lines(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
         out.push(line?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Apache Kafka's own vectors (`UtilsTest.testMurmur2`), and the Java
+    /// partitioner's choice for "foobar" over 50 partitions: (−790332482 & 0x7fffffff)
+    /// = 1357151166, mod 50 = 16.
+    #[test]
+    fn murmur2_matches_kafkas_java_client() {
+        for (key, want) in [
+            (&b"21"[..], -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (b"abc", 479_470_107),
+        ] {
+            assert_eq!(murmur2(key), want, "{}", String::from_utf8_lossy(key));
+        }
+        assert_eq!(partition_for(b"foobar", 50), 16);
+    }
 }

@@ -14,7 +14,7 @@ use super::{feed, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Varia
 use crate::sink::file::FileSink;
 use crate::source::mapping::FileMessages;
 use crate::source::rows::input_files;
-use crate::source::sample::stable_hash;
+use crate::source::sample::partition_for;
 use crate::telemetry::progress::Progress;
 
 /// Default batch size of file backtests (or the pipeline's, if larger).
@@ -63,7 +63,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
         let mut r = open(path)?;
         while let Some(m) = r.next_message() {
             let m = m?;
-            let p = m.key.map_or(0, |k| (stable_hash(k.as_bytes()) % n as u64) as i32);
+            let p = m.key.map_or(0, |k| partition_for(k.as_bytes(), n));
             let o = next[p as usize];
             next[p as usize] += 1;
             if !feed(&mut lanes, &mut counts, opts, p, o, m.time_ms, m.key.map(str::as_bytes), Some(m.payload)) {
