@@ -197,13 +197,10 @@ fn several_models_in_one_pass_and_the_report_files() {
 /// three columns) backtest through the shipped pipelines' file mappings; every row
 /// is read and none is a dead letter.
 #[test]
+#[cfg_attr(not(shared_data), ignore = "needs ../shared/data (the workplace's real data files)")]
 fn shipped_real_files_backtest() {
     let sp = repo().join("../shared/data/market/sp500_daily_1999_2018.csv.gz");
     let births = repo().join("../shared/data/demand/us_births_daily_2000_2014.csv");
-    if !sp.exists() || !births.exists() {
-        eprintln!("skipping: ../shared/data not present");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     for (pipeline, file, rows, key) in [
         ("pipelines/market-bars.toml", &sp, 5031, "sp500_daily_1999_2018"),

@@ -190,8 +190,8 @@ fn validate_checks_the_brokers_and_topics() {
 /// `replay` publishes a file with each record's Kafka timestamp = its event time,
 /// keyed and partitioned by the key field, honouring --from (inclusive) and --to
 /// (exclusive): JSON lines (the shipped daily series, December 2014: 31 births days +
-/// 31 bikeshare days) and CSV (EUR/USD hourly bars, 2 February 2017: 24 rows, the
-/// first at 00:00 = 1485993600000 ms).
+/// 31 bikeshare days) and CSV (the shipped EUR/USD hourly bars, 2 February 2017: 24
+/// rows, the first at 00:00 = 1485993600000 ms).
 #[test]
 fn replay_publishes_with_event_time_timestamps() {
     let (_broker, addr) = broker_process();
@@ -216,19 +216,24 @@ fn replay_publishes_with_event_time_timestamps() {
             msgs.iter().filter(|m| json(m)["series"] == series).map(|m| m.partition).collect();
         assert_eq!(parts.len(), 1, "{series}");
     }
-    let csv = repo().join("../shared/data/market/eurusd_1h_2017.csv");
-    if !csv.exists() {
-        eprintln!("skipping the CSV half: {} not present", csv.display());
-        return;
-    }
-    run(&[csv.to_str().unwrap(), "--topic", "tick-predictions", "--time", "Time", "--from", "02.02.2017 00:00:00.000", "--to", "03.02.2017 00:00:00.000"]);
+    run(&["data/eurusd_1h_2017_q1.csv", "--topic", "tick-predictions", "--time", "Time", "--from", "02.02.2017 00:00:00.000", "--to", "03.02.2017 00:00:00.000"]);
     let bars = read(&addr, "tick-predictions");
     assert_eq!(bars.len(), 24);
     assert_eq!(bars[0].timestamp_ms, Some(1_485_993_600_000));
     assert!(json(&bars[0])["Close"].is_f64());
-    // With --pipeline: the gzip'd S&P 500 file through market-bars' [source.file]
-    // mapping (Date → time as RFC 3339, Close → close, symbol = the file's stem).
-    // 1999-01-04 = 915408000000 ms; its close 1228.099976 (the file's first row).
+}
+
+/// `replay --pipeline`: the gzip'd S&P 500 file through market-bars' [source.file]
+/// mapping (Date → time as RFC 3339, Close → close, symbol = the file's stem).
+/// 1999-01-04 = 915408000000 ms; its close 1228.099976 (the file's first row).
+#[test]
+#[cfg_attr(not(shared_data), ignore = "needs ../shared/data (the workplace's real data files)")]
+fn replay_maps_a_gzipped_csv_through_the_pipeline() {
+    let (_broker, addr) = broker_process();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin()).current_dir(repo()).arg("replay").args(args).args(["--brokers", &addr]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
     let sp = repo().join("../shared/data/market/sp500_daily_1999_2018.csv.gz");
     run(&[sp.to_str().unwrap(), "--pipeline", "pipelines/market-bars.toml", "--topic", "ticks-dlq", "--to", "1999-02-01"]);
     let sp = read(&addr, "ticks-dlq");

@@ -55,11 +55,13 @@ async fn frequency_of_the_shipped_files() {
     let p = plan(&repo().join(SAMPLE), "Close").await;
     assert_eq!((p.detected.frequency.to_string().as_str(), p.detected.season, p.time_column.as_deref()), ("hourly", Some(24), Some("Time")));
     assert_eq!(p.detected.median_gap_ms, Some(3_600_000));
+}
+
+/// The workplace's full files (see `frequency_of_the_shipped_files`).
+#[tokio::test]
+#[cfg_attr(not(shared_data), ignore = "needs ../shared/data (the workplace's real data files)")]
+async fn frequency_of_the_real_files() {
     let shared = repo().join("../shared/data");
-    if !shared.exists() {
-        eprintln!("skipping the ../shared/data files: {} is not present", shared.display());
-        return;
-    }
     for (file, column, time, frequency, season) in [
         ("market/eurusd_1h_2017.csv", "Close", "Time", "hourly", 24),
         ("market/sp500_daily_1999_2018.csv.gz", "Close", "Date", "business-daily", 5),
