@@ -1,11 +1,17 @@
 //! Tells the tests what this machine has, so a test that needs something absent is
 //! reported as ignored (with the reason) instead of passing without checking:
 //! `shared_data` when the workplace's real data files are beside the clone
-//! (`../shared/data`), `tansu` when the Tansu broker is on the PATH.
+//! (`../shared/data`), `tansu` when the Tansu broker is on the PATH, `test_kafka` when
+//! `TICKFLARE_TEST_KAFKA` names an Apache Kafka for the transactional test.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(shared_data)");
     println!("cargo::rustc-check-cfg=cfg(tansu)");
+    println!("cargo::rustc-check-cfg=cfg(test_kafka)");
+    println!("cargo::rerun-if-env-changed=TICKFLARE_TEST_KAFKA");
+    if std::env::var_os("TICKFLARE_TEST_KAFKA").is_some_and(|v| !v.is_empty()) {
+        println!("cargo::rustc-cfg=test_kafka");
+    }
     println!("cargo::rerun-if-changed=../shared/data");
     println!("cargo::rerun-if-env-changed=PATH");
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
