@@ -44,6 +44,10 @@ fn bad(reason: &'static str, detail: impl Into<String>) -> FrameError {
     FrameError { reason, detail: detail.into() }
 }
 
+fn unreadable(detail: String) -> FrameError {
+    bad("frame_unreadable", detail)
+}
+
 impl Frame {
     /// Pixel value at (x, y) with bilinear interpolation; 0 outside.
     pub fn sample(&self, x: f64, y: f64) -> f32 {
@@ -66,14 +70,25 @@ pub fn bilinear(px: &[f32], w: usize, h: usize, x: f64, y: f64) -> f32 {
 
 /// Decodes a frames-topic message (FITS or Arrow IPC), refusing more than
 /// `max_pixels` pixels.
+///
+/// The FITS and Arrow IPC readers are third-party code that can panic on hostile
+/// bytes (arrow's IPC reader slices buffers past their end on some corrupt headers,
+/// found by the fuzz tests): a panic is caught and becomes `frame_unreadable`, so a
+/// bad frame is a dead letter, never a crashed daemon.
 pub fn decode(bytes: &[u8], max_pixels: usize) -> Result<Frame, FrameError> {
-    if bytes.starts_with(b"SIMPLE  =") {
-        decode_fits(bytes, max_pixels)
-    } else if bytes.starts_with(&[0xff, 0xff, 0xff, 0xff]) {
-        decode_ipc(bytes, max_pixels)
-    } else {
-        Err(bad("frame_unreadable", "neither a FITS file (SIMPLE card) nor an Arrow IPC stream"))
-    }
+    let read = || {
+        if bytes.starts_with(b"SIMPLE  =") {
+            decode_fits(bytes, max_pixels)
+        } else if bytes.starts_with(&[0xff, 0xff, 0xff, 0xff]) {
+            decode_ipc(bytes, max_pixels)
+        } else {
+            Err(bad("frame_unreadable", "neither a FITS file (SIMPLE card) nor an Arrow IPC stream"))
+        }
+    };
+    std::panic::catch_unwind(read).unwrap_or_else(|p| {
+        let what = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied()).unwrap_or("a panic");
+        Err(unreadable(format!("the reader failed on corrupt data: {what}")))
+    })
 }
 
 fn num(h: &fitsrs::hdu::header::Header<fitsrs::hdu::header::extension::image::Image>, keys: &[&str]) -> Option<f64> {
@@ -248,8 +263,36 @@ pub fn encode_ipc(fr: &Frame) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Walks the IPC stream's message framing before arrow reads it: arrow's reader
+/// allocates each message body at the length its header declares, so a corrupt
+/// length (found by the fuzz tests: ~860 PB) would abort the process — here any
+/// message whose metadata or body runs past the frame's bytes is refused.
+fn check_ipc_framing(bytes: &[u8]) -> Result<(), FrameError> {
+    let word = |at: usize| bytes.get(at..at + 4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let short = || unreadable(format!("Arrow IPC: truncated message header at byte {pos}"));
+        let (mut len, mut header) = (word(pos).ok_or_else(short)?, 4);
+        if len == -1 {
+            // The continuation marker, then the metadata length.
+            len = word(pos + 4).ok_or_else(short)?;
+            header = 8;
+        }
+        if len == 0 {
+            return Ok(()); // end of stream
+        }
+        let meta_end = usize::try_from(len).ok().and_then(|l| (pos + header).checked_add(l)).filter(|&e| e <= bytes.len());
+        let meta_end = meta_end.ok_or_else(|| unreadable(format!("Arrow IPC: message metadata of {len} bytes at byte {pos} runs past the frame")))?;
+        let msg = arrow::ipc::root_as_message(&bytes[pos + header..meta_end]).map_err(|e| unreadable(format!("Arrow IPC: {e}")))?;
+        let body = msg.bodyLength();
+        let end = usize::try_from(body).ok().and_then(|b| meta_end.checked_add(b)).filter(|&e| e <= bytes.len());
+        pos = end.ok_or_else(|| unreadable(format!("Arrow IPC: a message declares a body of {body} bytes; {} remain", bytes.len() - meta_end)))?;
+    }
+    Ok(())
+}
+
 fn decode_ipc(bytes: &[u8], max_pixels: usize) -> Result<Frame, FrameError> {
-    let unreadable = |e: String| bad("frame_unreadable", e);
+    check_ipc_framing(bytes)?;
     let mut r = arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| unreadable(format!("Arrow IPC: {e}")))?;
     let b = match r.next() {
         Some(Ok(b)) if b.num_rows() == 1 => b,

@@ -7,6 +7,7 @@ mod dead_letters;
 mod end_to_end;
 mod exactly_once;
 mod features;
+mod fuzz;
 mod forecasting;
 mod processes;
 mod series;
