@@ -20,7 +20,6 @@ use rdkafka::ClientConfig;
 use serde_json::Value;
 
 use crate::pipeline::config::PipelineConfig;
-use crate::sink::kafka::producer;
 use crate::source::file::Row;
 pub use crate::source::file::parse_time_ms;
 use crate::source::mapping::FileMessages;
@@ -159,10 +158,18 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let (from, to) = (bound(&a.from)?, bound(&a.to)?);
     let (topic, mut feed) = outgoing(&a)?;
+    // A pipeline's `[kafka]` properties (security settings) apply to its cluster.
+    let props = match &a.pipeline {
+        Some(p) => crate::pipeline::config::PipelineConfig::load(p)?.config.kafka,
+        None => Default::default(),
+    };
     let partitions = match a.partitions {
         Some(n) => n.max(1),
         None => {
-            let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &a.brokers).create()?;
+            let mut cc = ClientConfig::new();
+            cc.set("bootstrap.servers", &a.brokers);
+            props.apply(&mut cc, crate::pipeline::kafka_props::Role::Consumer)?;
+            let c: BaseConsumer = cc.create().map_err(crate::pipeline::kafka_props::KafkaProps::redact)?;
             let n = crate::source::kafka::partition_count(&c, &topic, Duration::from_secs(10))
                 .with_context(|| format!("reading the partitions of {topic:?} on {}", a.brokers))?;
             if n == 0 {
@@ -171,7 +178,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             n
         }
     };
-    let prod = producer(&a.brokers)?;
+    let prod = crate::sink::kafka::producer_with(&a.brokers, &props)?;
     let started = Instant::now();
     let (mut sent, mut skipped) = (0u64, 0u64);
     let mut first_event: Option<i64> = None;

@@ -215,6 +215,7 @@ fn processor_problem(e: crate::error::Error) -> Problem {
             Some((key, rest)) if key.starts_with("model.") && key[6..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
                 problem(key, rest)
             }
+            Some((key, rest)) if (key == "kafka:" || key.starts_with("kafka.")) && key.ends_with(':') => problem(key.trim_end_matches(':'), rest),
             _ => problem("model", m),
         },
         e => problem("pipeline", e.to_string()),
@@ -367,9 +368,20 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
 
 /// Checks that the brokers answer and that the topics exist with enough partitions.
 pub fn check_brokers(cfg: &PipelineConfig, brokers: &str) -> Vec<Problem> {
-    let consumer: BaseConsumer = match ClientConfig::new().set("bootstrap.servers", brokers).create() {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    // With the `[kafka]` properties: a wrong password or certificate shows here.
+    for role in [super::kafka_props::Role::Consumer, super::kafka_props::Role::Producer] {
+        if let Err(e) = cfg.kafka.resolved(role) {
+            return vec![processor_problem(e)];
+        }
+    }
+    if let Err(e) = cfg.kafka.apply(&mut c, super::kafka_props::Role::Consumer) {
+        return vec![processor_problem(e)];
+    }
+    let consumer: BaseConsumer = match c.create().map_err(super::kafka_props::KafkaProps::redact) {
         Ok(c) => c,
-        Err(e) => return vec![problem("source.brokers", e.to_string())],
+        Err(e) => return vec![processor_problem(e)],
     };
     let t = Duration::from_secs(10);
     let mut probs = Vec::new();

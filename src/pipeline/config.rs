@@ -31,6 +31,10 @@ pub struct PipelineConfig {
     pub compare: Vec<toml::Table>,
     /// `[series]`: forecast one numeric column of any file (see [`SeriesConfig`]).
     pub series: Option<SeriesConfig>,
+    /// `[kafka]`: librdkafka properties for real clusters (security, timeouts; see
+    /// [`super::kafka_props`]). Not applied to the embedded broker.
+    #[serde(default)]
+    pub kafka: super::kafka_props::KafkaProps,
     /// Directory of the config file; relative paths in the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -6,6 +6,7 @@ pub mod backtest;
 pub mod build;
 pub mod config;
 pub mod fault;
+pub mod kafka_props;
 pub mod processor;
 pub mod recovery;
 pub mod series;
@@ -101,7 +102,9 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
         revocations: revocations.clone(),
     };
     let mut seen_revocations = 0;
-    let consumer = consumer_with(&brokers, &group, ctx)?;
+    // The `[kafka]` properties are for real clusters, not the embedded broker.
+    let props = if embedded.is_some() { Default::default() } else { cfg.kafka.clone() };
+    let consumer = consumer_with(&brokers, &group, ctx, &props)?;
     let meta_timeout = Duration::from_secs(10);
     let ends = end_offsets(&consumer, &cfg.source.topic, meta_timeout)
         .with_context(|| format!("reading end offsets of {:?}", cfg.source.topic))?;
@@ -117,7 +120,7 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     }
     let txn_id = cfg.sink.transactional_id.clone().unwrap_or_else(|| format!("tickflare-{}", cfg.name));
     let sink = KafkaSink {
-        producer: sink_producer(&brokers, transactional.then_some(txn_id.as_str()))?,
+        producer: sink_producer(&brokers, transactional.then_some(txn_id.as_str()), &props)?,
         source_topic: cfg.source.topic.clone(),
         topic: cfg.sink.topic.clone(),
         dead_letter_topic: cfg.sink.dead_letter_topic.clone(),

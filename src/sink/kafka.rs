@@ -19,6 +19,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, FutureProducer, Producer, Pr
 use rdkafka::ClientConfig;
 
 use super::{DeadLetter, Ends, Itoa, Outputs};
+use crate::pipeline::kafka_props::{KafkaProps, Role};
 use crate::error::{Error, Result};
 
 /// Header names carried by every output message.
@@ -51,9 +52,19 @@ fn config(brokers: &str, transactional_id: Option<&str>) -> ClientConfig {
 /// per batch by [`Deliveries`] (no future per message).
 pub type SinkProducer = ThreadedProducer<Deliveries>;
 
-/// An idempotent sink producer; transactional when `transactional_id` is given.
-pub fn sink_producer(brokers: &str, transactional_id: Option<&str>) -> Result<SinkProducer> {
-    Ok(config(brokers, transactional_id).create_with_context(Deliveries)?)
+/// An idempotent sink producer; transactional when `transactional_id` is given; the
+/// `[kafka]` properties (`props`) on top.
+pub fn sink_producer(brokers: &str, transactional_id: Option<&str>, props: &KafkaProps) -> Result<SinkProducer> {
+    let mut c = config(brokers, transactional_id);
+    props.apply(&mut c, Role::Producer)?;
+    c.create_with_context(Deliveries).map_err(KafkaProps::redact)
+}
+
+/// [`producer`] with the `[kafka]` properties on top (replaying into a real cluster).
+pub fn producer_with(brokers: &str, props: &KafkaProps) -> Result<FutureProducer> {
+    let mut c = config(brokers, None);
+    props.apply(&mut c, Role::Producer)?;
+    c.create().map_err(KafkaProps::redact)
 }
 
 /// The producer context: each delivery report lands in its batch's [`BatchAcks`].

@@ -9,6 +9,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::context::SourceContext;
 use crate::error::Result;
+use crate::pipeline::kafka_props::{KafkaProps, Role};
 
 /// Creates the pipeline's consumer. Auto-commit only commits offsets the pipeline
 /// stored explicitly, after their outputs were delivered.
@@ -16,9 +17,13 @@ pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer> {
     Ok(consumer_config(brokers, group).create()?)
 }
 
-/// The pipeline's consumer, reporting rebalances, errors and lag through `ctx`.
-pub fn consumer_with(brokers: &str, group: &str, ctx: SourceContext) -> Result<StreamConsumer<SourceContext>> {
-    Ok(consumer_config(brokers, group).set("statistics.interval.ms", "1000").create_with_context(ctx)?)
+/// The pipeline's consumer, reporting rebalances, errors and lag through `ctx`, with
+/// the `[kafka]` properties (`props`) on top of tickflare's settings.
+pub fn consumer_with(brokers: &str, group: &str, ctx: SourceContext, props: &KafkaProps) -> Result<StreamConsumer<SourceContext>> {
+    let mut c = consumer_config(brokers, group);
+    c.set("statistics.interval.ms", "1000");
+    props.apply(&mut c, Role::Consumer)?;
+    c.create_with_context(ctx).map_err(KafkaProps::redact)
 }
 
 fn consumer_config(brokers: &str, group: &str) -> ClientConfig {

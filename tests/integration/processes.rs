@@ -309,3 +309,32 @@ fn validate_builds_models_lanes_and_solar_pipelines() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("tracker.weights:") && err.contains("nope.safetensors does not exist"), "{err}");
 }
+
+/// `[kafka]` properties reach the clients: against a live broker, a valid set (with
+/// a value from the environment) validates clean; a property librdkafka does not know
+/// is a problem at `kafka`; an unset `${env:…}` secret names its key — and no value
+/// is ever printed.
+#[test]
+fn kafka_properties_reach_the_clients() {
+    let (_broker, addr) = broker_process();
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo().join("pipelines/market-ticks.toml")).unwrap().replace("../schemas/", &format!("{}/schemas/", repo().display())).replace("../data/", &format!("{}/data/", repo().display()));
+    let validate = |kafka: &str, env: &[(&str, &str)]| {
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, format!("{base}\n[kafka]\n{kafka}\n")).unwrap();
+        let out = Command::new(bin()).args(["validate"]).arg(&p).args(["--brokers", &addr]).envs(env.iter().copied()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    };
+    let (code, out) = validate("\"client.id\" = \"${env:TF_TEST_CLIENT}\"\n\"socket.keepalive.enable\" = true\n[kafka.consumer]\n\"session.timeout.ms\" = 45000", &[("TF_TEST_CLIENT", "desk-7")]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = validate("\"no.such.property\" = \"hunter2\"", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("  kafka: property \"no.such.property\"") && !out.contains("hunter2"), "{out}");
+    let (code, out) = validate("\"sasl.password\" = \"${env:TF_TEST_UNSET_SECRET}\"", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("kafka.sasl.password: environment variable TF_TEST_UNSET_SECRET is not set"), "{out}");
+    // An environment override reaches the clients too (librdkafka refuses this value).
+    let (code, out) = validate("", &[("TICKFLARE_KAFKA_SOCKET_TIMEOUT_MS", "not-a-number")]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("  kafka: property \"socket.timeout.ms\"") && !out.contains("not-a-number"), "{out}");
+}

@@ -29,7 +29,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
         health: crate::telemetry::Health::new(),
         revocations: Default::default(),
     };
-    let consumer = consumer_with(brokers, &format!("tickflare-backtest-{}", cfg.name), ctx)?;
+    let consumer = consumer_with(brokers, &format!("tickflare-backtest-{}", cfg.name), ctx, &cfg.kafka)?;
     let t = Duration::from_secs(10);
     let parts = partition_count(&consumer, &cfg.source.topic, t).with_context(|| format!("reading the partitions of {:?}", cfg.source.topic))?;
     if parts == 0 {
@@ -53,7 +53,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
     let mut lanes = Vec::with_capacity(variants.len());
     for (v, (topic, dlq)) in variants.into_iter().zip(&topics) {
         let sink = KafkaSink {
-            producer: sink_producer(brokers, None)?,
+            producer: sink_producer(brokers, None, &cfg.kafka)?,
             source_topic: v.built.config.source.topic.clone(),
             topic: topic.clone(),
             dead_letter_topic: dlq.clone(),
