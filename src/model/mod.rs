@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod experts;
 pub mod keyed;
+pub mod kernels;
 pub mod linear;
 pub mod lstm;
 pub mod drift;

@@ -1,0 +1,147 @@
+//! The reference is candle: `seq::SeqModel` (candle-nn's LSTM cell, autograd's
+//! gradients, `NetOptimizer`) from the same seed, fed the same stream.
+use super::*;
+use crate::model::seq::SeqModel;
+use candle_core::Device;
+
+const WINDOW: usize = 5;
+const D: usize = 3;
+const H: usize = 4;
+
+fn stream(i: usize) -> (Vec<f64>, f64) {
+    let x: Vec<f64> = (0..WINDOW * D).map(|j| ((i * 7 + j * 13) % 29) as f64 / 14.5 - 1.0).collect();
+    let y = 0.8 * x[x.len() - 1] - 0.3 * x[x.len() - 2] + 0.1 * ((i % 5) as f64);
+    (x, y)
+}
+
+fn pair(loss: Loss, optim: Optim, lr: f64) -> (LstmModel, SeqModel) {
+    let ours = LstmModel::new(WINDOW, D, H, loss, optim, lr, 11).unwrap();
+    let theirs = SeqModel::new("lstm", WINDOW, D, H, 1, loss, optim, lr, 11, &Device::Cpu).unwrap();
+    (ours, theirs)
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+}
+
+#[test]
+fn starts_from_candles_weights() {
+    let (ours, theirs) = pair(Loss::Mse, Optim::AdamW, 0.01);
+    assert_eq!(ours.parameters().unwrap(), theirs.parameters().unwrap());
+}
+
+/// 300 predict-then-learn steps: forecasts, losses and weights agree with
+/// candle's to rounding (sums run in a different order), for each loss and
+/// optimizer.
+#[test]
+fn learns_as_candles_lstm() {
+    for (loss, optim, lr) in [
+        (Loss::Mse, Optim::AdamW, 0.01),
+        (Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.02),
+        (Loss::Mse, Optim::Sgd, 0.05),
+    ] {
+        let (mut ours, mut theirs) = pair(loss, optim, lr);
+        for i in 0..300 {
+            let (x, y) = stream(i);
+            let (p, q) = (ours.predict(&x).unwrap(), theirs.predict(&x).unwrap());
+            assert!((p - q).abs() < 1e-10, "{loss:?} {optim:?} step {i}: predict {p} vs candle {q}");
+            let (l, m) = (ours.update(&x, y).unwrap(), theirs.update(&x, y).unwrap());
+            assert!((l - m).abs() < 1e-10 * (1.0 + m), "{loss:?} {optim:?} step {i}: loss {l} vs candle {m}");
+        }
+        assert!(close(&ours.parameters().unwrap(), &theirs.parameters().unwrap(), 1e-9), "{loss:?} {optim:?}");
+        // It learned something: the last forecasts beat predicting zero.
+        let err = |m: &LstmModel| (300..340).map(|i| { let (x, y) = stream(i); (m.predict(&x).unwrap() - y).abs() }).sum::<f64>();
+        let zero: f64 = (300..340).map(|i| stream(i).1.abs()).sum();
+        assert!(err(&ours) < 0.5 * zero, "{loss:?} {optim:?}: {} vs {zero}", err(&ours));
+    }
+}
+
+/// A checkpoint of either implementation restores the other: the same forecasts
+/// and, after more learning, the same weights (to rounding).
+#[test]
+fn checkpoints_cross_load() {
+    let (mut ours, mut theirs) = pair(Loss::Mse, Optim::AdamW, 0.01);
+    for i in 0..50 {
+        let (x, y) = stream(i);
+        ours.update(&x, y).unwrap();
+        theirs.update(&x, y).unwrap();
+    }
+    let mut from_candle = Snapshot::default();
+    theirs.save(&mut from_candle).unwrap();
+    let (mut restored, mut back) = pair(Loss::Mse, Optim::AdamW, 0.01);
+    restored.load(&mut from_candle.clone()).unwrap();
+    assert_eq!(restored.parameters().unwrap(), theirs.parameters().unwrap());
+    assert_eq!(restored.updates(), 50);
+    let mut from_ours = Snapshot::default();
+    ours.save(&mut from_ours).unwrap();
+    back.load(&mut from_ours).unwrap();
+    assert_eq!(back.parameters().unwrap(), ours.parameters().unwrap());
+    for i in 50..100 {
+        let (x, y) = stream(i);
+        restored.update(&x, y).unwrap();
+        theirs.update(&x, y).unwrap();
+    }
+    assert!(close(&restored.parameters().unwrap(), &theirs.parameters().unwrap(), 1e-9));
+}
+
+/// The AVX2 build of the step and the baseline build give the same bits.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_and_baseline_agree_bit_for_bit() {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        return;
+    }
+    let (mut a, _) = pair(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.01);
+    let (mut b, _) = pair(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.01);
+    let mut s = Scratch::default();
+    for i in 0..200 {
+        let (x, y) = stream(i);
+        let p = a.forward(&x, &mut s);
+        // SAFETY: AVX2 checked above.
+        let q = unsafe { b.forward_avx2(&x, &mut s) };
+        assert_eq!(p.to_bits(), q.to_bits(), "step {i}");
+        let l = a.learn(&x, y, &mut s);
+        let m = unsafe { b.learn_avx2(&x, y, &mut s) };
+        assert_eq!(l.to_bits(), m.to_bits(), "step {i}");
+    }
+    assert_eq!(a.theta, b.theta);
+    assert_eq!((a.m.clone(), a.v.clone()), (b.m.clone(), b.v.clone()));
+}
+
+/// The update reuses the forward pass of a prediction just made on the same row
+/// (same weights): the weights end the same, bit for bit, as with no prediction
+/// (the pass recomputed); another model's pass or a changed input is not reused.
+#[test]
+fn a_kept_forward_pass_changes_nothing() {
+    let (mut a, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+    let (mut b, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+    let (mut c, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+    for i in 0..100 {
+        let (x, y) = stream(i);
+        a.predict(&x).unwrap();
+        a.update(&x, y).unwrap();
+        b.update(&x, y).unwrap();
+        // c predicts the next row, then learns this one: the kept pass is for
+        // another input and must not be used.
+        c.predict(&stream(i + 1).0).unwrap();
+        c.update(&x, y).unwrap();
+    }
+    assert_eq!(a.theta, b.theta);
+    assert_eq!(c.theta, b.theta);
+    // After an update the kept pass (of the old weights) is not reused: b's
+    // forecast of the row it just learned equals a restored copy's.
+    let (x, y) = stream(100);
+    b.update(&x, y).unwrap();
+    let p = b.predict(&x).unwrap();
+    let mut snap = Snapshot::default();
+    b.save(&mut snap).unwrap();
+    let (mut d, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+    d.load(&mut snap).unwrap();
+    assert_eq!(p.to_bits(), d.predict(&x).unwrap().to_bits());
+}
+
+#[test]
+fn rejects_a_wrong_window() {
+    let (ours, _) = pair(Loss::Mse, Optim::AdamW, 0.01);
+    assert!(ours.predict(&[0.0; WINDOW * D - 1]).is_err());
+}
