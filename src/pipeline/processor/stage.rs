@@ -94,17 +94,19 @@ impl Processor {
         // exist) each row's work runs as it is planned.
         let queued = self.per_key && self.max_live == 0;
         let mut spent = Outcome::default();
-        let rows = self.plan(state, input, out, &cols, queued, &mut spent)?;
-        if queued {
-            let build = || self.fresh_model();
-            let work = state.keys.values_mut().filter(|k| k.ops.queue.queued()).map(|k| (&mut k.ops.queue, &mut k.model)).collect();
-            let o = keyed::run_keys(work, threads, &build)?;
-            state.live_models = state.live_models + o.built - o.diverged;
-            spent.add(o);
-        }
+        let r = self.plan(state, input, out, &cols, queued, &mut spent).and_then(|rows| {
+            if queued {
+                let build = || self.fresh_model();
+                let work = state.keys.values_mut().filter(|k| k.ops.queue.queued()).map(|k| (&mut k.ops.queue, &mut k.model)).collect();
+                let o = keyed::run_keys(work, threads, &build)?;
+                state.live_models = state.live_models + o.built - o.diverged;
+                spent.add(o);
+            }
+            self.settle(state, out, &cols, &rows)
+        });
         timings.update += spent.update;
         timings.predict += spent.predict;
-        let r = self.settle(state, out, &cols, &rows);
+        // The batch's work is forgotten whatever happened: none of it outlives the batch.
         for k in state.keys.values_mut() {
             k.ops.clear();
         }
