@@ -229,19 +229,11 @@ pub fn dead_letter_record<'a, D: rdkafka::util::IntoOpaque>(topic: &'a str, sour
     rec
 }
 
-/// [`dead_letter_record`] for a `FutureProducer` (the solar stream's).
+/// [`dead_letter_record`] for a `FutureProducer` (the solar stream's): the same
+/// message, moved into the future producer's record type.
 pub fn dead_letter_future_record<'a>(topic: &'a str, source_topic: &str, d: &'a DeadLetter, partition: i32) -> rdkafka::producer::FutureRecord<'a, [u8], [u8]> {
-    let mut rec = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).partition(partition).headers(dead_letter_headers(source_topic, d));
-    if let Some(k) = &d.key {
-        rec = rec.key(k.as_slice());
-    }
-    if let Some(p) = &d.payload {
-        rec = rec.payload(p.as_slice());
-    }
-    if let Some(t) = d.timestamp_ms {
-        rec = rec.timestamp(t);
-    }
-    rec
+    let r = dead_letter_record(topic, source_topic, d, partition, ());
+    rdkafka::producer::FutureRecord { topic: r.topic, partition: r.partition, payload: r.payload, key: r.key, timestamp: r.timestamp, headers: r.headers }
 }
 
 /// Every output's headers: its source coordinates (room for `capacity` headers).
