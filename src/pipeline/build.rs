@@ -166,9 +166,8 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     // setting is reported here (and by `validate`) with the rest, not a stop mid-run.
     let m = &cfg.model;
     if !m.features.is_empty() {
-        let window = if matches!(m.kind.as_str(), "lstm" | "cnn1d") { m.window.max(1) } else { 1 };
         if let Ok(device) = crate::model::device(&m.device) {
-            if let Err(e) = crate::model::build(m, m.features.len() * window, &device) {
+            if let Err(e) = crate::model::build(m, m.features.len() * m.input_rows(), &device) {
                 // The build stops at its first error; one already reported at that
                 // key by the checks above is not repeated.
                 let p = processor_problem(e);
@@ -370,14 +369,15 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
 pub fn check_brokers(cfg: &PipelineConfig, brokers: &str) -> Vec<Problem> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
-    // With the `[kafka]` properties: a wrong password or certificate shows here.
-    for role in [super::kafka_props::Role::Consumer, super::kafka_props::Role::Producer] {
-        if let Err(e) = cfg.kafka.resolved(role) {
-            return vec![processor_problem(e)];
-        }
-    }
-    if let Err(e) = cfg.kafka.apply(&mut c, super::kafka_props::Role::Consumer) {
-        return vec![processor_problem(e)];
+    // With the `[kafka]` properties: a wrong password or certificate shows here. The
+    // producers' are resolved too, so their missing secrets are reported.
+    use super::kafka_props::Role;
+    let consumer_props = match cfg.kafka.resolved(Role::Consumer).and_then(|c| cfg.kafka.resolved(Role::Producer).map(|_| c)) {
+        Ok(c) => c,
+        Err(e) => return vec![processor_problem(e)],
+    };
+    for (k, v) in consumer_props {
+        c.set(k, v);
     }
     let consumer: BaseConsumer = match c.create().map_err(super::kafka_props::KafkaProps::redact) {
         Ok(c) => c,

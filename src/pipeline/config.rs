@@ -443,6 +443,18 @@ fn sixty_four() -> usize {
 fn linear() -> String {
     "linear".into()
 }
+impl ModelConfig {
+    /// Feature rows one model input spans: `window` for the sequence models (LSTM,
+    /// CNN), 1 for the rest.
+    pub fn input_rows(&self) -> usize {
+        if matches!(self.kind.as_str(), "lstm" | "cnn1d") {
+            self.window.max(1)
+        } else {
+            1
+        }
+    }
+}
+
 fn lr() -> f64 {
     0.01
 }

@@ -113,7 +113,7 @@ impl Processor {
             season: model_cfg.season.map(|m| m as usize),
             max_live: model_cfg.max_live_models,
             update_block: model_cfg.update_block.min(i64::MAX as u64) as i64,
-            window: if matches!(model_cfg.kind.as_str(), "lstm" | "cnn1d") { model_cfg.window.max(1) } else { 1 },
+            window: model_cfg.input_rows(),
             engines: vec![engine],
         })
     }
@@ -161,23 +161,13 @@ impl Processor {
         timings: &mut StageTimings,
     ) -> Result<()> {
         // In place: the model stage may use every worker's core.
-        self.process_with(0, self.workers(), state, input, out, timings).await
+        self.process_on(0, self.workers(), state, input, out, timings).await
     }
 
-    /// [`Processor::process`] with worker `worker`'s feature plan: different workers
-    /// may process different partitions at the same time.
+    /// [`Processor::process`] with worker `worker`'s feature plan (different workers
+    /// may process different partitions at the same time) and up to `threads` threads
+    /// for the model stage's per-key work (1 when the other workers are busy too).
     pub async fn process_on(
-        &self,
-        worker: usize,
-        state: &mut PartitionState,
-        input: &mut PartitionInput,
-        out: &mut Outputs,
-        timings: &mut StageTimings,
-    ) -> Result<()> {
-        self.process_with(worker, 1, state, input, out, timings).await
-    }
-
-    async fn process_with(
         &self,
         worker: usize,
         threads: usize,

@@ -39,7 +39,8 @@ pub(super) fn run(processor: &Processor, jobs: &mut [Job<'_>]) {
                     let _rt = h.enter();
                     futures::executor::block_on(async {
                         for j in group {
-                            j.result = processor.process_on(worker, j.state, j.input, &mut j.out, &mut j.timings).await;
+                            // Every worker is busy: the model stage stays on this one's thread.
+                            j.result = processor.process_on(worker, 1, j.state, j.input, &mut j.out, &mut j.timings).await;
                         }
                     })
                 });
