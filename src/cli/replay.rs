@@ -24,6 +24,7 @@ use crate::source::file::Row;
 pub use crate::source::file::parse_time_ms;
 use crate::source::mapping::FileMessages;
 use crate::source::rows::RowReader;
+use crate::pipeline::kafka_props::{KafkaProps, Role};
 use crate::source::sample::partition_for;
 use crate::source::schema::TopicSchema;
 use crate::telemetry::progress::Progress;
@@ -123,7 +124,9 @@ impl Feed {
 }
 
 /// The file's records as messages, by the pipeline's mapping or by the flags.
-fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Feed)> {
+/// The topic, the records and — with `--pipeline` — the pipeline's `[kafka]`
+/// properties (its cluster's security settings).
+fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Feed, KafkaProps)> {
     if let Some(p) = &a.pipeline {
         let mut cfg = PipelineConfig::load(p)?.config;
         // A `[series]` pipeline maps this file's time and value columns.
@@ -139,14 +142,14 @@ fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Feed)> {
         let time = a.time.clone().unwrap_or_else(|| cfg.source.time.clone());
         let key = a.key.clone().unwrap_or_else(|| cfg.source.key.clone());
         let reader = FileMessages::open(&a.file, &cfg.source.file, schema, &time, Some(&key))?;
-        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), Feed::Mapped(reader)));
+        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), Feed::Mapped(reader), cfg.kafka));
     }
     if a.series.column.is_some() || a.series.time_column.is_some() || a.series.frequency.is_some() {
         bail!("--column, --time-column and --frequency need --pipeline with a [series] table");
     }
     let topic = a.topic.clone().context("give --topic (or --pipeline)")?;
     let time = a.time.clone().context("give --time FIELD (or --pipeline)")?;
-    Ok((topic, Feed::Plain { rows: RowReader::open(&a.file)?, time, key: a.key.clone() }))
+    Ok((topic, Feed::Plain { rows: RowReader::open(&a.file)?, time, key: a.key.clone() }, KafkaProps::default()))
 }
 
 pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -157,19 +160,14 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             .transpose()
     };
     let (from, to) = (bound(&a.from)?, bound(&a.to)?);
-    let (topic, mut feed) = outgoing(&a)?;
-    // A pipeline's `[kafka]` properties (security settings) apply to its cluster.
-    let props = match &a.pipeline {
-        Some(p) => crate::pipeline::config::PipelineConfig::load(p)?.config.kafka,
-        None => Default::default(),
-    };
+    let (topic, mut feed, props) = outgoing(&a)?;
     let partitions = match a.partitions {
         Some(n) => n.max(1),
         None => {
             let mut cc = ClientConfig::new();
             cc.set("bootstrap.servers", &a.brokers);
-            props.apply(&mut cc, crate::pipeline::kafka_props::Role::Consumer)?;
-            let c: BaseConsumer = cc.create().map_err(crate::pipeline::kafka_props::KafkaProps::redact)?;
+            props.apply(&mut cc, Role::Consumer)?;
+            let c: BaseConsumer = cc.create().map_err(KafkaProps::redact)?;
             let n = crate::source::kafka::partition_count(&c, &topic, Duration::from_secs(10))
                 .with_context(|| format!("reading the partitions of {topic:?} on {}", a.brokers))?;
             if n == 0 {
