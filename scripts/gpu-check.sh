@@ -4,7 +4,7 @@
 # backend, then runs the model benchmarks on the GPU and on the CPU from the same
 # build: single models at batch 1/32/256 and keyed models (1,000 and 10,000 keys,
 # rows round-robin over the keys) for linear, MLP, LSTM and CNN, each as JSON under
-# gpu-check/. Usage: scripts/gpu-check.sh [--compute-cap N]
+# gpu-check/; then the solar tracker (training and the pipeline) on both. Usage: scripts/gpu-check.sh [--compute-cap N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -22,4 +22,14 @@ for dev in cuda cpu; do
     "$bin" bench-models --device "$dev" --keys "$keys" --rows $((keys * 4)) \
       --kind linear --kind mlp --kind lstm --kind cnn1d --json "gpu-check/keys$keys-$dev.json"
   done
+done
+# The solar tracker's network: pre-training (train-tracker --device) and the
+# tracking pipeline with [tracker] device = "cuda", beside the CPU.
+for dev in cuda cpu; do
+  echo "== $dev, tracker training (1 sequence, 3 epochs)"
+  time "$bin" train-tracker --from data/solar/aia_171_level1.fits --sequences 1 --hours 6 --epochs 3 \
+    --device "$dev" --out "gpu-check/tracker-$dev.safetensors"
+  sed "s/^\[tracker\]/[tracker]\ndevice = \"$dev\"/" pipelines/solar-tracking.toml > "pipelines/.gpu-check-$dev.toml"
+  "$bin" run "pipelines/.gpu-check-$dev.toml" --metrics-addr off --summary-json "gpu-check/solar-$dev.json" | tail -5
+  rm -f "pipelines/.gpu-check-$dev.toml"
 done

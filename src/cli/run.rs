@@ -56,6 +56,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if crate::solar::stream::is_solar(&a.pipeline) {
         return run_solar(a).await;
     }
+    anyhow::ensure!(a.report.is_none(), "--report is for solar tracking pipelines (a forecasting run's report: tickflare backtest --report)");
     let build_opts = BuildOptions { sample: a.input.clone(), series: a.series.options(None) };
     let built = match build_with(&a.pipeline, &build_opts).await {
         Ok(b) => b,
@@ -77,12 +78,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         metrics_required: false,
         checkpoint_dir: a.checkpoint_dir.clone(),
     };
-    let explicit = a.metrics_addr.clone().or_else(|| built.config.metrics.addr.clone());
-    let opts = match explicit.as_deref() {
-        Some("off") => opts,
-        Some(addr) => RunOptions { metrics_addr: Some(addr.to_string()), metrics_required: true, ..opts },
-        None => RunOptions { metrics_addr: Some(DEFAULT_METRICS_ADDR.to_string()), ..opts },
-    };
+    let (metrics_addr, metrics_required) = metrics_endpoint(a.metrics_addr.as_deref(), built.config.metrics.addr.as_deref());
+    let opts = RunOptions { metrics_addr, metrics_required, ..opts };
     let summary = pipeline::run(&built, opts, pipeline::shutdown_on_signals()).await?;
     println!("{}", summary.human());
     if let Some(p) = &a.summary_json {
@@ -95,15 +92,42 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 /// Where `run` serves metrics unless told otherwise.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
+/// The metrics endpoint from `--metrics-addr` (else the pipeline's `[metrics]
+/// addr`): `off` none; an address given must be bound; the default may be busy.
+fn metrics_endpoint(flag: Option<&str>, config: Option<&str>) -> (Option<String>, bool) {
+    match flag.or(config) {
+        Some("off") => (None, false),
+        Some(addr) => (Some(addr.to_string()), true),
+        None => (Some(DEFAULT_METRICS_ADDR.to_string()), false),
+    }
+}
+
+/// Flags that mean nothing to a solar pipeline are refused, not ignored.
+fn solar_flags(a: &RunArgs) -> anyhow::Result<()> {
+    let refused = [
+        (a.group.is_some(), "--group: a solar pipeline reads every frames partition by assignment (one tracker sees all frames in time order)"),
+        (a.batch_rows.is_some(), "--batch-rows: frames are tracked one at a time"),
+        (a.input.is_some(), "--input: the embedded broker is seeded from [source.synthetic]"),
+        (a.series.column.is_some() || a.series.time_column.is_some() || a.series.frequency.is_some(), "--column/--time-column/--frequency: these are for [series] pipelines"),
+    ];
+    let why: Vec<&str> = refused.iter().filter(|(set, _)| *set).map(|(_, w)| *w).collect();
+    anyhow::ensure!(why.is_empty(), "not for a solar pipeline: {}", why.join("; "));
+    Ok(())
+}
+
 async fn run_solar(a: RunArgs) -> anyhow::Result<ExitCode> {
     use crate::solar::stream::{self, SolarConfig, SolarRunOptions};
+    solar_flags(&a)?;
     let cfg = SolarConfig::load(&a.pipeline)?;
     stream::check(&cfg)?;
+    let (metrics_addr, metrics_required) = metrics_endpoint(a.metrics_addr.as_deref(), None);
     let opts = SolarRunOptions {
         brokers: a.brokers.brokers.clone(),
         stop_at_end: a.stop_at_end,
         report: a.report.clone(),
-        checkpoint_dir: a.checkpoint_dir.as_ref().map(PathBuf::from),
+        checkpoint_dir: a.checkpoint_dir.clone(),
+        metrics_addr,
+        metrics_required,
     };
     let summary = stream::run(&cfg, opts, pipeline::shutdown_on_signals()).await?;
     println!("{}", summary.human());

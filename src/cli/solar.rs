@@ -121,6 +121,9 @@ pub struct TrainArgs {
     /// Random disk patches tracked as extra regions in each training sequence.
     #[arg(long, default_value_t = 12)]
     pub patches: usize,
+    /// cpu, cuda (a build with `--features cuda` and a GPU) or auto (CUDA when present).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// One training pair.
@@ -198,7 +201,8 @@ fn dihedral_target(t: [f32; 4], k: u64) -> [f32; 4] {
 }
 
 pub async fn train_tracker(a: TrainArgs) -> anyhow::Result<ExitCode> {
-    let device = candle_core::Device::Cpu;
+    let device = crate::model::device(&a.device)?;
+    eprintln!("training on {}", crate::model::device_name(&device));
     let mut net = TrackerNet::new(a.crop, a.learning_rate, a.seed, &device)?;
     let mut rng = Draws(a.seed);
     let mut data = Vec::new();

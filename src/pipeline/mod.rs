@@ -65,20 +65,7 @@ pub struct RunOptions {
 pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
     let cfg = &built.config;
     let health = Health::new();
-    let mut server = None;
-    if let Some(addr) = &opts.metrics_addr {
-        let handle = telemetry::install()?;
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => {
-                tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
-                server = Some(tokio::spawn(telemetry::http::serve(listener, handle, health.clone())));
-            }
-            Err(e) if !opts.metrics_required => {
-                tracing::warn!(addr = %addr, error = %e, "metrics endpoint disabled: address unavailable (pass --metrics-addr to require it)");
-            }
-            Err(e) => return Err(e).with_context(|| format!("binding the metrics endpoint {addr}")),
-        }
-    }
+    let endpoint = telemetry::serve(opts.metrics_addr.as_deref(), opts.metrics_required, health.clone()).await?;
     let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
     let mut embedded = None;
     let (brokers, assign, stop_at_end) = if brokers == "embedded" {
@@ -320,9 +307,7 @@ pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<
     drop(consumer);
     drop(sink);
     drop(embedded);
-    if let Some(s) = server {
-        s.abort();
-    }
+    drop(endpoint);
     Ok(summary)
 }
 

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::kafka::{H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
+use super::kafka::{H_SOURCE_INDEX, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
 use crate::error::{Error, Result};
 
 /// What a tail read found.
@@ -25,11 +25,66 @@ pub struct Tail {
     pub scanned: u64,
 }
 
+/// The furthest output of one source partition found in an output partition: its
+/// source offset and, where one source record has several outputs, the output's
+/// index among them (`tickflare.source.index`; 0 when absent).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mark {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    #[serde(default)]
+    pub index: i64,
+}
+
+/// Per source partition, the furthest output already published (a handful of
+/// entries: one per source partition writing to the output).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Marks(pub Vec<Mark>);
+
+impl Marks {
+    pub fn get(&self, topic: &str, partition: i32) -> Option<&Mark> {
+        self.0.iter().find(|m| m.partition == partition && m.topic == topic)
+    }
+
+    /// Moves the mark of `topic`/`partition` forward to (`offset`, `index`).
+    pub fn note(&mut self, topic: &[u8], partition: i32, offset: i64, index: i64) {
+        match self.0.iter_mut().find(|m| m.partition == partition && m.topic.as_bytes() == topic) {
+            Some(m) => {
+                if (offset, index) > (m.offset, m.index) {
+                    (m.offset, m.index) = (offset, index);
+                }
+            }
+            None => self.0.push(Mark { topic: String::from_utf8_lossy(topic).into_owned(), partition, offset, index }),
+        }
+    }
+
+    /// Both sets of marks, each source partition at the further of the two.
+    pub fn merge(&mut self, other: &Marks) {
+        for m in &other.0 {
+            self.note(m.topic.as_bytes(), m.partition, m.offset, m.index);
+        }
+    }
+
+    /// Whether output `index` of source record `topic`/`partition`/`offset` is
+    /// already published (given outputs are published in source order).
+    pub fn covers(&self, topic: &str, partition: i32, offset: i64, index: i64) -> bool {
+        self.get(topic, partition).is_some_and(|m| (offset, index) <= (m.offset, m.index))
+    }
+}
+
+/// Everything a tail read of one output partition found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TailMarks {
+    pub marks: Marks,
+    pub scanned: u64,
+    /// The partition's end as read (past the last message seen, at least `from`).
+    pub end: i64,
+}
+
 /// Reads `topic`/`partition` from `from` (or its start) to its end and returns the
 /// highest `tickflare.source.offset` among messages from `source_topic` /
-/// `source_partition`. After reaching the high watermark it keeps reading until
-/// nothing arrives for `settle` (brokers whose reported watermark lags, such as Tansu). Blocking: call
-/// from `spawn_blocking`.
+/// `source_partition`. Blocking: call from `spawn_blocking`. See [`scan_marks`].
 pub fn scan(
     brokers: &str,
     topic: &str,
@@ -39,6 +94,15 @@ pub fn scan(
     source_partition: i32,
     settle: Duration,
 ) -> Result<Tail> {
+    let t = scan_marks(brokers, topic, partition, from, settle)?;
+    Ok(Tail { last_source_offset: t.marks.get(source_topic, source_partition).map(|m| m.offset), scanned: t.scanned })
+}
+
+/// Reads `topic`/`partition` from `from` (or its start) to its end and returns, per
+/// source partition, the furthest output found. After reaching the high watermark
+/// it keeps reading until nothing arrives for `settle` (brokers whose reported
+/// watermark lags, such as Tansu). Blocking: call from `spawn_blocking`.
+pub fn scan_marks(brokers: &str, topic: &str, partition: i32, from: i64, settle: Duration) -> Result<TailMarks> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "tickflare-tail-scan")
@@ -49,7 +113,7 @@ pub fn scan(
     let timeout = Duration::from_secs(10);
     let (low, high) = c.fetch_watermarks(topic, partition, timeout)?;
     let start = from.max(low);
-    let mut tail = Tail { last_source_offset: None, scanned: 0 };
+    let mut tail = TailMarks { end: start.max(from), ..Default::default() };
     if start >= high && settle.is_zero() {
         return Ok(tail);
     }
@@ -61,7 +125,6 @@ pub fn scan(
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut reached: Option<Instant> = if start >= high { Some(Instant::now()) } else { None };
-    let want_partition = source_partition.to_string();
     loop {
         if let Some(t) = reached {
             if t.elapsed() >= settle {
@@ -76,20 +139,21 @@ pub fn scan(
             Some(Err(e)) => return Err(Error::Kafka(e)),
             Some(Ok(m)) => {
                 tail.scanned += 1;
+                tail.end = tail.end.max(m.offset() + 1);
                 if let Some(h) = m.headers() {
-                    let (mut t, mut p, mut o) = (None, None, None);
+                    let (mut t, mut p, mut o, mut i) = (None, None, None, None);
                     for hd in h.iter() {
                         match hd.key {
                             H_SOURCE_TOPIC => t = hd.value,
                             H_SOURCE_PARTITION => p = hd.value,
                             H_SOURCE_OFFSET => o = hd.value,
+                            H_SOURCE_INDEX => i = hd.value,
                             _ => {}
                         }
                     }
-                    if t == Some(source_topic.as_bytes()) && p == Some(want_partition.as_bytes()) {
-                        if let Some(off) = o.and_then(|o| std::str::from_utf8(o).ok()).and_then(|o| o.parse::<i64>().ok()) {
-                            tail.last_source_offset = Some(tail.last_source_offset.map_or(off, |x| x.max(off)));
-                        }
+                    let num = |v: Option<&[u8]>| v.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<i64>().ok());
+                    if let (Some(t), Some(p), Some(o)) = (t, num(p), num(o)) {
+                        tail.marks.note(t, p as i32, o, num(i).unwrap_or(0));
                     }
                 }
                 // Past the reported end, keep reading while messages keep coming:

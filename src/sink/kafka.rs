@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 pub const H_SOURCE_TOPIC: &str = "tickflare.source.topic";
 pub const H_SOURCE_PARTITION: &str = "tickflare.source.partition";
 pub const H_SOURCE_OFFSET: &str = "tickflare.source.offset";
+/// Where one source record has several outputs (a frame's tracks): the output's
+/// place among them, from 0.
+pub const H_SOURCE_INDEX: &str = "tickflare.source.index";
 /// Dead-letter headers.
 pub const H_REASON: &str = "reason";
 pub const H_ERROR: &str = "error";
@@ -243,6 +246,11 @@ fn source_headers(topic: &str, partition: i32, offset: i64, capacity: usize) -> 
         .insert(Header { key: H_SOURCE_TOPIC, value: Some(topic) })
         .insert(Header { key: H_SOURCE_PARTITION, value: Some(pbuf.fmt(partition as i64)) })
         .insert(Header { key: H_SOURCE_OFFSET, value: Some(obuf.fmt(offset)) })
+}
+
+/// The headers of output `index` of one source record.
+pub fn indexed_source_headers(topic: &str, partition: i32, offset: i64, index: i64) -> OwnedHeaders {
+    source_headers(topic, partition, offset, 4).insert(Header { key: H_SOURCE_INDEX, value: Some(Itoa::default().fmt(index)) })
 }
 
 /// A dead letter's headers: its source coordinates, `reason` and `error`.

@@ -185,6 +185,15 @@ pub struct TrackerCounts {
     pub network_updates: u64,
     /// Mean training loss of the last update (smooth L1).
     pub last_loss: f64,
+    /// Labels that found their track predicted on the label's frame: the skill
+    /// measurable on real data, where the only truth is the labels. Sums of the IoU
+    /// of the tracker's and the rotation-only box with the label's.
+    #[serde(default)]
+    pub labels_scored: u64,
+    #[serde(default)]
+    pub label_iou_sum: f64,
+    #[serde(default)]
+    pub label_iou_rotation_sum: f64,
 }
 
 pub struct Tracker {
@@ -312,6 +321,11 @@ impl Tracker {
         match idx {
             Some(i) => {
                 let t = &mut self.tracks[i];
+                if !t.from_label && t.last_time_ms == fr.time_ms {
+                    self.counts.labels_scored += 1;
+                    self.counts.label_iou_sum += t.tracker.iou(&b);
+                    self.counts.label_iou_rotation_sum += t.rotation.iou(&b);
+                }
                 t.event_id = l.event_id.clone();
                 if let Some(p) = t.pair.take().filter(|p| p.time_ms == l.time_ms) {
                     let ty = t.event_type.index();

@@ -295,8 +295,13 @@ impl DeadLettered<'_> {
     pub fn emit(&self, m: &PipelineMetrics) {
         let d = self.0;
         tracing::debug!(partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "dead letter");
-        counter!("tickflare_dead_letters_total", "pipeline" => m.pipeline.clone(), "reason" => d.reason).increment(1);
+        count_dead_letter(&m.pipeline, d);
     }
+}
+
+/// Counts a dead letter by reason (`tickflare_dead_letters_total`).
+pub fn count_dead_letter(pipeline: &str, d: &DeadLetter) {
+    counter!("tickflare_dead_letters_total", "pipeline" => pipeline.to_string(), "reason" => d.reason).increment(1);
 }
 
 /// librdkafka's periodic statistics: consumer lag per partition.

@@ -8,6 +8,7 @@
 pub mod events;
 pub mod http;
 pub mod progress;
+pub mod solar;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -30,8 +31,38 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("tickflare_batch_rows".into()), &rows)?
         .install_recorder()?;
     events::describe();
+    solar::describe();
     let _ = HANDLE.set(h.clone());
     Ok(HANDLE.get().cloned().unwrap_or(h))
+}
+
+/// The HTTP endpoint's task; dropping it stops serving.
+pub struct Endpoint(tokio::task::JoinHandle<()>);
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (none: no endpoint). When
+/// the address cannot be bound: an error if `required` (an address the user gave),
+/// else a warning and no endpoint.
+pub async fn serve(addr: Option<&str>, required: bool, health: Arc<Health>) -> anyhow::Result<Option<Endpoint>> {
+    use anyhow::Context;
+    let Some(addr) = addr else { return Ok(None) };
+    let handle = install()?;
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+            Ok(Some(Endpoint(tokio::spawn(http::serve(listener, handle, health)))))
+        }
+        Err(e) if !required => {
+            tracing::warn!(addr = %addr, error = %e, "metrics endpoint disabled: address unavailable (pass --metrics-addr to require it)");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("binding the metrics endpoint {addr}")),
+    }
 }
 
 /// Liveness and readiness, shared between the pipeline, the consumer's callbacks and
