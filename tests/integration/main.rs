@@ -12,4 +12,5 @@ mod forecasting;
 mod processes;
 mod series;
 mod solar;
+mod solar_crash;
 mod telemetry;
