@@ -22,7 +22,7 @@ pub struct ValidateArgs {
 
 pub async fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     if crate::solar::stream::is_solar(&a.pipeline) {
-        return Ok(report(&a.pipeline, validate_solar(&a.pipeline)));
+        return Ok(report(&a.pipeline, validate_solar(&a.pipeline, a.brokers.brokers.as_deref()).await));
     }
     let mut probs: Vec<Problem> = Vec::new();
     let opts = BuildOptions { sample: None, series: a.series.options(a.input.clone()) };
@@ -72,8 +72,10 @@ fn report(path: &std::path::Path, probs: Vec<Problem>) -> ExitCode {
 }
 
 /// A solar pipeline: its file parses (unknown keys are errors), its topics are
-/// distinct, the files it names exist, the tracker's device resolves.
-fn validate_solar(path: &std::path::Path) -> Vec<Problem> {
+/// distinct, the files it names exist, the tracker builds (device, crop, weights),
+/// a checkpoint already at its location was written by this configuration, and on
+/// real brokers every topic exists.
+async fn validate_solar(path: &std::path::Path, brokers: Option<&str>) -> Vec<Problem> {
     use crate::solar::stream::{self, SolarConfig};
     let problem = |at: &str, message: String| Problem { at: at.into(), message };
     let cfg = match SolarConfig::load(path) {
@@ -101,6 +103,38 @@ fn validate_solar(path: &std::path::Path) -> Vec<Problem> {
     }
     if let Err(e) = crate::model::device(&cfg.tracker.device) {
         probs.push(problem("tracker.device", e.to_string()));
+    } else if probs.is_empty() {
+        match crate::solar::tracker::Tracker::new(cfg.tracker.clone(), &cfg.base_dir) {
+            Err(e) => probs.push(problem("tracker", format!("{e:#}"))),
+            Ok(mut t) => {
+                if let Some(dir) = &cfg.checkpoint.dir {
+                    let loc = cfg.resolve(dir).to_string_lossy().into_owned();
+                    let restored = async { crate::solar::checkpoint::SolarCheckpoints::open(&loc, &cfg)?.restore(&mut t).await };
+                    if let Err(e) = restored.await {
+                        probs.push(problem("checkpoint.dir", format!("{e:#}")));
+                    }
+                }
+            }
+        }
+    }
+    let brokers = brokers.unwrap_or(&cfg.source.brokers).to_string();
+    if brokers != "embedded" {
+        let topics = [&cfg.source.frames_topic, &cfg.source.labels_topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic].map(|t| t.to_string());
+        let missing = tokio::task::spawn_blocking(move || missing_topics(&brokers, &topics)).await;
+        match missing {
+            Ok(Ok(m)) => probs.extend(m.into_iter().map(|t| problem("source.brokers", format!("topic {t:?} does not exist")))),
+            Ok(Err(e)) => probs.push(problem("source.brokers", e)),
+            Err(e) => probs.push(problem("source.brokers", e.to_string())),
+        }
     }
     probs
+}
+
+/// The `topics` that `brokers` do not have (an error when they cannot be reached).
+fn missing_topics(brokers: &str, topics: &[String]) -> Result<Vec<String>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| e.to_string())?;
+    let md = c.fetch_metadata(None, std::time::Duration::from_secs(10)).map_err(|e| format!("brokers {brokers} unreachable: {e}"))?;
+    let have: Vec<&str> = md.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
+    Ok(topics.iter().filter(|t| !have.contains(&t.as_str())).cloned().collect())
 }

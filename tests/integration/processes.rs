@@ -278,7 +278,9 @@ fn an_oversized_sample_line_is_a_clear_error_not_a_hang() {
 /// found by building a model, a non-positive mixup α found by the checks — together,
 /// and builds every `[[compare]]` lane (RLS cannot take the HL-Gauss loss); it
 /// validates solar pipelines too (the shipped one is clean; a missing weights file is
-/// reported at its key).
+/// reported at its key, a crop the network cannot take at `tracker`, topics a real
+/// broker lacks at `source.brokers`, a checkpoint of another configuration at
+/// `checkpoint.dir`).
 #[test]
 fn validate_builds_models_lanes_and_solar_pipelines() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,6 +310,35 @@ fn validate_builds_models_lanes_and_solar_pipelines() {
     let (code, err) = validate(&solar);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("tracker.weights:") && err.contains("nope.safetensors does not exist"), "{err}");
+    let crop = std::fs::read_to_string(repo().join("tests/fixtures/solar-crash.toml")).unwrap().replace("crop = 64", "crop = 60");
+    let bad_crop = dir.path().join("crop.toml");
+    std::fs::write(&bad_crop, &crop).unwrap();
+    let (code, err) = validate(&bad_crop);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tracker: tracker crop 60: use a multiple of 8"), "{err}");
+    // Against a broker that has only the frames topic.
+    let (_b, addr) = broker_process_with(&["sdo-frames:2"]);
+    let out = Command::new(bin()).current_dir(repo()).args(["validate", "tests/fixtures/solar-crash.toml", "--brokers", &addr]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for t in ["hek-labels", "solar-tracks", "solar-dlq"] {
+        assert!(err.contains(&format!("source.brokers: topic {t:?} does not exist")), "{t}: {err}");
+    }
+    assert!(!err.contains("\"sdo-frames\""), "{err}");
+    // A checkpoint written by another tracker configuration is refused.
+    let ck = dir.path().join("ck");
+    let with_ck = |crop: &str| format!("{}\n[checkpoint]\ndir = {:?}\n", std::fs::read_to_string(repo().join("tests/fixtures/solar-small.toml")).unwrap().replace("crop = 64", crop), ck.display().to_string());
+    let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+    std::fs::write(&a, with_ck("crop = 64")).unwrap();
+    std::fs::write(&b, with_ck("crop = 32")).unwrap();
+    let (_b2, addr2) = broker_process_with(&["sdo-frames:1", "hek-labels:1", "solar-tracks:1", "solar-dlq:1"]);
+    let out = Command::new(bin()).current_dir(repo()).args(["run", a.to_str().unwrap(), "--brokers", &addr2, "--stop-at-end", "--metrics-addr", "off"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, out) = validate(&a);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, err) = validate(&b);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("checkpoint.dir:") && err.contains("different tracker configuration"), "{err}");
 }
 
 /// `[kafka]` properties reach the clients: against a live broker, a valid set (with

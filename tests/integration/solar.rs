@@ -152,3 +152,51 @@ async fn restart_from_checkpoint_equals_uninterrupted() {
         assert_eq!(json(a), json(b));
     }
 }
+
+/// A live solar run (no `--stop-at-end`) serves its metrics on the shared endpoint:
+/// frames, labels, dead letters and track records as the input and the tracks topic
+/// hold them, label IoUs in [0, 1]; `/readyz` is ready while it consumes; SIGTERM
+/// stops it cleanly.
+#[test]
+fn solar_metrics_are_served_and_match_the_topics() {
+    use crate::telemetry::{free_port, get, sum, wait_for};
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, labels) = crate::solar_crash::sequence(&dir.path().join("seq"));
+    let (_broker, addr) = crate::solar_crash::seeded_broker(&frames, &labels);
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut daemon = crate::common::Child(
+        Command::new(bin())
+            .current_dir(repo())
+            .args(["run", "tests/fixtures/solar-crash.toml", "--brokers", &addr, "--metrics-addr", &http, "--summary-json"])
+            .arg(dir.path().join("summary.json"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let at = |body: &str, name: &str, want: &[(&str, &str)]| sum(body, name, want).unwrap_or(-1.0);
+    let body = wait_for("every frame tracked", 120, || {
+        let (_, b) = get(&http, "/metrics")?;
+        (at(&b, "tickflare_solar_frames_total", &[]) == frames.len() as f64).then_some(b)
+    });
+    assert_eq!(get(&http, "/readyz").unwrap().0, 200);
+    let tracks = read(&addr, "solar-tracks").len();
+    assert_eq!(at(&body, "tickflare_solar_track_records_total", &[]), tracks as f64);
+    assert_eq!(at(&body, "tickflare_solar_labels_total", &[("pipeline", "solar-crash")]), labels.len() as f64 + 1.0);
+    assert_eq!(at(&body, "tickflare_dead_letters_total", &[("reason", "frame_unreadable")]), 1.0);
+    assert_eq!(at(&body, "tickflare_dead_letters_total", &[("reason", "label_invalid")]), 1.0);
+    assert!(at(&body, "tickflare_solar_live_tracks", &[]) > 0.0);
+    assert!(at(&body, "tickflare_solar_labels_scored_total", &[]) > 0.0);
+    for who in ["tracker", "rotation_only"] {
+        let iou = at(&body, "tickflare_solar_label_iou_mean", &[("forecaster", who)]);
+        assert!((0.0..=1.0).contains(&iou) && iou > 0.0, "{who}: {iou}");
+    }
+    Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap();
+    let status = wait_for("exit", 30, || daemon.0.try_wait().unwrap());
+    assert!(status.success());
+    // The counters kept frame by frame add up to the run's totals.
+    let s: Value = serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["tracks_out"], Value::from(tracks));
+    assert_eq!(Value::from(at(&body, "tickflare_solar_tracker_updates_total", &[]) as u64), s["tracker"]["network_updates"]);
+    assert_eq!(Value::from(at(&body, "tickflare_solar_labels_scored_total", &[]) as u64), s["at_labels"]["n"]);
+}

@@ -20,7 +20,7 @@ const TOPICS: [&str; 4] = ["sdo-frames:2", "hek-labels:1", "solar-tracks:1", "so
 
 /// A synthetic sequence from the shipped real AIA 171 frame: frames (Arrow IPC) and
 /// its catalogue-style labels.
-fn sequence(dir: &Path) -> (Vec<Vec<u8>>, Vec<String>) {
+pub fn sequence(dir: &Path) -> (Vec<Vec<u8>>, Vec<String>) {
     let out = Command::new(bin())
         .current_dir(repo())
         .args(["synth-sun", "--from", "data/solar/aia_171_level1.fits", "--hours", "14", "--cadence", "15", "--size", "128", "--label-every", "3", "--out"])
@@ -38,7 +38,7 @@ fn sequence(dir: &Path) -> (Vec<Vec<u8>>, Vec<String>) {
 /// A broker process holding the sequence: frames alternating over two partitions
 /// with their observation times as timestamps, labels, a corrupt frame and an
 /// invalid label (both dead letters).
-fn seeded_broker(frames: &[Vec<u8>], labels: &[String]) -> (Child, String) {
+pub fn seeded_broker(frames: &[Vec<u8>], labels: &[String]) -> (Child, String) {
     let (child, addr) = broker_process_with(&TOPICS);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
