@@ -153,6 +153,10 @@ impl CheckpointStore {
             for p in paths {
                 self.store.delete(&p).await.map_err(|e| cp_err(format!("deleting {p}: {e}")))?;
             }
+            // A local disk keeps the emptied folder (object stores have none).
+            if let Some(base) = &self.local {
+                let _ = std::fs::remove_dir(base.join(dir.as_ref()));
+            }
         }
         Ok(())
     }
@@ -241,4 +245,43 @@ impl CheckpointStore {
 pub fn sha256(data: &[u8]) -> String {
     let d = Sha256::digest(data);
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(next_offset: i64) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            pipeline: "p".into(),
+            partition: 0,
+            next_offset,
+            fingerprint: String::new(),
+            model_updates: 0,
+            messages_in: 0,
+            outputs: BTreeMap::new(),
+            published_ahead: [None, None],
+            txn: None,
+            created_at_ms: 0,
+            files: Vec::new(),
+        }
+    }
+
+    /// With `keep = 2`, after four checkpoints only the newest two exist — on disk
+    /// too (no emptied folders left to list as incomplete) — and read back intact.
+    #[tokio::test]
+    async fn keeps_the_newest_and_removes_the_rest_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().to_str().unwrap(), "p", 2).unwrap();
+        for id in [10, 20, 30, 40] {
+            store.write(manifest(id), vec![("a.bin".into(), vec![id as u8; 100])]).await.unwrap();
+        }
+        assert_eq!(store.ids(0, false).await.unwrap(), [30, 40]);
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir.path().join("p/p0")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        on_disk.sort();
+        assert_eq!(on_disk, [format!("{:020}", 30), format!("{:020}", 40)]);
+        let (m, files) = store.latest(0).await.unwrap().unwrap();
+        assert_eq!((m.next_offset, files["a.bin"].to_vec()), (40, vec![40u8; 100]));
+    }
 }
