@@ -145,3 +145,39 @@ pub fn broker_process_with(topics: &[&str]) -> (Child, String) {
     assert!(addr.starts_with("127.0.0.1:"), "{line}");
     (child, addr)
 }
+
+/// A small deterministic generator, so a failing crash schedule can be replayed.
+pub struct Lcg(pub u64);
+impl Lcg {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+/// The crash schedule's seed: `TICKFLARE_CRASH_SEED`, else the clock (printed, so a
+/// failing schedule can be rerun).
+pub fn crash_seed() -> u64 {
+    let seed = std::env::var("TICKFLARE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    eprintln!("crash schedule seed: {seed} (rerun with TICKFLARE_CRASH_SEED={seed})");
+    seed
+}
+
+/// Runs `cmd` for `wait`, then sends it `signal` (`KILL`, `TERM`); `false` when it
+/// finished by itself first.
+pub fn interrupt_after(cmd: &mut std::process::Command, wait: std::time::Duration, signal: &str) -> bool {
+    let mut child = Child(cmd.spawn().unwrap());
+    let t = std::time::Instant::now();
+    while t.elapsed() < wait {
+        if child.0.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::process::Command::new("kill").args([&format!("-{signal}"), &child.0.id().to_string()]).status().unwrap();
+    let status = child.0.wait().unwrap();
+    eprintln!("SIG{signal} after {wait:?} -> {status}");
+    true
+}

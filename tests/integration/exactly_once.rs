@@ -127,15 +127,6 @@ fn final_state(dir: &Path, name: &str) -> BTreeMap<i32, (i64, Vec<u8>, BTreeMap<
     })
 }
 
-/// A small deterministic generator, so a failing schedule can be replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
-}
-
 /// Reads every partition of a topic from the start until nothing has arrived for
 /// 2 s. Unlike reading to the high watermark, this also works on Tansu, whose
 /// reported watermark can stay behind the data it serves.
@@ -290,10 +281,7 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
     assert!(!read(&ref_addr, "ticks-dlq").is_empty());
 
     // The same input, interrupted again and again.
-    let seed = std::env::var("TICKFLARE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    eprintln!("crash schedule seed: {seed} (rerun with TICKFLARE_CRASH_SEED={seed})");
+    let seed = crash_seed();
     let mut rng = Lcg(seed);
     let (_broker, addr) = make_broker();
     let input = read(&ref_addr, "ticks");
@@ -319,25 +307,13 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
         if let Ok(d) = std::env::var("TICKFLARE_CRASH_LOGS") {
             cmd.stderr(std::fs::File::create(format!("{d}/{}-round-{round}.log", fx.name)).unwrap());
         }
-        let mut child = Child(cmd.spawn().unwrap());
         // Short enough that a dozen rounds do not finish the input: each restart
         // resumes from a checkpoint, so progress per round is small.
         let wait = Duration::from_millis(150 + rng.below(full.as_millis() as u64 / 5 + 1));
-        let t = Instant::now();
-        let mut finished = false;
-        while t.elapsed() < wait {
-            if child.0.try_wait().unwrap().is_some() {
-                finished = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if finished {
+        eprint!("round {round}: ");
+        if !interrupt_after(&mut cmd, wait, signal) {
             continue;
         }
-        Command::new("kill").args([&format!("-{signal}"), &child.0.id().to_string()]).status().unwrap();
-        let status = child.0.wait().unwrap();
-        eprintln!("round {round}: SIG{signal} after {wait:?} -> {status}");
         interruptions += 1;
         if round == rounds / 2 {
             corrupt_newest_checkpoint(dir.path(), fx.name);

@@ -107,14 +107,6 @@ fn observable(ms: Vec<ReadMessage>) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Ve
     ms.into_iter().map(|m| (m.key, m.payload, m.headers, m.timestamp_ms)).collect()
 }
 
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
-}
-
 #[test]
 fn solar_crash_restarts_equal_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,10 +125,8 @@ fn solar_crash_restarts_equal_an_uninterrupted_run() {
     assert_eq!(ref_dlq.len(), 2);
 
     // The same input, interrupted again and again.
-    let seed = std::env::var("TICKFLARE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    eprintln!("crash schedule seed: {seed} (rerun with TICKFLARE_CRASH_SEED={seed}); uninterrupted run {full:?}");
+    let seed = crash_seed();
+    eprintln!("uninterrupted run {full:?}");
     let mut rng = Lcg(seed);
     let (_broker, addr) = seeded_broker(&frames, &labels);
     let ckpt = dir.path().join("crashed");
@@ -151,24 +141,11 @@ fn solar_crash_restarts_equal_an_uninterrupted_run() {
         interruptions += 1;
     }
     for round in 0..8 {
-        let mut child = Child(daemon(&addr, &ckpt, None).stderr(Stdio::null()).spawn().unwrap());
         let wait = Duration::from_millis(200 + rng.below(full.as_millis() as u64 / 3 + 1));
-        let t = Instant::now();
-        let mut finished = false;
-        while t.elapsed() < wait {
-            if child.0.try_wait().unwrap().is_some() {
-                finished = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        eprint!("round {round}: ");
+        if interrupt_after(daemon(&addr, &ckpt, None).stderr(Stdio::null()), wait, "KILL") {
+            interruptions += 1;
         }
-        if finished {
-            continue;
-        }
-        Command::new("kill").args(["-KILL", &child.0.id().to_string()]).status().unwrap();
-        let status = child.0.wait().unwrap();
-        eprintln!("round {round}: SIGKILL after {wait:?} -> {status}");
-        interruptions += 1;
     }
     assert!(interruptions >= 8, "only {interruptions} interruptions landed (seed {seed})");
     let out = daemon(&addr, &ckpt, None).output().unwrap();
