@@ -19,7 +19,7 @@ use anyhow::Context;
 
 use super::build::Built;
 use super::summary::Summary;
-use super::Batch;
+use super::batch::Batch;
 use crate::sink::file::FileSink;
 use crate::sink::kafka::KafkaSink;
 use crate::state::score::LabelLog;
