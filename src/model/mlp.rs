@@ -8,11 +8,9 @@
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarBuilder, VarMap};
 
-use super::linear::Optim;
-use super::optim::NetOptimizer;
-use super::rand::Draws;
 use super::loss::Loss;
-use super::{OnlineModel, Snapshot};
+use super::net::{Arch, NetModel, Training};
+use super::rand::Draws;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +69,6 @@ impl HlGauss {
     }
 }
 
-/// A var map's tensors in name order.
-pub(crate) fn sorted_vars(varmap: &VarMap) -> Vec<(String, Tensor)> {
-    let data = varmap.data().lock().expect("varmap lock");
-    let mut v: Vec<_> = data.iter().map(|(k, var)| (k.clone(), var.as_tensor().clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 /// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5·10⁻⁷).
 pub fn erf(x: f64) -> f64 {
     let s = x.signum();
@@ -88,49 +78,27 @@ pub fn erf(x: f64) -> f64 {
     s * y
 }
 
-pub struct MlpModel {
+/// A multilayer perceptron (fully connected layers, ReLU or tanh between them),
+/// with a scalar output or an HL-Gauss classification head.
+pub struct Mlp {
     layers: Vec<Linear>,
     hl: Option<(HlGauss, Tensor)>,
     act: Activation,
-    loss: Loss,
-    opt: NetOptimizer,
-    lr: f64,
-    varmap: VarMap,
-    device: Device,
     n: usize,
-    updates: u64,
 }
 
-impl MlpModel {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        n_features: usize,
-        hidden: &[usize],
-        act: Activation,
-        loss: Loss,
-        optim: Optim,
-        lr: f64,
-        seed: u64,
-        device: &Device,
-    ) -> Result<Self> {
-        Self::with_head(n_features, hidden, act, loss, None, optim, lr, seed, device)
+/// The MLP as an online model.
+pub type MlpModel = NetModel<Mlp>;
+
+impl NetModel<Mlp> {
+    pub fn new(n_features: usize, hidden: &[usize], act: Activation, t: &Training, device: &Device) -> Result<Self> {
+        Self::with_head(n_features, hidden, act, None, t, device)
     }
 
     /// As [`MlpModel::new`], with an HL-Gauss classification head when `hl` is set.
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_head(
-        n_features: usize,
-        hidden: &[usize],
-        act: Activation,
-        loss: Loss,
-        hl: Option<HlGauss>,
-        optim: Optim,
-        lr: f64,
-        seed: u64,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn with_head(n_features: usize, hidden: &[usize], act: Activation, hl: Option<HlGauss>, t: &Training, device: &Device) -> Result<Self> {
         let varmap = VarMap::new();
-        let mut rng = Draws(seed);
+        let mut rng = Draws(t.seed);
         let mut dims = vec![n_features];
         dims.extend_from_slice(hidden);
         dims.push(hl.as_ref().map_or(1, |h| h.bins));
@@ -152,7 +120,6 @@ impl MlpModel {
             .enumerate()
             .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("l{i}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let opt = NetOptimizer::new(optim, &varmap, lr)?;
         let hl = match hl {
             Some(h) => {
                 let c = Tensor::from_vec(h.centers(), (h.bins, 1), device)?;
@@ -160,14 +127,16 @@ impl MlpModel {
             }
             None => None,
         };
-        Ok(MlpModel { layers, hl, act, loss, opt, lr, varmap, device: device.clone(), n: n_features, updates: 0 })
+        NetModel::from_parts(Mlp { layers, hl, act, n: n_features }, varmap, t, device)
     }
+}
 
-    fn forward(&self, x: &[f64]) -> Result<Tensor> {
+impl Mlp {
+    fn forward(&self, x: &[f64], device: &Device) -> Result<Tensor> {
         if x.len() % self.n != 0 || x.is_empty() {
             return Err(Error::Internal(format!("expected rows of {} features, got {} values", self.n, x.len())));
         }
-        let mut h = Tensor::from_slice(x, (x.len() / self.n, self.n), &self.device)?;
+        let mut h = Tensor::from_slice(x, (x.len() / self.n, self.n), device)?;
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
@@ -180,90 +149,35 @@ impl MlpModel {
         }
         Ok(h)
     }
+}
 
-    /// The regression estimate per row: the output itself, or with an HL-Gauss head
-    /// the expected bin centre.
-    fn estimate(&self, xs: &[f64]) -> Result<Tensor> {
-        let out = self.forward(xs)?;
+impl Arch for Mlp {
+    /// The output itself, or with an HL-Gauss head the expected bin centre.
+    fn estimate(&self, xs: &[f64], device: &Device) -> Result<Tensor> {
+        let out = self.forward(xs, device)?;
         Ok(match &self.hl {
             None => out,
             Some((_, centers)) => candle_nn::ops::softmax_last_dim(&out)?.matmul(centers)?,
         })
     }
 
-    /// One optimizer step on the mean loss over rows `xs` with targets `ys`.
-    fn step(&mut self, xs: &[f64], ys: &[f64]) -> Result<f64> {
-        let out = self.forward(xs)?;
+    /// The configured loss, or with an HL-Gauss head the cross-entropy with each
+    /// target's Gaussian-smoothed histogram.
+    fn loss(&self, xs: &[f64], ys: &[f64], loss: &Loss, device: &Device) -> Result<Tensor> {
+        let out = self.forward(xs, device)?;
         let rows = ys.len();
-        let loss = match &self.hl {
-            None => self.loss.apply(&out, &Tensor::from_slice(ys, (rows, 1), &self.device)?)?,
+        Ok(match &self.hl {
+            None => loss.apply(&out, &Tensor::from_slice(ys, (rows, 1), device)?)?,
             Some((h, _)) => {
                 let p: Vec<f64> = ys.iter().flat_map(|y| h.target(*y)).collect();
-                let p = Tensor::from_vec(p, (rows, h.bins), &self.device)?;
+                let p = Tensor::from_vec(p, (rows, h.bins), device)?;
                 ((p * candle_nn::ops::log_softmax(&out, 1)?)?.sum_all()? / rows as f64)?.neg()?
             }
-        };
-        let value = loss.to_scalar::<f64>()?;
-        self.opt.step(&loss)?;
-        self.updates += 1;
-        Ok(value)
+        })
     }
 
-    /// Named parameters (the safetensors keys), in name order.
-    pub fn named(&self) -> Vec<(String, Tensor)> {
-        sorted_vars(&self.varmap)
-    }
-}
-
-impl OnlineModel for MlpModel {
-    fn predict(&self, x: &[f64]) -> Result<f64> {
-        Ok(self.estimate(x)?.flatten_all()?.to_vec1::<f64>()?[0])
-    }
-
-    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
-        self.step(x, &[y])
-    }
-
-    fn updates(&self) -> u64 {
-        self.updates
-    }
-
-    fn predict_batch(&self, xs: &[f64], _n: usize, out: &mut Vec<f64>) -> Result<()> {
-        *out = self.estimate(xs)?.flatten_all()?.to_vec1::<f64>()?;
-        Ok(())
-    }
-
-    fn update_batch(&mut self, xs: &[f64], _n: usize, ys: &[f64]) -> Result<()> {
-        self.step(xs, ys).map(|_| ())
-    }
-
-    fn reset_optimizer(&mut self) -> Result<()> {
-        self.opt.reset()?;
-        self.opt.set_lr(self.lr);
-        Ok(())
-    }
-
-    fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
-        self.opt.set_lr(self.lr * scale);
-        Ok(())
-    }
-
-    fn parameters(&self) -> Result<Vec<f64>> {
-        let mut out = Vec::new();
-        for (_, t) in self.named() {
-            out.extend(t.flatten_all()?.to_vec1::<f64>()?);
-        }
-        Ok(out)
-    }
-
-    fn save(&self, s: &mut Snapshot) -> Result<()> {
-        s.put_int("updates", self.updates);
-        self.opt.save(s)
-    }
-
-    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
-        self.updates = s.int("updates")?;
-        self.opt.load(s)
+    fn batches(&self) -> bool {
+        true
     }
 }
 

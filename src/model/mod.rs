@@ -12,6 +12,7 @@ pub mod lstm;
 pub mod drift;
 pub mod loss;
 pub mod mlp;
+pub mod net;
 pub mod optim;
 pub mod rand;
 pub mod rls;
@@ -183,6 +184,16 @@ pub fn optimizer(cfg: &ModelConfig) -> &str {
     }
 }
 
+/// How the model's network is trained (loss, optimizer, learning rate, seed).
+fn training(cfg: &ModelConfig) -> Result<net::Training> {
+    Ok(net::Training {
+        loss: loss::Loss::parse(&cfg.loss, cfg.huber_delta)?,
+        optim: linear::Optim::parse(optimizer(cfg))?,
+        learning_rate: cfg.learning_rate,
+        seed: cfg.seed,
+    })
+}
+
 /// Picks the candle device named by the config.
 pub fn device(name: &str) -> Result<Device> {
     match name {
@@ -254,17 +265,8 @@ pub struct HlAuto {
 
 fn hl_net(cfg: &ModelConfig, n_features: usize, h: mlp::HlGauss, device: &Device) -> Result<Box<dyn OnlineModel>> {
     let hidden: &[usize] = if cfg.kind == "mlp" { &cfg.hidden } else { &[] };
-    Ok(Box::new(mlp::MlpModel::with_head(
-        n_features,
-        hidden,
-        mlp::Activation::parse(&cfg.activation)?,
-        loss::Loss::Mse,
-        Some(h),
-        linear::Optim::parse(optimizer(cfg))?,
-        cfg.learning_rate,
-        cfg.seed,
-        device,
-    )?))
+    let t = net::Training { loss: loss::Loss::Mse, ..training(cfg)? };
+    Ok(Box::new(mlp::MlpModel::with_head(n_features, hidden, mlp::Activation::parse(&cfg.activation)?, Some(h), &t, device)?))
 }
 
 impl OnlineModel for HlAuto {
@@ -368,16 +370,7 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             let loss = loss::Loss::parse(&cfg.loss, cfg.huber_delta)?;
             Ok(Box::new(linear::LinearModel::with_loss(n_features, opt, cfg.learning_rate, loss, device)?))
         }
-        "mlp" => Ok(Box::new(mlp::MlpModel::new(
-            n_features,
-            &cfg.hidden,
-            mlp::Activation::parse(&cfg.activation)?,
-            loss::Loss::parse(&cfg.loss, cfg.huber_delta)?,
-            linear::Optim::parse(optimizer(cfg))?,
-            cfg.learning_rate,
-            cfg.seed,
-            device,
-        )?)),
+        "mlp" => Ok(Box::new(mlp::MlpModel::new(n_features, &cfg.hidden, mlp::Activation::parse(&cfg.activation)?, &training(cfg)?, device)?)),
         // On the CPU the LSTM is plain f64 code (the same model, see `lstm`).
         "lstm" if device.is_cpu() => Ok(Box::new(lstm::LstmModel::new(
             cfg.window.max(1),
@@ -388,18 +381,11 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             cfg.learning_rate,
             cfg.seed,
         )?)),
-        "lstm" | "cnn1d" => Ok(Box::new(seq::SeqModel::new(
-            &cfg.kind,
-            cfg.window,
-            n_features / cfg.window.max(1),
-            cfg.hidden.first().copied().unwrap_or(32),
-            cfg.kernel,
-            loss::Loss::parse(&cfg.loss, cfg.huber_delta)?,
-            linear::Optim::parse(optimizer(cfg))?,
-            cfg.learning_rate,
-            cfg.seed,
-            device,
-        )?)),
+        "lstm" | "cnn1d" => {
+            let window = cfg.window.max(1);
+            let shape = seq::SeqShape { kind: &cfg.kind, window: cfg.window, d: n_features / window, hidden: cfg.hidden.first().copied().unwrap_or(32), kernel: cfg.kernel };
+            Ok(Box::new(seq::SeqModel::new(&shape, &training(cfg)?, device)?))
+        }
         "rls" => Ok(Box::new(rls::RlsModel::new(n_features, cfg.forgetting_factor, cfg.regularization, device)?)),
         other => Err(Error::Config(format!("model.kind {other:?} is not supported (supported: linear, mlp, rls, lstm, cnn1d)"))),
     }
@@ -474,7 +460,8 @@ mod learning_tests {
 
     #[test]
     fn mlp_learns() {
-        let mut m = mlp::MlpModel::new(2, &[16], mlp::Activation::Relu, loss::Loss::Mse, linear::Optim::AdamW, 0.003, 1, &Device::Cpu)
+        let t = |optim, learning_rate, seed| net::Training { loss: loss::Loss::Mse, optim, learning_rate, seed };
+        let mut m = mlp::MlpModel::new(2, &[16], mlp::Activation::Relu, &t(linear::Optim::AdamW, 0.003, 1), &Device::Cpu)
             .unwrap();
         // A linear target is within an MLP's reach; coefficients are not comparable,
         // so only the error is checked.
@@ -500,7 +487,8 @@ mod learning_tests {
             }
             late / 1000.0
         };
-        let mut mlp = mlp::MlpModel::new(2, &[32, 16], mlp::Activation::Tanh, loss::Loss::Mse, linear::Optim::AdamW, 0.005, 1, &Device::Cpu)
+        let t = net::Training { loss: loss::Loss::Mse, optim: linear::Optim::AdamW, learning_rate: 0.005, seed: 1 };
+        let mut mlp = mlp::MlpModel::new(2, &[32, 16], mlp::Activation::Tanh, &t, &Device::Cpu)
             .unwrap();
         let mut lin = linear::LinearModel::new(2, linear::Optim::AdamW, 0.005, &Device::Cpu).unwrap();
         let (a, b) = (run(&mut mlp), run(&mut lin));
@@ -510,7 +498,7 @@ mod learning_tests {
     #[test]
     fn mlp_init_is_seeded() {
         let mk = |seed| {
-            mlp::MlpModel::new(3, &[4], mlp::Activation::Relu, loss::Loss::Mse, linear::Optim::Sgd, 0.1, seed, &Device::Cpu)
+            mlp::MlpModel::new(3, &[4], mlp::Activation::Relu, &net::Training { loss: loss::Loss::Mse, optim: linear::Optim::Sgd, learning_rate: 0.1, seed }, &Device::Cpu)
                 .unwrap()
                 .parameters()
                 .unwrap()
@@ -563,7 +551,9 @@ mod learning_tests {
     #[test]
     fn sequence_models_learn_an_ar2() {
         for kind in ["lstm", "cnn1d"] {
-            let mut m = seq::SeqModel::new(kind, 4, 1, 16, 2, loss::Loss::Mse, linear::Optim::AdamW, 0.01, 3, &Device::Cpu).unwrap();
+            let shape = seq::SeqShape { kind, window: 4, d: 1, hidden: 16, kernel: 2 };
+            let t = net::Training { loss: loss::Loss::Mse, optim: linear::Optim::AdamW, learning_rate: 0.01, seed: 3 };
+            let mut m = seq::SeqModel::new(&shape, &t, &Device::Cpu).unwrap();
             let mut rng = Rng(5);
             let mut ys = vec![0.0f64; 4];
             let (mut late, mut late_zero) = (0.0, 0.0);

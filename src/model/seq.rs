@@ -11,11 +11,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::rnn::{LSTMConfig, RNN};
 use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder, VarMap, LSTM};
 
-use super::linear::Optim;
-use super::optim::NetOptimizer;
-use super::rand::Draws;
 use super::loss::Loss;
-use super::{OnlineModel, Snapshot};
+use super::net::{Arch, NetModel, Training};
+use super::rand::Draws;
 use crate::error::{Error, Result};
 
 enum Net {
@@ -23,18 +21,29 @@ enum Net {
     Cnn(Conv1d),
 }
 
-
-pub struct SeqModel {
+/// The candle LSTM (last hidden state → linear head) or 1-D CNN (Conv1d over time,
+/// ReLU, flatten → linear head) over a window of `window` rows of `d` features.
+pub struct Seq {
     net: Net,
     head: Linear,
-    loss: Loss,
-    opt: NetOptimizer,
-    lr: f64,
-    varmap: VarMap,
-    device: Device,
     window: usize,
     d: usize,
-    updates: u64,
+}
+
+/// A sequence network as an online model.
+pub type SeqModel = NetModel<Seq>;
+
+/// The shape of a sequence network.
+#[derive(Debug, Clone)]
+pub struct SeqShape<'a> {
+    /// `lstm` or `cnn1d`.
+    pub kind: &'a str,
+    pub window: usize,
+    /// Features per row.
+    pub d: usize,
+    pub hidden: usize,
+    /// The CNN's kernel (time steps).
+    pub kernel: usize,
 }
 
 /// Overwrites every variable (in name order) with seeded uniform ±1/√fan_in values.
@@ -55,20 +64,9 @@ fn seed_vars(varmap: &VarMap, seed: u64) -> Result<()> {
     Ok(())
 }
 
-impl SeqModel {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        kind: &str,
-        window: usize,
-        d: usize,
-        hidden: usize,
-        kernel: usize,
-        loss: Loss,
-        optim: Optim,
-        lr: f64,
-        seed: u64,
-        device: &Device,
-    ) -> Result<Self> {
+impl NetModel<Seq> {
+    pub fn new(shape: &SeqShape<'_>, t: &Training, device: &Device) -> Result<Self> {
+        let SeqShape { kind, window, d, hidden, kernel } = *shape;
         if window == 0 || hidden == 0 {
             return Err(Error::Config("sequence models need model.window ≥ 1 and a hidden size ≥ 1".into()));
         }
@@ -89,16 +87,17 @@ impl SeqModel {
             Net::Cnn(_) => hidden * (window - kernel + 1),
         };
         let head = candle_nn::linear(head_in, 1, vb.pp("head"))?;
-        seed_vars(&varmap, seed)?;
-        let opt = NetOptimizer::new(optim, &varmap, lr)?;
-        Ok(SeqModel { net, head, loss, opt, lr, varmap, device: device.clone(), window, d, updates: 0 })
+        seed_vars(&varmap, t.seed)?;
+        NetModel::from_parts(Seq { net, head, window, d }, varmap, t, device)
     }
+}
 
-    fn forward(&self, x: &[f64]) -> Result<Tensor> {
+impl Arch for Seq {
+    fn estimate(&self, x: &[f64], device: &Device) -> Result<Tensor> {
         if x.len() != self.window * self.d {
             return Err(Error::Internal(format!("expected {}×{} window values, got {}", self.window, self.d, x.len())));
         }
-        let seq = Tensor::from_slice(x, (1, self.window, self.d), &self.device)?;
+        let seq = Tensor::from_slice(x, (1, self.window, self.d), device)?;
         let h = match &self.net {
             Net::Lstm(l) => {
                 let states = l.seq(&seq)?;
@@ -111,53 +110,10 @@ impl SeqModel {
         };
         Ok(self.head.forward(&h)?)
     }
-}
 
-impl OnlineModel for SeqModel {
-    fn predict(&self, x: &[f64]) -> Result<f64> {
-        Ok(self.forward(x)?.flatten_all()?.to_vec1::<f64>()?[0])
-    }
-
-    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
-        let pred = self.forward(x)?;
-        let target = Tensor::new(&[[y]], &self.device)?;
-        let loss = self.loss.apply(&pred, &target)?;
-        let v = loss.to_scalar::<f64>()?;
-        self.opt.step(&loss)?;
-        self.updates += 1;
-        Ok(v)
-    }
-
-    fn updates(&self) -> u64 {
-        self.updates
-    }
-
-    fn parameters(&self) -> Result<Vec<f64>> {
-        let mut out = Vec::new();
-        for (_, t) in super::mlp::sorted_vars(&self.varmap) {
-            out.extend(t.flatten_all()?.to_vec1::<f64>()?);
-        }
-        Ok(out)
-    }
-
-    fn reset_optimizer(&mut self) -> Result<()> {
-        self.opt.reset()?;
-        self.opt.set_lr(self.lr);
-        Ok(())
-    }
-
-    fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
-        self.opt.set_lr(self.lr * scale);
-        Ok(())
-    }
-
-    fn save(&self, s: &mut Snapshot) -> Result<()> {
-        s.put_int("updates", self.updates);
-        self.opt.save(s)
-    }
-
-    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
-        self.updates = s.int("updates")?;
-        self.opt.load(s)
+    fn loss(&self, xs: &[f64], ys: &[f64], loss: &Loss, device: &Device) -> Result<Tensor> {
+        let pred = self.estimate(xs, device)?;
+        let target = Tensor::new(&[[ys[0]]], device)?;
+        Ok(loss.apply(&pred, &target)?)
     }
 }
