@@ -1,6 +1,7 @@
 //! Tests of the one-pass pointer extractor and the RFC 3339 parser.
 
 use super::*;
+use super::rfc3339::fast_rfc3339;
 
 fn segs(p: &str) -> Vec<String> {
     if p.is_empty() {
