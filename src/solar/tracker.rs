@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::config::TrackerConfig;
 use super::frame::Frame;
 use super::net::TrackerNet;
 use super::rotation::synodic_shift_deg;
@@ -21,85 +22,6 @@ use super::track::{crop, BoxPx, EventType};
 use super::wcs::SolarWcs;
 use crate::model::rand::Draws;
 use crate::model::Snapshot;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrackerConfig {
-    /// Crop side S (pixels; a multiple of 8).
-    #[serde(default = "d_crop")]
-    pub crop: usize,
-    /// Crop side as a multiple of the box.
-    #[serde(default = "d_context")]
-    pub context: f64,
-    /// Augmented pairs trained with each label.
-    #[serde(default = "d_augment")]
-    pub augment: usize,
-    /// AdamW steps per label (each on the observed pair and fresh augmented pairs).
-    #[serde(default = "d_steps")]
-    pub steps_per_label: usize,
-    #[serde(default = "d_lr")]
-    pub learning_rate: f64,
-    /// A track without a label for this long ends.
-    #[serde(default = "d_max_hours")]
-    pub max_hours_without_label: f64,
-    /// A track whose centre passes this Stonyhurst longitude (or leaves the disk) ends.
-    #[serde(default = "d_limb")]
-    pub limb_lon_deg: f64,
-    /// Laplace scales of the augmentation: shift (fraction of the box) and ln-scale.
-    #[serde(default = "d_shift")]
-    pub shift_scale: f64,
-    #[serde(default = "d_size")]
-    pub size_scale: f64,
-    /// Minimum IoU for a label without a known event id to match a track.
-    #[serde(default = "d_iou")]
-    pub match_iou: f64,
-    #[serde(default)]
-    pub seed: u64,
-    /// Pre-trained weights (`tickflare train-tracker`); none: start at rotation-only.
-    pub weights: Option<std::path::PathBuf>,
-    #[serde(default = "d_device")]
-    pub device: String,
-}
-
-fn d_crop() -> usize {
-    64
-}
-fn d_context() -> f64 {
-    2.0
-}
-fn d_augment() -> usize {
-    8
-}
-fn d_steps() -> usize {
-    1
-}
-fn d_lr() -> f64 {
-    3e-4
-}
-fn d_max_hours() -> f64 {
-    24.0
-}
-fn d_limb() -> f64 {
-    80.0
-}
-fn d_shift() -> f64 {
-    0.1
-}
-fn d_size() -> f64 {
-    0.05
-}
-fn d_iou() -> f64 {
-    0.3
-}
-fn d_device() -> String {
-    "cpu".into()
-}
-
-impl Default for TrackerConfig {
-    fn default() -> Self {
-        toml::from_str("").expect("defaults")
-    }
-}
 
 /// A label: a catalogue box for an event at a time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
