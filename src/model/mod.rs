@@ -372,15 +372,10 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
         }
         "mlp" => Ok(Box::new(mlp::MlpModel::new(n_features, &cfg.hidden, mlp::Activation::parse(&cfg.activation)?, &training(cfg)?, device)?)),
         // On the CPU the LSTM is plain f64 code (the same model, see `lstm`).
-        "lstm" if device.is_cpu() => Ok(Box::new(lstm::LstmModel::new(
-            cfg.window.max(1),
-            n_features / cfg.window.max(1),
-            cfg.hidden.first().copied().unwrap_or(32),
-            loss::Loss::parse(&cfg.loss, cfg.huber_delta)?,
-            linear::Optim::parse(optimizer(cfg))?,
-            cfg.learning_rate,
-            cfg.seed,
-        )?)),
+        "lstm" if device.is_cpu() => {
+            let window = cfg.window.max(1);
+            Ok(Box::new(lstm::LstmModel::new(window, n_features / window, cfg.hidden.first().copied().unwrap_or(32), &training(cfg)?)?))
+        }
         "lstm" | "cnn1d" => {
             let window = cfg.window.max(1);
             let shape = seq::SeqShape { kind: &cfg.kind, window: cfg.window, d: n_features / window, hidden: cfg.hidden.first().copied().unwrap_or(32), kernel: cfg.kernel };

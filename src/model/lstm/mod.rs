@@ -14,94 +14,17 @@
 //! variable names and layouts, so a checkpoint of either implementation loads into
 //! the other.
 
-use std::cell::RefCell;
+mod layout;
+
+use layout::{sized, Layout, Scratch, SCRATCH};
 
 use super::kernels::{dot, gemv_acc, sigmoid, tanh};
 use super::linear::{Optim, BETA1, BETA2, EPS};
 use super::loss::Loss;
+use super::net::Training;
 use super::rand::Draws;
 use super::{OnlineModel, Snapshot};
 use crate::error::{Error, Result};
-
-/// Where each parameter block starts in θ (d inputs, h hidden units, g = 4h).
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    d: usize,
-    h: usize,
-    g: usize,
-    /// W_ihᵀ: d rows of g.
-    wih: usize,
-    /// W_hhᵀ: h rows of g.
-    whh: usize,
-    b_ih: usize,
-    b_hh: usize,
-    head_w: usize,
-    head_b: usize,
-    len: usize,
-}
-
-impl Layout {
-    fn new(d: usize, h: usize) -> Self {
-        let g = 4 * h;
-        let wih = 0;
-        let whh = wih + d * g;
-        let b_ih = whh + h * g;
-        let b_hh = b_ih + g;
-        let head_w = b_hh + g;
-        let head_b = head_w + h;
-        Layout { d, h, g, wih, whh, b_ih, b_hh, head_w, head_b, len: head_b + 1 }
-    }
-
-    /// candle's variables in name order: (name, shape, θ index of element [r, c]).
-    fn vars(&self) -> [(&'static str, [usize; 2], Box<dyn Fn(usize, usize) -> usize + '_>); 6] {
-        let (g, s) = (self.g, *self);
-        [
-            ("head.bias", [1, 1], Box::new(move |_, _| s.head_b)),
-            ("head.weight", [1, s.h], Box::new(move |_, c| s.head_w + c)),
-            ("lstm.bias_hh_l0", [1, g], Box::new(move |_, c| s.b_hh + c)),
-            ("lstm.bias_ih_l0", [1, g], Box::new(move |_, c| s.b_ih + c)),
-            // W_hh is [g, h]: element [r, c] sits at row c, column r of W_hhᵀ.
-            ("lstm.weight_hh_l0", [g, s.h], Box::new(move |r, c| s.whh + c * g + r)),
-            ("lstm.weight_ih_l0", [g, s.d], Box::new(move |r, c| s.wih + c * g + r)),
-        ]
-    }
-}
-
-/// Per-thread buffers of one forward/backward pass (reused; sized on first use).
-#[derive(Default)]
-struct Scratch {
-    /// Per step: gate activations (i, f, g, o: 4h), cell c (h), tanh(c) (h), hidden (h).
-    acts: Vec<f64>,
-    cells: Vec<f64>,
-    tanh_c: Vec<f64>,
-    hidden: Vec<f64>,
-    pre_a: Vec<f64>,
-    pre_b: Vec<f64>,
-    grad: Vec<f64>,
-    dh: Vec<f64>,
-    dh_prev: Vec<f64>,
-    dc: Vec<f64>,
-    dpre: Vec<f64>,
-    /// One coefficient per step (a column of the inputs or hidden states).
-    coefs: Vec<f64>,
-    /// Whose forward pass the activations above hold: (model id, weights version),
-    /// its input and its output. A prediction followed by the update on the same row
-    /// (a horizon of one row) reuses it instead of running the window again.
-    last: Option<(u64, u64)>,
-    last_x: Vec<f64>,
-    last_pred: f64,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-fn sized(v: &mut Vec<f64>, n: usize) -> &mut [f64] {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-    &mut v[..n]
-}
 
 pub struct LstmModel {
     lay: Layout,
@@ -125,8 +48,9 @@ pub struct LstmModel {
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl LstmModel {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(window: usize, d: usize, hidden: usize, loss: Loss, optim: Optim, lr: f64, seed: u64) -> Result<Self> {
+    /// An LSTM over windows of `window` rows of `d` features with `hidden` units.
+    pub fn new(window: usize, d: usize, hidden: usize, t: &Training) -> Result<Self> {
+        let Training { loss, optim, learning_rate: lr, seed } = *t;
         if window == 0 || hidden == 0 || d == 0 {
             return Err(Error::Config("lstm needs model.window ≥ 1, a hidden size ≥ 1 and ≥ 1 feature".into()));
         }
@@ -481,5 +405,4 @@ impl OnlineModel for LstmModel {
 }
 
 #[cfg(test)]
-#[path = "lstm_tests.rs"]
 mod tests;
