@@ -10,6 +10,7 @@ pub mod config;
 pub mod fault;
 pub mod kafka_props;
 pub mod processor;
+mod position;
 pub mod recovery;
 mod run;
 pub mod series;
