@@ -7,6 +7,7 @@
 //! the row. Every step is a function of the rows in offset order, so output does not
 //! depend on batch sizes.
 
+mod settle;
 mod stage;
 
 use std::time::Instant;

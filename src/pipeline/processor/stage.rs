@@ -6,7 +6,7 @@
 //!    key (`model::keyed`);
 //! 2. **run** the queued work key by key, keys on several threads (per-key models with
 //!    no LRU limit; otherwise each row's work ran as it was planned);
-//! 3. **settle** (rows in offset order again): the forecasts through the divergence
+//! 3. **settle** (`settle.rs`; rows in offset order again): the forecasts through the divergence
 //!    guard and the experts, scoring, publishing, pending predictions.
 //!
 //! A key's model sees the same updates and predictions in the same order as row by
@@ -21,33 +21,31 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 use super::{key_state, str_or_empty, Processor};
 use crate::error::Result;
-use crate::model::aggregate::Aggregator;
 use crate::model::keyed::{self, Outcome};
 use crate::pipeline::config::Horizon;
-use crate::sink::{Outputs, PredictionRef};
+use crate::sink::Outputs;
 use crate::source::batch::PartitionInput;
-use crate::state::score::{ErrorStats, Scored};
 use crate::model::OnlineModel;
 use crate::state::{KeyState, Pending, PartitionState, UpdateBlock};
 use crate::telemetry::events::StageTimings;
 
 /// The feature batch's columns the model stage reads.
-struct Columns {
-    keys: StringArray,
-    times: PrimitiveArray<Int64Type>,
-    offsets: PrimitiveArray<Int64Type>,
-    target: Float64Array,
-    xs: Vec<Float64Array>,
+pub(super) struct Columns {
+    pub(super) keys: StringArray,
+    pub(super) times: PrimitiveArray<Int64Type>,
+    pub(super) offsets: PrimitiveArray<Int64Type>,
+    pub(super) target: Float64Array,
+    pub(super) xs: Vec<Float64Array>,
     /// Expert forecast columns: (output column, values).
-    experts: Vec<(usize, Float64Array)>,
+    pub(super) experts: Vec<(usize, Float64Array)>,
 }
 
 impl Columns {
-    fn y(&self, i: usize) -> Option<f64> {
+    pub(super) fn y(&self, i: usize) -> Option<f64> {
         self.target.is_valid(i).then(|| self.target.value(i))
     }
 
-    fn t(&self, i: usize) -> i64 {
+    pub(super) fn t(&self, i: usize) -> i64 {
         if self.times.is_valid(i) {
             self.times.value(i)
         } else {
@@ -55,14 +53,14 @@ impl Columns {
         }
     }
 
-    fn expert(&self, i: usize, c: usize) -> Option<f64> {
+    pub(super) fn expert(&self, i: usize, c: usize) -> Option<f64> {
         self.experts.iter().find(|(j, _)| *j == c).and_then(|(_, a)| a.is_valid(i).then(|| a.value(i)))
     }
 }
 
 /// What the plan decided for one feature row.
 #[derive(Clone, Copy)]
-enum Row {
+pub(super) enum Row {
     /// Dead-lettered (non-finite feature).
     Dead,
     /// `labelled` pending predictions of the key were labelled by this row; then it
@@ -71,9 +69,9 @@ enum Row {
 }
 
 #[derive(Clone, Copy)]
-struct Baselines {
-    seasonal: Option<f64>,
-    base: f64,
+pub(super) struct Baselines {
+    pub(super) seasonal: Option<f64>,
+    pub(super) base: f64,
 }
 
 impl Processor {
@@ -296,138 +294,4 @@ impl Processor {
         ks.window.extend(x.iter().copied());
         ks.window.len() == stride
     }
-
-    /// Step 3: scoring and publishing with the forecasts, rows in offset order.
-    fn settle(&self, state: &mut PartitionState, out: &mut Outputs, cols: &Columns, plan: &[Row]) -> Result<()> {
-        let ex = &self.experts;
-        let ne = ex.list.len();
-        let (mut e, mut le, mut w) = (vec![0.0; ne], vec![0.0; ne], vec![0.0; ne]);
-        let PartitionState {
-            keys: key_states,
-            counters,
-            model_error,
-            persistence_error,
-            seasonal_error,
-            expert_error,
-            rolling,
-            partition,
-            labels,
-            score_from,
-            ..
-        } = state;
-        let score_from = score_from.unwrap_or(i64::MIN);
-        if let Some(log) = labels.as_mut() {
-            if ex.method.is_some() && log.expert_names.is_empty() {
-                log.expert_names = ex.names.clone();
-            }
-        }
-        for (i, row) in plan.iter().enumerate() {
-            let Row::Live { labelled, forecast } = *row else { continue };
-            let key = str_or_empty(&cols.keys, i);
-            let ks = key_states.get_mut(key).expect("planned keys exist");
-            let t = cols.t(i);
-            for _ in 0..labelled {
-                let y = cols.y(i).expect("only rows with a target label");
-                let p = ks.pending.pop_front().expect("planned labels are pending");
-                ks.ops.fill -= 1;
-                for v in le.iter_mut() {
-                    *v = ks.pending_e.pop_front().expect("pending_e holds one value per expert");
-                }
-                ks.base_abs += (y - ex.fallback(p.base, p.persistence)).abs();
-                ks.base_n += 1;
-                if let (Some(method), Some(agg)) = (ex.method, ks.agg.as_mut()) {
-                    agg.update(method, ex.loss, &le, y, &mut w);
-                    if let Some(log) = labels.as_mut().filter(|_| p.offset >= score_from) {
-                        log.weights.extend_from_slice(&w);
-                    }
-                }
-                if p.offset < score_from {
-                    // Made during a backtest's warm-up: taught the model, not scored.
-                    continue;
-                }
-                // Scored in the published units: changes subtract the value at
-                // prediction time from forecasts and label alike.
-                let o = ex.offset(p.persistence);
-                let (yo, last) = (y - o, p.persistence - o);
-                let scored = Scored { model: p.predicted - o, persistence: last, seasonal: p.seasonal.map(|v| v - o), actual: yo };
-                model_error.add(scored.model, yo, last);
-                persistence_error.add(last, yo, last);
-                ks.errors[0].add(scored.model, yo, last);
-                ks.errors[1].add(last, yo, last);
-                if let Some(sn) = scored.seasonal {
-                    seasonal_error.add(sn, yo, last);
-                    ks.errors[2].add(sn, yo, last);
-                }
-                for (name, idx) in &ex.scored {
-                    let v = idx.map_or(p.persistence, |j| le[j]);
-                    if v.is_finite() {
-                        stats_for(expert_error, name).add(v - o, yo, last);
-                        stats_for(&mut ks.expert_errors, name).add(v - o, yo, last);
-                    }
-                }
-                rolling.add(scored);
-                ks.rolling.add(scored);
-                if let Some(log) = labels.as_mut() {
-                    log.push(key, t, p.offset, scored);
-                }
-                counters.labelled += 1;
-            }
-            let Some(Baselines { seasonal, base }) = forecast else { continue };
-            let y = cols.y(i).expect("forecast rows have a target");
-            let offset = cols.offsets.value(i);
-            let col = |c: usize| cols.expert(i, c);
-            let fallback = ex.fallback(base, y);
-            let (raw, model_updates) = ks.ops.queue.next_forecast();
-            // The divergence guard: a forecast that is not finite (the model was
-            // dropped when it was made), or absurdly far from the baseline for this
-            // key, is replaced by the baseline and counted.
-            let scale = if ks.base_n > 0 { ks.base_abs / ks.base_n as f64 } else { f64::INFINITY };
-            let model_level = if !raw.is_finite() || (ex.guard > 0.0 && (base + raw - fallback).abs() > ex.guard * scale.max(1e-300)) {
-                counters.model_fallbacks += 1;
-                fallback
-            } else {
-                base + raw
-            };
-            for (v, kind) in e.iter_mut().zip(&ex.list) {
-                *v = ex.level(*kind, model_level, y, seasonal, col);
-            }
-            let predicted = match ex.method {
-                Some(method) => {
-                    let agg = ks.agg.get_or_insert_with(|| Aggregator::new(ne));
-                    let p = agg.combine(method, &e, &mut w);
-                    if p.is_finite() {
-                        p
-                    } else {
-                        model_level
-                    }
-                }
-                None => model_level,
-            };
-            if offset >= score_from {
-                out.push_prediction(&PredictionRef {
-                    key,
-                    event_time_ns: t,
-                    horizon: &self.horizon_label,
-                    target: &self.target_label,
-                    predicted: predicted - ex.offset(y),
-                    model_updates,
-                    partition: *partition,
-                    offset,
-                });
-                counters.predictions_out += 1;
-            }
-            ks.pending[ks.ops.fill].predicted = predicted;
-            ks.ops.fill += 1;
-            ks.pending_e.extend(e.iter().copied());
-        }
-        Ok(())
-    }
-}
-
-/// The named accumulator in `map`, created at its first use (allocates only then).
-fn stats_for<'a>(map: &'a mut std::collections::BTreeMap<String, ErrorStats>, name: &str) -> &'a mut ErrorStats {
-    if !map.contains_key(name) {
-        map.insert(name.to_string(), ErrorStats::default());
-    }
-    map.get_mut(name).expect("inserted")
 }
