@@ -78,7 +78,7 @@ pub async fn start_embedded(built: &Built) -> anyhow::Result<EmbeddedBroker> {
 }
 
 /// Resolves once the switch is true; never, if its sender is gone while false.
-async fn wait_true(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
             return;

@@ -25,7 +25,7 @@ use crate::sink::kafka::{sink_producer, KafkaSink, KafkaTransactions};
 use crate::sink::txn::Coordinator;
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
-use crate::source::kafka::{assign_all, consumer_with, end_offsets};
+use crate::source::kafka::{assign_all, consumer_with, end_offsets, next_record, Received};
 use crate::telemetry::events::PipelineMetrics;
 use crate::telemetry::{self, Health};
 
@@ -215,17 +215,9 @@ impl<'a> Live<'a> {
         let mut rows = 0;
         while rows < self.max_rows {
             let until = idle_until.map_or(deadline, |i| i.min(deadline));
-            let m = tokio::select! {
-                biased;
-                _ = wait_true(shutdown) => break,
-                r = tokio::time::timeout_at(until, self.consumer.recv()) => match r {
-                    Err(_) => break,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "consume error");
-                        continue;
-                    }
-                    Ok(Ok(m)) => m,
-                },
+            let m = match next_record(&self.consumer, until, Some(&mut *shutdown)).await {
+                Received::Record(m) => m,
+                Received::Timeout | Received::Stopped => break,
             };
             self.health.brokers_down.store(false, Ordering::Relaxed);
             let t0 = Instant::now();

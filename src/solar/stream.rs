@@ -27,6 +27,7 @@ pub use super::summary::SolarSummary;
 use super::summary::AtLabels;
 use super::tracker::{Label, Tracker};
 use crate::sink::kafka::producer;
+use crate::source::kafka::{next_record, Received};
 use crate::sink::DeadLetter;
 use crate::telemetry::events::CheckpointWritten;
 use crate::telemetry::solar::SolarMetrics;
@@ -99,16 +100,10 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
         if stop_at_end && merge.all_received() && run.pos.labels_next >= labels_end && !merge.any() {
             break;
         }
-        let m = tokio::select! {
-            _ = shutdown.changed() => continue,
-            r = tokio::time::timeout(Duration::from_secs(1), consumer.recv()) => match r {
-                Err(_) => continue,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "consume error");
-                    continue;
-                }
-                Ok(Ok(m)) => m,
-            },
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        let m = match next_record(&consumer, until, Some(&mut shutdown)).await {
+            Received::Record(m) => m,
+            Received::Timeout | Received::Stopped => continue,
         };
         if m.topic() == cfg.source.labels_topic {
             run.label(&m).await?;

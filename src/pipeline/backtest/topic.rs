@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{feed, shadow_topics, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Variant};
 use crate::sink::kafka::{sink_producer, KafkaSink};
 use crate::source::context::SourceContext;
-use crate::source::kafka::{consumer_with, partition_count};
+use crate::source::kafka::{consumer_with, next_record, partition_count, Received};
 
 pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &BacktestOptions) -> anyhow::Result<BacktestResult> {
     let cfg = variants[0].built.config.clone();
@@ -77,8 +77,9 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
     while !done.values().all(|d| *d) {
         let mut rows = 0;
         while rows < max_rows && !done.values().all(|d| *d) {
-            let m = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-                Err(_) => {
+            let until = tokio::time::Instant::now() + Duration::from_secs(1);
+            let m = match next_record(&consumer, until, None).await {
+                Received::Timeout | Received::Stopped => {
                     // Nothing for a second: a partition whose last offsets are not
                     // records (transaction markers) is done once its position passes
                     // the end.
@@ -88,11 +89,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
                     }
                     continue;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "consume error");
-                    continue;
-                }
-                Ok(Ok(m)) => {
+                Received::Record(m) => {
                     quiet_since = None;
                     m
                 }
