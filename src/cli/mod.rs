@@ -92,8 +92,27 @@ pub fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(1)
+            let (code, hint) = exit_for(&e);
+            if let Some(h) = hint {
+                eprintln!("  ({h})");
+            }
+            ExitCode::from(code)
         }
+    }
+}
+
+/// The exit code of a failed command, by whose fault it was (the first tickflare
+/// [`Error`](crate::error::Error) in the chain): 2 the input or the configuration
+/// (as `validate` exits), 75 the outside world — a broker, the checkpoint storage —
+/// where a restart may succeed (`EX_TEMPFAIL`, for restart policies), 70 a bug
+/// (`EX_SOFTWARE`); 1 when no tickflare error says.
+pub fn exit_for(e: &anyhow::Error) -> (u8, Option<&'static str>) {
+    use crate::error::{Error, Fault};
+    match e.chain().find_map(|c| c.downcast_ref::<Error>()).map(Error::fault) {
+        Some(Fault::User) => (2, Some("fix the input or the configuration")),
+        Some(Fault::External) => (75, Some("a broker or the storage failed; restarting may succeed")),
+        Some(Fault::Internal) => (70, Some("a bug in tickflare: please report it with the lines above")),
+        None => (1, None),
     }
 }
 
@@ -150,5 +169,23 @@ pub(crate) fn print_problems(path: &std::path::Path, probs: &[crate::pipeline::b
     eprintln!("{}: {} problem(s)", path.display(), probs.len());
     for p in probs {
         eprintln!("  {p}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_for;
+    use crate::error::Error;
+    use anyhow::Context;
+
+    /// The fault of the first tickflare error in the chain picks the exit code, however
+    /// deep the context wraps it.
+    #[test]
+    fn exit_codes_follow_whose_fault_it_was() {
+        let wrap = |e: Error| Err::<(), _>(e).context("writing a checkpoint").context("partition 3").unwrap_err();
+        assert_eq!(exit_for(&wrap(Error::Config("bad".into()))).0, 2);
+        assert_eq!(exit_for(&wrap(Error::Checkpoint("No space left on device".into()))).0, 75);
+        assert_eq!(exit_for(&wrap(Error::Internal("oops".into()))).0, 70);
+        assert_eq!(exit_for(&anyhow::anyhow!("no tickflare error")), (1, None));
     }
 }

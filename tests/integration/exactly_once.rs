@@ -394,7 +394,7 @@ fn a_failing_checkpoint_write_stops_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let out = daemon(&addr, dir.path(), Some("checkpoint_fails:2")).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(err.contains("No space left on device") && err.contains("consumption stops"), "{err}");
     // It stopped: not every record was turned into output.
     let preds = read(&addr, "tick-predictions").len();
@@ -405,7 +405,7 @@ fn a_failing_checkpoint_write_stops_the_daemon() {
     std::fs::write(&file, b"x").unwrap();
     let out = daemon(&addr, &file.join("ckpt"), None).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(err.contains("checkpoint"), "{err}");
 }
 
