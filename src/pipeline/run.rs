@@ -6,8 +6,8 @@
 //! at the end, [`Live::finish`] publishes what it owes and writes the last state.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -91,6 +91,10 @@ struct Live<'a> {
     health: Arc<Health>,
     revocations: Arc<AtomicU64>,
     seen_revocations: u64,
+    /// Set while revocations are held for a hand-off (with checkpoints, in a group).
+    hold_revoked: Arc<AtomicBool>,
+    /// Revoked partitions held until they are checkpointed.
+    held: Arc<Mutex<Vec<i32>>>,
     /// The input's end offsets at start.
     ends: BTreeMap<i32, i64>,
     /// Next offset received per partition: lets a run that stops at the end close
@@ -107,8 +111,8 @@ impl<'a> Live<'a> {
     async fn open(built: &'a Built, opts: &RunOptions, conn: &Connection, health: Arc<Health>) -> anyhow::Result<Live<'a>> {
         let cfg = &built.config;
         let group = opts.group.clone().unwrap_or_else(|| cfg.group());
-        let revocations = Arc::new(AtomicU64::new(0));
-        let ctx = SourceContext { pipeline: cfg.name.clone(), topic: cfg.source.topic.clone(), health: health.clone(), revocations: revocations.clone() };
+        let ctx = SourceContext::new(&cfg.name, &cfg.source.topic, health.clone());
+        let (revocations, hold_revoked, held) = (ctx.revocations.clone(), ctx.hold_revoked.clone(), ctx.held.clone());
         // The `[kafka]` properties are for real clusters, not the embedded broker.
         let props = if conn.embedded.is_some() { Default::default() } else { cfg.kafka.clone() };
         let consumer = consumer_with(&conn.brokers, &group, ctx, &props)?;
@@ -149,6 +153,8 @@ impl<'a> Live<'a> {
             health,
             revocations,
             seen_revocations: 0,
+            hold_revoked,
+            held,
             ends,
             received: BTreeMap::new(),
             stop_at_end: conn.stop_at_end,
@@ -163,6 +169,9 @@ impl<'a> Live<'a> {
     async fn start(&mut self, conn: &Connection) -> anyhow::Result<()> {
         let topic = &self.built.config.source.topic;
         if !conn.assign {
+            // With checkpoints a revoked partition is checkpointed before it is
+            // released (see `hand_off`).
+            self.hold_revoked.store(self.ckpt.is_some(), Ordering::SeqCst);
             self.consumer.subscribe(&[topic])?;
         } else if let Some(ck) = &mut self.ckpt {
             self.health.restoring.store(true, Ordering::Relaxed);
@@ -257,17 +266,24 @@ impl<'a> Live<'a> {
     }
 
     /// After a rebalance: the partitions handed over are checkpointed (outputs
-    /// acknowledged first; transactional: committed) and forgotten.
+    /// acknowledged first; transactional: committed) and forgotten; a revocation
+    /// held open for this is then released to the group.
     async fn hand_off(&mut self) -> anyhow::Result<()> {
         let r = self.revocations.load(Ordering::SeqCst);
         if r == self.seen_revocations {
             return Ok(());
         }
         self.seen_revocations = r;
-        let owned = assigned_partitions(&self.consumer, &self.built.config.source.topic);
+        let topic = &self.built.config.source.topic;
+        let held: Vec<i32> = self.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
+        let mut owned = assigned_partitions(&self.consumer, topic);
+        for p in &held {
+            owned.remove(p);
+        }
+        let t0 = Instant::now();
         if let Some(ck) = &mut self.ckpt {
             if let Some(acked) = self.batch.drain().await? {
-                store_offsets(&self.consumer, &self.built.config.source.topic, &acked);
+                store_offsets(&self.consumer, topic, &acked);
             }
             if ck.transactional() {
                 let mut epoch = Epoch { ck: &mut *ck, states: &self.batch.states, ends: &self.batch.output_ends };
@@ -279,6 +295,12 @@ impl<'a> Live<'a> {
             }
         }
         self.batch.keep_only(&owned);
+        if !held.is_empty() {
+            crate::source::context::release_revoked(&self.consumer, topic, &held)?;
+            let n = crate::source::context::assigned_count(&self.consumer, topic);
+            self.health.assigned.store(n, Ordering::Relaxed);
+            tracing::info!(partitions = ?held, seconds = t0.elapsed().as_secs_f64(), "revoked partitions checkpointed and released");
+        }
         Ok(())
     }
 
@@ -343,6 +365,8 @@ impl<'a> Live<'a> {
     async fn finish(mut self) -> anyhow::Result<Summary> {
         self.health.consuming.store(false, Ordering::Relaxed);
         self.step().await?;
+        // A revocation held open is completed before the last writes.
+        self.hand_off().await?;
         self.settle().await?;
         if let Some(ck) = &mut self.ckpt {
             if ck.transactional() {
@@ -368,6 +392,18 @@ impl<'a> Live<'a> {
         summary.stage_seconds = self.batch.totals.seconds();
         tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
         Ok(summary)
+    }
+}
+
+impl Drop for Live<'_> {
+    /// The consumer closes after this (leaving the group revokes everything): that
+    /// revocation, or one still held because the run failed, is not held.
+    fn drop(&mut self) {
+        self.hold_revoked.store(false, Ordering::SeqCst);
+        let held = self.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
+        if !held.is_empty() {
+            let _ = crate::source::context::release_revoked(&self.consumer, &self.built.config.source.topic, &held);
+        }
     }
 }
 

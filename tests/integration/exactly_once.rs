@@ -12,14 +12,14 @@ use crate::common::*;
 use tickflare::source::kafka::ReadMessage;
 use tickflare::state::store::CheckpointStore;
 
-const PIPELINE: &str = "tests/fixtures/market-ticks-exact.toml";
+pub const PIPELINE: &str = "tests/fixtures/market-ticks-exact.toml";
 const NAME: &str = "market-ticks-exact";
-const TOPICS: [&str; 3] = ["ticks:3", "tick-predictions:3", "ticks-dlq:3"];
+pub const TOPICS: [&str; 3] = ["ticks:3", "tick-predictions:3", "ticks-dlq:3"];
 
 /// 24,000 real Binance events (../shared/data; the shipped 10,000-event sample
 /// twice over when that is absent — the repeat then arrives "late" and exercises
 /// the dead-letter path too), plus a few malformed records.
-fn input() -> Vec<Vec<u8>> {
+pub fn input() -> Vec<Vec<u8>> {
     let shared = repo().join("../shared/data/market/binance_spot_l1_trades_2025-03-25.jsonl");
     let mut lines: Vec<Vec<u8>> = if shared.exists() {
         let text = std::fs::read_to_string(&shared).unwrap();
@@ -34,7 +34,7 @@ fn input() -> Vec<Vec<u8>> {
     lines
 }
 
-fn seeded_broker(lines: &[Vec<u8>]) -> (Child, String) {
+pub fn seeded_broker(lines: &[Vec<u8>]) -> (Child, String) {
     let (child, addr) = broker_process_with(&TOPICS);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -49,7 +49,7 @@ fn seeded_broker(lines: &[Vec<u8>]) -> (Child, String) {
 }
 
 /// Publishes `input` messages as they are (partition, key, payload, timestamp).
-fn copy_input(input: &[ReadMessage], addr: &str) {
+pub fn copy_input(input: &[ReadMessage], addr: &str) {
     use rdkafka::producer::FutureRecord;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -74,7 +74,7 @@ fn copy_input(input: &[ReadMessage], addr: &str) {
     });
 }
 
-fn daemon(addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
+pub fn daemon(addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
     daemon_for(IDEMPOTENT, addr, ckpt, fault)
 }
 
@@ -158,7 +158,7 @@ fn read_settled(addr: &str, topic: &str) -> Vec<ReadMessage> {
     out
 }
 
-fn assert_same_output(reference: &str, crashed: &str, seed: u64) {
+pub fn assert_same_output(reference: &str, crashed: &str, seed: u64) {
     for topic in ["tick-predictions", "ticks-dlq"] {
         let (a, b) = (by_partition(read(reference, topic)), by_partition(read_settled(crashed, topic)));
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{topic} partitions (seed {seed})");

@@ -9,6 +9,7 @@ mod exactly_once;
 mod features;
 mod fuzz;
 mod forecasting;
+mod graceful;
 mod processes;
 mod series;
 mod solar;

@@ -23,12 +23,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
         .map(|(i, v)| shadow_topics(&v.built, &opts.shadow_suffix, (i > 0).then_some(v.name.as_str())))
         .collect();
     ensure_shadow_topics(brokers, &cfg.source.topic, &topics).await?;
-    let ctx = SourceContext {
-        pipeline: cfg.name.clone(),
-        topic: cfg.source.topic.clone(),
-        health: crate::telemetry::Health::new(),
-        revocations: Default::default(),
-    };
+    let ctx = SourceContext::new(&cfg.name, &cfg.source.topic, crate::telemetry::Health::new());
     let consumer = consumer_with(brokers, &format!("tickflare-backtest-{}", cfg.name), ctx, &cfg.kafka)?;
     let t = Duration::from_secs(10);
     let parts = partition_count(&consumer, &cfg.source.topic, t).with_context(|| format!("reading the partitions of {:?}", cfg.source.topic))?;
