@@ -56,6 +56,9 @@ pub(super) struct Batch {
     pub(super) output_ends: BTreeMap<i32, [i64; 2]>,
     /// Per-partition outputs of parallel batches, kept for reuse.
     outs: Vec<Outputs>,
+    /// Partitions found fenced right before a publish (their outputs were dropped);
+    /// the run loop drops their state.
+    pub(super) fenced: Vec<i32>,
 }
 
 impl Batch {
@@ -190,14 +193,22 @@ impl Batch {
         // where batches ended. In source-offset order, the dead-letter topic is the
         // same whatever the batching — which exactly-once restarts rely on.
         self.out.dead_letters.sort_by_key(|d| (d.partition, d.offset));
+        fault::stall_point("before_publish");
         if let Some(ck) = ckpt {
+            // Zombie fencing: after a pause, a newer owner may have taken partitions.
+            let lost = ck.fenced_among(self.states.keys().copied(), false).await?;
+            if !lost.is_empty() {
+                self.out.predictions.retain(|r| !lost.contains(&r.partition));
+                self.out.dead_letters.retain(|d| !lost.contains(&d.partition));
+                self.fenced.extend(lost);
+            }
             ck.suppress(&mut self.out);
             ck.retire_watermarks(&self.states);
             ck.note_sent(&self.out);
         }
         let t0 = Instant::now();
         let acks = sink.send(&self.out).await.context("publishing outputs")?;
-        let offsets = self.states.iter().map(|(p, s)| (*p, s.next_offset)).collect();
+        let offsets = self.states.iter().filter(|(p, _)| !self.fenced.contains(p)).map(|(p, s)| (*p, s.next_offset)).collect();
         let previous = self.inflight.replace(Inflight { acks, offsets });
         let acked = match previous {
             Some(f) => {

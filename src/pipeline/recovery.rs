@@ -23,6 +23,7 @@ struct Loaded {
     published: Published,
     epoch_start: Option<BTreeMap<String, i64>>,
     known: [i64; 2],
+    writer_epoch: u64,
 }
 
 /// Highest source offsets already present in the prediction and dead-letter topics.
@@ -52,6 +53,10 @@ pub struct Checkpointer {
     prepared: Vec<checkpoint::Manifest>,
     /// Per partition: the output partitions' ends measured at restore.
     known_ends: BTreeMap<i32, [i64; 2]>,
+    /// Per partition: the writer epoch this process claimed at restore.
+    writer_epochs: BTreeMap<i32, u64>,
+    /// When the writer epochs were last compared with the store's.
+    fence_checked: Instant,
 }
 
 impl Checkpointer {
@@ -73,6 +78,8 @@ impl Checkpointer {
             epoch_start: BTreeMap::new(),
             prepared: Vec::new(),
             known_ends: BTreeMap::new(),
+            writer_epochs: BTreeMap::new(),
+            fence_checked: Instant::now(),
         })
     }
 
@@ -206,30 +213,59 @@ impl Checkpointer {
         self.published.insert(p, l.published);
         self.known_ends.insert(p, l.known);
         self.last.insert(p, (l.state.next_offset, Instant::now()));
+        self.writer_epochs.insert(p, l.writer_epoch);
         l.state
+    }
+
+    /// Whether a newer owner of partition `p` claimed a later writer epoch than
+    /// this process's (it was paused or cut off while the partition moved on): it
+    /// must then neither publish nor checkpoint for `p` again.
+    pub async fn fenced(&self, p: i32) -> Result<bool> {
+        let mine = self.writer_epochs.get(&p).copied().unwrap_or(0);
+        Ok(self.store.claimed_epoch(p).await? > mine)
+    }
+
+    /// Those of `parts` that are [`fenced`](Self::fenced): checked at most once a
+    /// second unless `force` (a process resuming from a longer pause checks first).
+    pub async fn fenced_among(&mut self, parts: impl IntoIterator<Item = i32>, force: bool) -> Result<Vec<i32>> {
+        if !force && self.fence_checked.elapsed() < Duration::from_secs(1) {
+            return Ok(Vec::new());
+        }
+        self.fence_checked = Instant::now();
+        let mut lost = Vec::new();
+        for p in parts {
+            if self.fenced(p).await? {
+                lost.push(p);
+            }
+        }
+        Ok(lost)
     }
 
     async fn load<Cx: ClientContext>(&self, built: &Built, p: i32, low: i64, client: &Client<Cx>) -> Result<Loaded> {
         let found = self.newest_usable(p).await?;
-        let (state, from, scan_from, ahead) = match found {
+        let (state, from, scan_from, ahead, written_by) = match found {
             Some((m, files)) => {
                 let st = checkpoint::decode(&m, &files, &self.fingerprint, &|| built.processor.fresh_model())?;
                 let scan = [m.outputs.get(&self.outputs[0]).copied().unwrap_or(0), m.outputs.get(&self.outputs[1]).copied().unwrap_or(0)];
-                (st, "checkpoint", scan, m.published_ahead)
+                (st, "checkpoint", scan, m.published_ahead, m.writer_epoch)
             }
             None => {
                 let mut st = PartitionState::new(p);
                 st.next_offset = low;
-                (st, "none", [0, 0], [None, None])
+                (st, "none", [0, 0], [None, None], 0)
             }
         };
+        // A new writer epoch, claimed before the tail read: from here on, an earlier
+        // owner that still runs (paused while the partition moved) is fenced.
+        let writer_epoch = self.store.claimed_epoch(p).await?.max(written_by) + 1;
+        self.store.claim_epoch(p, writer_epoch).await?;
         let (seen_pred, seen_dlq) =
             futures::try_join!(self.tail(&self.outputs[0], p, scan_from[0]), self.tail(&self.outputs[1], p, scan_from[1]))?;
         let published: Published = (ahead[0].max(seen_pred), ahead[1].max(seen_dlq));
         let ends = self.output_ends(client, p)?;
         let known = [ends[&self.outputs[0]], ends[&self.outputs[1]]];
         let epoch_start = self.transactional.then_some(ends);
-        Ok(Loaded { state, from, published, epoch_start, known })
+        Ok(Loaded { state, from, published, epoch_start, known, writer_epoch })
     }
 
     /// Whether partition `st` is due for a checkpoint (and reports its age).
@@ -254,6 +290,7 @@ impl Checkpointer {
             _ => self.ends(st.partition, ends),
         };
         let (mut manifest, files) = checkpoint::encode(st, &self.pipeline, &self.fingerprint, outputs)?;
+        manifest.writer_epoch = self.writer_epochs.get(&st.partition).copied().unwrap_or(0);
         if let Some((a, b)) = self.published.get(&st.partition) {
             manifest.published_ahead = [*a, *b];
         }
@@ -322,6 +359,7 @@ impl Checkpointer {
         self.epoch_start.remove(&p);
         self.epoch_sent.remove(&p);
         self.known_ends.remove(&p);
+        self.writer_epochs.remove(&p);
     }
 }
 

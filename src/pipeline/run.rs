@@ -95,6 +95,10 @@ struct Live<'a> {
     hold_revoked: Arc<AtomicBool>,
     /// Revoked partitions held until they are checkpointed.
     held: Arc<Mutex<Vec<i32>>>,
+    /// Partitions a newer owner took while this process was paused: their records
+    /// are ignored until the group assigns them again.
+    fenced: BTreeSet<i32>,
+
     /// The input's end offsets at start.
     ends: BTreeMap<i32, i64>,
     /// Next offset received per partition: lets a run that stops at the end close
@@ -155,6 +159,8 @@ impl<'a> Live<'a> {
             seen_revocations: 0,
             hold_revoked,
             held,
+            fenced: BTreeSet::new(),
+
             ends,
             received: BTreeMap::new(),
             stop_at_end: conn.stop_at_end,
@@ -231,6 +237,9 @@ impl<'a> Live<'a> {
             self.health.brokers_down.store(false, Ordering::Relaxed);
             let t0 = Instant::now();
             let p = m.partition();
+            if self.fenced.contains(&p) {
+                continue;
+            }
             if self.ckpt.is_some() {
                 let Some(pos) = self.batch.positions.get_mut(&p) else {
                     return Ok(Some(p));
@@ -281,6 +290,8 @@ impl<'a> Live<'a> {
             owned.remove(p);
         }
         let t0 = Instant::now();
+        self.fence(true).await?;
+        let topic = &self.built.config.source.topic;
         if let Some(ck) = &mut self.ckpt {
             if let Some(acked) = self.batch.drain().await? {
                 store_offsets(&self.consumer, topic, &acked);
@@ -295,6 +306,8 @@ impl<'a> Live<'a> {
             }
         }
         self.batch.keep_only(&owned);
+        // A new assignment follows a revocation: what it gives is this process's again.
+        self.fenced.clear();
         if !held.is_empty() {
             crate::source::context::release_revoked(&self.consumer, topic, &held)?;
             let n = crate::source::context::assigned_count(&self.consumer, topic);
@@ -304,11 +317,43 @@ impl<'a> Live<'a> {
         Ok(())
     }
 
+    /// Zombie fencing without transactions: drops every partition whose checkpoint
+    /// store holds a newer writer epoch than the one this process claimed (a newer
+    /// owner restored it while this process was paused or cut off) — before this
+    /// process publishes or checkpoints for it again. Checked at most once a second
+    /// before publishing (`force`: always, before checkpoint writes), so a process
+    /// resuming from a pause longer than that checks before its first publish.
+    async fn fence(&mut self, force: bool) -> anyhow::Result<()> {
+        let mut lost = std::mem::take(&mut self.batch.fenced);
+        if let Some(ck) = &mut self.ckpt {
+            let parts: Vec<i32> = self.batch.states.keys().copied().collect();
+            lost.extend(ck.fenced_among(parts, force).await?);
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(partitions = ?lost, "fenced: a newer owner took these partitions (was this process paused?); dropping them without publishing");
+        crate::telemetry::events::Fenced { pipeline: &self.built.config.name, partitions: lost.len() }.emit();
+        self.fenced.extend(lost.iter().copied());
+        let keep: BTreeSet<i32> = self.batch.states.keys().chain(self.batch.inputs.keys()).filter(|p| !self.fenced.contains(p)).copied().collect();
+        self.batch.keep_only(&keep);
+        if let Some(ck) = &mut self.ckpt {
+            for p in lost {
+                ck.forget(p);
+            }
+        }
+        Ok(())
+    }
+
     /// Processes and publishes the batch; stores the offsets its predecessor's
     /// acknowledgements made safe.
     async fn step(&mut self) -> anyhow::Result<()> {
         if let Some(acked) = self.batch.process(self.built, &self.sink, &mut self.metrics, self.ckpt.as_mut()).await? {
             store_offsets(&self.consumer, &self.built.config.source.topic, &acked);
+        }
+        // Partitions the batch found fenced before publishing are dropped now.
+        if !self.batch.fenced.is_empty() {
+            self.fence(false).await?;
         }
         Ok(())
     }
@@ -328,6 +373,7 @@ impl<'a> Live<'a> {
             return Ok(());
         }
         self.settle().await?;
+        self.fence(true).await?;
         const STOP: &str = "writing a checkpoint (consumption stops: without checkpoints the exactly-once guarantee would be lost)";
         let Some(ck) = &mut self.ckpt else { return Ok(()) };
         if ck.transactional() {
@@ -367,6 +413,7 @@ impl<'a> Live<'a> {
         self.step().await?;
         // A revocation held open is completed before the last writes.
         self.hand_off().await?;
+        self.fence(true).await?;
         self.settle().await?;
         if let Some(ck) = &mut self.ckpt {
             if ck.transactional() {

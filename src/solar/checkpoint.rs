@@ -92,6 +92,7 @@ impl SolarCheckpoints {
             outputs: self.outputs.iter().cloned().zip(out.ends).collect(),
             published_ahead: [None, None],
             txn: None,
+            writer_epoch: 0,
             created_at_ms: chrono::Utc::now().timestamp_millis(),
             files: Vec::new(),
         };

@@ -57,6 +57,9 @@ pub struct Manifest {
     /// to have committed, and which outputs it carried.
     #[serde(default)]
     pub txn: Option<crate::sink::txn::TxnMark>,
+    /// The writer epoch of the process that wrote it (see `CheckpointStore::claim_epoch`).
+    #[serde(default)]
+    pub writer_epoch: u64,
     pub created_at_ms: i64,
     pub files: Vec<FileEntry>,
 }
@@ -190,6 +193,7 @@ pub fn encode(
         outputs,
         published_ahead: [None, None],
         txn: None,
+        writer_epoch: 0,
         created_at_ms: chrono::Utc::now().timestamp_millis(),
         files: vec![],
     };

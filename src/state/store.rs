@@ -23,6 +23,8 @@ use super::checkpoint::{Manifest, FORMAT_VERSION};
 use crate::error::{Error, Result};
 
 pub const MANIFEST: &str = "MANIFEST.json";
+/// Per partition, the newest writer epoch claimed (a decimal number).
+pub const WRITER_EPOCH: &str = "WRITER_EPOCH";
 
 /// The checkpoints of one pipeline.
 #[derive(Clone)]
@@ -161,6 +163,28 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// The newest writer epoch claimed for a partition (0: none yet).
+    pub async fn claimed_epoch(&self, partition: i32) -> Result<u64> {
+        let p = self.partition_dir(partition).clone().join(WRITER_EPOCH);
+        match self.store.get(&p).await {
+            Ok(r) => {
+                let b = r.bytes().await.map_err(|e| cp_err(format!("reading {p}: {e}")))?;
+                std::str::from_utf8(&b).ok().and_then(|t| t.trim().parse().ok()).ok_or_else(|| cp_err(format!("{p}: not a number")))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(0),
+            Err(e) => Err(cp_err(format!("reading {p}: {e}"))),
+        }
+    }
+
+    /// Claims writer epoch `epoch` for a partition: a process still writing with an
+    /// older epoch (one paused while its partition moved on) is fenced from then on.
+    pub async fn claim_epoch(&self, partition: i32, epoch: u64) -> Result<()> {
+        let dir = self.partition_dir(partition);
+        let p = dir.clone().join(WRITER_EPOCH);
+        self.store.put(&p, PutPayload::from(epoch.to_string().into_bytes())).await.map_err(|e| cp_err(format!("writing {p}: {e}")))?;
+        self.sync(&dir, vec![WRITER_EPOCH.to_string()]).await
+    }
+
     /// Partitions that have a checkpoint folder.
     pub async fn partitions(&self) -> Result<Vec<i32>> {
         let l = self.store.list_with_delimiter(Some(&self.root)).await.map_err(cp_err)?;
@@ -263,6 +287,7 @@ mod tests {
             outputs: BTreeMap::new(),
             published_ahead: [None, None],
             txn: None,
+            writer_epoch: 0,
             created_at_ms: 0,
             files: Vec::new(),
         }

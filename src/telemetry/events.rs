@@ -37,6 +37,7 @@ pub fn describe() {
     describe_gauge!("tickflare_checkpoint_age_seconds", Unit::Seconds, "Seconds since the partition's latest checkpoint (updated every batch)");
     describe_counter!("tickflare_checkpoints_total", "Checkpoints written, per partition");
     describe_counter!("tickflare_restores_total", "Partitions restored from a checkpoint (or started fresh: from = \"none\")");
+    describe_counter!("tickflare_fenced_partitions_total", "Partitions dropped because a newer owner claimed a later writer epoch (this process had been paused or cut off)");
     describe_counter!("tickflare_suppressed_outputs_total", "Recomputed outputs not published because the output topic already held them (after a restart or hand-off)");
 }
 
@@ -97,6 +98,18 @@ impl Restored<'_> {
             "partition restored"
         );
         counter!("tickflare_restores_total", "pipeline" => self.pipeline.to_string(), "from" => self.from).increment(1);
+    }
+}
+
+/// Partitions dropped by zombie fencing.
+pub struct Fenced<'a> {
+    pub pipeline: &'a str,
+    pub partitions: usize,
+}
+
+impl Fenced<'_> {
+    pub fn emit(&self) {
+        counter!("tickflare_fenced_partitions_total", "pipeline" => self.pipeline.to_string()).increment(self.partitions as u64);
     }
 }
 

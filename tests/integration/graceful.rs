@@ -155,3 +155,131 @@ fn a_held_revocation_keeps_the_partitions_from_the_next_owner_until_released() {
         b_hold.store(false, Ordering::SeqCst);
     });
 }
+
+/// Zombie fencing without transactions: a member paused (SIGSTOP) past its session
+/// timeout loses its partitions to the other member, which restores them and claims a
+/// newer writer epoch while the input keeps arriving. Resumed (SIGCONT), the paused
+/// member finds the newer epoch before it publishes or checkpoints for them and drops
+/// them: the output stays identical to one process's.
+#[test]
+fn graceful_a_paused_member_resumed_after_its_partitions_moved_is_fenced() {
+    let lines: Vec<Vec<u8>> = input().into_iter().take(16_000).collect();
+    let (_ref_broker, ref_addr) = seeded_broker(&lines);
+    let ref_dir = tempfile::tempdir().unwrap();
+    let out = daemon(&ref_addr, ref_dir.path(), None).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = (read(&ref_addr, "tick-predictions").len(), read(&ref_addr, "ticks-dlq").len());
+    let mut input = read(&ref_addr, "ticks");
+    input.sort_by_key(|m| (m.offset, m.partition));
+    let half = input.len() / 2;
+    let (_broker, addr) = broker_process_with(&TOPICS);
+    let dir = tempfile::tempdir().unwrap();
+    let member = |http: &str| {
+        let mut c = Command::new(bin());
+        c.current_dir(repo())
+            .args(["run", PIPELINE, "--group", "fencing-group", "--brokers", &addr, "--metrics-addr", http, "--checkpoint-dir"])
+            .arg(dir.path())
+            .env("TICKFLARE_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("TICKFLARE_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
+            .env("RUST_LOG", "warn")
+            .env_remove("TICKFLARE_FAULT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Child(c.spawn().unwrap())
+    };
+    let assigned = |http: &str| scrape(http, "tickflare_assigned_partitions");
+    let outputs = || (read(&addr, "tick-predictions").len(), read(&addr, "ticks-dlq").len());
+    let [ha, hb] = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
+    let mut a = member(&ha);
+    wait_for("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
+    let mut b = member(&hb);
+    wait_for("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
+    copy_input(&input[..half], &addr);
+    // Idle before the pause: nothing of B's in flight.
+    let mut last = outputs();
+    wait_for("the first half to be processed", 90, || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let now = outputs();
+        let settled = now == last && now.0 > 0;
+        last = now;
+        settled.then_some(())
+    });
+    Command::new("kill").args(["-STOP", &b.0.id().to_string()]).status().unwrap();
+    copy_input(&input[half..], &addr);
+    wait_for("A to take B's partitions", 90, || (assigned(&ha)? == 3.0).then_some(()));
+    wait_for("A to finish", 120, || (outputs() == want).then_some(()));
+    Command::new("kill").args(["-CONT", &b.0.id().to_string()]).status().unwrap();
+    let fenced = wait_for("B to find itself fenced", 60, || scrape(&hb, "tickflare_fenced_partitions_total").filter(|n| *n >= 1.0));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(outputs(), want, "the resumed member published again");
+    eprintln!("B fenced from {fenced} partition(s)");
+    for m in [&mut b, &mut a] {
+        Command::new("kill").args(["-TERM", &m.0.id().to_string()]).status().unwrap();
+        assert!(m.0.wait().unwrap().success());
+    }
+    assert_same_output(&ref_addr, &addr, 0);
+}
+
+/// The same with the pause at the worst moment: a member stalls (injected, 25 s)
+/// right before publishing a batch, long enough for the group to drop it
+/// (`max.poll.interval.ms` 6 s) and the other member to restore its partitions and
+/// republish that batch. When it wakes, it must find the newer writer epoch and drop
+/// the batch instead of publishing it a second time.
+#[test]
+fn graceful_a_member_stalled_before_publishing_is_fenced_when_it_wakes() {
+    let lines: Vec<Vec<u8>> = input().into_iter().take(16_000).collect();
+    let (_ref_broker, ref_addr) = seeded_broker(&lines);
+    let ref_dir = tempfile::tempdir().unwrap();
+    let out = daemon(&ref_addr, ref_dir.path(), None).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = (read(&ref_addr, "tick-predictions").len(), read(&ref_addr, "ticks-dlq").len());
+    let mut input = read(&ref_addr, "ticks");
+    input.sort_by_key(|m| (m.offset, m.partition));
+    let third = input.len() / 3;
+    let (_broker, addr) = broker_process_with(&TOPICS);
+    let dir = tempfile::tempdir().unwrap();
+    let member = |http: &str, stall: bool| {
+        let mut c = Command::new(bin());
+        c.current_dir(repo())
+            .args(["run", PIPELINE, "--group", "stall-group", "--brokers", &addr, "--metrics-addr", http, "--checkpoint-dir"])
+            .arg(dir.path())
+            .env("TICKFLARE_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("TICKFLARE_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
+            .env("TICKFLARE_KAFKA_MAX_POLL_INTERVAL_MS", "6000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if stall {
+            c.env("TICKFLARE_FAULT", "before_publish:3").env("TICKFLARE_FAULT_STALL_MS", "25000");
+        } else {
+            c.env_remove("TICKFLARE_FAULT");
+        }
+        Child(c.spawn().unwrap())
+    };
+    let assigned = |http: &str| scrape(http, "tickflare_assigned_partitions");
+    let outputs = || (read(&addr, "tick-predictions").len(), read(&addr, "ticks-dlq").len());
+    let [ha, hb] = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
+    let mut a = member(&ha, false);
+    wait_for("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
+    copy_input(&input[..third], &addr);
+    let mut b = member(&hb, true);
+    wait_for("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
+    copy_input(&input[third..], &addr);
+    // B stalls at its third publish; the group drops it and A takes everything.
+    wait_for("A to take B's partitions", 90, || (assigned(&ha)? == 3.0).then_some(()));
+    wait_for("B to wake and find itself fenced", 90, || {
+        let n = outputs();
+        assert!(n.0 <= want.0 && n.1 <= want.1, "more output than the reference: {n:?} vs {want:?} (the stalled member published)");
+        scrape(&hb, "tickflare_fenced_partitions_total").filter(|n| *n >= 1.0)
+    });
+    wait_for("A to finish", 120, || {
+        let n = outputs();
+        assert!(n.0 <= want.0 && n.1 <= want.1, "more output than the reference: {n:?} vs {want:?}");
+        (n == want).then_some(())
+    });
+    for m in [&mut b, &mut a] {
+        Command::new("kill").args(["-TERM", &m.0.id().to_string()]).status().unwrap();
+        assert!(m.0.wait().unwrap().success());
+    }
+    assert_same_output(&ref_addr, &addr, 0);
+}
