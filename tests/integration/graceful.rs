@@ -11,54 +11,101 @@ use crate::common::*;
 use crate::exactly_once::{assert_same_output, copy_input, daemon, input, seeded_broker, PIPELINE, TOPICS};
 use crate::telemetry::{free_port, scrape, wait_for};
 
-fn graceful_rounds(strategy: &str) {
-    let lines: Vec<Vec<u8>> = input().into_iter().take(16_000).collect();
-    let (_ref_broker, ref_addr) = seeded_broker(&lines);
-    let ref_dir = tempfile::tempdir().unwrap();
-    let out = daemon(&ref_addr, ref_dir.path(), None).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want = (read(&ref_addr, "tick-predictions").len(), read(&ref_addr, "ticks-dlq").len());
+/// The reference (one uninterrupted process over 16,000 real events) and, on a
+/// second broker process, what a consumer group under test needs.
+struct Group {
+    _ref_broker: Child,
+    ref_addr: String,
+    /// Predictions and dead letters of the reference.
+    want: (usize, usize),
+    /// The reference's input, interleaved across partitions so every slice of it
+    /// feeds every partition.
+    input: Vec<tickflare::source::kafka::ReadMessage>,
+    _broker: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
 
-    // Interleaved across partitions, so every quarter feeds every partition.
-    let mut input = read(&ref_addr, "ticks");
-    input.sort_by_key(|m| (m.offset, m.partition));
-    let quarter = input.len() / 4;
-    let (_broker, addr) = broker_process_with(&TOPICS);
-    let dir = tempfile::tempdir().unwrap();
-    let member = |http: &str| {
+impl Group {
+    fn new() -> Self {
+        let lines: Vec<Vec<u8>> = input().into_iter().take(16_000).collect();
+        let (_ref_broker, ref_addr) = seeded_broker(&lines);
+        let ref_dir = tempfile::tempdir().unwrap();
+        let out = daemon(&ref_addr, ref_dir.path(), None).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let want = (read(&ref_addr, "tick-predictions").len(), read(&ref_addr, "ticks-dlq").len());
+        let mut input = read(&ref_addr, "ticks");
+        input.sort_by_key(|m| (m.offset, m.partition));
+        let (_broker, addr) = broker_process_with(&TOPICS);
+        Group { _ref_broker, ref_addr, want, input, _broker, addr, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// A member of consumer group `group` serving metrics on `http`, with short
+    /// sessions (6 s) and `env` on top.
+    fn member(&self, group: &str, http: &str, env: &[(&str, &str)]) -> Child {
         let mut c = Command::new(bin());
         c.current_dir(repo())
-            .args(["run", PIPELINE, "--group", "graceful-group", "--brokers", &addr, "--metrics-addr", http, "--checkpoint-dir"])
-            .arg(dir.path())
-            .env("TICKFLARE_KAFKA_PARTITION_ASSIGNMENT_STRATEGY", strategy)
+            .args(["run", PIPELINE, "--group", group, "--brokers", &self.addr, "--metrics-addr", http, "--checkpoint-dir"])
+            .arg(self.dir.path())
             .env("TICKFLARE_KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("TICKFLARE_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
             .env("RUST_LOG", "warn")
             .env_remove("TICKFLARE_FAULT")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Ok(d) = std::env::var("TICKFLARE_GRACEFUL_LOGS") {
-            c.env("RUST_LOG", "info").stderr(std::fs::File::create(format!("{d}/{strategy}-{}.log", http.replace(':', "_"))).unwrap());
+        for (k, v) in env {
+            c.env(k, v);
         }
         Child(c.spawn().unwrap())
-    };
-    let assigned = |http: &str| scrape(http, "tickflare_assigned_partitions");
+    }
+
+    /// Predictions and dead letters on the broker under test.
+    fn outputs(&self) -> (usize, usize) {
+        (read(&self.addr, "tick-predictions").len(), read(&self.addr, "ticks-dlq").len())
+    }
+
+    /// The outputs so far, failing at once on more than the reference has.
+    fn no_more_than_reference(&self) -> (usize, usize) {
+        let n = self.outputs();
+        assert!(n.0 <= self.want.0 && n.1 <= self.want.1, "more output than the reference: {n:?} vs {:?} (duplicates)", self.want);
+        n
+    }
+
+    /// SIGTERM to every member (each must stop cleanly), then the outputs must equal
+    /// the reference's message for message.
+    fn stop_and_compare(&self, members: &mut [&mut Child]) {
+        for m in members.iter_mut() {
+            Command::new("kill").args(["-TERM", &m.0.id().to_string()]).status().unwrap();
+            assert!(m.0.wait().unwrap().success());
+        }
+        assert_same_output(&self.ref_addr, &self.addr, 0);
+    }
+}
+
+fn assigned(http: &str) -> Option<f64> {
+    scrape(http, "tickflare_assigned_partitions")
+}
+
+fn graceful_rounds(strategy: &str) {
+    let g = Group::new();
+    let quarter = g.input.len() / 4;
+    let member = |http: &str| g.member("graceful-group", http, &[("TICKFLARE_KAFKA_PARTITION_ASSIGNMENT_STRATEGY", strategy)]);
     let [ha, hb, hc] = [0, 1, 2].map(|_| format!("127.0.0.1:{}", free_port()));
-    copy_input(&input[..quarter], &addr);
+    copy_input(&g.input[..quarter], &g.addr);
     let mut a = member(&ha);
     wait_for("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
 
     // B joins while records arrive.
     let t = Instant::now();
     let mut b = member(&hb);
-    copy_input(&input[quarter..2 * quarter], &addr);
+    copy_input(&g.input[quarter..2 * quarter], &g.addr);
     wait_for("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
     let join_b = t.elapsed();
 
     // C joins.
     let t = Instant::now();
     let mut c = member(&hc);
-    copy_input(&input[2 * quarter..3 * quarter], &addr);
+    copy_input(&g.input[2 * quarter..3 * quarter], &g.addr);
     wait_for("three members to share", 90, || (assigned(&ha)? == 1.0 && assigned(&hb)? == 1.0 && assigned(&hc)? == 1.0).then_some(()));
     let join_c = t.elapsed();
 
@@ -66,7 +113,7 @@ fn graceful_rounds(strategy: &str) {
     wait_for("B to have processed records", 60, || (scrape(&hb, "tickflare_records_in_total")? >= 1.0).then_some(()));
     let t = Instant::now();
     Command::new("kill").args(["-TERM", &b.0.id().to_string()]).status().unwrap();
-    copy_input(&input[3 * quarter..], &addr);
+    copy_input(&g.input[3 * quarter..], &g.addr);
     assert!(b.0.wait().unwrap().success(), "B's graceful stop failed");
     wait_for("A and C to take B's partition", 90, || (assigned(&ha)? + assigned(&hc)? == 3.0).then_some(()));
     let leave_b = t.elapsed();
@@ -79,14 +126,8 @@ fn graceful_rounds(strategy: &str) {
     let kill_c = t.elapsed();
     eprintln!("{strategy}: rebalances — B joins {join_b:?}, C joins {join_c:?}, B leaves (SIGTERM) {leave_b:?}, C killed (SIGKILL, session timeout 6 s) {kill_c:?}");
 
-    wait_for("A to finish", 120, || {
-        let n = (read(&addr, "tick-predictions").len(), read(&addr, "ticks-dlq").len());
-        assert!(n.0 <= want.0 && n.1 <= want.1, "more output than the reference: {n:?} vs {want:?} (duplicates)");
-        (n == want).then_some(())
-    });
-    Command::new("kill").args(["-TERM", &a.0.id().to_string()]).status().unwrap();
-    assert!(a.0.wait().unwrap().success());
-    assert_same_output(&ref_addr, &addr, 0);
+    wait_for("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
+    g.stop_and_compare(&mut [&mut a]);
 }
 
 #[test]
@@ -163,61 +204,33 @@ fn a_held_revocation_keeps_the_partitions_from_the_next_owner_until_released() {
 /// them: the output stays identical to one process's.
 #[test]
 fn graceful_a_paused_member_resumed_after_its_partitions_moved_is_fenced() {
-    let lines: Vec<Vec<u8>> = input().into_iter().take(16_000).collect();
-    let (_ref_broker, ref_addr) = seeded_broker(&lines);
-    let ref_dir = tempfile::tempdir().unwrap();
-    let out = daemon(&ref_addr, ref_dir.path(), None).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want = (read(&ref_addr, "tick-predictions").len(), read(&ref_addr, "ticks-dlq").len());
-    let mut input = read(&ref_addr, "ticks");
-    input.sort_by_key(|m| (m.offset, m.partition));
-    let half = input.len() / 2;
-    let (_broker, addr) = broker_process_with(&TOPICS);
-    let dir = tempfile::tempdir().unwrap();
-    let member = |http: &str| {
-        let mut c = Command::new(bin());
-        c.current_dir(repo())
-            .args(["run", PIPELINE, "--group", "fencing-group", "--brokers", &addr, "--metrics-addr", http, "--checkpoint-dir"])
-            .arg(dir.path())
-            .env("TICKFLARE_KAFKA_SESSION_TIMEOUT_MS", "6000")
-            .env("TICKFLARE_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
-            .env("RUST_LOG", "warn")
-            .env_remove("TICKFLARE_FAULT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        Child(c.spawn().unwrap())
-    };
-    let assigned = |http: &str| scrape(http, "tickflare_assigned_partitions");
-    let outputs = || (read(&addr, "tick-predictions").len(), read(&addr, "ticks-dlq").len());
+    let g = Group::new();
+    let half = g.input.len() / 2;
     let [ha, hb] = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
-    let mut a = member(&ha);
+    let mut a = g.member("fencing-group", &ha, &[]);
     wait_for("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
-    let mut b = member(&hb);
+    let mut b = g.member("fencing-group", &hb, &[]);
     wait_for("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
-    copy_input(&input[..half], &addr);
+    copy_input(&g.input[..half], &g.addr);
     // Idle before the pause: nothing of B's in flight.
-    let mut last = outputs();
+    let mut last = g.outputs();
     wait_for("the first half to be processed", 90, || {
         std::thread::sleep(std::time::Duration::from_secs(2));
-        let now = outputs();
+        let now = g.outputs();
         let settled = now == last && now.0 > 0;
         last = now;
         settled.then_some(())
     });
     Command::new("kill").args(["-STOP", &b.0.id().to_string()]).status().unwrap();
-    copy_input(&input[half..], &addr);
+    copy_input(&g.input[half..], &g.addr);
     wait_for("A to take B's partitions", 90, || (assigned(&ha)? == 3.0).then_some(()));
-    wait_for("A to finish", 120, || (outputs() == want).then_some(()));
+    wait_for("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
     Command::new("kill").args(["-CONT", &b.0.id().to_string()]).status().unwrap();
     let fenced = wait_for("B to find itself fenced", 60, || scrape(&hb, "tickflare_fenced_partitions_total").filter(|n| *n >= 1.0));
     std::thread::sleep(std::time::Duration::from_secs(3));
-    assert_eq!(outputs(), want, "the resumed member published again");
+    assert_eq!(g.outputs(), g.want, "the resumed member published again");
     eprintln!("B fenced from {fenced} partition(s)");
-    for m in [&mut b, &mut a] {
-        Command::new("kill").args(["-TERM", &m.0.id().to_string()]).status().unwrap();
-        assert!(m.0.wait().unwrap().success());
-    }
-    assert_same_output(&ref_addr, &addr, 0);
+    g.stop_and_compare(&mut [&mut b, &mut a]);
 }
 
 /// The same with the pause at the worst moment: a member stalls (injected, 25 s)
@@ -227,59 +240,22 @@ fn graceful_a_paused_member_resumed_after_its_partitions_moved_is_fenced() {
 /// the batch instead of publishing it a second time.
 #[test]
 fn graceful_a_member_stalled_before_publishing_is_fenced_when_it_wakes() {
-    let lines: Vec<Vec<u8>> = input().into_iter().take(16_000).collect();
-    let (_ref_broker, ref_addr) = seeded_broker(&lines);
-    let ref_dir = tempfile::tempdir().unwrap();
-    let out = daemon(&ref_addr, ref_dir.path(), None).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want = (read(&ref_addr, "tick-predictions").len(), read(&ref_addr, "ticks-dlq").len());
-    let mut input = read(&ref_addr, "ticks");
-    input.sort_by_key(|m| (m.offset, m.partition));
-    let third = input.len() / 3;
-    let (_broker, addr) = broker_process_with(&TOPICS);
-    let dir = tempfile::tempdir().unwrap();
-    let member = |http: &str, stall: bool| {
-        let mut c = Command::new(bin());
-        c.current_dir(repo())
-            .args(["run", PIPELINE, "--group", "stall-group", "--brokers", &addr, "--metrics-addr", http, "--checkpoint-dir"])
-            .arg(dir.path())
-            .env("TICKFLARE_KAFKA_SESSION_TIMEOUT_MS", "6000")
-            .env("TICKFLARE_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
-            .env("TICKFLARE_KAFKA_MAX_POLL_INTERVAL_MS", "6000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if stall {
-            c.env("TICKFLARE_FAULT", "before_publish:3").env("TICKFLARE_FAULT_STALL_MS", "25000");
-        } else {
-            c.env_remove("TICKFLARE_FAULT");
-        }
-        Child(c.spawn().unwrap())
-    };
-    let assigned = |http: &str| scrape(http, "tickflare_assigned_partitions");
-    let outputs = || (read(&addr, "tick-predictions").len(), read(&addr, "ticks-dlq").len());
+    let g = Group::new();
+    let third = g.input.len() / 3;
     let [ha, hb] = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
-    let mut a = member(&ha, false);
+    let poll = ("TICKFLARE_KAFKA_MAX_POLL_INTERVAL_MS", "6000");
+    let mut a = g.member("stall-group", &ha, &[poll]);
     wait_for("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
-    copy_input(&input[..third], &addr);
-    let mut b = member(&hb, true);
+    copy_input(&g.input[..third], &g.addr);
+    let mut b = g.member("stall-group", &hb, &[poll, ("TICKFLARE_FAULT", "before_publish:3"), ("TICKFLARE_FAULT_STALL_MS", "25000")]);
     wait_for("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
-    copy_input(&input[third..], &addr);
+    copy_input(&g.input[third..], &g.addr);
     // B stalls at its third publish; the group drops it and A takes everything.
     wait_for("A to take B's partitions", 90, || (assigned(&ha)? == 3.0).then_some(()));
     wait_for("B to wake and find itself fenced", 90, || {
-        let n = outputs();
-        assert!(n.0 <= want.0 && n.1 <= want.1, "more output than the reference: {n:?} vs {want:?} (the stalled member published)");
+        g.no_more_than_reference();
         scrape(&hb, "tickflare_fenced_partitions_total").filter(|n| *n >= 1.0)
     });
-    wait_for("A to finish", 120, || {
-        let n = outputs();
-        assert!(n.0 <= want.0 && n.1 <= want.1, "more output than the reference: {n:?} vs {want:?}");
-        (n == want).then_some(())
-    });
-    for m in [&mut b, &mut a] {
-        Command::new("kill").args(["-TERM", &m.0.id().to_string()]).status().unwrap();
-        assert!(m.0.wait().unwrap().success());
-    }
-    assert_same_output(&ref_addr, &addr, 0);
+    wait_for("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
+    g.stop_and_compare(&mut [&mut b, &mut a]);
 }
