@@ -283,7 +283,8 @@ impl<'a> Live<'a> {
             return Ok(());
         }
         self.seen_revocations = r;
-        let topic = &self.built.config.source.topic;
+        let built = self.built;
+        let topic = &built.config.source.topic;
         let held: Vec<i32> = self.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
         let mut owned = assigned_partitions(&self.consumer, topic);
         for p in &held {
@@ -291,7 +292,6 @@ impl<'a> Live<'a> {
         }
         let t0 = Instant::now();
         self.fence(true).await?;
-        let topic = &self.built.config.source.topic;
         if let Some(ck) = &mut self.ckpt {
             if let Some(acked) = self.batch.drain().await? {
                 store_offsets(&self.consumer, topic, &acked);
