@@ -67,6 +67,16 @@ impl Group {
     /// The outputs so far, failing at once on more than the reference has.
     fn no_more_than_reference(&self) -> (usize, usize) {
         let n = self.outputs();
+        if n.0 > self.want.0 {
+            let per = |addr: &str| {
+                let mut m = std::collections::BTreeMap::new();
+                for r in read(addr, "tick-predictions") {
+                    *m.entry(r.partition).or_insert(0) += 1;
+                }
+                m
+            };
+            eprintln!("per partition: reference {:?}, under test {:?}", per(&self.ref_addr), per(&self.addr));
+        }
         assert!(n.0 <= self.want.0 && n.1 <= self.want.1, "more output than the reference: {n:?} vs {:?} (duplicates)", self.want);
         n
     }
