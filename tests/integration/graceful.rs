@@ -158,7 +158,7 @@ fn graceful_join_leave_and_kill_under_load_equal_one_process_cooperative() {
 fn a_held_revocation_keeps_the_partitions_from_the_next_owner_until_released() {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
-    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::consumer::Consumer;
     use tickflare::source::context::{assigned_count, release_revoked, SourceContext};
     let (_b, addr) = broker_process_with(&["held:2"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -171,10 +171,10 @@ fn a_held_revocation_keeps_the_partitions_from_the_next_owner_until_released() {
             let props: tickflare::pipeline::kafka_props::KafkaProps = toml::from_str("[consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500").unwrap();
             let c = tickflare::source::kafka::consumer_with(&addr, "held-group", ctx, &props).unwrap();
             c.subscribe(&["held"]).unwrap();
-            (c, hold, held)
+            (Detached(Some(c)), hold, held)
         };
         // Serves both members' rebalance callbacks for `secs` or until `done`.
-        async fn poll(cs: &[&StreamConsumer<SourceContext>], secs: u64, done: &dyn Fn() -> bool) -> bool {
+        async fn poll(cs: &[&Detached], secs: u64, done: &dyn Fn() -> bool) -> bool {
             let end = Instant::now() + Duration::from_secs(secs);
             while Instant::now() < end {
                 for c in cs {
@@ -187,24 +187,45 @@ fn a_held_revocation_keeps_the_partitions_from_the_next_owner_until_released() {
             false
         }
         let (a, a_hold, a_held) = member();
-        assert!(poll(&[&a], 30, &|| assigned_count(&a, "held") == 2).await, "A was never assigned");
+        assert!(poll(&[&a], 60, &|| assigned_count(&*a, "held") == 2).await, "A was never assigned");
         let (b, b_hold, _) = member();
-        assert!(poll(&[&a, &b], 30, &|| !a_held.lock().unwrap().is_empty()).await, "A saw no revocation");
+        assert!(poll(&[&a, &b], 60, &|| !a_held.lock().unwrap().is_empty()).await, "A saw no revocation");
         let held: Vec<i32> = a_held.lock().unwrap().clone();
         assert_eq!(held.len(), 2, "eager protocol: everything revoked");
         let t = Instant::now();
-        poll(&[&a, &b], 8, &|| assigned_count(&b, "held") > 0).await;
-        assert_eq!(assigned_count(&b, "held"), 0, "B was assigned while A held the revocation ({:?})", t.elapsed());
-        assert_eq!(assigned_count(&a, "held"), 2, "A keeps its partitions while it holds");
+        poll(&[&a, &b], 8, &|| assigned_count(&*b, "held") > 0).await;
+        assert_eq!(assigned_count(&*b, "held"), 0, "B was assigned while A held the revocation ({:?})", t.elapsed());
+        assert_eq!(assigned_count(&*a, "held"), 2, "A keeps its partitions while it holds");
         a_held.lock().unwrap().clear();
-        release_revoked(&a, "held", &held).unwrap();
+        release_revoked(&*a, "held", &held).unwrap();
         let t = Instant::now();
-        assert!(poll(&[&a, &b], 30, &|| assigned_count(&b, "held") == 1 && assigned_count(&a, "held") == 1).await, "after the release: A {}, B {}", assigned_count(&a, "held"), assigned_count(&b, "held"));
+        assert!(poll(&[&a, &b], 60, &|| assigned_count(&*b, "held") == 1 && assigned_count(&*a, "held") == 1).await, "after the release: A {}, B {}", assigned_count(&*a, "held"), assigned_count(&*b, "held"));
         eprintln!("assigned {:?} after the release", t.elapsed());
-        // Leaving the group revokes again: not held, so the consumers close.
+        // Leaving the group revokes again: not held.
         a_hold.store(false, Ordering::SeqCst);
         b_hold.store(false, Ordering::SeqCst);
+        drop((a, b));
     });
+}
+
+/// A consumer closed on its own thread when dropped — also when a failed assertion
+/// unwinds: closing waits for the group's LeaveGroup, which this broker can keep
+/// behind a pending JoinGroup for minutes.
+struct Detached(Option<rdkafka::consumer::StreamConsumer<tickflare::source::context::SourceContext>>);
+
+impl std::ops::Deref for Detached {
+    type Target = rdkafka::consumer::StreamConsumer<tickflare::source::context::SourceContext>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("until dropped")
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            std::thread::spawn(move || drop(c));
+        }
+    }
 }
 
 /// Zombie fencing without transactions: a member paused (SIGSTOP) past its session
