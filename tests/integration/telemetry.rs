@@ -170,6 +170,10 @@ fn rebalance_drops_revoked_partition_state() {
             Command::new(bin())
                 .current_dir(repo())
                 .args(["run", "pipelines/market-ticks.toml", "--group", "rebalance-test", "--brokers", &kafka, "--metrics-addr", http])
+                // Short sessions: rebalances complete within a few heartbeats, also
+                // on a machine loaded by the other group tests.
+                .env("TICKFLARE_KAFKA_SESSION_TIMEOUT_MS", "6000")
+                .env("TICKFLARE_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -186,7 +190,7 @@ fn rebalance_drops_revoked_partition_state() {
         (0..2).map(|p| msgs.iter().filter(|m| m.partition == p).count() as i64).collect()
     };
     let _b = daemon(&http_b);
-    wait_for("one partition each", 90, || {
+    wait_for("one partition each", 150, || {
         let (a, b) = (scrape(&http_a, "tickflare_assigned_partitions")?, scrape(&http_b, "tickflare_assigned_partitions")?);
         (a == 1.0 && b == 1.0).then_some(())
     });
