@@ -286,7 +286,7 @@ impl<'a> Live<'a> {
         let built = self.built;
         let topic = &built.config.source.topic;
         let held: Vec<i32> = self.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
-        let mut owned = assigned_partitions(&self.consumer, topic);
+        let mut owned = crate::source::context::assigned_partitions(&self.consumer, topic);
         for p in &held {
             owned.remove(p);
         }
@@ -329,6 +329,8 @@ impl<'a> Live<'a> {
             let parts: Vec<i32> = self.batch.states.keys().copied().collect();
             lost.extend(ck.fenced_among(parts, force).await?);
         }
+        lost.sort_unstable();
+        lost.dedup();
         if lost.is_empty() {
             return Ok(());
         }
@@ -452,15 +454,4 @@ impl Drop for Live<'_> {
             let _ = crate::source::context::release_revoked(&self.consumer, &self.built.config.source.topic, &held);
         }
     }
-}
-
-/// Partitions of `topic` currently assigned to this consumer.
-fn assigned_partitions<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(consumer: &C, topic: &str) -> BTreeSet<i32> {
-    let set = match consumer.assignment() {
-        Ok(tpl) => tpl.elements_for_topic(topic).iter().map(|e| e.partition()).collect(),
-        Err(_) => Default::default(),
-    };
-    // (The TopicPartitionList is dropped here, before anything else can drop the
-    // consumer: a live list at consumer shutdown hangs librdkafka.)
-    set
 }

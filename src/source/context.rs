@@ -133,8 +133,18 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-/// Partitions of `topic` assigned to `c` (the list is dropped before returning: a
-/// list alive when the consumer closes hangs librdkafka).
+/// Partitions of `topic` assigned to `c`.
+pub fn assigned_partitions<C: Consumer<X>, X: ConsumerContext>(c: &C, topic: &str) -> std::collections::BTreeSet<i32> {
+    let set = match c.assignment() {
+        Ok(tpl) => tpl.elements_for_topic(topic).iter().map(|e| e.partition()).collect(),
+        Err(_) => Default::default(),
+    };
+    // (The TopicPartitionList is dropped here, before anything else can drop the
+    // consumer: a live list at consumer shutdown hangs librdkafka.)
+    set
+}
+
+/// How many partitions of `topic` are assigned to `c`.
 pub fn assigned_count<C: Consumer<X>, X: ConsumerContext>(c: &C, topic: &str) -> usize {
-    c.assignment().map(|tpl| tpl.elements_for_topic(topic).len()).unwrap_or(0)
+    assigned_partitions(c, topic).len()
 }

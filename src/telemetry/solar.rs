@@ -9,7 +9,7 @@ use crate::solar::tracker::TrackerCounts;
 pub fn describe() {
     describe_counter!("tickflare_solar_frames_total", "Frames processed by the tracker");
     describe_counter!("tickflare_solar_labels_total", "Catalogue labels read");
-    describe_counter!("tickflare_solar_track_records_total", "Track records published (one per live track and frame)");
+    describe_counter!("tickflare_solar_track_records_total", "Track records computed, one per live track and frame (after a restart, those already in the topic are not sent again)");
     describe_gauge!("tickflare_solar_live_tracks", "Tracks alive after the last frame");
     describe_counter!("tickflare_solar_tracker_updates_total", "Training steps of the tracker network");
     describe_counter!("tickflare_solar_tracks_ended_total", "Tracks ended, by why: limb (rotated off the disk) or stale (no label for too long)");
