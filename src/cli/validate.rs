@@ -120,7 +120,8 @@ async fn validate_solar(path: &std::path::Path, brokers: Option<&str>) -> Vec<Pr
     let brokers = brokers.unwrap_or(&cfg.source.brokers).to_string();
     if brokers != "embedded" {
         let topics = [&cfg.source.frames_topic, &cfg.source.labels_topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic].map(|t| t.to_string());
-        let missing = tokio::task::spawn_blocking(move || missing_topics(&brokers, &topics)).await;
+        let props = cfg.kafka.clone();
+        let missing = tokio::task::spawn_blocking(move || missing_topics(&brokers, &props, &topics)).await;
         match missing {
             Ok(Ok(m)) => probs.extend(m.into_iter().map(|t| problem("source.brokers", format!("topic {t:?} does not exist")))),
             Ok(Err(e)) => probs.push(problem("source.brokers", e)),
@@ -131,10 +132,11 @@ async fn validate_solar(path: &std::path::Path, brokers: Option<&str>) -> Vec<Pr
 }
 
 /// The `topics` that `brokers` do not have (an error when they cannot be reached).
-fn missing_topics(brokers: &str, topics: &[String]) -> Result<Vec<String>, String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| e.to_string())?;
-    let md = c.fetch_metadata(None, std::time::Duration::from_secs(10)).map_err(|e| format!("brokers {brokers} unreachable: {e}"))?;
+fn missing_topics(brokers: &str, props: &crate::pipeline::kafka_props::KafkaProps, topics: &[String]) -> Result<Vec<String>, String> {
+    use rdkafka::consumer::Consumer;
+    use crate::source::kafka::{probe, probe_failure};
+    let c = probe(brokers, props).map_err(|e| e.to_string())?;
+    let md = c.fetch_metadata(None, std::time::Duration::from_secs(10)).map_err(|e| probe_failure(&c, brokers, e))?;
     let have: Vec<&str> = md.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
     Ok(topics.iter().filter(|t| !have.contains(&t.as_str())).cloned().collect())
 }

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::DataType;
-use rdkafka::consumer::BaseConsumer;
-use rdkafka::ClientConfig;
 
 use super::config::PipelineConfig;
 use super::processor::Processor;
@@ -367,19 +365,8 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
 
 /// Checks that the brokers answer and that the topics exist with enough partitions.
 pub fn check_brokers(cfg: &PipelineConfig, brokers: &str) -> Vec<Problem> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    // With the `[kafka]` properties: a wrong password or certificate shows here. The
-    // producers' are resolved too, so their missing secrets are reported.
-    use super::kafka_props::Role;
-    let consumer_props = match cfg.kafka.resolved(Role::Consumer).and_then(|c| cfg.kafka.resolved(Role::Producer).map(|_| c)) {
-        Ok(c) => c,
-        Err(e) => return vec![processor_problem(e)],
-    };
-    for (k, v) in consumer_props {
-        c.set(k, v);
-    }
-    let consumer: BaseConsumer = match c.create().map_err(super::kafka_props::KafkaProps::redact) {
+    // With the `[kafka]` properties: a wrong password or certificate shows here.
+    let consumer = match crate::source::kafka::probe(brokers, &cfg.kafka) {
         Ok(c) => c,
         Err(e) => return vec![processor_problem(e)],
     };
@@ -392,7 +379,8 @@ pub fn check_brokers(cfg: &PipelineConfig, brokers: &str) -> Vec<Problem> {
         }
         Ok(n) => Some(n),
         Err(e) => {
-            probs.push(problem("source.brokers", format!("cannot fetch metadata from {brokers}: {e}")));
+            // Why, in librdkafka's words (a TLS certificate or SASL login refused).
+            probs.push(problem("source.brokers", crate::source::kafka::probe_failure(&consumer, brokers, e)));
             None
         }
     };

@@ -9,6 +9,7 @@ use rdkafka::client::{Client, ClientContext};
 
 pub use super::position::{seek, Admit, Position};
 use super::build::Built;
+use super::kafka_props::KafkaProps;
 use crate::error::{Error, Result};
 use crate::sink::{dedupe, Outputs};
 use crate::state::checkpoint;
@@ -34,6 +35,8 @@ pub struct Checkpointer {
     pipeline: String,
     fingerprint: String,
     brokers: String,
+    /// The `[kafka]` properties of `brokers` (none for the embedded broker).
+    props: KafkaProps,
     source_topic: String,
     outputs: [String; 2],
     every_records: u64,
@@ -60,13 +63,14 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub fn new(built: &Built, location: &str, brokers: &str) -> Result<Self> {
+    pub fn new(built: &Built, location: &str, brokers: &str, props: &KafkaProps) -> Result<Self> {
         let cfg = &built.config;
         Ok(Checkpointer {
             store: CheckpointStore::open(location, &cfg.name, cfg.checkpoint.keep)?,
             pipeline: cfg.name.clone(),
             fingerprint: built.fingerprint.clone(),
             brokers: brokers.to_string(),
+            props: props.clone(),
             source_topic: cfg.source.topic.clone(),
             outputs: [cfg.sink.topic.clone(), cfg.sink.dead_letter_topic.clone()],
             every_records: cfg.checkpoint.interval_records.max(1),
@@ -109,8 +113,8 @@ impl Checkpointer {
 
     /// Highest source offset of partition `p` in output `topic` from `from` on.
     async fn tail(&self, topic: &str, p: i32, from: i64) -> Result<Option<i64>> {
-        let (b, t, st) = (self.brokers.clone(), topic.to_string(), self.source_topic.clone());
-        let tail = tokio::task::spawn_blocking(move || dedupe::scan(&b, &t, p, from, &st, p, Duration::from_millis(300)))
+        let (b, props, t, st) = (self.brokers.clone(), self.props.clone(), topic.to_string(), self.source_topic.clone());
+        let tail = tokio::task::spawn_blocking(move || dedupe::scan(&b, &props, &t, p, from, &st, p, Duration::from_millis(300)))
             .await
             .map_err(|e| Error::Internal(format!("tail read task: {e}")))??;
         Ok(tail.last_source_offset)

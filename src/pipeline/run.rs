@@ -123,7 +123,7 @@ impl<'a> Live<'a> {
         let ends = end_offsets(&consumer, &cfg.source.topic, Duration::from_secs(10)).with_context(|| format!("reading end offsets of {:?}", cfg.source.topic))?;
         let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.clone());
         let ckpt = match &location {
-            Some(l) => Some(Checkpointer::new(built, l, &conn.brokers).with_context(|| format!("opening checkpoints at {l:?}"))?),
+            Some(l) => Some(Checkpointer::new(built, l, &conn.brokers, &props).with_context(|| format!("opening checkpoints at {l:?}"))?),
             None => None,
         };
         let transactional = cfg.sink.delivery == "transactional";

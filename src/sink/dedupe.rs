@@ -15,6 +15,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::kafka::{H_SOURCE_INDEX, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
 use crate::error::{Error, Result};
+use crate::pipeline::kafka_props::{KafkaProps, Role};
 
 /// What a tail read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,7 @@ pub struct TailMarks {
 /// `source_partition`. Blocking: call from `spawn_blocking`. See [`scan_marks`].
 pub fn scan(
     brokers: &str,
+    props: &KafkaProps,
     topic: &str,
     partition: i32,
     from: i64,
@@ -94,22 +96,24 @@ pub fn scan(
     source_partition: i32,
     settle: Duration,
 ) -> Result<Tail> {
-    let t = scan_marks(brokers, topic, partition, from, settle)?;
+    let t = scan_marks(brokers, props, topic, partition, from, settle)?;
     Ok(Tail { last_source_offset: t.marks.get(source_topic, source_partition).map(|m| m.offset), scanned: t.scanned })
 }
 
 /// Reads `topic`/`partition` from `from` (or its start) to its end and returns, per
 /// source partition, the furthest output found. After reaching the high watermark
 /// it keeps reading until nothing arrives for `settle` (brokers whose reported
-/// watermark lags, such as Tansu). Blocking: call from `spawn_blocking`.
-pub fn scan_marks(brokers: &str, topic: &str, partition: i32, from: i64, settle: Duration) -> Result<TailMarks> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+/// watermark lags, such as Tansu). With the `[kafka]` properties `props` (a secured
+/// cluster's TLS and SASL settings). Blocking: call from `spawn_blocking`.
+pub fn scan_marks(brokers: &str, props: &KafkaProps, topic: &str, partition: i32, from: i64, settle: Duration) -> Result<TailMarks> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
         .set("group.id", "tickflare-tail-scan")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("client.id", "tickflare-tail-scan")
-        .create()?;
+        .set("client.id", "tickflare-tail-scan");
+    props.apply(&mut c, Role::Consumer)?;
+    let c: BaseConsumer = c.create().map_err(KafkaProps::redact)?;
     let timeout = Duration::from_secs(10);
     let (low, high) = c.fetch_watermarks(topic, partition, timeout)?;
     let start = from.max(low);

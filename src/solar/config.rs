@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::synth::SynthConfig;
+use crate::pipeline::kafka_props::KafkaProps;
 use super::track::EventType;
 use super::tracker::{Label, LabelBox};
 
@@ -21,6 +22,10 @@ pub struct SolarConfig {
     pub sink: SolarSink,
     #[serde(default)]
     pub checkpoint: SolarCheckpointConfig,
+    /// `[kafka]`: librdkafka properties for a real cluster (TLS, SASL), as a
+    /// forecasting pipeline's.
+    #[serde(default)]
+    pub kafka: KafkaProps,
     #[serde(skip)]
     pub base_dir: PathBuf,
 }

@@ -15,6 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use super::checkpoint::OutputMarks;
 use super::config::SolarConfig;
 use super::tracker::TrackOut;
+use crate::pipeline::kafka_props::KafkaProps;
 use crate::sink::dedupe::scan_marks;
 use crate::sink::kafka::{dead_letter_future_record, indexed_source_headers};
 use crate::sink::DeadLetter;
@@ -51,11 +52,11 @@ impl SolarSink {
 
     /// Reads both output topics from where the restored state's knowledge ends
     /// (`from`; the topics' starts for a fresh state) and remembers what they hold.
-    pub async fn resume(&mut self, brokers: &str, from: OutputMarks) -> anyhow::Result<()> {
+    pub async fn resume(&mut self, brokers: &str, props: &KafkaProps, from: OutputMarks) -> anyhow::Result<()> {
         let mut out = from;
         for (i, topic) in self.topics.iter().enumerate() {
-            let (b, t, start) = (brokers.to_string(), topic.clone(), out.ends[i]);
-            let tail = tokio::task::spawn_blocking(move || scan_marks(&b, &t, 0, start, Duration::from_millis(300)))
+            let (b, p, t, start) = (brokers.to_string(), props.clone(), topic.clone(), out.ends[i]);
+            let tail = tokio::task::spawn_blocking(move || scan_marks(&b, &p, &t, 0, start, Duration::from_millis(300)))
                 .await
                 .context("tail read task")?
                 .with_context(|| format!("reading the tail of {topic:?}"))?;

@@ -26,7 +26,8 @@ use super::seed::{seed, Seeded};
 pub use super::summary::SolarSummary;
 use super::summary::AtLabels;
 use super::tracker::{Label, Tracker};
-use crate::sink::kafka::producer;
+use crate::pipeline::kafka_props::{KafkaProps, Role};
+use crate::sink::kafka::producer_with;
 use crate::source::kafka::{next_record, Received};
 use crate::sink::DeadLetter;
 use crate::telemetry::events::CheckpointWritten;
@@ -66,14 +67,17 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
     } else {
         (brokers, opts.stop_at_end, None)
     };
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    // The `[kafka]` properties are for real clusters, not the embedded broker.
+    let props = if seeded.is_some() { KafkaProps::default() } else { cfg.kafka.clone() };
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", &brokers)
         .set("group.id", cfg.source.group.clone().unwrap_or_else(|| format!("tickflare-{}", cfg.name)))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.message.max.bytes", "67108864")
-        .set("max.partition.fetch.bytes", "67108864")
-        .create()?;
+        .set("max.partition.fetch.bytes", "67108864");
+    props.apply(&mut cc, Role::Consumer)?;
+    let consumer: StreamConsumer = cc.create().map_err(KafkaProps::redact)?;
     let t10 = Duration::from_secs(10);
     let frames_end = crate::source::kafka::end_offsets(&consumer, &cfg.source.frames_topic, t10).with_context(|| format!("topic {:?}", cfg.source.frames_topic))?;
     if frames_end.is_empty() {
@@ -82,7 +86,7 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
     let (_, labels_end) = consumer.fetch_watermarks(&cfg.source.labels_topic, 0, t10).with_context(|| format!("topic {:?}", cfg.source.labels_topic))?;
 
     health.restoring.store(true, Ordering::Relaxed);
-    let mut run = Run::restore(cfg, &opts, &brokers, seeded.as_ref()).await?;
+    let mut run = Run::restore(cfg, &opts, &brokers, &props, seeded.as_ref()).await?;
     let mut merge = FrameMerge::new(frames_end.clone(), &run.pos.frames_next);
     assign(&consumer, cfg, &frames_end, &run.pos)?;
     health.assigned.store(frames_end.len() + 1, Ordering::Relaxed);
@@ -155,14 +159,14 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// The tracker from the newest checkpoint (or fresh), and the outputs' tails.
-    async fn restore(cfg: &'a SolarConfig, opts: &SolarRunOptions, brokers: &str, seeded: Option<&Seeded>) -> anyhow::Result<Run<'a>> {
+    async fn restore(cfg: &'a SolarConfig, opts: &SolarRunOptions, brokers: &str, props: &KafkaProps, seeded: Option<&Seeded>) -> anyhow::Result<Run<'a>> {
         let mut tracker = Tracker::new(cfg.tracker.clone(), &cfg.base_dir)?;
         let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.as_ref().map(|d| cfg.resolve(d).to_string_lossy().into_owned()));
         let ckpt = match &location {
             Some(l) => Some(SolarCheckpoints::open(l, cfg).with_context(|| format!("opening checkpoints at {l:?}"))?),
             None => None,
         };
-        let mut sink = SolarSink::new(producer(brokers)?, cfg);
+        let mut sink = SolarSink::new(producer_with(brokers, props)?, cfg);
         let mut pos = Position { last_frame_ms: i64::MIN, ..Default::default() };
         if let Some(ck) = &ckpt {
             let restored = ck.restore(&mut tracker).await?;
@@ -172,7 +176,7 @@ impl<'a> Run<'a> {
             }
             // Outputs published after the checkpoint (or, fresh, by a run that
             // crashed before its first one) are recomputed, not sent again.
-            sink.resume(brokers, from).await?;
+            sink.resume(brokers, props, from).await?;
         }
         let truth = seeded.map(|s| s.truth.iter().map(|t| ((t.frame_time_ms, t.event_id.clone()), t.bbox_px)).collect()).unwrap_or_default();
         Ok(Run {

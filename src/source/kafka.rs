@@ -178,3 +178,54 @@ pub async fn next_record<'c, X: rdkafka::consumer::ConsumerContext + 'static>(
         }
     }
 }
+
+/// A client context that keeps librdkafka's error reports (TLS handshake and SASL
+/// authentication failures arrive only this way), so a failed probe can say why.
+#[derive(Default)]
+pub struct ErrorLog(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::client::ClientContext for ErrorLog {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // The first report of each kind: librdkafka repeats them per retry.
+        if let Ok(mut v) = self.0.lock() {
+            let kind = error.to_string();
+            if !v.iter().any(|l| l.starts_with(&format!("{kind}: "))) && v.len() < 8 {
+                v.push(format!("{kind}: {reason}"));
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ErrorLog {}
+
+impl ErrorLog {
+    /// The distinct reports so far, joined.
+    pub fn summary(&self) -> String {
+        self.0.lock().map(|v| v.join("; ")).unwrap_or_default()
+    }
+}
+
+/// A metadata client for `brokers` with the `[kafka]` consumer properties (the
+/// producers' are resolved too, so their missing secrets are reported): what
+/// `validate --brokers` probes a cluster with. Its context keeps why a connection
+/// failed.
+pub fn probe(brokers: &str, props: &KafkaProps) -> Result<rdkafka::consumer::BaseConsumer<ErrorLog>> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("client.id", "tickflare-validate");
+    props.resolved(Role::Producer)?;
+    props.apply(&mut c, Role::Consumer)?;
+    c.create_with_context(ErrorLog::default()).map_err(KafkaProps::redact)
+}
+
+/// A failed metadata request of a [`probe`], with librdkafka's reports of why.
+pub fn probe_failure(c: &rdkafka::consumer::BaseConsumer<ErrorLog>, brokers: &str, e: impl std::fmt::Display) -> String {
+    // The reports arrive as events, handed to the context by polling.
+    for _ in 0..10 {
+        if c.poll(Duration::from_millis(50)).is_none() && !c.context().summary().is_empty() {
+            break;
+        }
+    }
+    let why = c.context().summary();
+    let why = if why.is_empty() { String::new() } else { format!(" — {why}") };
+    format!("cannot fetch metadata from {brokers}: {e}{why}")
+}

@@ -11,6 +11,7 @@ mod fuzz;
 mod forecasting;
 mod graceful;
 mod processes;
+mod secure;
 mod series;
 mod solar;
 mod solar_crash;

@@ -11,6 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{feed, shadow_topics, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Variant};
+use crate::pipeline::kafka_props::{KafkaProps, Role};
 use crate::sink::kafka::{sink_producer, KafkaSink};
 use crate::source::context::SourceContext;
 use crate::source::kafka::{consumer_with, next_record, partition_count, Received};
@@ -22,7 +23,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
         .enumerate()
         .map(|(i, v)| shadow_topics(&v.built, &opts.shadow_suffix, (i > 0).then_some(v.name.as_str())))
         .collect();
-    ensure_shadow_topics(brokers, &cfg.source.topic, &topics).await?;
+    ensure_shadow_topics(brokers, &cfg.kafka, &cfg.source.topic, &topics).await?;
     let ctx = SourceContext::new(&cfg.name, &cfg.source.topic, crate::telemetry::Health::new());
     let consumer = consumer_with(brokers, &format!("tickflare-backtest-{}", cfg.name), ctx, &cfg.kafka)?;
     let t = Duration::from_secs(10);
@@ -190,17 +191,21 @@ fn pending<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 
 /// On real brokers the shadow topics must exist and be empty (a backtest never
 /// appends to an earlier one, so its topics are its own output alone).
-async fn ensure_shadow_topics(brokers: &str, input: &str, topics: &[(String, String)]) -> anyhow::Result<()> {
+async fn ensure_shadow_topics(brokers: &str, props: &KafkaProps, input: &str, topics: &[(String, String)]) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::BaseConsumer;
-    let meta: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    props.apply(&mut c, Role::Consumer)?;
+    let meta: BaseConsumer = c.create().map_err(KafkaProps::redact)?;
     let t = Duration::from_secs(10);
     let n = partition_count(&meta, input, t)?;
     if n == 0 {
         bail!("input topic {input:?} does not exist on {brokers}");
     }
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    props.apply(&mut c, Role::Producer)?;
+    let admin: AdminClient<DefaultClientContext> = c.create().map_err(KafkaProps::redact)?;
     for name in topics.iter().flat_map(|(a, b)| [a, b]) {
         let have = partition_count(&meta, name, t)?;
         if have == 0 {
