@@ -50,8 +50,12 @@ impl CheckpointStore {
         let mut local = None;
         let (store, root): (Arc<dyn ObjectStore>, Path) = if dir_or_url.contains("://") && !dir_or_url.starts_with("file://") {
             let url = url::Url::parse(dir_or_url).map_err(|e| cp_err(format!("checkpoint URL {dir_or_url:?}: {e}")))?;
-            let (s, p) = object_store::parse_url(&url).map_err(|e| {
-                cp_err(format!("checkpoint URL {dir_or_url:?}: {e} (S3-compatible stores need a build with `--features s3`)"))
+            // Credentials, region and endpoint from the environment (`AWS_ACCESS_KEY_ID`,
+            // `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …),
+            // as the AWS tools read them; without them only instance credentials work.
+            let env = std::env::vars().filter(|(k, _)| k.starts_with("AWS_"));
+            let (s, p) = object_store::parse_url_opts(&url, env).map_err(|e| {
+                cp_err(format!("checkpoint URL {dir_or_url:?}: {e} (S3-compatible stores need the `s3` feature, on by default)"))
             })?;
             (Arc::from(s), p)
         } else {
@@ -63,6 +67,12 @@ impl CheckpointStore {
             (Arc::new(fs), Path::default())
         };
         Ok(CheckpointStore { store, root: root.clone().join(pipeline), location: dir_or_url.to_string(), keep: keep.max(1), local })
+    }
+
+    /// A store on an object store the caller built (settings that are not in the
+    /// environment, another kind of store), under `root`; `location` names it in logs.
+    pub fn on(store: Arc<dyn ObjectStore>, root: &str, location: &str, pipeline: &str, keep: usize) -> Self {
+        CheckpointStore { store, root: Path::from(root).join(pipeline), location: location.to_string(), keep: keep.max(1), local: None }
     }
 
     fn partition_dir(&self, partition: i32) -> Path {

@@ -4,7 +4,7 @@
 //! stopped — against `tickflare broker` running as its own process.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use tickflare::source::kafka::ReadMessage;
 use tickflare::state::store::CheckpointStore;
 
 pub const PIPELINE: &str = "tests/fixtures/market-ticks-exact.toml";
-const NAME: &str = "market-ticks-exact";
+pub const NAME: &str = "market-ticks-exact";
 pub const TOPICS: [&str; 3] = ["ticks:3", "tick-predictions:3", "ticks-dlq:3"];
 
 /// 24,000 real Binance events (../shared/data; the shipped 10,000-event sample
@@ -75,21 +75,22 @@ pub fn copy_input(input: &[ReadMessage], addr: &str) {
 }
 
 pub fn daemon(addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
-    daemon_for(IDEMPOTENT, addr, ckpt, fault)
+    daemon_for(IDEMPOTENT, addr, &Dir(ckpt.to_path_buf()), fault)
 }
 
-fn daemon_for(fx: Fixture, addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
-    let mut c = daemon_until_stopped(fx, addr, ckpt, fault);
+fn daemon_for(fx: Fixture, addr: &str, ck: &dyn Checkpoints, fault: Option<&str>) -> Command {
+    let mut c = daemon_until_stopped(fx, addr, ck, fault);
     c.arg("--stop-at-end");
     c
 }
 
 /// The daemon without `--stop-at-end`: it runs until a signal.
-fn daemon_until_stopped(fx: Fixture, addr: &str, ckpt: &Path, fault: Option<&str>) -> Command {
+fn daemon_until_stopped(fx: Fixture, addr: &str, ck: &dyn Checkpoints, fault: Option<&str>) -> Command {
     let mut c = Command::new(bin());
     c.current_dir(repo())
         .args(["run", fx.pipeline, "--assign", "--metrics-addr", "off", "--brokers", addr, "--checkpoint-dir"])
-        .arg(ckpt)
+        .arg(ck.location())
+        .envs(ck.env())
         .env("RUST_LOG", "warn,tickflare::telemetry=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -98,6 +99,41 @@ fn daemon_until_stopped(fx: Fixture, addr: &str, ckpt: &Path, fault: Option<&str
         None => c.env_remove("TICKFLARE_FAULT"),
     };
     c
+}
+
+/// Where a crash test's runs keep their checkpoints.
+pub trait Checkpoints {
+    /// `--checkpoint-dir`'s value.
+    fn location(&self) -> std::ffi::OsString;
+    /// What the daemons need in their environment to reach it.
+    fn env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// The store, as the daemons see it.
+    fn store(&self, name: &str) -> CheckpointStore;
+    /// Flips bytes in the newest checkpoint's model file of partition 0 (when there
+    /// are two): the daemon must detect it by checksum and fall back to the previous one.
+    fn corrupt_newest(&self, name: &str);
+}
+
+/// A local directory.
+pub struct Dir(pub PathBuf);
+
+impl Checkpoints for Dir {
+    fn location(&self) -> std::ffi::OsString {
+        self.0.clone().into_os_string()
+    }
+    fn store(&self, name: &str) -> CheckpointStore {
+        CheckpointStore::open(self.0.to_str().unwrap(), name, 3).unwrap()
+    }
+    fn corrupt_newest(&self, name: &str) {
+        corrupt_newest_checkpoint(&self.0, name)
+    }
+}
+
+/// Runs a future to completion on a runtime of its own (these tests are synchronous).
+pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
 /// Everything observable of an output message.
@@ -111,11 +147,12 @@ fn by_partition(ms: Vec<ReadMessage>) -> BTreeMap<i32, Vec<Msg>> {
     out
 }
 
-/// The newest checkpoint of each partition: its state file and every model array.
-fn final_state(dir: &Path, name: &str) -> BTreeMap<i32, (i64, Vec<u8>, BTreeMap<String, Vec<u8>>)> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = CheckpointStore::open(dir.to_str().unwrap(), name, 3).unwrap();
+/// The newest checkpoint of each partition: its offset, state file and every model array.
+pub type FinalState = BTreeMap<i32, (i64, Vec<u8>, BTreeMap<String, Vec<u8>>)>;
+
+pub fn final_state(ck: &dyn Checkpoints, name: &str) -> FinalState {
+    let store = ck.store(name);
+    block(async {
         let mut out = BTreeMap::new();
         for p in store.partitions().await.unwrap() {
             let (m, files) = store.latest(p).await.unwrap().expect("a checkpoint");
@@ -183,12 +220,12 @@ pub fn assert_same_output(reference: &str, crashed: &str, seed: u64) {
 
 /// A pipeline file and its name (the checkpoint folder).
 #[derive(Clone, Copy)]
-struct Fixture {
+pub struct Fixture {
     pipeline: &'static str,
     name: &'static str,
 }
 
-const IDEMPOTENT: Fixture = Fixture { pipeline: PIPELINE, name: NAME };
+pub const IDEMPOTENT: Fixture = Fixture { pipeline: PIPELINE, name: NAME };
 const TRANSACTIONAL: Fixture = Fixture { pipeline: "tests/fixtures/market-ticks-exact-txn.toml", name: "market-ticks-exact-txn" };
 
 #[test]
@@ -266,13 +303,20 @@ fn tansu_process() -> (Child, String) {
 /// newest checkpoint of partition 0 corrupted midway: both output topics and the
 /// final state and model tensors of every partition must be identical.
 fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &dyn Fn() -> (Child, String)) {
+    let dir = tempfile::tempdir().unwrap();
+    crash_equivalence_in(fx, faults, rounds, make_broker, &Dir(dir.path().to_path_buf()));
+}
+
+/// The crash test with the interrupted runs' checkpoints in `ck`.
+pub fn crash_equivalence_in(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &dyn Fn() -> (Child, String), ck: &dyn Checkpoints) {
     let lines = input();
     assert!(lines.len() >= 20_000);
     // The reference: one uninterrupted run.
     let (_ref_broker, ref_addr) = seeded_broker(&lines);
     let ref_dir = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
-    let out = daemon_for(fx, &ref_addr, ref_dir.path(), None).output().unwrap();
+    let ref_ck = Dir(ref_dir.path().to_path_buf());
+    let out = daemon_for(fx, &ref_addr, &ref_ck, None).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let full = t0.elapsed();
     let preds = read(&ref_addr, "tick-predictions").len();
@@ -290,20 +334,19 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
     for (p, msgs) in by_partition(input) {
         assert_eq!(copied.get(&p).map_or(0, Vec::len), msgs.len(), "input partition {p} on the broker under test");
     }
-    let dir = tempfile::tempdir().unwrap();
     let mut interruptions = 0;
     // Exact places first (abort right after a checkpoint write, right after a
     // publish, …), then SIGKILLs at random times, a few SIGTERMs, and a corrupted
     // newest checkpoint.
     for fault in faults {
-        let out = daemon_for(fx, &addr, dir.path(), Some(fault)).output().unwrap();
+        let out = daemon_for(fx, &addr, ck, Some(fault)).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("TICKFLARE_FAULT: aborting"), "{fault}: {err}");
         interruptions += 1;
     }
     for round in 0..rounds {
         let signal = if round % 4 == 3 { "TERM" } else { "KILL" };
-        let mut cmd = daemon_for(fx, &addr, dir.path(), None);
+        let mut cmd = daemon_for(fx, &addr, ck, None);
         if let Ok(d) = std::env::var("TICKFLARE_CRASH_LOGS") {
             cmd.stderr(std::fs::File::create(format!("{d}/{}-round-{round}.log", fx.name)).unwrap());
         }
@@ -316,26 +359,26 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
         }
         interruptions += 1;
         if round == rounds / 2 {
-            corrupt_newest_checkpoint(dir.path(), fx.name);
+            ck.corrupt_newest(fx.name);
         }
     }
     assert!(interruptions >= faults.len() + rounds.min(10), "only {interruptions} interruptions landed before the input was done (seed {seed})");
     // Run to the end: without `--stop-at-end` (it stops at the end offsets reported
     // at start, which Tansu reports with a lag) until every partition's checkpoint
     // reached the reference's end, then SIGTERM (a graceful stop).
-    let a = final_state(ref_dir.path(), fx.name);
-    let offsets = |m: &BTreeMap<i32, (i64, Vec<u8>, BTreeMap<String, Vec<u8>>)>| m.iter().map(|(p, v)| (*p, v.0)).collect::<Vec<_>>();
-    let mut child = Child(daemon_until_stopped(fx, &addr, dir.path(), None).stderr(Stdio::null()).spawn().unwrap());
+    let a = final_state(&ref_ck, fx.name);
+    let offsets = |m: &FinalState| m.iter().map(|(p, v)| (*p, v.0)).collect::<Vec<_>>();
+    let mut child = Child(daemon_until_stopped(fx, &addr, ck, None).stderr(Stdio::null()).spawn().unwrap());
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(180) {
         std::thread::sleep(Duration::from_millis(500));
-        if Some(offsets(&a)) == newest_offsets(dir.path(), fx.name) {
+        if Some(offsets(&a)) == newest_offsets(ck, fx.name) {
             break;
         }
     }
     Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
     assert!(child.0.wait().unwrap().success());
-    let b = final_state(dir.path(), fx.name);
+    let b = final_state(ck, fx.name);
     assert_eq!(offsets(&a), offsets(&b), "final checkpoint offsets (seed {seed})");
     assert_same_output(&ref_addr, &addr, seed);
     assert_eq!(a.len(), 3);
@@ -348,23 +391,17 @@ fn crash_equivalence(fx: Fixture, faults: &[&str], rounds: usize, make_broker: &
     }
 }
 
-/// Each partition's newest checkpoint offset, from the file system (tolerates a
-/// daemon writing and pruning meanwhile).
-fn newest_offsets(dir: &Path, name: &str) -> Option<Vec<(i32, i64)>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir.join(name)).ok()? {
-        let e = e.ok()?;
-        let p: i32 = e.file_name().to_str()?.strip_prefix('p')?.parse().ok()?;
-        let newest = std::fs::read_dir(e.path())
-            .ok()?
-            .filter_map(|c| c.ok())
-            .filter(|c| c.path().join("MANIFEST.json").exists())
-            .filter_map(|c| c.file_name().to_str()?.parse::<i64>().ok())
-            .max()?;
-        out.push((p, newest));
-    }
-    out.sort();
-    Some(out)
+/// Each partition's newest complete checkpoint (`None` while a listing fails, e.g.
+/// as a daemon prunes).
+fn newest_offsets(ck: &dyn Checkpoints, name: &str) -> Option<Vec<(i32, i64)>> {
+    let store = ck.store(name);
+    block(async {
+        let mut out = Vec::new();
+        for p in store.partitions().await.ok()? {
+            out.push((p, *store.ids(p, true).await.ok()?.iter().max()?));
+        }
+        Some(out)
+    })
 }
 
 /// Flips bytes in the newest checkpoint's model file of partition 0 (when there is

@@ -11,6 +11,7 @@ mod fuzz;
 mod forecasting;
 mod graceful;
 mod processes;
+mod s3;
 mod secure;
 mod series;
 mod solar;
