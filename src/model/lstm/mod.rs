@@ -277,6 +277,19 @@ impl LstmModel {
         self.learn(x, y, s)
     }
 
+    // And for AVX-512's 8-wide lanes (same rounding, same bits: tested).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn forward_avx512(&self, x: &[f64], s: &mut Scratch) -> f64 {
+        self.forward_cached(x, s)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn learn_avx512(&mut self, x: &[f64], y: f64, s: &mut Scratch) -> f64 {
+        self.learn(x, y, s)
+    }
+
     /// The loss of `pred` against `y` and its derivative in `pred`.
     fn loss_grad(&self, pred: f64, y: f64) -> (f64, f64) {
         let e = pred - y;
@@ -310,7 +323,10 @@ impl OnlineModel for LstmModel {
         Ok(SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return unsafe { self.forward_avx512(x, s) };
+            } else if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 (checked just above).
                 return unsafe { self.forward_avx2(x, s) };
             }
@@ -323,7 +339,10 @@ impl OnlineModel for LstmModel {
         SCRATCH.with(|cell| {
             let s = &mut *cell.borrow_mut();
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return Ok(unsafe { self.learn_avx512(x, y, s) });
+            } else if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 (checked just above).
                 return Ok(unsafe { self.learn_avx2(x, y, s) });
             }

@@ -86,28 +86,43 @@ fn checkpoints_cross_load() {
     assert!(close(&restored.parameters().unwrap(), &theirs.parameters().unwrap(), 1e-9));
 }
 
-/// The AVX2 build of the step and the baseline build give the same bits.
+/// The AVX2 and AVX-512 builds of the step and the baseline build give the same
+/// bits (each where the CPU has it). Only an optimised build vectorises: run it with
+/// `cargo test --release --lib lstm` too (done for this change: equal).
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn avx2_and_baseline_agree_bit_for_bit() {
-    if !std::arch::is_x86_feature_detected!("avx2") {
-        return;
-    }
+fn simd_builds_and_baseline_agree_bit_for_bit() {
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
     let (mut a, _) = pair(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.01);
     let (mut b, _) = pair(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.01);
+    let (mut c, _) = pair(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.01);
     let mut s = Scratch::default();
     for i in 0..200 {
         let (x, y) = stream(i);
         let p = a.forward(&x, &mut s);
-        // SAFETY: AVX2 checked above.
-        let q = unsafe { b.forward_avx2(&x, &mut s) };
-        assert_eq!(p.to_bits(), q.to_bits(), "step {i}");
         let l = a.learn(&x, y, &mut s);
-        let m = unsafe { b.learn_avx2(&x, y, &mut s) };
-        assert_eq!(l.to_bits(), m.to_bits(), "step {i}");
+        if avx2 {
+            // SAFETY: AVX2 checked above.
+            let q = unsafe { b.forward_avx2(&x, &mut s) };
+            assert_eq!(p.to_bits(), q.to_bits(), "avx2 step {i}");
+            let m = unsafe { b.learn_avx2(&x, y, &mut s) };
+            assert_eq!(l.to_bits(), m.to_bits(), "avx2 step {i}");
+        }
+        if avx512 {
+            // SAFETY: AVX-512F checked above.
+            let q = unsafe { c.forward_avx512(&x, &mut s) };
+            assert_eq!(p.to_bits(), q.to_bits(), "avx512 step {i}");
+            let m = unsafe { c.learn_avx512(&x, y, &mut s) };
+            assert_eq!(l.to_bits(), m.to_bits(), "avx512 step {i}");
+        }
     }
-    assert_eq!(a.theta, b.theta);
-    assert_eq!((a.m.clone(), a.v.clone()), (b.m.clone(), b.v.clone()));
+    for (on, m) in [(avx2, &b), (avx512, &c)] {
+        if on {
+            assert_eq!(a.theta, m.theta);
+            assert_eq!((a.m.clone(), a.v.clone()), (m.m.clone(), m.v.clone()));
+        }
+    }
 }
 
 /// The update reuses the forward pass of a prediction just made on the same row
