@@ -267,6 +267,18 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     if m.kind == "cnn1d" && (m.kernel == 0 || m.kernel > m.window) {
         probs.push(problem("model.kernel", format!("must be between 1 and model.window ({})", m.window)));
     }
+    // The HL-Gauss head's settings, each at its key (the model build stops at the first).
+    if m.loss == "hl_gauss" && m.hl_bins < 2 {
+        probs.push(problem("model.hl_bins", "must be at least 2"));
+    }
+    if let Some([lo, hi]) = m.hl_range {
+        if !(lo < hi && lo.is_finite() && hi.is_finite()) {
+            probs.push(problem("model.hl_range", "must be [low, high] with low < high"));
+        }
+    }
+    if !matches!(m.replay_policy.as_str(), "recent" | "reservoir") {
+        probs.push(problem("model.replay_policy", format!("{:?} is not one of recent, reservoir", m.replay_policy)));
+    }
     if let Err(e) = crate::model::loss::Loss::parse(&m.loss, m.huber_delta) {
         probs.push(problem("model.loss", e.to_string()));
     }

@@ -284,7 +284,7 @@ fn an_oversized_sample_line_is_a_clear_error_not_a_hang() {
 #[test]
 fn validate_builds_models_lanes_and_solar_pipelines() {
     let dir = tempfile::tempdir().unwrap();
-    let model = "features = [\"price\"]\ntarget = \"price\"\nhorizon = 1\nreplay = 2\nreplay_policy = \"bogus\"\nmixup = true\nmixup_alpha = 0.0";
+    let model = "features = [\"price\"]\ntarget = \"price\"\nhorizon = 1\nreplay = 2\nreplay_policy = \"bogus\"\nmixup = true\nmixup_alpha = 0.0\nloss = \"hl_gauss\"\nhl_bins = 1\nhl_range = [5.0, -5.0]";
     let p = flat_pipeline(dir.path(), "SELECT _offset, symbol, ts, price FROM ticks", model, 1);
     let validate = |p: &std::path::Path| {
         let out = Command::new(bin()).current_dir(repo()).arg("validate").arg(p).args(["--brokers", "embedded"]).output().unwrap();
@@ -292,10 +292,10 @@ fn validate_builds_models_lanes_and_solar_pipelines() {
     };
     let (code, err) = validate(&p);
     assert_eq!(code, Some(2), "{err}");
-    for needle in ["model.replay_policy: \"bogus\"", "model.mixup_alpha:"] {
+    for needle in ["model.replay_policy: \"bogus\"", "model.mixup_alpha:", "model.hl_bins: must be at least 2", "model.hl_range: must be [low, high]"] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
-    let fixed = std::fs::read_to_string(&p).unwrap().replace("\"bogus\"", "\"recent\"").replace("mixup_alpha = 0.0", "mixup_alpha = 0.4");
+    let fixed = std::fs::read_to_string(&p).unwrap().replace("\"bogus\"", "\"recent\"").replace("mixup_alpha = 0.0", "mixup_alpha = 0.4").replace("\nloss = \"hl_gauss\"\nhl_bins = 1\nhl_range = [5.0, -5.0]", "");
     std::fs::write(&p, fixed + "[[compare]]\nname = \"rls_hl\"\nkind = \"rls\"\nloss = \"hl_gauss\"\n[[compare]]\nname = \"fine\"\nkind = \"linear\"\n").unwrap();
     let (code, err) = validate(&p);
     assert_eq!(code, Some(2), "{err}");
