@@ -120,7 +120,15 @@ impl<'a> Live<'a> {
         // The `[kafka]` properties are for real clusters, not the embedded broker.
         let props = if conn.embedded.is_some() { Default::default() } else { cfg.kafka.clone() };
         let consumer = consumer_with(&conn.brokers, &group, ctx, &props)?;
-        let ends = end_offsets(&consumer, &cfg.source.topic, Duration::from_secs(10)).with_context(|| format!("reading end offsets of {:?}", cfg.source.topic))?;
+        let ends = match end_offsets(&consumer, &cfg.source.topic, Duration::from_secs(10)) {
+            Ok(e) => e,
+            Err(e) => {
+                // The client's own error says little ("broker transport failure"); a
+                // probe says why (a refused login, an untrusted certificate).
+                let why = crate::source::kafka::diagnose(&conn.brokers, &props).map(|w| format!(" ({w})")).unwrap_or_default();
+                return Err(anyhow::Error::new(e).context(format!("reading end offsets of {:?}{why}", cfg.source.topic)));
+            }
+        };
         let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.clone());
         let ckpt = match &location {
             Some(l) => Some(Checkpointer::new(built, l, &conn.brokers, &props).with_context(|| format!("opening checkpoints at {l:?}"))?),

@@ -229,3 +229,18 @@ pub fn probe_failure(c: &rdkafka::consumer::BaseConsumer<ErrorLog>, brokers: &st
     let why = if why.is_empty() { String::new() } else { format!(" — {why}") };
     format!("cannot fetch metadata from {brokers}: {e}{why}")
 }
+
+/// Why `brokers` cannot be reached with `props`, in librdkafka's words (a refused
+/// login, an untrusted certificate), from a [`probe`]'s metadata request; `None`
+/// when the probe gets through. For errors whose own text says less.
+pub fn diagnose(brokers: &str, props: &KafkaProps) -> Option<String> {
+    use rdkafka::consumer::Consumer;
+    let c = match probe(brokers, props) {
+        Ok(c) => c,
+        Err(e) => return Some(e.to_string()),
+    };
+    match c.fetch_metadata(None, Duration::from_secs(10)) {
+        Ok(_) => None,
+        Err(e) => Some(probe_failure(&c, brokers, e)),
+    }
+}

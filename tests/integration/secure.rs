@@ -515,6 +515,19 @@ async fn a_pipeline_over_tls_with_sasl_plain_and_scram_publishes_what_it_does_in
         // pipeline's mechanism.
         assert!(logins.iter().filter(|l| **l == format!("{mechanism} {USER}")).count() >= 4, "{mechanism}: logins {logins:?}");
     }
+
+    // A refused login stops `run` with librdkafka's reason, not a bare "broker
+    // transport failure", and without the password.
+    let d = dir.path().join("refused");
+    std::fs::create_dir_all(&d).unwrap();
+    let b = pipeline(&d, Some(kafka_table(&d, &ca, "SCRAM-SHA-256", "wrong-password"))).await;
+    let cluster = Secured::start(&pki, &["in", "out", "dlq"]).await;
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let opts = RunOptions { brokers: Some(cluster.front.clone()), stop_at_end: true, assign: true, ..Default::default() };
+    let e = tickflare::pipeline::run(&b, opts, rx).await.err().expect("a refused login must stop the run");
+    let text = format!("{e:#}");
+    assert!(text.contains("Authentication failed during authentication due to invalid credentials"), "{text}");
+    assert!(!text.contains("wrong-password"), "{text}");
 }
 
 /// `validate --brokers` on a secured cluster: a right login passes; a wrong
