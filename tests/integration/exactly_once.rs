@@ -499,6 +499,10 @@ fn survivor_of_a_killed_group_member_finishes_its_partitions_exactly() {
             .args(["run", PIPELINE, "--group", "exactly-once-group", "--brokers", &addr, "--metrics-addr", http, "--checkpoint-dir"])
             .arg(dir.path())
             .env_remove("TICKFLARE_FAULT")
+            // Short sessions: a rebalance the mock holds until a session times out
+            // (a loaded CI run) then costs seconds, not the default 45.
+            .env("TICKFLARE_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("TICKFLARE_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         Child(c.spawn().unwrap())
@@ -507,7 +511,7 @@ fn survivor_of_a_killed_group_member_finishes_its_partitions_exactly() {
     let mut a = member(&http_a);
     wait_for("A to be assigned", 60, || (scrape(&http_a, "tickflare_assigned_partitions")? == 3.0).then_some(()));
     let mut b = member(&http_b);
-    wait_for("the partitions to be shared", 90, || {
+    wait_for("the partitions to be shared", 150, || {
         let (x, y) = (scrape(&http_a, "tickflare_assigned_partitions")?, scrape(&http_b, "tickflare_assigned_partitions")?);
         (x + y == 3.0 && x > 0.0 && y > 0.0).then_some(())
     });
