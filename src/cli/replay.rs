@@ -166,8 +166,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         None => {
             let mut cc = ClientConfig::new();
             cc.set("bootstrap.servers", &a.brokers);
-            props.apply(&mut cc, Role::Consumer)?;
-            let c: BaseConsumer = cc.create().map_err(KafkaProps::redact)?;
+            let c: BaseConsumer = props.create(&mut cc, Role::Consumer)?;
             let n = crate::source::kafka::partition_count(&c, &topic, Duration::from_secs(10))
                 .with_context(|| format!("reading the partitions of {topic:?} on {}", a.brokers))?;
             if n == 0 {

@@ -111,6 +111,25 @@ impl KafkaProps {
         Ok(())
     }
 
+    /// A client from `c` with the properties of `role` on top; a property librdkafka
+    /// refuses is reported by name only ([`KafkaProps::redact`]). Every client that
+    /// talks to a pipeline's cluster is made here or by [`KafkaProps::create_with`].
+    pub fn create<T: rdkafka::config::FromClientConfig>(&self, c: &mut ClientConfig, role: Role) -> Result<T> {
+        self.apply(c, role)?;
+        c.create().map_err(Self::redact)
+    }
+
+    /// [`KafkaProps::create`] with a client context.
+    pub fn create_with<X: rdkafka::ClientContext, T: rdkafka::config::FromClientConfigAndContext<X>>(
+        &self,
+        c: &mut ClientConfig,
+        role: Role,
+        context: X,
+    ) -> Result<T> {
+        self.apply(c, role)?;
+        c.create_with_context(context).map_err(Self::redact)
+    }
+
     /// A client's creation error without the property's value (rdkafka's own message
     /// repeats it, which could print a secret).
     pub fn redact(e: rdkafka::error::KafkaError) -> Error {

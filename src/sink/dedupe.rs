@@ -112,8 +112,7 @@ pub fn scan_marks(brokers: &str, props: &KafkaProps, topic: &str, partition: i32
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("client.id", "tickflare-tail-scan");
-    props.apply(&mut c, Role::Consumer)?;
-    let c: BaseConsumer = c.create().map_err(KafkaProps::redact)?;
+    let c: BaseConsumer = props.create(&mut c, Role::Consumer)?;
     let timeout = Duration::from_secs(10);
     let (low, high) = c.fetch_watermarks(topic, partition, timeout)?;
     let start = from.max(low);

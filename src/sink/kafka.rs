@@ -58,16 +58,12 @@ pub type SinkProducer = ThreadedProducer<Deliveries>;
 /// An idempotent sink producer; transactional when `transactional_id` is given; the
 /// `[kafka]` properties (`props`) on top.
 pub fn sink_producer(brokers: &str, transactional_id: Option<&str>, props: &KafkaProps) -> Result<SinkProducer> {
-    let mut c = config(brokers, transactional_id);
-    props.apply(&mut c, Role::Producer)?;
-    c.create_with_context(Deliveries).map_err(KafkaProps::redact)
+    props.create_with(&mut config(brokers, transactional_id), Role::Producer, Deliveries)
 }
 
 /// [`producer`] with the `[kafka]` properties on top (replaying into a real cluster).
 pub fn producer_with(brokers: &str, props: &KafkaProps) -> Result<FutureProducer> {
-    let mut c = config(brokers, None);
-    props.apply(&mut c, Role::Producer)?;
-    c.create().map_err(KafkaProps::redact)
+    props.create(&mut config(brokers, None), Role::Producer)
 }
 
 /// The producer context: each delivery report lands in its batch's [`BatchAcks`].

@@ -76,8 +76,7 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
         .set("auto.offset.reset", "earliest")
         .set("fetch.message.max.bytes", "67108864")
         .set("max.partition.fetch.bytes", "67108864");
-    props.apply(&mut cc, Role::Consumer)?;
-    let consumer: StreamConsumer = cc.create().map_err(KafkaProps::redact)?;
+    let consumer: StreamConsumer = props.create(&mut cc, Role::Consumer)?;
     let t10 = Duration::from_secs(10);
     let frames_end = crate::source::kafka::end_offsets(&consumer, &cfg.source.frames_topic, t10).with_context(|| format!("topic {:?}", cfg.source.frames_topic))?;
     if frames_end.is_empty() {

@@ -22,8 +22,7 @@ pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer> {
 pub fn consumer_with(brokers: &str, group: &str, ctx: SourceContext, props: &KafkaProps) -> Result<StreamConsumer<SourceContext>> {
     let mut c = consumer_config(brokers, group);
     c.set("statistics.interval.ms", "1000");
-    props.apply(&mut c, Role::Consumer)?;
-    c.create_with_context(ctx).map_err(KafkaProps::redact)
+    props.create_with(&mut c, Role::Consumer, ctx)
 }
 
 fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
@@ -213,8 +212,7 @@ pub fn probe(brokers: &str, props: &KafkaProps) -> Result<rdkafka::consumer::Bas
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers).set("client.id", "tickflare-validate");
     props.resolved(Role::Producer)?;
-    props.apply(&mut c, Role::Consumer)?;
-    c.create_with_context(ErrorLog::default()).map_err(KafkaProps::redact)
+    props.create_with(&mut c, Role::Consumer, ErrorLog::default())
 }
 
 /// A failed metadata request of a [`probe`], with librdkafka's reports of why.

@@ -197,15 +197,13 @@ async fn ensure_shadow_topics(brokers: &str, props: &KafkaProps, input: &str, to
     use rdkafka::consumer::BaseConsumer;
     let mut c = rdkafka::ClientConfig::new();
     c.set("bootstrap.servers", brokers);
-    props.apply(&mut c, Role::Consumer)?;
-    let meta: BaseConsumer = c.create().map_err(KafkaProps::redact)?;
+    let meta: BaseConsumer = props.create(&mut c, Role::Consumer)?;
     let t = Duration::from_secs(10);
     let n = partition_count(&meta, input, t)?;
     if n == 0 {
         bail!("input topic {input:?} does not exist on {brokers}");
     }
-    props.apply(&mut c, Role::Producer)?;
-    let admin: AdminClient<DefaultClientContext> = c.create().map_err(KafkaProps::redact)?;
+    let admin: AdminClient<DefaultClientContext> = props.create(&mut c, Role::Producer)?;
     for name in topics.iter().flat_map(|(a, b)| [a, b]) {
         let have = partition_count(&meta, name, t)?;
         if have == 0 {
