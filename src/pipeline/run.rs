@@ -25,7 +25,7 @@ use crate::sink::kafka::{sink_producer, KafkaSink, KafkaTransactions};
 use crate::sink::txn::Coordinator;
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
-use crate::source::kafka::{assign_all, consumer_with, end_offsets, next_record, Received};
+use crate::source::kafka::{assign_all, consumer_with, diagnosed, end_offsets, next_record, Received};
 use crate::telemetry::events::PipelineMetrics;
 use crate::telemetry::{self, Health};
 
@@ -120,15 +120,8 @@ impl<'a> Live<'a> {
         // The `[kafka]` properties are for real clusters, not the embedded broker.
         let props = if conn.embedded.is_some() { Default::default() } else { cfg.kafka.clone() };
         let consumer = consumer_with(&conn.brokers, &group, ctx, &props)?;
-        let ends = match end_offsets(&consumer, &cfg.source.topic, Duration::from_secs(10)) {
-            Ok(e) => e,
-            Err(e) => {
-                // The client's own error says little ("broker transport failure"); a
-                // probe says why (a refused login, an untrusted certificate).
-                let why = crate::source::kafka::diagnose(&conn.brokers, &props).map(|w| format!(" ({w})")).unwrap_or_default();
-                return Err(anyhow::Error::new(e).context(format!("reading end offsets of {:?}{why}", cfg.source.topic)));
-            }
-        };
+        let ends = end_offsets(&consumer, &cfg.source.topic, Duration::from_secs(10))
+            .with_context(|| diagnosed(&conn.brokers, &props, format!("reading end offsets of {:?}", cfg.source.topic)))?;
         let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.clone());
         let ckpt = match &location {
             Some(l) => Some(Checkpointer::new(built, l, &conn.brokers, &props).with_context(|| format!("opening checkpoints at {l:?}"))?),

@@ -228,9 +228,19 @@ pub fn probe_failure(c: &rdkafka::consumer::BaseConsumer<ErrorLog>, brokers: &st
     format!("cannot fetch metadata from {brokers}: {e}{why}")
 }
 
-/// Why `brokers` cannot be reached with `props`, in librdkafka's words (a refused
-/// login, an untrusted certificate), from a [`probe`]'s metadata request; `None`
-/// when the probe gets through. For errors whose own text says less.
+/// `what` failed, and — when a [`probe`] of `brokers` fails too — why, in
+/// librdkafka's words (a refused login, an untrusted certificate): the context of a
+/// client error whose own text says little ("broker transport failure"). Call it
+/// only on an error (it waits for the probe).
+pub fn diagnosed(brokers: &str, props: &KafkaProps, what: String) -> String {
+    match diagnose(brokers, props) {
+        Some(why) => format!("{what} ({why})"),
+        None => what,
+    }
+}
+
+/// Why `brokers` cannot be reached with `props`, from a [`probe`]'s metadata
+/// request; `None` when the probe gets through.
 pub fn diagnose(brokers: &str, props: &KafkaProps) -> Option<String> {
     use rdkafka::consumer::Consumer;
     let c = match probe(brokers, props) {
