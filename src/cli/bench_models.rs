@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::model::keyed::{self, KeyOps};
 use crate::model::{self, device};
+use crate::pipeline::config::choice::{DeviceChoice, ModelKind};
 use crate::pipeline::config::ModelConfig;
 
 #[derive(clap::Args, Debug)]
@@ -23,10 +24,10 @@ pub struct BenchModelsArgs {
     pub rows: usize,
     /// `cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
     /// Only these kinds (default: all).
     #[arg(long = "kind")]
-    pub kinds: Vec<String>,
+    pub kinds: Vec<ModelKind>,
     /// Keyed models per partition (rows round-robin over them).
     #[arg(long, default_value_t = 1)]
     pub keys: usize,
@@ -48,15 +49,15 @@ pub struct ModelRate {
 }
 
 pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
-    let dev = device(&a.device)?;
+    let dev = device(a.device)?;
     let d = 8usize;
-    let all = ["linear", "rls", "mlp", "lstm", "cnn1d"];
-    let kinds: Vec<&str> = if a.kinds.is_empty() { all.to_vec() } else { a.kinds.iter().map(String::as_str).collect() };
+    let all = [ModelKind::Linear, ModelKind::Rls, ModelKind::Mlp, ModelKind::Lstm, ModelKind::Cnn1d];
+    let kinds: Vec<ModelKind> = if a.kinds.is_empty() { all.to_vec() } else { a.kinds.clone() };
     let dev_name = model::device_name(&dev).to_string();
     println!("device {:?}, {} rows per kind, {d} features, {} key(s)", a.device, a.rows, a.keys);
     let mut rates = Vec::new();
     for kind in kinds {
-        let window = if matches!(kind, "lstm" | "cnn1d") { 8 } else { 1 };
+        let window = if kind.is_sequence() { 8 } else { 1 };
         let cfg: ModelConfig = toml::from_str(&format!(
             "kind = \"{kind}\"\noptimizer = \"adamw\"\nlearning_rate = 0.001\nhidden = [32]\nwindow = {window}\nkernel = 3\n\
              features = [\"f\"]\ntarget = \"y\"\nhorizon = 1"

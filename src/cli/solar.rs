@@ -123,7 +123,7 @@ pub struct TrainArgs {
     pub patches: usize,
     /// cpu, cuda (a build with `--features cuda` and a GPU) or auto (CUDA when present).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: crate::pipeline::config::choice::DeviceChoice,
 }
 
 /// One training pair.
@@ -201,7 +201,7 @@ fn dihedral_target(t: [f32; 4], k: u64) -> [f32; 4] {
 }
 
 pub async fn train_tracker(a: TrainArgs) -> anyhow::Result<ExitCode> {
-    let device = crate::model::device(&a.device)?;
+    let device = crate::model::device(a.device)?;
     eprintln!("training on {}", crate::model::device_name(&device));
     let mut net = TrackerNet::new(a.crop, a.learning_rate, a.seed, &device)?;
     let mut rng = Draws(a.seed);

@@ -101,7 +101,7 @@ async fn validate_solar(path: &std::path::Path, brokers: Option<&str>) -> Vec<Pr
     if cfg.source.brokers == "embedded" && cfg.source.synthetic.is_none() {
         probs.push(problem("source.synthetic", "the embedded broker needs [source.synthetic] to seed frames".into()));
     }
-    if let Err(e) = crate::model::device(&cfg.tracker.device) {
+    if let Err(e) = crate::model::device(cfg.tracker.device) {
         probs.push(problem("tracker.device", e.to_string()));
     } else if probs.is_empty() {
         match crate::solar::tracker::Tracker::new(cfg.tracker.clone(), &cfg.base_dir) {

@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::pipeline::config::choice::Aggregate;
 
 /// Which weighting rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,35 +33,22 @@ pub enum Method {
     AdaHedge,
 }
 
-/// The loss the weights follow (linearised at the mixture).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AggLoss {
-    /// |ŷ − y|: gradient sign(ŷ − y). Tracks MAE (the metric of record).
-    Absolute,
-    /// (ŷ − y)²: gradient 2(ŷ − y).
-    Square,
-}
+/// The loss the weights follow (linearised at the mixture): `absolute` (|ŷ − y|,
+/// gradient sign(ŷ − y); tracks MAE, the metric of record) or `square`.
+pub use crate::pipeline::config::choice::AggLoss;
 
 impl Method {
-    pub fn parse(s: &str) -> Result<Option<Self>> {
-        match s {
-            "mlpoly" => Ok(Some(Method::MlPoly)),
-            "adahedge" => Ok(Some(Method::AdaHedge)),
-            "none" => Ok(None),
-            other => Err(Error::ConfigKey { key: "model.aggregate", message: format!("{other:?} is not one of mlpoly, adahedge, none") }),
+    /// The rule `model.aggregate` names; `none` is no aggregation.
+    pub fn of(a: Aggregate) -> Option<Self> {
+        match a {
+            Aggregate::MlPoly => Some(Method::MlPoly),
+            Aggregate::AdaHedge => Some(Method::AdaHedge),
+            Aggregate::None => None,
         }
     }
 }
 
 impl AggLoss {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "absolute" => Ok(AggLoss::Absolute),
-            "square" => Ok(AggLoss::Square),
-            other => Err(Error::ConfigKey { key: "model.aggregate_loss", message: format!("{other:?} is not one of absolute, square") }),
-        }
-    }
-
     fn gradient(self, pred: f64, y: f64) -> f64 {
         match self {
             AggLoss::Absolute => {

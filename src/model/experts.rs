@@ -10,6 +10,7 @@ use arrow::datatypes::Schema;
 
 use super::aggregate::{AggLoss, Method};
 use crate::error::{Error, Result};
+use crate::pipeline::config::choice::{BaselineChoice, Output};
 use crate::pipeline::config::ModelConfig;
 
 /// What the model learns relative to.
@@ -64,12 +65,12 @@ impl Experts {
     /// Resolves `model.baseline`, `output`, `aggregate`, `experts` against the feature
     /// SQL's output schema.
     pub fn new(cfg: &ModelConfig, out: &Schema) -> Result<Self> {
-        let baseline = match cfg.baseline.as_str() {
-            "none" => Baseline::None,
-            "persistence" => Baseline::Persistence,
-            "seasonal" if cfg.season.is_some() => Baseline::Seasonal,
-            "seasonal" => return Err(bad("model.baseline", "\"seasonal\" needs model.season".into())),
-            col => match out.index_of(col) {
+        let baseline = match &cfg.baseline {
+            BaselineChoice::None => Baseline::None,
+            BaselineChoice::Persistence => Baseline::Persistence,
+            BaselineChoice::Seasonal if cfg.season.is_some() => Baseline::Seasonal,
+            BaselineChoice::Seasonal => return Err(bad("model.baseline", "\"seasonal\" needs model.season".into())),
+            BaselineChoice::Column(col) => match out.index_of(col) {
                 Ok(i) if out.field(i).data_type().is_numeric() => Baseline::Column(i),
                 _ => {
                     return Err(bad(
@@ -79,13 +80,9 @@ impl Experts {
                 }
             },
         };
-        let change = match cfg.output.as_str() {
-            "level" => false,
-            "change" => true,
-            other => return Err(bad("model.output", format!("{other:?} is not one of level, change"))),
-        };
-        let method = Method::parse(&cfg.aggregate)?;
-        let loss = AggLoss::parse(&cfg.aggregate_loss)?;
+        let change = cfg.output == Output::Change;
+        let method = Method::of(cfg.aggregate);
+        let loss = cfg.aggregate_loss;
         if !(cfg.guard >= 0.0 && cfg.guard.is_finite()) {
             return Err(bad("model.guard", "must be a non-negative number".into()));
         }

@@ -155,7 +155,7 @@ fn drift_is_detected_and_reset_helps() {
 /// CNN must get below 0.1 — and below 0.7× the predict-0 error on the same rows.
 #[test]
 fn sequence_models_learn_an_ar2() {
-    for kind in ["lstm", "cnn1d"] {
+    for kind in [ModelKind::Lstm, ModelKind::Cnn1d] {
         let shape = seq::SeqShape { kind, window: 4, d: 1, hidden: 16, kernel: 2 };
         let t = net::Training { loss: loss::Loss::Mse, optim: linear::Optim::AdamW, learning_rate: 0.01, seed: 3 };
         let mut m = seq::SeqModel::new(&shape, &t, &Device::Cpu).unwrap();

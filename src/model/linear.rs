@@ -28,17 +28,6 @@ pub enum Optim {
     Nlms,
 }
 
-impl Optim {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "sgd" => Ok(Optim::Sgd),
-            "adamw" => Ok(Optim::AdamW),
-            "nlms" => Ok(Optim::Nlms),
-            other => Err(Error::Config(format!("model.optimizer {other:?} is not one of auto, sgd, adamw, nlms"))),
-        }
-    }
-}
-
 /// AdamW's hyper-parameters (candle-nn's defaults, weight decay off).
 pub(crate) const BETA1: f64 = 0.9;
 pub(crate) const BETA2: f64 = 0.999;

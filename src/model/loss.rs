@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
+use crate::pipeline::config::choice::LossKind;
 
 /// A pointwise regression loss, averaged over the batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -13,14 +14,13 @@ pub enum Loss {
 }
 
 impl Loss {
-    pub fn parse(name: &str, delta: f64) -> Result<Self> {
-        match name {
-            "mse" => Ok(Loss::Mse),
-            "huber" if delta > 0.0 && delta.is_finite() => Ok(Loss::Huber { delta }),
-            "huber" => Err(Error::Config(format!("model.huber_delta {delta} must be positive"))),
-            // The classification head is built by the model (see `mlp::HlGauss`).
-            "hl_gauss" => Ok(Loss::Mse),
-            other => Err(Error::Config(format!("model.loss {other:?} is not one of mse, huber, hl_gauss"))),
+    /// The loss `kind` names (`huber` with its `delta`). For `hl_gauss` the
+    /// classification head brings its own loss (see `mlp::HlGauss`); this is `Mse`.
+    pub fn new(kind: LossKind, delta: f64) -> Result<Self> {
+        match kind {
+            LossKind::Mse | LossKind::HlGauss => Ok(Loss::Mse),
+            LossKind::Huber if delta > 0.0 && delta.is_finite() => Ok(Loss::Huber { delta }),
+            LossKind::Huber => Err(Error::Config(format!("model.huber_delta {delta} must be positive"))),
         }
     }
 

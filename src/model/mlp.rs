@@ -13,21 +13,7 @@ use super::net::{Arch, NetModel, Training};
 use super::rand::Draws;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    Relu,
-    Tanh,
-}
-
-impl Activation {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "relu" => Ok(Activation::Relu),
-            "tanh" => Ok(Activation::Tanh),
-            other => Err(Error::Config(format!("model.activation {other:?} is not one of relu, tanh"))),
-        }
-    }
-}
+pub use crate::pipeline::config::choice::Activation;
 
 
 /// Regression as classification (HL-Gauss, Farebrother et al. 2024, "Stop

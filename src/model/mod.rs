@@ -23,6 +23,7 @@ pub mod wrappers;
 use candle_core::Device;
 
 use crate::error::{Error, Result};
+use crate::pipeline::config::choice::{DeviceChoice, DriftDetector, DriftResponse, LossKind, ModelKind, OptimizerChoice};
 use crate::pipeline::config::ModelConfig;
 pub use snapshot::Snapshot;
 
@@ -176,31 +177,39 @@ pub fn init_cpu_threads() {
 
 /// The optimizer a config asks for; `auto` is normalised LMS for linear models and
 /// AdamW for the networks (both free of scale tuning).
-pub fn optimizer(cfg: &ModelConfig) -> &str {
-    match (cfg.optimizer.as_str(), cfg.kind.as_str()) {
-        ("auto", "linear") => "nlms",
-        ("auto", _) => "adamw",
-        (o, _) => o,
+pub fn optimizer(cfg: &ModelConfig) -> linear::Optim {
+    match (cfg.optimizer, cfg.kind) {
+        (OptimizerChoice::Auto, ModelKind::Linear) | (OptimizerChoice::Nlms, _) => linear::Optim::Nlms,
+        (OptimizerChoice::Auto, _) | (OptimizerChoice::AdamW, _) => linear::Optim::AdamW,
+        (OptimizerChoice::Sgd, _) => linear::Optim::Sgd,
     }
 }
 
 /// How the model's network is trained (loss, optimizer, learning rate, seed).
 fn training(cfg: &ModelConfig) -> Result<net::Training> {
     Ok(net::Training {
-        loss: loss::Loss::parse(&cfg.loss, cfg.huber_delta)?,
-        optim: linear::Optim::parse(optimizer(cfg))?,
+        loss: loss::Loss::new(cfg.loss, cfg.huber_delta)?,
+        optim: optimizer(cfg),
         learning_rate: cfg.learning_rate,
         seed: cfg.seed,
     })
 }
 
 /// Picks the candle device named by the config.
-pub fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
-        "auto" => Ok(Device::cuda_if_available(0)?),
-        other => Err(Error::Config(format!("model.device {other:?} is not one of cpu, cuda, auto"))),
+pub fn device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda => Ok(Device::new_cuda(0)?),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available(0)?),
+    }
+}
+
+/// The setting that names a resolved device (`auto` resolved; this crate builds no
+/// Metal support, so anything not CUDA is the CPU).
+pub fn resolved(d: &Device) -> DeviceChoice {
+    match d {
+        Device::Cuda(_) => DeviceChoice::Cuda,
+        _ => DeviceChoice::Cpu,
     }
 }
 
@@ -218,12 +227,7 @@ pub fn device_name(d: &Device) -> &'static str {
 pub fn build(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
     let mut inner = build_kind(cfg, n_features, device)?;
     if cfg.replay > 0 {
-        let policy = match cfg.replay_policy.as_str() {
-            "recent" => wrappers::ReplayPolicy::Recent,
-            "reservoir" => wrappers::ReplayPolicy::Reservoir,
-            other => return Err(Error::Config(format!("model.replay_policy {other:?} is not one of recent, reservoir"))),
-        };
-        inner = Box::new(wrappers::Replay::new(inner, n_features, cfg.replay_capacity, cfg.replay, policy, cfg.seed));
+        inner = Box::new(wrappers::Replay::new(inner, n_features, cfg.replay_capacity, cfg.replay, cfg.replay_policy, cfg.seed));
     }
     if cfg.mixup {
         inner = Box::new(wrappers::CMixup::new(inner, n_features, cfg.replay_capacity, cfg.mixup_alpha, cfg.mixup_bandwidth, cfg.seed));
@@ -231,19 +235,15 @@ pub fn build(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Bo
     if cfg.normalize {
         inner = Box::new(wrappers::Normalized::new(inner, n_features));
     }
-    let detector = match cfg.drift.as_str() {
-        "none" => return Ok(inner),
-        "page_hinkley" => Detector::PageHinkley(drift::PageHinkley::new(cfg.drift_delta, cfg.drift_threshold, 30)),
-        "adwin" => Detector::Adwin(drift::Adwin::new(cfg.drift_delta, 2000)),
-        other => return Err(Error::Config(format!("model.drift {other:?} is not one of none, page_hinkley, adwin"))),
+    let detector = match cfg.drift {
+        DriftDetector::None => return Ok(inner),
+        DriftDetector::PageHinkley => Detector::PageHinkley(drift::PageHinkley::new(cfg.drift_delta, cfg.drift_threshold, 30)),
+        DriftDetector::Adwin => Detector::Adwin(drift::Adwin::new(cfg.drift_delta, 2000)),
     };
-    let action = match cfg.drift_action.as_str() {
-        "log" => DriftAction::Log,
-        "reset_optimizer" => DriftAction::ResetOptimizer,
-        "raise_lr" => DriftAction::RaiseLr { factor: cfg.drift_lr_factor, updates: cfg.drift_lr_updates },
-        other => {
-            return Err(Error::Config(format!("model.drift_action {other:?} is not one of log, reset_optimizer, raise_lr")))
-        }
+    let action = match cfg.drift_action {
+        DriftResponse::Log => DriftAction::Log,
+        DriftResponse::ResetOptimizer => DriftAction::ResetOptimizer,
+        DriftResponse::RaiseLr => DriftAction::RaiseLr { factor: cfg.drift_lr_factor, updates: cfg.drift_lr_updates },
     };
     Ok(Box::new(DriftGuard { inner, detector, action, boost_left: 0, events: 0 }))
 }
@@ -264,9 +264,9 @@ pub struct HlAuto {
 }
 
 fn hl_net(cfg: &ModelConfig, n_features: usize, h: mlp::HlGauss, device: &Device) -> Result<Box<dyn OnlineModel>> {
-    let hidden: &[usize] = if cfg.kind == "mlp" { &cfg.hidden } else { &[] };
+    let hidden: &[usize] = if cfg.kind == ModelKind::Mlp { &cfg.hidden } else { &[] };
     let t = net::Training { loss: loss::Loss::Mse, ..training(cfg)? };
-    Ok(Box::new(mlp::MlpModel::with_head(n_features, hidden, mlp::Activation::parse(&cfg.activation)?, Some(h), &t, device)?))
+    Ok(Box::new(mlp::MlpModel::with_head(n_features, hidden, cfg.activation, Some(h), &t, device)?))
 }
 
 impl OnlineModel for HlAuto {
@@ -342,8 +342,8 @@ impl OnlineModel for HlAuto {
 }
 
 fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
-    if cfg.loss == "hl_gauss" {
-        if !matches!(cfg.kind.as_str(), "linear" | "mlp") {
+    if cfg.loss == LossKind::HlGauss {
+        if !matches!(cfg.kind, ModelKind::Linear | ModelKind::Mlp) {
             return Err(Error::Config(format!("model.loss \"hl_gauss\" needs kind linear or mlp, not {:?}", cfg.kind)));
         }
         if cfg.hl_bins < 2 {
@@ -364,25 +364,23 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             })),
         };
     }
-    match cfg.kind.as_str() {
-        "linear" => {
-            let opt = linear::Optim::parse(optimizer(cfg))?;
-            let loss = loss::Loss::parse(&cfg.loss, cfg.huber_delta)?;
-            Ok(Box::new(linear::LinearModel::with_loss(n_features, opt, cfg.learning_rate, loss, device)?))
+    match cfg.kind {
+        ModelKind::Linear => {
+            let loss = loss::Loss::new(cfg.loss, cfg.huber_delta)?;
+            Ok(Box::new(linear::LinearModel::with_loss(n_features, optimizer(cfg), cfg.learning_rate, loss, device)?))
         }
-        "mlp" => Ok(Box::new(mlp::MlpModel::new(n_features, &cfg.hidden, mlp::Activation::parse(&cfg.activation)?, &training(cfg)?, device)?)),
+        ModelKind::Mlp => Ok(Box::new(mlp::MlpModel::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?, device)?)),
         // On the CPU the LSTM is plain f64 code (the same model, see `lstm`).
-        "lstm" if device.is_cpu() => {
+        ModelKind::Lstm if device.is_cpu() => {
             let window = cfg.window.max(1);
             Ok(Box::new(lstm::LstmModel::new(window, n_features / window, cfg.hidden.first().copied().unwrap_or(32), &training(cfg)?)?))
         }
-        "lstm" | "cnn1d" => {
+        ModelKind::Lstm | ModelKind::Cnn1d => {
             let window = cfg.window.max(1);
-            let shape = seq::SeqShape { kind: &cfg.kind, window: cfg.window, d: n_features / window, hidden: cfg.hidden.first().copied().unwrap_or(32), kernel: cfg.kernel };
+            let shape = seq::SeqShape { kind: cfg.kind, window: cfg.window, d: n_features / window, hidden: cfg.hidden.first().copied().unwrap_or(32), kernel: cfg.kernel };
             Ok(Box::new(seq::SeqModel::new(&shape, &training(cfg)?, device)?))
         }
-        "rls" => Ok(Box::new(rls::RlsModel::new(n_features, cfg.forgetting_factor, cfg.regularization, device)?)),
-        other => Err(Error::Config(format!("model.kind {other:?} is not supported (supported: linear, mlp, rls, lstm, cnn1d)"))),
+        ModelKind::Rls => Ok(Box::new(rls::RlsModel::new(n_features, cfg.forgetting_factor, cfg.regularization, device)?)),
     }
 }
 

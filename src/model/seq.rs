@@ -15,6 +15,7 @@ use super::loss::Loss;
 use super::net::{Arch, NetModel, Training};
 use super::rand::Draws;
 use crate::error::{Error, Result};
+use crate::pipeline::config::choice::ModelKind;
 
 enum Net {
     Lstm(LSTM),
@@ -34,10 +35,10 @@ pub struct Seq {
 pub type SeqModel = NetModel<Seq>;
 
 /// The shape of a sequence network.
-#[derive(Debug, Clone)]
-pub struct SeqShape<'a> {
-    /// `lstm` or `cnn1d`.
-    pub kind: &'a str,
+#[derive(Debug, Clone, Copy)]
+pub struct SeqShape {
+    /// `Lstm` or `Cnn1d`.
+    pub kind: ModelKind,
     pub window: usize,
     /// Features per row.
     pub d: usize,
@@ -65,7 +66,7 @@ fn seed_vars(varmap: &VarMap, seed: u64) -> Result<()> {
 }
 
 impl NetModel<Seq> {
-    pub fn new(shape: &SeqShape<'_>, t: &Training, device: &Device) -> Result<Self> {
+    pub fn new(shape: &SeqShape, t: &Training, device: &Device) -> Result<Self> {
         let SeqShape { kind, window, d, hidden, kernel } = *shape;
         if window == 0 || hidden == 0 {
             return Err(Error::Config("sequence models need model.window ≥ 1 and a hidden size ≥ 1".into()));
@@ -73,14 +74,14 @@ impl NetModel<Seq> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F64, device);
         let net = match kind {
-            "lstm" => Net::Lstm(candle_nn::lstm(d, hidden, LSTMConfig::default(), vb.pp("lstm"))?),
-            "cnn1d" => {
+            ModelKind::Lstm => Net::Lstm(candle_nn::lstm(d, hidden, LSTMConfig::default(), vb.pp("lstm"))?),
+            ModelKind::Cnn1d => {
                 if kernel == 0 || kernel > window {
                     return Err(Error::Config(format!("model.kernel {kernel} must be in 1..=window ({window})")));
                 }
                 Net::Cnn(candle_nn::conv1d(d, hidden, kernel, Conv1dConfig::default(), vb.pp("conv"))?)
             }
-            other => return Err(Error::Config(format!("{other:?} is not a sequence model"))),
+            other => return Err(Error::Internal(format!("{other:?} is not a sequence model"))),
         };
         let head_in = match net {
             Net::Lstm(_) => hidden,

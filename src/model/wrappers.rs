@@ -118,14 +118,9 @@ impl OnlineModel for Normalized {
     delegate_to_inner!();
 }
 
-/// Which labelled examples the replay buffer keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayPolicy {
-    /// The last K.
-    Recent,
-    /// A uniform sample of everything seen (reservoir sampling, Vitter's R).
-    Reservoir,
-}
+/// Which labelled examples the replay buffer keeps: the last K, or a uniform sample of
+/// everything seen (reservoir sampling, Vitter's R).
+pub use crate::pipeline::config::choice::ReplayPolicy;
 
 /// After each update on a new label, also updates on `k` examples drawn (seeded,
 /// deterministic) from a buffer of past labelled examples.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use arrow::datatypes::DataType;
 
-use super::config::PipelineConfig;
+use super::config::choice::{BaselineChoice, DeviceChoice, DriftDetector, LossKind, ModelKind, OptimizerChoice, Scope};
+use super::config::{Delivery, PipelineConfig};
 use super::processor::Processor;
 use super::series::{self, SeriesOptions, SeriesPlan};
 use crate::features::FeatureEngine;
@@ -107,6 +108,7 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     let mut cfg = loaded.config;
     let mut probs: Vec<Problem> =
         loaded.unknown_keys.iter().map(|k| problem(k.clone(), "unknown key")).collect();
+    probs.extend(loaded.unknown_words.iter().map(|(k, m)| problem(k.clone(), m.clone())));
     if let Some(s) = &opts.sample {
         cfg.source.sample = Some(std::path::absolute(s).unwrap_or_else(|_| s.clone()));
     }
@@ -164,7 +166,7 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     // setting is reported here (and by `validate`) with the rest, not a stop mid-run.
     let m = &cfg.model;
     if !m.features.is_empty() {
-        if let Ok(device) = crate::model::device(&m.device) {
+        if let Ok(device) = crate::model::device(m.device) {
             if let Err(e) = crate::model::build(m, m.features.len() * m.input_rows(), &device) {
                 // The build stops at its first error; one already reported at that
                 // key by the checks above is not repeated.
@@ -196,7 +198,7 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     // The resolved device, not the configured string: state saved on a GPU by
     // `device = "auto"` is not the state a CPU-only machine's `auto` would make.
     let mut model_cfg = cfg.model.clone();
-    model_cfg.device = crate::model::device_name(processor.device()).to_string();
+    model_cfg.device = crate::model::resolved(processor.device());
     let fingerprint = crate::state::store::sha256(
         format!("{:?}|{:?}|{:?}|{}|{}", model_cfg, cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
     );
@@ -227,19 +229,13 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     if cfg.features.sql.trim().is_empty() && cfg.series.is_none() {
         probs.push(problem("features.sql", "missing: give [features] sql, or a [series] table to generate it"));
     }
-    if !matches!(cfg.sink.delivery.as_str(), "idempotent" | "transactional") {
-        probs.push(problem("sink.delivery", format!("{:?} is not one of idempotent, transactional", cfg.sink.delivery)));
-    }
-    if cfg.sink.delivery == "transactional" && cfg.checkpoint.keep < 2 {
+    if cfg.sink.delivery == Delivery::Transactional && cfg.checkpoint.keep < 2 {
         probs.push(problem("checkpoint.keep", "must be at least 2 with delivery = \"transactional\" (a prepared checkpoint may be discarded)"));
     }
     if cfg.checkpoint.interval_records == 0 {
         probs.push(problem("checkpoint.interval_records", "must be at least 1"));
     }
     let m = &cfg.model;
-    if !matches!(m.kind.as_str(), "linear" | "mlp" | "rls" | "lstm" | "cnn1d") {
-        probs.push(problem("model.kind", format!("{:?} is not supported (supported: linear, mlp, rls, lstm, cnn1d)", m.kind)));
-    }
     if m.window == 0 {
         probs.push(problem("model.window", "must be at least 1"));
     }
@@ -249,26 +245,26 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     if m.mixup && !(m.mixup_bandwidth > 0.0 && m.mixup_bandwidth.is_finite()) {
         probs.push(problem("model.mixup_bandwidth", "must be a positive number"));
     }
-    match m.drift.as_str() {
-        "page_hinkley" if !(m.drift_delta >= 0.0 && m.drift_delta.is_finite()) => {
+    match m.drift {
+        DriftDetector::PageHinkley if !(m.drift_delta >= 0.0 && m.drift_delta.is_finite()) => {
             probs.push(problem("model.drift_delta", "Page-Hinkley's tolerated increase must be ≥ 0"))
         }
-        "page_hinkley" if !(m.drift_threshold > 0.0 && m.drift_threshold.is_finite()) => {
+        DriftDetector::PageHinkley if !(m.drift_threshold > 0.0 && m.drift_threshold.is_finite()) => {
             probs.push(problem("model.drift_threshold", "must be a positive number"))
         }
-        "adwin" if !(m.drift_delta > 0.0 && m.drift_delta < 1.0) => {
+        DriftDetector::Adwin if !(m.drift_delta > 0.0 && m.drift_delta < 1.0) => {
             probs.push(problem("model.drift_delta", "ADWIN's confidence δ must be in (0, 1)"))
         }
         _ => {}
     }
-    if m.update_block > 0 && m.scope != "global" {
+    if m.update_block > 0 && m.scope != Scope::Global {
         probs.push(problem("model.update_block", "applies to scope = \"global\" (per-key models already run key by key)"));
     }
-    if m.kind == "cnn1d" && (m.kernel == 0 || m.kernel > m.window) {
+    if m.kind == ModelKind::Cnn1d && (m.kernel == 0 || m.kernel > m.window) {
         probs.push(problem("model.kernel", format!("must be between 1 and model.window ({})", m.window)));
     }
     // The HL-Gauss head's settings, each at its key (the model build stops at the first).
-    if m.loss == "hl_gauss" && m.hl_bins < 2 {
+    if m.loss == LossKind::HlGauss && m.hl_bins < 2 {
         probs.push(problem("model.hl_bins", "must be at least 2"));
     }
     if let Some([lo, hi]) = m.hl_range {
@@ -276,20 +272,8 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
             probs.push(problem("model.hl_range", "must be [low, high] with low < high"));
         }
     }
-    if !matches!(m.replay_policy.as_str(), "recent" | "reservoir") {
-        probs.push(problem("model.replay_policy", format!("{:?} is not one of recent, reservoir", m.replay_policy)));
-    }
-    if let Err(e) = crate::model::loss::Loss::parse(&m.loss, m.huber_delta) {
+    if let Err(e) = crate::model::loss::Loss::new(m.loss, m.huber_delta) {
         probs.push(problem("model.loss", e.to_string()));
-    }
-    if let Err(e) = crate::model::mlp::Activation::parse(&m.activation) {
-        probs.push(problem("model.activation", e.to_string()));
-    }
-    if !matches!(m.drift.as_str(), "none" | "page_hinkley" | "adwin") {
-        probs.push(problem("model.drift", format!("{:?} is not one of none, page_hinkley, adwin", m.drift)));
-    }
-    if !matches!(m.drift_action.as_str(), "log" | "reset_optimizer" | "raise_lr") {
-        probs.push(problem("model.drift_action", format!("{:?} is not one of log, reset_optimizer, raise_lr", m.drift_action)));
     }
     if m.hidden.contains(&0) {
         probs.push(problem("model.hidden", "layer sizes must be at least 1"));
@@ -310,21 +294,10 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
         }
         _ => {}
     }
-    if !matches!(m.optimizer.as_str(), "auto" | "sgd" | "adamw" | "nlms") {
-        probs.push(problem("model.optimizer", format!("{:?} is not one of auto, sgd, adamw, nlms", m.optimizer)));
-    } else if m.optimizer == "nlms" && m.kind != "linear" {
+    if m.optimizer == OptimizerChoice::Nlms && m.kind != ModelKind::Linear {
         probs.push(problem("model.optimizer", "\"nlms\" is for kind = \"linear\"; use adamw or sgd"));
     }
-    for (key, v, allowed) in [
-        ("model.output", &m.output, &["level", "change"][..]),
-        ("model.aggregate", &m.aggregate, &["none", "mlpoly", "adahedge"][..]),
-        ("model.aggregate_loss", &m.aggregate_loss, &["absolute", "square"][..]),
-    ] {
-        if !allowed.contains(&v.as_str()) {
-            probs.push(problem(key, format!("{v:?} is not one of {}", allowed.join(", "))));
-        }
-    }
-    if m.baseline == "seasonal" && m.season.is_none() {
+    if m.baseline == BaselineChoice::Seasonal && m.season.is_none() {
         probs.push(problem("model.baseline", "\"seasonal\" needs model.season"));
     }
     if !(m.guard >= 0.0 && m.guard.is_finite()) {
@@ -333,12 +306,7 @@ fn check_values(cfg: &PipelineConfig, probs: &mut Vec<Problem>) {
     if !(m.learning_rate.is_finite() && m.learning_rate > 0.0) {
         probs.push(problem("model.learning_rate", "must be a positive number"));
     }
-    if !matches!(m.scope.as_str(), "global" | "per_key") {
-        probs.push(problem("model.scope", format!("{:?} is not one of global, per_key", m.scope)));
-    }
-    if !matches!(m.device.as_str(), "cpu" | "cuda" | "auto") {
-        probs.push(problem("model.device", format!("{:?} is not one of cpu, cuda, auto", m.device)));
-    } else if m.device == "cuda" && !cfg!(feature = "cuda") {
+    if m.device == DeviceChoice::Cuda && !cfg!(feature = "cuda") {
         probs.push(problem("model.device", "this build has no CUDA support (build with --features cuda)"));
     }
     // ([series] fills them, and says why when it cannot.)

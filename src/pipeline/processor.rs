@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::features::{lookback, FeatureEngine};
 use crate::model;
 use crate::model::experts::Experts;
+use crate::pipeline::config::choice::Scope;
 use crate::pipeline::config::{Horizon, ModelConfig};
 use crate::sink::Outputs;
 use crate::source::batch::PartitionInput;
@@ -85,12 +86,8 @@ impl Processor {
         if out_features.is_empty() {
             return Err(Error::Config("model.features is empty".into()));
         }
-        let per_key = match model_cfg.scope.as_str() {
-            "global" => false,
-            "per_key" => true,
-            s => return Err(Error::Config(format!("model.scope {s:?} is not one of global, per_key"))),
-        };
-        let device = model::device(&model_cfg.device)?;
+        let per_key = model_cfg.scope == Scope::PerKey;
+        let device = model::device(model_cfg.device)?;
         let experts = Experts::new(model_cfg, &outs)?;
         let out_expert_cols = experts.columns();
         Ok(Processor {

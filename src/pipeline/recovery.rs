@@ -77,7 +77,7 @@ impl Checkpointer {
             every: Duration::from_secs(cfg.checkpoint.interval_seconds),
             last: BTreeMap::new(),
             published: BTreeMap::new(),
-            transactional: cfg.sink.delivery == "transactional",
+            transactional: cfg.sink.delivery == crate::pipeline::config::Delivery::Transactional,
             epoch_sent: BTreeMap::new(),
             epoch_start: BTreeMap::new(),
             prepared: Vec::new(),

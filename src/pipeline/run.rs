@@ -21,6 +21,7 @@ use super::recovery::{self, Admit, Checkpointer, Epoch, Position};
 use super::summary::Summary;
 use super::{start_embedded, wait_true, RunOptions};
 use crate::broker::EmbeddedBroker;
+use crate::pipeline::config::Delivery;
 use crate::sink::kafka::{sink_producer, KafkaSink, KafkaTransactions};
 use crate::sink::txn::Coordinator;
 use crate::source::batch::PartitionInput;
@@ -127,7 +128,7 @@ impl<'a> Live<'a> {
             Some(l) => Some(Checkpointer::new(built, l, &conn.brokers, &props).with_context(|| format!("opening checkpoints at {l:?}"))?),
             None => None,
         };
-        let transactional = cfg.sink.delivery == "transactional";
+        let transactional = cfg.sink.delivery == Delivery::Transactional;
         if transactional && ckpt.is_none() {
             anyhow::bail!("sink.delivery = \"transactional\" commits transactions with checkpoints: give [checkpoint] dir or --checkpoint-dir");
         }
@@ -154,7 +155,7 @@ impl<'a> Live<'a> {
             ckpt,
             coord,
             batch: Batch::default(),
-            metrics: PipelineMetrics::new(&cfg.name, &cfg.source.topic, &cfg.model.kind),
+            metrics: PipelineMetrics::new(&cfg.name, &cfg.source.topic, cfg.model.kind.as_str()),
             health,
             revocations,
             seen_revocations: 0,

@@ -54,11 +54,11 @@ pub struct SolarCheckpoints {
 }
 
 /// What makes a tracker state meaningful: its configuration (less the device it
-/// runs on and the weights it started from: a checkpoint carries its own) and the
-/// input topics.
+/// runs on — every one reads as `cpu` — and the weights it started from: a
+/// checkpoint carries its own) and the input topics.
 pub fn fingerprint(cfg: &SolarConfig) -> String {
     let mut t = cfg.tracker.clone();
-    t.device.clear();
+    t.device = crate::pipeline::config::choice::DeviceChoice::Cpu;
     t.weights = None;
     sha256(format!("{t:?}|{}|{}", cfg.source.frames_topic, cfg.source.labels_topic).as_bytes())
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::synth::SynthConfig;
+use crate::pipeline::config::choice::DeviceChoice;
 use crate::pipeline::kafka_props::KafkaProps;
 use super::track::EventType;
 use super::tracker::{Label, LabelBox};
@@ -144,7 +145,7 @@ pub struct TrackerConfig {
     /// Pre-trained weights (`tickflare train-tracker`); none: start at rotation-only.
     pub weights: Option<std::path::PathBuf>,
     #[serde(default = "d_device")]
-    pub device: String,
+    pub device: DeviceChoice,
 }
 
 fn d_crop() -> usize {
@@ -177,8 +178,8 @@ fn d_size() -> f64 {
 fn d_iou() -> f64 {
     0.3
 }
-fn d_device() -> String {
-    "cpu".into()
+fn d_device() -> DeviceChoice {
+    DeviceChoice::Cpu
 }
 
 impl Default for TrackerConfig {

@@ -143,7 +143,7 @@ pub fn rotate_box(b: &BoxPx, from: &SolarWcs, to: &SolarWcs, dt_days: f64, limb:
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig, base_dir: &std::path::Path) -> anyhow::Result<Self> {
-        let device = crate::model::device(&cfg.device)?;
+        let device = crate::model::device(cfg.device)?;
         let mut net = TrackerNet::new(cfg.crop, cfg.learning_rate, cfg.seed ^ 0x5eed, &device)?;
         if let Some(w) = &cfg.weights {
             let p = if w.is_absolute() { w.clone() } else { base_dir.join(w) };

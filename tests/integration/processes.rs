@@ -63,6 +63,7 @@ max_batch_rowz = 10
 sql = "SELECT _offset, symbol, ts, price FROM ticks"
 [model]
 optimizer = "adam"
+activation = "gelu"
 features = ["price", "nope"]
 target = "price"
 horizon = 1
@@ -83,7 +84,8 @@ dead_letter_topic = "out"
         "source.max_batch_rowz: unknown key",
         "source.key: column \"sym\"",
         "source.sample:",
-        "model.optimizer:",
+        "model.optimizer: \"adam\" is not one of auto, sgd, adamw, nlms",
+        "model.activation: \"gelu\" is not one of relu, tanh",
         "model.features[1]: column \"nope\"",
         "model.update_block:",
         "sink.dead_letter_topic: topic \"out\" is used twice",

@@ -17,7 +17,7 @@ fn stream(i: usize) -> (Vec<f64>, f64) {
 fn pair(loss: Loss, optim: Optim, lr: f64) -> (LstmModel, SeqModel) {
     let t = crate::model::net::Training { loss, optim, learning_rate: lr, seed: 11 };
     let ours = LstmModel::new(WINDOW, D, H, &t).unwrap();
-    let shape = crate::model::seq::SeqShape { kind: "lstm", window: WINDOW, d: D, hidden: H, kernel: 1 };
+    let shape = crate::model::seq::SeqShape { kind: crate::pipeline::config::choice::ModelKind::Lstm, window: WINDOW, d: D, hidden: H, kernel: 1 };
     let theirs = SeqModel::new(&shape, &t, &Device::Cpu).unwrap();
     (ours, theirs)
 }

@@ -116,7 +116,7 @@ impl Lane {
             batch.states.insert(p, PartitionState { labels, score_from, ..PartitionState::new(p) });
         }
         let c = &v.built.config;
-        let metrics = PipelineMetrics::new(&c.name, &c.source.topic, &c.model.kind);
+        let metrics = PipelineMetrics::new(&c.name, &c.source.topic, c.model.kind.as_str());
         Lane { name: v.name, built: v.built, sink, batch, metrics, outputs }
     }
 
@@ -151,7 +151,7 @@ impl Lane {
         let labels = self.batch.states.iter_mut().map(|(p, s)| (*p, s.labels.take().unwrap_or_default())).collect();
         Ok(LaneResult {
             name: self.name,
-            model_kind: self.built.config.model.kind.clone(),
+            model_kind: self.built.config.model.kind.as_str().to_string(),
             shadow_topic: self.outputs.0,
             shadow_dead_letter_topic: self.outputs.1,
             summary,

@@ -4,6 +4,7 @@
 //! Loading collects *every* unknown key (not just the first) so `validate` can report
 //! them all at once; semantic checks live in [`crate::pipeline::build`].
 
+pub mod choice;
 mod model;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+pub use choice::Delivery;
 pub use model::{Horizon, ModelConfig};
 
 /// A whole pipeline.
@@ -164,14 +166,14 @@ pub struct SinkConfig {
     /// broker) or `"transactional"` (additionally Kafka transactions committed with
     /// each checkpoint; Apache Kafka; needs checkpoints).
     #[serde(default = "idempotent")]
-    pub delivery: String,
+    pub delivery: Delivery,
     /// `transactional.id` for `delivery = "transactional"`: stable across restarts of
     /// one daemon, distinct between daemons. Default `tickflare-<name>`.
     pub transactional_id: Option<String>,
 }
 
-fn idempotent() -> String {
-    "idempotent".into()
+fn idempotent() -> Delivery {
+    Delivery::Idempotent
 }
 
 /// `[checkpoint]`: per-partition state snapshots for exactly-once restarts and
@@ -266,10 +268,14 @@ fn three_usize() -> usize {
     3
 }
 
-/// A config that parsed, plus every key in it that tickflare does not know.
+/// A config that parsed, plus every key in it that tickflare does not know and every
+/// enum-valued setting whose word it does not know (read as the key's default so the
+/// rest of the file could still be checked: the config must not be run).
 pub struct Loaded {
     pub config: PipelineConfig,
     pub unknown_keys: Vec<String>,
+    /// `(key, message)` of each unknown word, e.g. `("model.kind", "\"svm\" is not one of …")`.
+    pub unknown_words: Vec<(String, String)>,
 }
 
 impl PipelineConfig {
@@ -283,13 +289,43 @@ impl PipelineConfig {
         Ok(loaded)
     }
 
+    /// Parses a pipeline file. An unknown word of an enum-valued setting is recorded
+    /// at its key and the key dropped (to its default), and parsing goes on, so every
+    /// such mistake is reported at once; any other error stops it.
     pub fn parse(text: &str) -> anyhow::Result<Loaded> {
-        let de = toml::Deserializer::new(text);
-        let mut unknown_keys = Vec::new();
-        let config: PipelineConfig = serde_ignored::deserialize(de, |path| {
-            unknown_keys.push(path.to_string());
-        })?;
-        Ok(Loaded { config, unknown_keys })
+        let mut unknown_words = Vec::new();
+        // The text is parsed into a table only once a word must be dropped (errors
+        // read from the text keep their line numbers).
+        let mut table: Option<toml::Table> = None;
+        loop {
+            let mut unknown_keys = Vec::new();
+            let mut note = |path: serde_ignored::Path| unknown_keys.push(path.to_string());
+            let parsed: Result<PipelineConfig, _> = match &table {
+                None => serde_path_to_error::deserialize(serde_ignored::Deserializer::new(toml::Deserializer::new(text), &mut note))
+                    .map_err(|e| (e.path().clone(), e.inner().message().to_string(), anyhow::Error::new(e.into_inner()))),
+                Some(t) => serde_path_to_error::deserialize(serde_ignored::Deserializer::new(toml::Value::Table(t.clone()), &mut note))
+                    .map_err(|e| (e.path().clone(), e.inner().message().to_string(), anyhow::Error::new(e.into_inner()))),
+            };
+            let (path, message, error) = match parsed {
+                Ok(config) => return Ok(Loaded { config, unknown_keys, unknown_words }),
+                Err(e) => e,
+            };
+            let at = |error: anyhow::Error| match path.iter().next() {
+                Some(_) => error.context(format!("at {path}")),
+                None => error,
+            };
+            if !choice::is_unknown_word(&message) || unknown_words.len() > 64 {
+                return Err(at(error));
+            }
+            let t = match &mut table {
+                Some(t) => t,
+                None => table.insert(text.parse::<toml::Table>()?),
+            };
+            if !remove_at(t, &path) {
+                return Err(at(error));
+            }
+            unknown_words.push((path.to_string(), message));
+        }
     }
 
     /// Resolves a path from the file against the file's directory.
@@ -306,9 +342,61 @@ impl PipelineConfig {
     }
 }
 
+/// Removes the value at `path` from `t`; false when there is none.
+fn remove_at(t: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segs: Vec<&Segment> = path.iter().collect();
+    let Some((last, inner)) = segs.split_last() else { return false };
+    let mut v: &mut toml::Table = t;
+    for seg in inner {
+        let next = match seg {
+            Segment::Map { key } => v.get_mut(key.as_str()),
+            _ => None,
+        };
+        match next.and_then(toml::Value::as_table_mut) {
+            Some(n) => v = n,
+            None => return false,
+        }
+    }
+    match last {
+        Segment::Map { key } => v.remove(key.as_str()).is_some(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_unknown_word_is_reported_at_its_key_and_the_file_still_read() {
+        let text = r#"name = "t"
+[source]
+topic = "ticks"
+schema = "s.json"
+key = "k"
+time = "t"
+[model]
+kind = "svm"
+features = ["x"]
+target = "x"
+horizon = 1
+drift = "cusum"
+scope = "per_key"
+[sink]
+topic = "o"
+dead_letter_topic = "d"
+delivery = "exactly"
+"#;
+        let l = PipelineConfig::parse(text).unwrap();
+        let keys: Vec<&str> = l.unknown_words.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["model.kind", "model.drift", "sink.delivery"]);
+        assert_eq!(l.unknown_words[0].1, "\"svm\" is not one of linear, mlp, rls, lstm, cnn1d");
+        assert_eq!(l.config.model.scope, choice::Scope::PerKey);
+        // A mistake that is not an unknown word still stops parsing, with its key.
+        let e = PipelineConfig::parse(&text.replace("horizon = 1", "horizon = \"soon\"")).err().unwrap();
+        assert!(format!("{e:#}").contains("model.horizon"), "{e:#}");
+    }
 
     #[test]
     fn durations() {

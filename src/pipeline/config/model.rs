@@ -3,25 +3,29 @@
 
 use serde::Deserialize;
 
-use super::{auto, hundred, parse_duration_ns, thousand, three_usize};
+use super::choice::{
+    Activation, AggLoss, Aggregate, BaselineChoice, DeviceChoice, DriftDetector, DriftResponse, LossKind, ModelKind,
+    OptimizerChoice, Output, ReplayPolicy, Scope,
+};
+use super::{hundred, parse_duration_ns, thousand, three_usize};
 
 /// `[model]`: the online regression model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
     /// Model kind: `linear` (SGD/AdamW) or `rls` (recursive least squares).
     #[serde(default = "linear")]
-    pub kind: String,
+    pub kind: ModelKind,
     /// `auto` (normalised LMS for `linear`, AdamW for the networks), `sgd`, `adamw`
     /// or `nlms` (normalised LMS, linear only: scale-free steps).
-    #[serde(default = "auto")]
-    pub optimizer: String,
+    #[serde(default = "auto_optimizer")]
+    pub optimizer: OptimizerChoice,
     /// Learning rate.
     #[serde(default = "lr")]
     pub learning_rate: f64,
     /// `linear`, `mlp`: `mse`, `huber` or `hl_gauss` (classification over bins);
     /// sequence models: `mse` or `huber`.
     #[serde(default = "mse")]
-    pub loss: String,
+    pub loss: LossKind,
     /// `hl_gauss`: number of bins.
     #[serde(default = "fifty_one")]
     pub hl_bins: usize,
@@ -46,7 +50,7 @@ pub struct ModelConfig {
     pub kernel: usize,
     /// `mlp`: `relu` or `tanh`.
     #[serde(default = "relu")]
-    pub activation: String,
+    pub activation: Activation,
     /// Seed of the initial weights (models with random initialisation).
     #[serde(default)]
     pub seed: u64,
@@ -61,7 +65,7 @@ pub struct ModelConfig {
     pub replay_capacity: usize,
     /// `recent` (last K) or `reservoir` (uniform over all seen).
     #[serde(default = "recent")]
-    pub replay_policy: String,
+    pub replay_policy: ReplayPolicy,
     /// C-Mixup augmentation: one extra update per label on a mix with a past example
     /// whose target is close (partners from the last `replay_capacity` labels).
     #[serde(default)]
@@ -84,11 +88,11 @@ pub struct ModelConfig {
     #[serde(default)]
     pub update_block: u64,
     /// Drift detector on the absolute residuals: `none`, `page_hinkley`, `adwin`.
-    #[serde(default = "none")]
-    pub drift: String,
+    #[serde(default = "no_drift")]
+    pub drift: DriftDetector,
     /// On drift: `log`, `reset_optimizer` or `raise_lr`.
     #[serde(default = "log")]
-    pub drift_action: String,
+    pub drift_action: DriftResponse,
     /// Page-Hinkley δ (tolerated mean increase) / ADWIN confidence δ.
     #[serde(default = "drift_delta")]
     pub drift_delta: f64,
@@ -119,25 +123,25 @@ pub struct ModelConfig {
     pub horizon: Horizon,
     /// `global` (one model per input partition) or `per_key`.
     #[serde(default = "global")]
-    pub scope: String,
+    pub scope: Scope,
     /// What the model learns relative to: `none` (the target itself), `persistence`
     /// (y[t+h] − y[t]) or `seasonal` (y[t+h] − the seasonal-naive forecast; persistence
     /// until a season of history exists). The forecast adds the baseline back, so a
     /// model that has learned nothing forecasts the baseline.
-    #[serde(default = "none")]
-    pub baseline: String,
+    #[serde(default = "no_baseline")]
+    pub baseline: BaselineChoice,
     /// What is published and scored: `level` (the target's value at t+h) or `change`
     /// (its change from the value at t: y[t+h] − y[t]; persistence then forecasts 0).
     #[serde(default = "level")]
-    pub output: String,
+    pub output: Output,
     /// Online aggregation of the model with reference forecasters: `none`, `mlpoly`
     /// (polynomially weighted, opera's MLpol) or `adahedge` (exponentially weighted
     /// with a self-tuned rate). The published forecast is the weighted mixture.
-    #[serde(default = "none")]
-    pub aggregate: String,
+    #[serde(default = "no_aggregate")]
+    pub aggregate: Aggregate,
     /// The loss the aggregation weights follow (linearised): `absolute` or `square`.
     #[serde(default = "absolute")]
-    pub aggregate_loss: String,
+    pub aggregate_loss: AggLoss,
     /// The aggregated experts: `model` (the learned model), `persistence`,
     /// `seasonal` (needs `season`), `zero` (forecasts no change in the published
     /// units) and any numeric column of the feature SQL output, read as a forecast in
@@ -153,7 +157,7 @@ pub struct ModelConfig {
 
     /// `cpu`, `cuda` or `auto`.
     #[serde(default = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
 }
 
 /// Prediction horizon.
@@ -188,12 +192,16 @@ impl std::fmt::Display for Horizon {
     }
 }
 
-fn absolute() -> String {
-    "absolute".into()
+fn absolute() -> AggLoss {
+    AggLoss::Absolute
 }
 
-fn cpu() -> String {
-    "cpu".into()
+fn auto_optimizer() -> OptimizerChoice {
+    OptimizerChoice::Auto
+}
+
+fn cpu() -> DeviceChoice {
+    DeviceChoice::Cpu
 }
 
 fn default_experts() -> Vec<String> {
@@ -212,8 +220,8 @@ fn fifty_one() -> usize {
     51
 }
 
-fn global() -> String {
-    "global".into()
+fn global() -> Scope {
+    Scope::Global
 }
 
 fn hidden() -> Vec<usize> {
@@ -224,16 +232,16 @@ fn hundred_usize() -> usize {
     100
 }
 
-fn level() -> String {
-    "level".into()
+fn level() -> Output {
+    Output::Level
 }
 
-fn linear() -> String {
-    "linear".into()
+fn linear() -> ModelKind {
+    ModelKind::Linear
 }
 
-fn log() -> String {
-    "log".into()
+fn log() -> DriftResponse {
+    DriftResponse::Log
 }
 
 fn lr() -> f64 {
@@ -244,12 +252,20 @@ fn milli() -> f64 {
     1e-3
 }
 
-fn mse() -> String {
-    "mse".into()
+fn mse() -> LossKind {
+    LossKind::Mse
 }
 
-fn none() -> String {
-    "none".into()
+fn no_drift() -> DriftDetector {
+    DriftDetector::None
+}
+
+fn no_baseline() -> BaselineChoice {
+    BaselineChoice::None
+}
+
+fn no_aggregate() -> Aggregate {
+    Aggregate::None
 }
 
 fn one() -> f64 {
@@ -260,12 +276,12 @@ fn one_usize() -> usize {
     1
 }
 
-fn recent() -> String {
-    "recent".into()
+fn recent() -> ReplayPolicy {
+    ReplayPolicy::Recent
 }
 
-fn relu() -> String {
-    "relu".into()
+fn relu() -> Activation {
+    Activation::Relu
 }
 
 fn ten() -> f64 {
@@ -284,7 +300,7 @@ impl ModelConfig {
     /// Feature rows one model input spans: `window` for the sequence models (LSTM,
     /// CNN), 1 for the rest.
     pub fn input_rows(&self) -> usize {
-        if matches!(self.kind.as_str(), "lstm" | "cnn1d") {
+        if self.kind.is_sequence() {
             self.window.max(1)
         } else {
             1
