@@ -78,11 +78,13 @@ fn report(path: &std::path::Path, probs: Vec<Problem>) -> ExitCode {
 async fn validate_solar(path: &std::path::Path, brokers: Option<&str>) -> Vec<Problem> {
     use crate::solar::stream::{self, SolarConfig};
     let problem = |at: &str, message: String| Problem { at: at.into(), message };
-    let cfg = match SolarConfig::load(path) {
-        Ok(c) => c,
+    let (cfg, mut probs) = match SolarConfig::read(path) {
+        Ok(r) => {
+            let probs: Vec<Problem> = r.problems().map(|(at, message)| Problem { at, message }).collect();
+            (r.value, probs)
+        }
         Err(e) => return vec![problem(&path.display().to_string(), format!("{e:#}"))],
     };
-    let mut probs = Vec::new();
     if let Err(e) = stream::check(&cfg) {
         probs.push(problem("sink.topic", e.to_string()));
     }

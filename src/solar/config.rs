@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::synth::SynthConfig;
 use crate::pipeline::config::choice::DeviceChoice;
+use crate::pipeline::config::read::{read, Read};
 use crate::pipeline::kafka_props::KafkaProps;
 use super::track::EventType;
 use super::tracker::{Label, LabelBox};
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SolarConfig {
     pub name: String,
     pub source: SolarSource,
@@ -33,7 +33,6 @@ pub struct SolarConfig {
 
 /// `[checkpoint]`: where the tracker's state and input positions are kept.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SolarCheckpointConfig {
     pub dir: Option<PathBuf>,
     /// Checkpoints kept (older ones are deleted after a write).
@@ -58,7 +57,6 @@ fn keep() -> usize {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SolarSource {
     /// `"embedded"` (seeded from `synthetic`) or `host:port,…`.
     #[serde(default = "embedded")]
@@ -102,7 +100,6 @@ pub struct SyntheticSource {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SolarSink {
     pub topic: String,
     pub dead_letter_topic: String,
@@ -110,7 +107,6 @@ pub struct SolarSink {
 
 /// `[tracker]`: the tracker network and how it learns from labels.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrackerConfig {
     /// Crop side S (pixels; a multiple of 8).
     #[serde(default = "d_crop")]
@@ -189,11 +185,24 @@ impl Default for TrackerConfig {
 }
 
 impl SolarConfig {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    /// Reads the file at `path`, with its unknown keys and unknown words (for
+    /// `validate`, which reports them with every other problem).
+    pub fn read(path: &Path) -> anyhow::Result<Read<Self>> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut c: SolarConfig = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
-        c.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(c)
+        let mut r = read::<SolarConfig>(&text).with_context(|| format!("in {}", path.display()))?;
+        r.value.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(r)
+    }
+
+    /// Reads the file at `path` to run it: an unknown key or word is an error.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let r = Self::read(path)?;
+        let problems: Vec<String> = r.problems().map(|(k, m)| format!("{k}: {m}")).collect();
+        if !problems.is_empty() {
+            let e = crate::error::Error::Config(format!("in {}: {}", path.display(), problems.join("; ")));
+            return Err(e.into());
+        }
+        Ok(r.value)
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {

@@ -308,10 +308,19 @@ fn validate_builds_models_lanes_and_solar_pipelines() {
     let solar = dir.path().join("solar.toml");
     let text = std::fs::read_to_string(repo().join("pipelines/solar-tracking.toml")).unwrap();
     let text = text.replace("../data/", &format!("{}/data/", repo().display())).replace("tracker-eit.safetensors", "nope.safetensors");
+    // An unknown word and an unknown key are reported with the rest (they were read
+    // past, not stopped at — and `run` refuses the file).
+    let text = text.replace("[tracker]\n", "[tracker]\ndevice = \"tpu\"\nmatch_iuo = 0.5\n");
     std::fs::write(&solar, text).unwrap();
     let (code, err) = validate(&solar);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("tracker.weights:") && err.contains("nope.safetensors does not exist"), "{err}");
+    assert!(err.contains("tracker.device: \"tpu\" is not one of cpu, cuda, auto"), "{err}");
+    assert!(err.contains("tracker.match_iuo: unknown key"), "{err}");
+    let run = Command::new(bin()).arg("run").arg(&solar).output().unwrap();
+    let run_err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{run_err}");
+    assert!(run_err.contains("tracker.match_iuo: unknown key"), "{run_err}");
     let crop = std::fs::read_to_string(repo().join("tests/fixtures/solar-crash.toml")).unwrap().replace("crop = 64", "crop = 60");
     let bad_crop = dir.path().join("crop.toml");
     std::fs::write(&bad_crop, &crop).unwrap();

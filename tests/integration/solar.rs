@@ -175,13 +175,20 @@ fn solar_metrics_are_served_and_match_the_topics() {
             .unwrap(),
     );
     let at = |body: &str, name: &str, want: &[(&str, &str)]| sum(body, name, want).unwrap_or(-1.0);
-    let body = wait_for("every frame tracked", 120, || {
+    wait_for("every frame tracked", 120, || {
         let (_, b) = get(&http, "/metrics")?;
-        (at(&b, "tickflare_solar_frames_total", &[]) == frames.len() as f64).then_some(b)
+        (at(&b, "tickflare_solar_frames_total", &[]) == frames.len() as f64).then_some(())
     });
     assert_eq!(get(&http, "/readyz").unwrap().0, 200);
-    let tracks = read(&addr, "solar-tracks").len();
-    assert_eq!(at(&body, "tickflare_solar_track_records_total", &[]), tracks as f64);
+    // The last frame is counted when it is taken; its records and the last labels may
+    // still be on their way: wait for the topic and the counters to agree.
+    let (body, tracks) = wait_for("the tracks topic holds every counted record", 60, || {
+        let (_, b) = get(&http, "/metrics")?;
+        let tracks = read(&addr, "solar-tracks").len();
+        let settled = at(&b, "tickflare_solar_track_records_total", &[]) == tracks as f64
+            && at(&b, "tickflare_solar_labels_total", &[("pipeline", "solar-crash")]) == labels.len() as f64 + 1.0;
+        settled.then_some((b, tracks))
+    });
     assert_eq!(at(&body, "tickflare_solar_labels_total", &[("pipeline", "solar-crash")]), labels.len() as f64 + 1.0);
     assert_eq!(at(&body, "tickflare_dead_letters_total", &[("reason", "frame_unreadable")]), 1.0);
     assert_eq!(at(&body, "tickflare_dead_letters_total", &[("reason", "label_invalid")]), 1.0);

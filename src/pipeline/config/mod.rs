@@ -6,6 +6,7 @@
 
 pub mod choice;
 mod model;
+pub mod read;
 
 use std::path::{Path, PathBuf};
 
@@ -289,43 +290,11 @@ impl PipelineConfig {
         Ok(loaded)
     }
 
-    /// Parses a pipeline file. An unknown word of an enum-valued setting is recorded
-    /// at its key and the key dropped (to its default), and parsing goes on, so every
-    /// such mistake is reported at once; any other error stops it.
+    /// Parses a pipeline file (see [`read::read`]: unknown keys and unknown words of
+    /// enum-valued settings are collected, not fatal).
     pub fn parse(text: &str) -> anyhow::Result<Loaded> {
-        let mut unknown_words = Vec::new();
-        // The text is parsed into a table only once a word must be dropped (errors
-        // read from the text keep their line numbers).
-        let mut table: Option<toml::Table> = None;
-        loop {
-            let mut unknown_keys = Vec::new();
-            let mut note = |path: serde_ignored::Path| unknown_keys.push(path.to_string());
-            let parsed: Result<PipelineConfig, _> = match &table {
-                None => serde_path_to_error::deserialize(serde_ignored::Deserializer::new(toml::Deserializer::new(text), &mut note))
-                    .map_err(|e| (e.path().clone(), e.inner().message().to_string(), anyhow::Error::new(e.into_inner()))),
-                Some(t) => serde_path_to_error::deserialize(serde_ignored::Deserializer::new(toml::Value::Table(t.clone()), &mut note))
-                    .map_err(|e| (e.path().clone(), e.inner().message().to_string(), anyhow::Error::new(e.into_inner()))),
-            };
-            let (path, message, error) = match parsed {
-                Ok(config) => return Ok(Loaded { config, unknown_keys, unknown_words }),
-                Err(e) => e,
-            };
-            let at = |error: anyhow::Error| match path.iter().next() {
-                Some(_) => error.context(format!("at {path}")),
-                None => error,
-            };
-            if !choice::is_unknown_word(&message) || unknown_words.len() > 64 {
-                return Err(at(error));
-            }
-            let t = match &mut table {
-                Some(t) => t,
-                None => table.insert(text.parse::<toml::Table>()?),
-            };
-            if !remove_at(t, &path) {
-                return Err(at(error));
-            }
-            unknown_words.push((path.to_string(), message));
-        }
+        let r = read::read::<PipelineConfig>(text)?;
+        Ok(Loaded { config: r.value, unknown_keys: r.unknown_keys, unknown_words: r.unknown_words })
     }
 
     /// Resolves a path from the file against the file's directory.
@@ -339,28 +308,6 @@ impl PipelineConfig {
 
     pub fn group(&self) -> String {
         self.source.group.clone().unwrap_or_else(|| format!("tickflare-{}", self.name))
-    }
-}
-
-/// Removes the value at `path` from `t`; false when there is none.
-fn remove_at(t: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
-    use serde_path_to_error::Segment;
-    let segs: Vec<&Segment> = path.iter().collect();
-    let Some((last, inner)) = segs.split_last() else { return false };
-    let mut v: &mut toml::Table = t;
-    for seg in inner {
-        let next = match seg {
-            Segment::Map { key } => v.get_mut(key.as_str()),
-            _ => None,
-        };
-        match next.and_then(toml::Value::as_table_mut) {
-            Some(n) => v = n,
-            None => return false,
-        }
-    }
-    match last {
-        Segment::Map { key } => v.remove(key.as_str()).is_some(),
-        _ => false,
     }
 }
 
