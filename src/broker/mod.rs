@@ -42,7 +42,7 @@ impl EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Fails if any partition of `topic` already dropped messages to retention.
-    pub fn check_retained(&self, topic: &str) -> anyhow::Result<()> {
+    pub fn check_retained(&self, topic: &str) -> crate::error::Result<()> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create()?;
         let t = std::time::Duration::from_secs(10);
@@ -50,7 +50,7 @@ impl EmbeddedBroker {
         for p in 0..n {
             let (low, high) = c.fetch_watermarks(topic, p, t)?;
             if low > 0 {
-                anyhow::bail!(
+                crate::fail!(Config, 
                     "the embedded broker keeps at most 5 MB / 100,000 messages per partition; {topic}[{p}] already dropped {low} of {high} messages — use a smaller sample, more partitions, or a real broker"
                 );
             }

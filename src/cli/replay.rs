@@ -92,11 +92,11 @@ enum Feed {
 impl Feed {
     fn next(&mut self) -> Option<anyhow::Result<Outgoing>> {
         match self {
-            Feed::Mapped(r) => r.next_message().map(|m| m.map(|m| Outgoing { payload: m.payload.to_vec(), time_ms: m.time_ms, key: m.key.map(str::to_string) })),
+            Feed::Mapped(r) => r.next_message().map(|m| m.map_err(anyhow::Error::from).map(|m| Outgoing { payload: m.payload.to_vec(), time_ms: m.time_ms, key: m.key.map(str::to_string) })),
             Feed::Plain { rows, time, key } => {
                 let row = rows.next()?;
                 let at = rows.row_number;
-                Some(row.and_then(|row| {
+                Some(row.map_err(anyhow::Error::from).and_then(|row| {
                     let rec = match row {
                         Row::Record(m) | Row::Line(m, _) => m,
                         Row::Raw(_) => bail!("{}: row {at} is not a JSON object", rows.path().display()),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::Context;
+use crate::error::Context;
 use rdkafka::consumer::Consumer;
 
 use super::build::Built;
@@ -97,7 +97,7 @@ impl Batch {
     }
 
     /// Waits for the outstanding batch's acknowledgements; returns its offsets.
-    pub(super) async fn drain(&mut self) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
+    pub(super) async fn drain(&mut self) -> crate::error::Result<Option<BTreeMap<i32, i64>>> {
         match self.inflight.take() {
             Some(f) => {
                 let at = f.acks.wait().await.context("publishing outputs")?;
@@ -117,7 +117,7 @@ impl Batch {
         sink: &impl Publish,
         metrics: &mut PipelineMetrics,
         ckpt: Option<&mut Checkpointer>,
-    ) -> anyhow::Result<Option<BTreeMap<i32, i64>>> {
+    ) -> crate::error::Result<Option<BTreeMap<i32, i64>>> {
         let parts: Vec<i32> = self.inputs.iter().filter(|(_, i)| !i.is_empty()).map(|(p, _)| *p).collect();
         let mut before = Vec::with_capacity(parts.len());
         for p in &parts {
@@ -151,7 +151,7 @@ impl Batch {
             }
             self.outs = outs;
             if let Some((p, e)) = first_err {
-                return Err(anyhow::Error::new(e).context(format!("partition {p}")));
+                return Err(crate::error::Error::from(e).context(format!("partition {p}")));
             }
         } else {
             for p in &parts {

@@ -50,7 +50,7 @@ pub struct RunOptions {
 
 /// Starts the embedded broker, creates the pipeline's topics and seeds the input
 /// from the sample file.
-pub async fn start_embedded(built: &Built) -> anyhow::Result<EmbeddedBroker> {
+pub async fn start_embedded(built: &Built) -> crate::error::Result<EmbeddedBroker> {
     let cfg = &built.config;
     let b = EmbeddedBroker::start()?;
     let n = cfg.source.partitions;

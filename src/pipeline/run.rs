@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use crate::error::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio::sync::watch;
@@ -32,7 +32,7 @@ use crate::telemetry::{self, Health};
 
 /// Runs the pipeline until the end of input (embedded / `stop_at_end`) or until
 /// `shutdown` turns true; then publishes what it owes, commits and returns.
-pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
+pub async fn run(built: &Built, opts: RunOptions, mut shutdown: watch::Receiver<bool>) -> crate::error::Result<Summary> {
     let health = Health::new();
     let endpoint = telemetry::serve(opts.metrics_addr.as_deref(), opts.metrics_required, health.clone()).await?;
     let conn = connect(built, &opts, &mut shutdown).await?;
@@ -67,7 +67,7 @@ struct Connection {
 
 /// Real brokers as given, or an embedded broker seeded with the pipeline's sample
 /// (then every partition is assigned and the run stops at the end of the input).
-async fn connect(built: &Built, opts: &RunOptions, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Connection> {
+async fn connect(built: &Built, opts: &RunOptions, shutdown: &mut watch::Receiver<bool>) -> crate::error::Result<Connection> {
     let brokers = opts.brokers.clone().unwrap_or_else(|| built.config.source.brokers.clone());
     if brokers != "embedded" {
         return Ok(Connection { brokers, embedded: None, assign: opts.assign, stop_at_end: opts.stop_at_end });
@@ -75,7 +75,7 @@ async fn connect(built: &Built, opts: &RunOptions, shutdown: &mut watch::Receive
     // Seeding a large sample takes a while: a signal stops it too.
     let b = tokio::select! {
         b = start_embedded(built) => b?,
-        _ = wait_true(shutdown) => anyhow::bail!("stopped by a signal while seeding the embedded broker"),
+        _ = wait_true(shutdown) => crate::fail!(Interrupted, "stopped by a signal while seeding the embedded broker"),
     };
     Ok(Connection { brokers: b.bootstrap_servers().to_string(), embedded: Some(b), assign: true, stop_at_end: true })
 }
@@ -113,7 +113,7 @@ struct Live<'a> {
 
 impl<'a> Live<'a> {
     /// The consumer, the checkpoints and the sink (transactions initialised).
-    async fn open(built: &'a Built, opts: &RunOptions, conn: &Connection, health: Arc<Health>) -> anyhow::Result<Live<'a>> {
+    async fn open(built: &'a Built, opts: &RunOptions, conn: &Connection, health: Arc<Health>) -> crate::error::Result<Live<'a>> {
         let cfg = &built.config;
         let group = opts.group.clone().unwrap_or_else(|| cfg.group());
         let ctx = SourceContext::new(&cfg.name, &cfg.source.topic, health.clone());
@@ -130,7 +130,7 @@ impl<'a> Live<'a> {
         };
         let transactional = cfg.sink.delivery == Delivery::Transactional;
         if transactional && ckpt.is_none() {
-            anyhow::bail!("sink.delivery = \"transactional\" commits transactions with checkpoints: give [checkpoint] dir or --checkpoint-dir");
+            crate::fail!(Config, "sink.delivery = \"transactional\" commits transactions with checkpoints: give [checkpoint] dir or --checkpoint-dir");
         }
         let txn_id = cfg.sink.transactional_id.clone().unwrap_or_else(|| format!("tickflare-{}", cfg.name));
         let sink = KafkaSink {
@@ -174,7 +174,7 @@ impl<'a> Live<'a> {
 
     /// Assigned: every partition restored first, then each read from its own
     /// offset. Grouped: subscribed (partitions are restored as they arrive).
-    async fn start(&mut self, conn: &Connection) -> anyhow::Result<()> {
+    async fn start(&mut self, conn: &Connection) -> crate::error::Result<()> {
         let topic = &self.built.config.source.topic;
         if !conn.assign {
             // With checkpoints a revoked partition is checkpointed before it is
@@ -223,7 +223,7 @@ impl<'a> Live<'a> {
     /// With checkpoints, records a restored partition already processed are skipped
     /// (and a gap seeks back); a record of a partition not restored yet ends the
     /// batch and is returned, to be restored before it is read.
-    async fn gather(&mut self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<Option<i32>> {
+    async fn gather(&mut self, shutdown: &mut watch::Receiver<bool>) -> crate::error::Result<Option<i32>> {
         let src = &self.built.config.source;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(src.max_batch_wait_ms);
         let idle = Duration::from_millis(src.max_batch_idle_ms);
@@ -253,7 +253,7 @@ impl<'a> Live<'a> {
                         recovery::seek(&self.consumer, &src.topic, p, o)?;
                         continue;
                     }
-                    Admit::Fail(why) => anyhow::bail!("partition {p}: {why}"),
+                    Admit::Fail(why) => crate::fail!(Checkpoint, "partition {p}: {why}"),
                 }
             }
             self.batch
@@ -279,7 +279,7 @@ impl<'a> Live<'a> {
     /// After a rebalance: the partitions handed over are checkpointed (outputs
     /// acknowledged first; transactional: committed) and forgotten; a revocation
     /// held open for this is then released to the group.
-    async fn hand_off(&mut self) -> anyhow::Result<()> {
+    async fn hand_off(&mut self) -> crate::error::Result<()> {
         let r = self.revocations.load(Ordering::SeqCst);
         if r == self.seen_revocations {
             return Ok(());
@@ -325,7 +325,7 @@ impl<'a> Live<'a> {
     /// process publishes or checkpoints for it again. Checked at most once a second
     /// before publishing (`force`: always, before checkpoint writes), so a process
     /// resuming from a pause longer than that checks before its first publish.
-    async fn fence(&mut self, force: bool) -> anyhow::Result<()> {
+    async fn fence(&mut self, force: bool) -> crate::error::Result<()> {
         let mut lost = std::mem::take(&mut self.batch.fenced);
         if let Some(ck) = &mut self.ckpt {
             let parts: Vec<i32> = self.batch.states.keys().copied().collect();
@@ -351,7 +351,7 @@ impl<'a> Live<'a> {
 
     /// Processes and publishes the batch; stores the offsets its predecessor's
     /// acknowledgements made safe.
-    async fn step(&mut self) -> anyhow::Result<()> {
+    async fn step(&mut self) -> crate::error::Result<()> {
         if let Some(acked) = self.batch.process(self.built, &self.sink, &mut self.metrics, self.ckpt.as_mut()).await? {
             store_offsets(&self.consumer, &self.built.config.source.topic, &acked);
         }
@@ -363,7 +363,7 @@ impl<'a> Live<'a> {
     }
 
     /// Waits for the outstanding acknowledgements and stores their offsets.
-    async fn settle(&mut self) -> anyhow::Result<()> {
+    async fn settle(&mut self) -> crate::error::Result<()> {
         if let Some(acked) = self.batch.drain().await? {
             store_offsets(&self.consumer, &self.built.config.source.topic, &acked);
         }
@@ -371,7 +371,7 @@ impl<'a> Live<'a> {
     }
 
     /// Checkpoints (transactional: commits) once any partition is due.
-    async fn checkpoint_due(&mut self) -> anyhow::Result<()> {
+    async fn checkpoint_due(&mut self) -> crate::error::Result<()> {
         let due = self.ckpt.as_ref().is_some_and(|ck| self.batch.states.values().any(|s| ck.due(s)));
         if !due {
             return Ok(());
@@ -395,7 +395,7 @@ impl<'a> Live<'a> {
 
     /// A newly assigned partition: restored from its checkpoint, then read from
     /// the restored offset.
-    async fn adopt(&mut self, p: i32) -> anyhow::Result<()> {
+    async fn adopt(&mut self, p: i32) -> crate::error::Result<()> {
         let Some(ck) = &mut self.ckpt else { return Ok(()) };
         self.health.restoring.store(true, Ordering::Relaxed);
         let topic = &self.built.config.source.topic;
@@ -412,7 +412,7 @@ impl<'a> Live<'a> {
     /// Processes anything read but not processed yet (a shutdown mid-batch), awaits
     /// every acknowledgement, writes the last checkpoints (transactional: the last
     /// commit), commits the group's offsets and sums up the run.
-    async fn finish(mut self) -> anyhow::Result<Summary> {
+    async fn finish(mut self) -> crate::error::Result<Summary> {
         self.health.consuming.store(false, Ordering::Relaxed);
         self.step().await?;
         // A revocation held open is completed before the last writes.

@@ -40,7 +40,7 @@ fn table_head(out: &mut String, cols: &[&str]) {
 }
 
 /// The page for `report`, embedding the plots found in `dir`.
-pub fn page(r: &Report, dir: &Path) -> anyhow::Result<String> {
+pub fn page(r: &Report, dir: &Path) -> crate::error::Result<String> {
     let mut o = String::new();
     let _ = write!(
         o,

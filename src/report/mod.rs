@@ -12,7 +12,7 @@ pub mod weights;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::Context;
 use serde::Serialize;
 
 use crate::pipeline::backtest::{BacktestResult, LaneResult};
@@ -32,7 +32,7 @@ pub enum Period {
 }
 
 impl Period {
-    pub fn parse(s: &str) -> anyhow::Result<Option<Period>> {
+    pub fn parse(s: &str) -> crate::error::Result<Option<Period>> {
         Ok(match s {
             "auto" => None,
             "hour" => Some(Period::Hour),
@@ -40,7 +40,7 @@ impl Period {
             "week" => Some(Period::Week),
             "month" => Some(Period::Month),
             "year" => Some(Period::Year),
-            _ => anyhow::bail!("--period {s:?}: use auto, hour, day, week, month or year"),
+            _ => crate::fail!(Config, "--period {s:?}: use auto, hour, day, week, month or year"),
         })
     }
 
@@ -243,7 +243,7 @@ pub fn build(pipeline: &str, input_file: Option<&Path>, from_ms: Option<i64>, to
 }
 
 /// Writes `report.json`, the plots and `report.html` into `dir`.
-pub fn write(dir: &Path, mut report: Report, r: &BacktestResult) -> anyhow::Result<()> {
+pub fn write(dir: &Path, mut report: Report, r: &BacktestResult) -> crate::error::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     report.plots = plots::draw_all(dir, r).context("drawing the plots")?;
     let json = serde_json::to_string_pretty(&report)?;
@@ -256,7 +256,7 @@ pub fn write(dir: &Path, mut report: Report, r: &BacktestResult) -> anyhow::Resu
 /// Writes `labels.csv`: every labelled prediction of every lane in time order (lane,
 /// key, label time, input offset of the forecast, the published forecast, persistence,
 /// seasonal naive, actual), so other tools can score exactly the same rows.
-pub fn write_labels(dir: &Path, r: &BacktestResult) -> anyhow::Result<()> {
+pub fn write_labels(dir: &Path, r: &BacktestResult) -> crate::error::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("labels.csv");

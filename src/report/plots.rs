@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Once;
 
-use anyhow::anyhow;
 use plotters::prelude::*;
 
 mod errors;
@@ -31,8 +30,9 @@ pub fn register_fonts() {
     });
 }
 
-pub(crate) fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("{e:?}")
+/// A plotting library's error (drawing our own data: a bug if it fails).
+pub(crate) fn pe<E: std::fmt::Debug>(e: E) -> crate::error::Error {
+    crate::error::Error::Internal(format!("plot: {e:?}"))
 }
 
 pub(crate) type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
@@ -45,7 +45,7 @@ pub(crate) fn time_chart<'a, 'b>(
     y: std::ops::Range<f64>,
     y_desc: &str,
     y_fmt: Option<&dyn Fn(&f64) -> String>,
-) -> anyhow::Result<Chart<'a, 'b>> {
+) -> crate::error::Result<Chart<'a, 'b>> {
     let (x0, span) = (x.start, x.end - x.start);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
@@ -65,7 +65,7 @@ pub(crate) fn time_chart<'a, 'b>(
 }
 
 /// The series legend, in one style for every plot.
-pub(crate) fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> anyhow::Result<()> {
+pub(crate) fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> crate::error::Result<()> {
     chart
         .configure_series_labels()
         .position(at)
@@ -128,7 +128,7 @@ fn y_range(vals: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
 }
 
 /// Draws every plot into `dir`; returns the file names.
-pub fn draw_all(dir: &Path, r: &BacktestResult) -> anyhow::Result<Vec<String>> {
+pub fn draw_all(dir: &Path, r: &BacktestResult) -> crate::error::Result<Vec<String>> {
     register_fonts();
     let series: Vec<Series> = r.lanes.iter().map(Series::of).collect();
     let names: Vec<&str> = r.lanes.iter().map(|l| l.name.as_str()).collect();
@@ -165,7 +165,7 @@ fn main_key<'a>(s: &Series<'a>) -> &'a str {
 
 /// Actual, persistence and every model over the whole range (top) and the last 200
 /// labels (bottom), for the key with the most labels.
-fn predictions(path: &Path, series: &[Series], names: &[&str]) -> anyhow::Result<()> {
+fn predictions(path: &Path, series: &[Series], names: &[&str]) -> crate::error::Result<()> {
     let key = main_key(&series[0]);
     let root = BitMapBackend::new(path, (W, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(pe)?;
@@ -285,7 +285,7 @@ fn envelope(pts: &[(f64, f64)], x0: f64, x1: f64, cols: usize, lo: f64, hi: f64)
 type Line = (String, RGBColor, Vec<(f64, f64)>);
 
 /// Rolling MAE over a window of labels (all keys, in time order).
-fn rolling(path: &Path, series: &[Series], names: &[&str], seasonal: bool) -> anyhow::Result<()> {
+fn rolling(path: &Path, series: &[Series], names: &[&str], seasonal: bool) -> crate::error::Result<()> {
     let n = series[0].rows.len();
     let window = (n / 40).clamp(10, 500);
     // Rolling mean absolute error of one forecast, sampled at most ~1500 times.

@@ -9,7 +9,7 @@ use super::plots::{legend, pe, time_chart, LANE_COLOURS, PERSISTENCE, SEASONAL};
 use crate::pipeline::backtest::LaneResult;
 
 /// Draws `weights.png` when the lane aggregated experts; returns whether it did.
-pub fn draw(path: &Path, lane: &LaneResult) -> anyhow::Result<bool> {
+pub fn draw(path: &Path, lane: &LaneResult) -> crate::error::Result<bool> {
     let Some(names) = lane.labels.values().map(|l| &l.expert_names).find(|n| !n.is_empty()) else { return Ok(false) };
     let ne = names.len();
     let mut rows: Vec<(i64, &[f64])> = Vec::new();

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
+use crate::error::Context;
 use serde::{Deserialize, Serialize};
 
 use super::config::SolarConfig;
@@ -64,7 +64,7 @@ pub fn fingerprint(cfg: &SolarConfig) -> String {
 }
 
 impl SolarCheckpoints {
-    pub fn open(location: &str, cfg: &SolarConfig) -> anyhow::Result<Self> {
+    pub fn open(location: &str, cfg: &SolarConfig) -> crate::error::Result<Self> {
         Ok(SolarCheckpoints {
             store: CheckpointStore::open(location, &cfg.name, cfg.checkpoint.keep)?,
             pipeline: cfg.name.clone(),
@@ -74,7 +74,7 @@ impl SolarCheckpoints {
     }
 
     /// Writes a checkpoint of `tracker` at `pos`; returns the bytes written.
-    pub async fn write(&self, tracker: &Tracker, pos: &Position, out: &OutputMarks) -> anyhow::Result<u64> {
+    pub async fn write(&self, tracker: &Tracker, pos: &Position, out: &OutputMarks) -> crate::error::Result<u64> {
         let (json, snap) = tracker.save()?;
         let state = serde_json::json!({"position": pos, "outputs": out, "tracker": json});
         let files = vec![
@@ -103,15 +103,15 @@ impl SolarCheckpoints {
 
     /// Loads the newest intact checkpoint into `tracker` (a damaged one is skipped
     /// for the previous); `None` when there is none.
-    pub async fn restore(&self, tracker: &mut Tracker) -> anyhow::Result<Option<Restored>> {
+    pub async fn restore(&self, tracker: &mut Tracker) -> crate::error::Result<Option<Restored>> {
         let Some((m, files)) = self.store.latest(UNIT).await? else { return Ok(None) };
         let at = format!("checkpoint {}/{} in {}", self.pipeline, m.next_offset, self.store.location);
-        anyhow::ensure!(
+        crate::ensure!(Config, 
             m.fingerprint == self.fingerprint,
             "{at} was written by a different tracker configuration or input topics; restore it with the configuration that wrote it, or use a new checkpoint location"
         );
-        let state: serde_json::Value = serde_json::from_slice(files.get("state.json").context("state.json missing")?).with_context(|| format!("{at}: state.json"))?;
-        let mut snaps = safetensors_to_snapshots(files.get("tracker.safetensors").context("tracker.safetensors missing")?)?;
+        let state: serde_json::Value = serde_json::from_slice(files.get("state.json").ok_or_else(|| crate::error::Error::Checkpoint(format!("{at}: state.json missing")))?).with_context(|| format!("{at}: state.json"))?;
+        let mut snaps = safetensors_to_snapshots(files.get("tracker.safetensors").ok_or_else(|| crate::error::Error::Checkpoint(format!("{at}: tracker.safetensors missing")))?)?;
         let mut snap = snaps.remove("t").unwrap_or_default();
         tracker.load(&state["tracker"], &mut snap).with_context(|| format!("restoring the tracker from {at}"))?;
         let position: Position = serde_json::from_value(state["position"].clone()).with_context(|| format!("{at}: position"))?;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use crate::error::Context;
 use serde::{Deserialize, Serialize};
 
 use super::synth::SynthConfig;
@@ -187,7 +187,7 @@ impl Default for TrackerConfig {
 impl SolarConfig {
     /// Reads the file at `path`, with its unknown keys and unknown words (for
     /// `validate`, which reports them with every other problem).
-    pub fn read(path: &Path) -> anyhow::Result<Read<Self>> {
+    pub fn read(path: &Path) -> crate::error::Result<Read<Self>> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut r = read::<SolarConfig>(&text).with_context(|| format!("in {}", path.display()))?;
         r.value.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -195,7 +195,7 @@ impl SolarConfig {
     }
 
     /// Reads the file at `path` to run it: an unknown key or word is an error.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> crate::error::Result<Self> {
         let r = Self::read(path)?;
         let problems: Vec<String> = r.problems().map(|(k, m)| format!("{k}: {m}")).collect();
         if !problems.is_empty() {
@@ -247,11 +247,11 @@ pub fn parse_label(bytes: &[u8]) -> Result<Label, String> {
 }
 
 /// Fails unless the config names distinct topics.
-pub fn check(cfg: &SolarConfig) -> anyhow::Result<()> {
+pub fn check(cfg: &SolarConfig) -> crate::error::Result<()> {
     let t = [&cfg.source.frames_topic, &cfg.source.labels_topic, &cfg.sink.topic, &cfg.sink.dead_letter_topic];
     for (i, a) in t.iter().enumerate() {
         if t[..i].contains(a) {
-            bail!("topic {a:?} is used twice");
+            crate::fail!(Config, "topic {a:?} is used twice");
         }
     }
     Ok(())

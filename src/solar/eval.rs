@@ -121,7 +121,7 @@ impl Evaluator {
 
 /// Writes `tracking.json`, `iou_by_hours.png`, `center_error_by_hours.png` and
 /// `frame.png` (the frame furthest from its labels, with the boxes) into `dir`.
-pub fn write_report(dir: &Path, e: &Evaluation, frame: Option<(&Frame, &[Boxes])>) -> anyhow::Result<()> {
+pub fn write_report(dir: &Path, e: &Evaluation, frame: Option<(&Frame, &[Boxes])>) -> crate::error::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("tracking.json"), serde_json::to_string_pretty(e)? + "\n")?;
     crate::report::plots::register_fonts();
@@ -169,7 +169,7 @@ pub fn write_report(dir: &Path, e: &Evaluation, frame: Option<(&Frame, &[Boxes])
 
 /// The frame (log scale, north up) with true (green), tracker (red), rotation-only
 /// (blue) and static (grey) boxes.
-fn draw_frame(path: &Path, fr: &Frame, boxes: &[Boxes]) -> anyhow::Result<()> {
+fn draw_frame(path: &Path, fr: &Frame, boxes: &[Boxes]) -> crate::error::Result<()> {
     let scale = (768 / fr.width.max(1)).max(1) as u32;
     let (w, h) = (fr.width as u32 * scale, fr.height as u32 * scale);
     let root = BitMapBackend::new(path, (w, h + 40)).into_drawing_area();

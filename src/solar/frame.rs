@@ -227,7 +227,7 @@ fn ipc_schema() -> Arc<Schema> {
 }
 
 /// Encodes a frame as an Arrow IPC stream of one row (pixels as little-endian f32).
-pub fn encode_ipc(fr: &Frame) -> anyhow::Result<Vec<u8>> {
+pub fn encode_ipc(fr: &Frame) -> crate::error::Result<Vec<u8>> {
     let w = &fr.wcs;
     let f64a = |v: f64| Arc::new(Float64Array::from(vec![v])) as Arc<dyn Array>;
     let bytes: Vec<u8> = fr.pixels.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -30,8 +30,8 @@ const HIDDEN: usize = 64;
 
 impl TrackerNet {
     /// A fresh network for S × S crops (S a multiple of 8), weights from `seed`.
-    pub fn new(crop: usize, lr: f64, seed: u64, device: &Device) -> anyhow::Result<Self> {
-        anyhow::ensure!(crop >= 16 && crop.is_multiple_of(8), "tracker crop {crop}: use a multiple of 8, at least 16");
+    pub fn new(crop: usize, lr: f64, seed: u64, device: &Device) -> crate::error::Result<Self> {
+        crate::ensure!(Config, crop >= 16 && crop.is_multiple_of(8), "tracker crop {crop}: use a multiple of 8, at least 16");
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let c = |stride, padding| Conv2dConfig { stride, padding, ..Default::default() };
@@ -79,7 +79,7 @@ impl TrackerNet {
         self.fc2.forward(&self.fc1.forward(&z)?.relu()?)
     }
 
-    pub fn predict(&self, prev: &[f32], cur: &[f32], types: &[usize]) -> anyhow::Result<Vec<[f32; 4]>> {
+    pub fn predict(&self, prev: &[f32], cur: &[f32], types: &[usize]) -> crate::error::Result<Vec<[f32; 4]>> {
         if types.is_empty() {
             return Ok(Vec::new());
         }
@@ -89,7 +89,7 @@ impl TrackerNet {
 
     /// One AdamW step on a batch of pairs and their target corrections (smooth L1);
     /// returns the loss before the step.
-    pub fn learn(&mut self, prev: &[f32], cur: &[f32], types: &[usize], targets: &[[f32; 4]]) -> anyhow::Result<f32> {
+    pub fn learn(&mut self, prev: &[f32], cur: &[f32], types: &[usize], targets: &[[f32; 4]]) -> crate::error::Result<f32> {
         let n = types.len();
         let out = self.forward(prev, cur, types)?;
         let flat: Vec<f32> = targets.iter().flatten().copied().collect();
@@ -109,13 +109,13 @@ impl TrackerNet {
     }
 
     /// Weights, optimizer moments and the update count.
-    pub fn save(&self, s: &mut Snapshot) -> anyhow::Result<()> {
+    pub fn save(&self, s: &mut Snapshot) -> crate::error::Result<()> {
         s.nested("net", |s| self.opt.save(s))?;
         s.put_int("net_updates", self.updates);
         Ok(())
     }
 
-    pub fn load(&mut self, s: &mut Snapshot) -> anyhow::Result<()> {
+    pub fn load(&mut self, s: &mut Snapshot) -> crate::error::Result<()> {
         let opt = &mut self.opt;
         s.nested("net", |s| opt.load(s))?;
         self.updates = s.int("net_updates")?;
@@ -123,15 +123,15 @@ impl TrackerNet {
     }
 
     /// Weights only, as safetensors (what `train-tracker` writes).
-    pub fn save_weights(&self, path: &std::path::Path) -> anyhow::Result<()> {
+    pub fn save_weights(&self, path: &std::path::Path) -> crate::error::Result<()> {
         Ok(self.varmap.save(path)?)
     }
 
-    pub fn load_weights(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+    pub fn load_weights(&mut self, path: &std::path::Path) -> crate::error::Result<()> {
         let tensors = candle_core::safetensors::load(path, &self.device)?;
         for (name, t) in sorted(&self.varmap) {
-            let v = tensors.get(&name).ok_or_else(|| anyhow::anyhow!("{}: no tensor {name}", path.display()))?;
-            anyhow::ensure!(v.dims() == t.dims(), "{}: {name} has shape {:?}, the network {:?} (another crop size?)", path.display(), v.dims(), t.dims());
+            let v = tensors.get(&name).ok_or_else(|| crate::error::Error::Input(format!("{}: no tensor {name}", path.display())))?;
+            crate::ensure!(Input, v.dims() == t.dims(), "{}: {name} has shape {:?}, the network {:?} (another crop size?)", path.display(), v.dims(), t.dims());
             var(&self.varmap, &name)?.set(v)?;
         }
         Ok(())
@@ -149,10 +149,10 @@ fn sorted(varmap: &VarMap) -> Vec<(String, Tensor)> {
     v
 }
 
-fn var(varmap: &VarMap, name: &str) -> anyhow::Result<Var> {
-    let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap lock"))?;
+fn var(varmap: &VarMap, name: &str) -> crate::error::Result<Var> {
+    let data = varmap.data().lock().map_err(|_| crate::error::Error::Internal("varmap lock".into()))?;
     let m: &HashMap<String, Var> = &data;
-    m.get(name).cloned().ok_or_else(|| anyhow::anyhow!("no variable {name}"))
+    m.get(name).cloned().ok_or_else(|| crate::error::Error::Internal(format!("no variable {name}")))
 }
 
 #[cfg(test)]

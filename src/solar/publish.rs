@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::Context;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::checkpoint::OutputMarks;
@@ -52,7 +52,7 @@ impl SolarSink {
 
     /// Reads both output topics from where the restored state's knowledge ends
     /// (`from`; the topics' starts for a fresh state) and remembers what they hold.
-    pub async fn resume(&mut self, brokers: &str, props: &KafkaProps, from: OutputMarks) -> anyhow::Result<()> {
+    pub async fn resume(&mut self, brokers: &str, props: &KafkaProps, from: OutputMarks) -> crate::error::Result<()> {
         let mut out = from;
         for (i, topic) in self.topics.iter().enumerate() {
             let (b, p, t, start) = (brokers.to_string(), props.clone(), topic.clone(), out.ends[i]);
@@ -71,7 +71,7 @@ impl SolarSink {
     /// Publishes the track records computed on the frame at `partition`/`offset`
     /// (those not already in the topic) and waits for their acknowledgements;
     /// returns how many were sent.
-    pub async fn tracks(&mut self, partition: i32, offset: i64, outs: &[TrackOut]) -> anyhow::Result<u64> {
+    pub async fn tracks(&mut self, partition: i32, offset: i64, outs: &[TrackOut]) -> crate::error::Result<u64> {
         let topic = self.topics[TRACKS].clone();
         let mut sends = Vec::with_capacity(outs.len());
         let mut skipped = 0;
@@ -99,7 +99,7 @@ impl SolarSink {
     }
 
     /// Publishes a dead letter (unless the topic already holds it) and counts it.
-    pub async fn dead_letter(&mut self, source_topic: &str, d: &DeadLetter) -> anyhow::Result<()> {
+    pub async fn dead_letter(&mut self, source_topic: &str, d: &DeadLetter) -> crate::error::Result<()> {
         *self.dead_letters_by_reason.entry(d.reason.to_string()).or_default() += 1;
         crate::telemetry::events::count_dead_letter(&self.pipeline, d);
         if self.outputs.marks[DEAD_LETTERS].covers(source_topic, d.partition, d.offset, 0) {

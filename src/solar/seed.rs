@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::Context;
 use rdkafka::producer::FutureRecord;
 
 use super::config::SolarConfig;
@@ -19,10 +19,10 @@ pub struct Seeded {
 }
 
 /// Creates the topics and publishes the synthetic sequence and its labels.
-pub async fn seed(cfg: &SolarConfig) -> anyhow::Result<Seeded> {
+pub async fn seed(cfg: &SolarConfig) -> crate::error::Result<Seeded> {
     let syn = cfg.source.synthetic.as_ref().context("the embedded broker needs [source.synthetic]")?;
     let bytes = std::fs::read(cfg.resolve(&syn.from)).with_context(|| format!("reading {}", syn.from.display()))?;
-    let src = decode(&bytes, usize::MAX).map_err(|e| anyhow::anyhow!("{}: {e}", syn.from.display()))?;
+    let src = decode(&bytes, usize::MAX).map_err(|e| crate::error::Error::Input(format!("{}: {e}", syn.from.display())))?;
     let seq = synthesize(&src, &syn.synth);
     let b = EmbeddedBroker::start()?;
     b.create_topic(&cfg.source.frames_topic, cfg.source.frame_partitions.max(1))?;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use crate::error::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -54,14 +54,14 @@ type Worst = (f64, Frame, Vec<Boxes>);
 
 /// Runs the pipeline: until the end of the input (embedded / `stop_at_end`) or
 /// until `shutdown`.
-pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<SolarSummary> {
+pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::sync::watch::Receiver<bool>) -> crate::error::Result<SolarSummary> {
     let health = Health::new();
     let endpoint = telemetry::serve(opts.metrics_addr.as_deref(), opts.metrics_required, health.clone()).await?;
     let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());
     let (brokers, stop_at_end, seeded) = if brokers == "embedded" {
         let s = tokio::select! {
             s = seed(cfg) => s?,
-            _ = shutdown.changed() => bail!("stopped by a signal while seeding the embedded broker"),
+            _ = shutdown.changed() => crate::fail!(Interrupted, "stopped by a signal while seeding the embedded broker"),
         };
         (s.broker.bootstrap_servers().to_string(), true, Some(s))
     } else {
@@ -81,7 +81,7 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
     let frames_end = crate::source::kafka::end_offsets(&consumer, &cfg.source.frames_topic, t10)
         .with_context(|| crate::source::kafka::diagnosed(&brokers, &props, format!("topic {:?}", cfg.source.frames_topic)))?;
     if frames_end.is_empty() {
-        bail!("frames topic {:?} does not exist on {brokers}", cfg.source.frames_topic);
+        crate::fail!(Config, "frames topic {:?} does not exist on {brokers}", cfg.source.frames_topic);
     }
     let (_, labels_end) = consumer.fetch_watermarks(&cfg.source.labels_topic, 0, t10).with_context(|| format!("topic {:?}", cfg.source.labels_topic))?;
 
@@ -126,7 +126,7 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
 }
 
 /// Reads every frames partition and the labels topic from the restored position.
-fn assign(consumer: &StreamConsumer, cfg: &SolarConfig, frames_end: &BTreeMap<i32, i64>, pos: &Position) -> anyhow::Result<()> {
+fn assign(consumer: &StreamConsumer, cfg: &SolarConfig, frames_end: &BTreeMap<i32, i64>, pos: &Position) -> crate::error::Result<()> {
     let mut tpl = TopicPartitionList::new();
     for p in frames_end.keys() {
         tpl.add_partition_offset(&cfg.source.frames_topic, *p, pos.frames_next.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o)))?;
@@ -159,7 +159,7 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// The tracker from the newest checkpoint (or fresh), and the outputs' tails.
-    async fn restore(cfg: &'a SolarConfig, opts: &SolarRunOptions, brokers: &str, props: &KafkaProps, seeded: Option<&Seeded>) -> anyhow::Result<Run<'a>> {
+    async fn restore(cfg: &'a SolarConfig, opts: &SolarRunOptions, brokers: &str, props: &KafkaProps, seeded: Option<&Seeded>) -> crate::error::Result<Run<'a>> {
         let mut tracker = Tracker::new(cfg.tracker.clone(), &cfg.base_dir)?;
         let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.as_ref().map(|d| cfg.resolve(d).to_string_lossy().into_owned()));
         let ckpt = match &location {
@@ -198,7 +198,7 @@ impl<'a> Run<'a> {
     }
 
     /// A labels-topic record: pending until a frame reaches its time, or a dead letter.
-    async fn label(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+    async fn label(&mut self, m: &BorrowedMessage<'_>) -> crate::error::Result<()> {
         self.pos.labels_next = m.offset() + 1;
         self.metrics.label_read();
         match parse_label(m.payload().unwrap_or_default()) {
@@ -224,7 +224,7 @@ impl<'a> Run<'a> {
 
     /// The next frame in time: tracked (or dead-lettered), its due labels applied,
     /// its tracks published; then a checkpoint when one is due.
-    async fn frame(&mut self, q: Queued) -> anyhow::Result<()> {
+    async fn frame(&mut self, q: Queued) -> crate::error::Result<()> {
         self.pos.frames_next.insert(q.partition, q.offset + 1);
         self.pos.frames_done += 1;
         let dead = |reason, detail, q: Queued| DeadLetter { partition: q.partition, offset: q.offset, reason, detail, key: None, payload: Some(q.payload), timestamp_ms: q.timestamp_ms };
@@ -242,7 +242,7 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    async fn track(&mut self, fr: &Frame, partition: i32, offset: i64) -> anyhow::Result<()> {
+    async fn track(&mut self, fr: &Frame, partition: i32, offset: i64) -> crate::error::Result<()> {
         let before = self.tracker.counts.clone();
         self.frames_in += 1;
         self.pos.last_frame_ms = fr.time_ms;
@@ -271,7 +271,7 @@ impl<'a> Run<'a> {
     }
 
     /// Writes a checkpoint (when checkpointing): every output so far is acknowledged.
-    async fn checkpoint(&mut self) -> anyhow::Result<()> {
+    async fn checkpoint(&mut self) -> crate::error::Result<()> {
         let Some(ck) = &self.ckpt else { return Ok(()) };
         let t0 = Instant::now();
         let bytes = ck.write(&self.tracker, &self.pos, &self.sink.outputs).await?;
@@ -282,7 +282,7 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn finish(self, report: Option<&std::path::Path>) -> anyhow::Result<SolarSummary> {
+    fn finish(self, report: Option<&std::path::Path>) -> crate::error::Result<SolarSummary> {
         let elapsed = self.started.elapsed().as_secs_f64();
         let tracking = (!self.truth.is_empty()).then(|| self.eval.summary());
         if let (Some(dir), Some(t)) = (report, &tracking) {

@@ -142,7 +142,7 @@ pub fn rotate_box(b: &BoxPx, from: &SolarWcs, to: &SolarWcs, dt_days: f64, limb:
 }
 
 impl Tracker {
-    pub fn new(cfg: TrackerConfig, base_dir: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn new(cfg: TrackerConfig, base_dir: &std::path::Path) -> crate::error::Result<Self> {
         let device = crate::model::device(cfg.device)?;
         let mut net = TrackerNet::new(cfg.crop, cfg.learning_rate, cfg.seed ^ 0x5eed, &device)?;
         if let Some(w) = &cfg.weights {
@@ -153,7 +153,7 @@ impl Tracker {
     }
 
     /// Predicts every track's box in `fr` (before any label at its time).
-    pub fn on_frame(&mut self, fr: &Frame) -> anyhow::Result<()> {
+    pub fn on_frame(&mut self, fr: &Frame) -> crate::error::Result<()> {
         self.counts.frames += 1;
         let prev_wcs = self.last.as_ref().map(|f| f.wcs).unwrap_or(fr.wcs);
         let (s, ctx, limb) = (self.cfg.crop, self.cfg.context, self.cfg.limb_lon_deg);
@@ -205,8 +205,8 @@ impl Tracker {
 
     /// Applies a label at (or before) the last frame's time: re-anchors or starts a
     /// track, and trains the network when the track was predicted on that frame.
-    pub fn on_label(&mut self, l: &Label) -> anyhow::Result<()> {
-        let Some(fr) = self.last.clone() else { anyhow::bail!("label before any frame") };
+    pub fn on_label(&mut self, l: &Label) -> crate::error::Result<()> {
+        let Some(fr) = self.last.clone() else { crate::fail!(Input, "label before any frame") };
         self.counts.labels += 1;
         let mut b = l.bbox.to_px(&fr.wcs);
         if l.time_ms < fr.time_ms {
@@ -335,7 +335,7 @@ impl Tracker {
     /// The tracker's whole state: JSON for the tracks' boxes and counters, a
     /// snapshot for the network (weights, AdamW moments), the tracks' crops and the
     /// last frame.
-    pub fn save(&self) -> anyhow::Result<(serde_json::Value, Snapshot)> {
+    pub fn save(&self) -> crate::error::Result<(serde_json::Value, Snapshot)> {
         let mut s = Snapshot::default();
         self.net.save(&mut s)?;
         let f32s = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<f64>>();
@@ -362,20 +362,20 @@ impl Tracker {
     }
 
     /// Restores what [`Tracker::save`] wrote.
-    pub fn load(&mut self, json: &serde_json::Value, s: &mut Snapshot) -> anyhow::Result<()> {
-        use anyhow::Context;
+    pub fn load(&mut self, json: &serde_json::Value, s: &mut Snapshot) -> crate::error::Result<()> {
+        use crate::error::Context;
         self.net.load(s)?;
         let f32s = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
-        self.next_id = json["next_id"].as_u64().context("next_id")?;
-        self.rng = Draws(json["rng"].as_u64().context("rng")?);
+        self.next_id = json["next_id"].as_u64().ok_or_else(|| missing("next_id"))?;
+        self.rng = Draws(json["rng"].as_u64().ok_or_else(|| missing("rng"))?);
         self.counts = serde_json::from_value(json["counts"].clone())?;
-        let bx = |v: &serde_json::Value| -> anyhow::Result<BoxPx> { Ok(serde_json::from_value(v.clone())?) };
+        let bx = |v: &serde_json::Value| -> crate::error::Result<BoxPx> { Ok(serde_json::from_value(v.clone())?) };
         self.tracks.clear();
         for t in json["tracks"].as_array().context("tracks")? {
             let id = t["id"].as_u64().context("id")?;
             let pair = match t.get("pair").filter(|p| !p.is_null()) {
                 Some(p) => Some(Pair {
-                    time_ms: p["time_ms"].as_i64().context("pair time")?,
+                    time_ms: p["time_ms"].as_i64().ok_or_else(|| missing("pair time"))?,
                     cur: f32s(s.array(&format!("track{id}.pair_cur"))?),
                     prior: bx(&p["prior"])?,
                 }),
@@ -383,14 +383,14 @@ impl Tracker {
             };
             self.tracks.push(Track {
                 id,
-                event_id: t["event_id"].as_str().context("event_id")?.to_string(),
+                event_id: t["event_id"].as_str().ok_or_else(|| missing("event_id"))?.to_string(),
                 event_type: serde_json::from_value(t["event_type"].clone())?,
                 tracker: bx(&t["tracker"])?,
                 rotation: bx(&t["rotation"])?,
                 fixed: bx(&t["fixed"])?,
-                last_time_ms: t["last_time_ms"].as_i64().context("last_time_ms")?,
-                last_label_ms: t["last_label_ms"].as_i64().context("last_label_ms")?,
-                confidence: t["confidence"].as_f64().context("confidence")?,
+                last_time_ms: t["last_time_ms"].as_i64().ok_or_else(|| missing("last_time_ms"))?,
+                last_label_ms: t["last_label_ms"].as_i64().ok_or_else(|| missing("last_label_ms"))?,
+                confidence: t["confidence"].as_f64().ok_or_else(|| missing("confidence"))?,
                 from_label: t["from_label"].as_bool().unwrap_or(false),
                 template: f32s(s.array(&format!("track{id}.template"))?),
                 norm: (t["norm"][0].as_f64().unwrap_or(0.0) as f32, t["norm"][1].as_f64().unwrap_or(1.0) as f32),
@@ -399,7 +399,7 @@ impl Tracker {
         }
         self.last = match json.get("last_frame").filter(|v| !v.is_null()) {
             Some(f) => Some(Frame {
-                time_ms: f["time_ms"].as_i64().context("time")?,
+                time_ms: f["time_ms"].as_i64().ok_or_else(|| missing("time"))?,
                 instrument: f["instrument"].as_str().unwrap_or_default().to_string(),
                 wavelength: f["wavelength"].as_f64().unwrap_or(0.0),
                 width: f["width"].as_u64().context("width")? as usize,
@@ -411,4 +411,9 @@ impl Tracker {
         };
         Ok(())
     }
+}
+
+/// A tracker state (from a checkpoint) without a field it must have.
+fn missing(what: &str) -> crate::error::Error {
+    crate::error::Error::Checkpoint(format!("tracker state: no {what}"))
 }

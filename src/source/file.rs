@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use anyhow::bail;
 use serde_json::{Map, Value};
 
 /// One row of a file: a record, or a JSON line that does not parse (kept as its raw
@@ -18,20 +17,20 @@ pub enum Row {
 }
 
 /// The records of a file, in file order; any unreadable line is an error.
-pub fn read_records(path: &Path) -> anyhow::Result<Vec<Map<String, Value>>> {
+pub fn read_records(path: &Path) -> crate::error::Result<Vec<Map<String, Value>>> {
     read_rows(path)?
         .into_iter()
         .enumerate()
         .map(|(i, r)| match r {
             Row::Record(m) | Row::Line(m, _) => Ok(m),
-            Row::Raw(_) => bail!("{}: row {} is not a JSON object", path.display(), i + 1),
+            Row::Raw(_) => crate::fail!(Input, "{}: row {} is not a JSON object", path.display(), i + 1),
         })
         .collect()
 }
 
 /// The rows of a file, in file order. Unreadable JSON lines become [`Row::Raw`].
 /// Reads the whole file into memory: [`super::rows::RowReader`] streams it.
-pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
+pub fn read_rows(path: &Path) -> crate::error::Result<Vec<Row>> {
     super::rows::RowReader::open(path)?.collect()
 }
 

@@ -113,7 +113,7 @@ pub struct FileMessage<'a> {
 
 impl FileMessages {
     /// Opens `path`; `key` names the schema field whose text keys each message.
-    pub fn open(path: &Path, m: &FileMapping, schema: std::sync::Arc<TopicSchema>, time: &str, key: Option<&str>) -> anyhow::Result<Self> {
+    pub fn open(path: &Path, m: &FileMapping, schema: std::sync::Arc<TopicSchema>, time: &str, key: Option<&str>) -> crate::error::Result<Self> {
         let time_pointer = match schema.field(time).map(|f| &f.extract) {
             Some(Extract::Pointer(p)) => Some(p.clone()),
             _ => None,
@@ -151,7 +151,7 @@ impl FileMessages {
     }
 
     /// The next message; `None` at the end of the file.
-    pub fn next_message(&mut self) -> Option<anyhow::Result<FileMessage<'_>>> {
+    pub fn next_message(&mut self) -> Option<crate::error::Result<FileMessage<'_>>> {
         match self.fill() {
             Ok(true) => Some(Ok(FileMessage { payload: &self.payload, time_ms: self.time_ms, key: self.has_key.then_some(self.key_buf.as_str()) })),
             Ok(false) => None,
@@ -159,7 +159,7 @@ impl FileMessages {
         }
     }
 
-    fn fill(&mut self) -> anyhow::Result<bool> {
+    fn fill(&mut self) -> crate::error::Result<bool> {
         self.has_key = false;
         let (rec, line) = if self.rows.is_json_lines() {
             let Some(line) = self.rows.next_line() else { return Ok(false) };
@@ -278,7 +278,7 @@ pub fn key_text(rec: &Value, schema: &TopicSchema, key: &str) -> Option<String> 
 
 /// Reads all of `path` as messages (payload, event time); for small files — larger
 /// ones stream through [`FileMessages`].
-pub fn file_messages(path: &Path, m: &FileMapping, schema: &TopicSchema, time: &str) -> anyhow::Result<Vec<Message>> {
+pub fn file_messages(path: &Path, m: &FileMapping, schema: &TopicSchema, time: &str) -> crate::error::Result<Vec<Message>> {
     let mut r = FileMessages::open(path, m, std::sync::Arc::new(schema.clone()), time, None)?;
     let mut out = Vec::new();
     while let Some(msg) = r.next_message() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use crate::error::Context;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
 use serde_json::{Map, Value};
@@ -53,7 +53,7 @@ pub struct RowReader {
 
 impl RowReader {
     /// Opens `path`, finding its format from its first bytes (after gzip, if any).
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path) -> crate::error::Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let read = Arc::new(AtomicU64::new(0));
@@ -76,7 +76,7 @@ impl RowReader {
                 let mut rdr = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
                 let header = rdr.headers().with_context(|| format!("reading the CSV header of {}", path.display()))?;
                 if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-                    bail!("{}: empty file", path.display());
+                    crate::fail!(Input, "{}: empty file", path.display());
                 }
                 let header = header.iter().map(str::to_string).collect();
                 Inner::Csv { rdr, header, rec: csv::StringRecord::new() }
@@ -97,14 +97,14 @@ impl RowReader {
 
     /// The next non-blank line of a JSON-lines file, as bytes (no parse), without
     /// its line end. `None` at the end or for other formats.
-    pub fn next_line(&mut self) -> Option<anyhow::Result<&[u8]>> {
+    pub fn next_line(&mut self) -> Option<crate::error::Result<&[u8]>> {
         let Inner::Json { input, line } = &mut self.inner else { return None };
         loop {
             line.clear();
             match input.read_until(b'\n', line) {
                 Ok(0) => return None,
                 Ok(_) => {}
-                Err(e) => return Some(Err(anyhow::Error::new(e).context(format!("reading {}", self.path.display())))),
+                Err(e) => return Some(Err(crate::error::Error::from(e).context(format!("reading {}", self.path.display())))),
             }
             self.row_number += 1;
             while matches!(line.last(), Some(b'\n' | b'\r')) {
@@ -124,7 +124,7 @@ impl RowReader {
         }
     }
 
-    fn next_row(&mut self) -> anyhow::Result<Option<Row>> {
+    fn next_row(&mut self) -> crate::error::Result<Option<Row>> {
         match &mut self.inner {
             Inner::Json { .. } => {
                 let Some(line) = self.next_line() else { return Ok(None) };
@@ -166,7 +166,7 @@ impl RowReader {
 }
 
 impl Iterator for RowReader {
-    type Item = anyhow::Result<Row>;
+    type Item = crate::error::Result<Row>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_row().transpose()
     }
@@ -183,9 +183,9 @@ fn cell_value(cell: &str) -> Value {
     }
 }
 
-fn parquet_reader(path: &Path, gz: bool, mut input: Input) -> anyhow::Result<Inner> {
+fn parquet_reader(path: &Path, gz: bool, mut input: Input) -> crate::error::Result<Inner> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    fn reader<T: parquet::file::reader::ChunkReader + 'static>(b: ParquetRecordBatchReaderBuilder<T>) -> anyhow::Result<Inner> {
+    fn reader<T: parquet::file::reader::ChunkReader + 'static>(b: ParquetRecordBatchReaderBuilder<T>) -> crate::error::Result<Inner> {
         let total = b.metadata().file_metadata().num_rows().max(0) as u64;
         Ok(Inner::Parquet { reader: b.with_batch_size(PARQUET_BATCH).build()?, rows: Vec::new().into_iter(), total, done: 0 })
     }
@@ -202,7 +202,7 @@ fn parquet_reader(path: &Path, gz: bool, mut input: Input) -> anyhow::Result<Inn
 
 /// Parquet rows as records: integers and floats as numbers, timestamps and dates as
 /// RFC 3339 strings (UTC), everything else as its Arrow text form; nulls are omitted.
-fn batch_rows(batch: &arrow::record_batch::RecordBatch) -> anyhow::Result<Vec<Row>> {
+fn batch_rows(batch: &arrow::record_batch::RecordBatch) -> crate::error::Result<Vec<Row>> {
     use arrow::compute::cast;
     let schema = batch.schema();
     let mut rows: Vec<Map<String, Value>> = vec![Map::new(); batch.num_rows()];
@@ -244,7 +244,7 @@ fn batch_rows(batch: &arrow::record_batch::RecordBatch) -> anyhow::Result<Vec<Ro
 
 /// The files an input names: the file itself; every regular, non-hidden file of a
 /// directory; or the matches of a glob pattern (`*`, `?`, `[`). Unordered.
-pub fn input_files(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn input_files(input: &Path) -> crate::error::Result<Vec<PathBuf>> {
     let text = input.to_string_lossy();
     if input.is_dir() {
         let mut out = Vec::new();
@@ -257,19 +257,19 @@ pub fn input_files(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
         out.sort();
         if out.is_empty() {
-            bail!("{} holds no files", input.display());
+            crate::fail!(Input, "{} holds no files", input.display());
         }
         Ok(out)
     } else if !input.exists() && text.contains(['*', '?', '[']) {
         let mut out: Vec<PathBuf> = glob::glob(&text).with_context(|| format!("pattern {text:?}"))?.filter_map(Result::ok).filter(|p| p.is_file()).collect();
         out.sort();
         if out.is_empty() {
-            bail!("no file matches {text:?}");
+            crate::fail!(Input, "no file matches {text:?}");
         }
         Ok(out)
     } else {
         if !input.is_file() {
-            bail!("{} is not a file", input.display());
+            crate::fail!(Input, "{} is not a file", input.display());
         }
         Ok(vec![input.to_path_buf()])
     }
@@ -280,7 +280,7 @@ mod tests {
     use super::*;
 
     fn rows(path: &Path) -> Vec<Row> {
-        RowReader::open(path).unwrap().collect::<anyhow::Result<_>>().unwrap()
+        RowReader::open(path).unwrap().collect::<crate::error::Result<_>>().unwrap()
     }
 
     /// RFC 4180 CSV: quoted fields holding commas, doubled quotes and line breaks,

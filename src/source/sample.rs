@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::Context;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::schema::TopicSchema;
@@ -71,7 +71,7 @@ pub async fn seed_lines<I: IntoIterator<Item = Vec<u8>>>(
     schema: &TopicSchema,
     key: &str,
     lines: I,
-) -> anyhow::Result<u64> {
+) -> crate::error::Result<u64> {
     seed_lines_placed(producer, topic, partitions, schema, key, lines, Placement::ByKey).await
 }
 
@@ -84,7 +84,7 @@ pub async fn seed_lines_placed<I: IntoIterator<Item = Vec<u8>>>(
     key: &str,
     lines: I,
     placement: Placement,
-) -> anyhow::Result<u64> {
+) -> crate::error::Result<u64> {
     seed_timed(producer, topic, partitions, schema, key, lines.into_iter().map(|l| (l, None)), placement).await
 }
 
@@ -97,7 +97,7 @@ pub async fn seed_timed<I: IntoIterator<Item = (Vec<u8>, Option<i64>)>>(
     key: &str,
     lines: I,
     placement: Placement,
-) -> anyhow::Result<u64> {
+) -> crate::error::Result<u64> {
     let mut n = 0u64;
     let mut acks = Vec::new();
     for (i, (line, ts)) in lines.into_iter().enumerate() {
@@ -142,7 +142,7 @@ pub async fn send<'a, K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message
     producer: &FutureProducer,
     mut rec: FutureRecord<'a, K, P>,
     what: &dyn Fn() -> String,
-) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+) -> crate::error::Result<rdkafka::producer::DeliveryFuture> {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let started = std::time::Instant::now();
     loop {
@@ -153,7 +153,7 @@ pub async fn send<'a, K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message
                 producer.poll(Duration::ZERO);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Err((e, _)) => anyhow::bail!("{} could not be published: {e}", what()),
+            Err((e, _)) => crate::fail!(Broker, "{} could not be published: {e}", what()),
         }
     }
 }
@@ -161,7 +161,7 @@ pub async fn send<'a, K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message
 /// A producer for seeding the embedded broker: lz4-compressed batches, because the
 /// broker's 5 MB per-partition retention counts stored (compressed) bytes — a file of
 /// several MB of JSON fits. Consumers see the same messages either way.
-pub fn seed_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+pub fn seed_producer(brokers: &str) -> crate::error::Result<FutureProducer> {
     Ok(rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -173,7 +173,7 @@ pub fn seed_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 }
 
 /// Reads a JSON-lines file's lines.
-pub fn read_lines(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+pub fn read_lines(path: &Path) -> crate::error::Result<Vec<Vec<u8>>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening sample {}", path.display()))?;
     let mut out = Vec::new();
     for line in std::io::BufReader::new(f).split(b'\n') {

@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use crate::error::Context;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 
@@ -105,16 +105,16 @@ pub struct TopicSchema {
 }
 
 impl TopicSchema {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> crate::error::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading schema {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in schema {}", path.display()))
     }
 
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
+    pub fn parse(text: &str) -> crate::error::Result<Self> {
         let file: SchemaFile = serde_json::from_str(text)?;
         if file.format != "json" {
-            bail!("format {:?} is not supported (supported: \"json\")", file.format);
+            crate::fail!(Config, "format {:?} is not supported (supported: \"json\")", file.format);
         }
         let mut fields = Vec::new();
         let mut problems = Vec::new();
@@ -130,7 +130,7 @@ impl TopicSchema {
             }
         }
         if !problems.is_empty() {
-            bail!("{}", problems.join("; "));
+            crate::fail!(Config, "{}", problems.join("; "));
         }
         let mut arrow_fields: Vec<Field> = fields
             .iter()
@@ -162,7 +162,7 @@ impl Kind {
     }
 }
 
-fn field_spec(f: &FieldFile) -> anyhow::Result<FieldSpec> {
+fn field_spec(f: &FieldFile) -> crate::error::Result<FieldSpec> {
     let unit = f.metadata.get("time_unit").map(String::as_str);
     let kind = match f.data_type.replace(' ', "").as_str() {
         "Float64" => Kind::Float64,
@@ -175,26 +175,26 @@ fn field_spec(f: &FieldFile) -> anyhow::Result<FieldSpec> {
                 "ms" => 1_000_000,
                 "us" => 1_000,
                 "ns" => 1,
-                other => bail!("metadata.time_unit {other:?} is not one of s, ms, us, ns"),
+                other => crate::fail!(Config, "metadata.time_unit {other:?} is not one of s, ms, us, ns"),
             },
         },
-        other => bail!(
+        other => crate::fail!(Config, 
             "data_type {other:?} is not supported (Float64, Int64, Utf8, Boolean, \"Timestamp(Nanosecond, UTC)\")"
         ),
     };
     if unit.is_some() && !matches!(kind, Kind::Timestamp { .. }) {
-        bail!("metadata.time_unit applies to timestamps only");
+        crate::fail!(Config, "metadata.time_unit applies to timestamps only");
     }
     for k in f.metadata.keys() {
         if !matches!(k.as_str(), "path" | "variant" | "time_unit" | "doc") {
-            bail!("unknown metadata key {k:?} (known: path, variant, time_unit, doc)");
+            crate::fail!(Config, "unknown metadata key {k:?} (known: path, variant, time_unit, doc)");
         }
     }
     let extract = match (f.metadata.get("path"), f.metadata.get("variant")) {
-        (Some(_), Some(_)) => bail!("give either metadata.path or metadata.variant, not both"),
+        (Some(_), Some(_)) => crate::fail!(Config, "give either metadata.path or metadata.variant, not both"),
         (None, Some(v)) => {
             if kind != Kind::Utf8 {
-                bail!("metadata.variant needs data_type Utf8");
+                crate::fail!(Config, "metadata.variant needs data_type Utf8");
             }
             Extract::Variant(check_pointer(v)?)
         }
@@ -207,9 +207,9 @@ fn field_spec(f: &FieldFile) -> anyhow::Result<FieldSpec> {
     Ok(FieldSpec { name: f.name.clone(), kind, nullable: f.nullable, extract, segments })
 }
 
-fn check_pointer(p: &str) -> anyhow::Result<String> {
+fn check_pointer(p: &str) -> crate::error::Result<String> {
     if !p.is_empty() && !p.starts_with('/') {
-        bail!("JSON pointer {p:?} must start with '/'");
+        crate::fail!(Config, "JSON pointer {p:?} must start with '/'");
     }
     Ok(p.to_string())
 }

@@ -18,7 +18,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub fn install() -> crate::error::Result<PrometheusHandle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
@@ -48,8 +48,8 @@ impl Drop for Endpoint {
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (none: no endpoint). When
 /// the address cannot be bound: an error if `required` (an address the user gave),
 /// else a warning and no endpoint.
-pub async fn serve(addr: Option<&str>, required: bool, health: Arc<Health>) -> anyhow::Result<Option<Endpoint>> {
-    use anyhow::Context;
+pub async fn serve(addr: Option<&str>, required: bool, health: Arc<Health>) -> crate::error::Result<Option<Endpoint>> {
+    use crate::error::Context;
     let Some(addr) = addr else { return Ok(None) };
     let handle = install()?;
     match tokio::net::TcpListener::bind(addr).await {

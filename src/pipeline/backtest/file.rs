@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use crate::error::Context;
 
 use super::{feed, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Variant};
 use crate::sink::file::FileSink;
@@ -20,13 +20,13 @@ use crate::telemetry::progress::Progress;
 /// Default batch size of file backtests (or the pipeline's, if larger).
 const FILE_BATCH_ROWS: usize = 8192;
 
-pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &BacktestOptions) -> anyhow::Result<BacktestResult> {
+pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &BacktestOptions) -> crate::error::Result<BacktestResult> {
     let cfg = variants[0].built.config.clone();
     let schema = variants[0].built.schema.clone();
     let dir = match (&opts.output_dir, opts.discard_outputs) {
         (Some(d), _) => d.clone(),
         (None, true) => PathBuf::new(),
-        (None, false) => bail!("a file backtest needs a directory for its predictions (--report)"),
+        (None, false) => crate::fail!(Config, "a file backtest needs a directory for its predictions (--report)"),
     };
     let dir = dir.as_path();
     let open = |p: &Path| FileMessages::open(p, &cfg.source.file, schema.clone(), &cfg.source.time, Some(&cfg.source.key));
@@ -103,7 +103,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
 }
 
 /// Orders files by their first record's event time (files without one last, by name).
-fn in_time_order(files: Vec<PathBuf>, open: &impl Fn(&Path) -> anyhow::Result<FileMessages>) -> anyhow::Result<Vec<PathBuf>> {
+fn in_time_order(files: Vec<PathBuf>, open: &impl Fn(&Path) -> crate::error::Result<FileMessages>) -> crate::error::Result<Vec<PathBuf>> {
     if files.len() < 2 {
         return Ok(files);
     }
@@ -127,7 +127,7 @@ fn in_time_order(files: Vec<PathBuf>, open: &impl Fn(&Path) -> anyhow::Result<Fi
     }
     keyed.sort();
     if keyed.is_empty() {
-        bail!("no input files");
+        crate::fail!(Input, "no input files");
     }
     Ok(keyed.into_iter().map(|(_, f)| f).collect())
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
+use crate::error::Context;
 
 use super::build::Built;
 use super::summary::Summary;
@@ -129,7 +129,7 @@ impl Lane {
         }
     }
 
-    async fn process(&mut self) -> anyhow::Result<()> {
+    async fn process(&mut self) -> crate::error::Result<()> {
         let r = match &self.sink {
             LaneSink::Kafka(s) => self.batch.process(&self.built, s, &mut self.metrics, None).await,
             LaneSink::File(s) => self.batch.process(&self.built, s, &mut self.metrics, None).await,
@@ -139,7 +139,7 @@ impl Lane {
     }
 
     /// The last batch, its acknowledgements, and the lane's result.
-    async fn finish(mut self, started: Instant) -> anyhow::Result<LaneResult> {
+    async fn finish(mut self, started: Instant) -> crate::error::Result<LaneResult> {
         self.process().await?;
         self.batch.drain().await?;
         if let LaneSink::File(s) = &self.sink {
@@ -226,7 +226,7 @@ fn place(ts: Option<i64>, opts: &BacktestOptions) -> Place {
 }
 
 /// Runs the backtest. `variants[0]` is the pipeline's own `[model]`.
-pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> anyhow::Result<BacktestResult> {
+pub async fn backtest(variants: Vec<Variant>, opts: &BacktestOptions) -> crate::error::Result<BacktestResult> {
     let first = variants.first().context("no model configuration to backtest")?;
     let cfg = &first.built.config;
     let brokers = opts.brokers.clone().unwrap_or_else(|| cfg.source.brokers.clone());

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use crate::error::Context;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -16,7 +16,7 @@ use crate::sink::kafka::{sink_producer, KafkaSink};
 use crate::source::context::SourceContext;
 use crate::source::kafka::{consumer_with, next_record, partition_count, Received};
 
-pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &BacktestOptions) -> anyhow::Result<BacktestResult> {
+pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &BacktestOptions) -> crate::error::Result<BacktestResult> {
     let cfg = variants[0].built.config.clone();
     let topics: Vec<(String, String)> = variants
         .iter()
@@ -29,7 +29,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
     let t = Duration::from_secs(10);
     let parts = partition_count(&consumer, &cfg.source.topic, t).with_context(|| format!("reading the partitions of {:?}", cfg.source.topic))?;
     if parts == 0 {
-        bail!("input topic {:?} does not exist on {brokers}", cfg.source.topic);
+        crate::fail!(Config, "input topic {:?} does not exist on {brokers}", cfg.source.topic);
     }
     let start_ms = opts.warmup_from_ms.or(opts.from_ms);
     let mut offsets = BTreeMap::new();
@@ -81,7 +81,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
                     // the end.
                     mark_passed(&consumer, &cfg.source.topic, &offsets, &mut done);
                     if quiet_since.get_or_insert_with(Instant::now).elapsed() > idle {
-                        bail!("no record arrived for {}s before the end of the range; {}", idle.as_secs(), pending(&consumer, &cfg.source.topic, &offsets, &done));
+                        crate::fail!(Broker, "no record arrived for {}s before the end of the range; {}", idle.as_secs(), pending(&consumer, &cfg.source.topic, &offsets, &done));
                     }
                     continue;
                 }
@@ -138,7 +138,7 @@ fn offset_for_time<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     ts: i64,
     low: i64,
     high: i64,
-) -> anyhow::Result<Option<i64>> {
+) -> crate::error::Result<Option<i64>> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Offset(ts))?;
     let found = c.offsets_for_times(tpl, Duration::from_secs(10));
@@ -191,7 +191,7 @@ fn pending<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 
 /// On real brokers the shadow topics must exist and be empty (a backtest never
 /// appends to an earlier one, so its topics are its own output alone).
-async fn ensure_shadow_topics(brokers: &str, props: &KafkaProps, input: &str, topics: &[(String, String)]) -> anyhow::Result<()> {
+async fn ensure_shadow_topics(brokers: &str, props: &KafkaProps, input: &str, topics: &[(String, String)]) -> crate::error::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::BaseConsumer;
@@ -201,7 +201,7 @@ async fn ensure_shadow_topics(brokers: &str, props: &KafkaProps, input: &str, to
     let t = Duration::from_secs(10);
     let n = partition_count(&meta, input, t)?;
     if n == 0 {
-        bail!("input topic {input:?} does not exist on {brokers}");
+        crate::fail!(Config, "input topic {input:?} does not exist on {brokers}");
     }
     let admin: AdminClient<DefaultClientContext> = props.create(&mut c, Role::Producer)?;
     for name in topics.iter().flat_map(|(a, b)| [a, b]) {
@@ -212,7 +212,7 @@ async fn ensure_shadow_topics(brokers: &str, props: &KafkaProps, input: &str, to
             for x in r {
                 if let Err((topic, code)) = x {
                     if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                        bail!("creating shadow topic {topic:?}: {code}");
+                        crate::fail!(Broker, "creating shadow topic {topic:?}: {code}");
                     }
                 }
             }
@@ -221,7 +221,7 @@ async fn ensure_shadow_topics(brokers: &str, props: &KafkaProps, input: &str, to
         for p in 0..have {
             let (low, high) = meta.fetch_watermarks(name, p, t)?;
             if high > low {
-                bail!("shadow topic {name:?} already holds records; delete it or pass another --shadow-suffix");
+                crate::fail!(Config, "shadow topic {name:?} already holds records; delete it or pass another --shadow-suffix");
             }
         }
     }

@@ -10,7 +10,7 @@ pub mod read;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::Context;
 use serde::Deserialize;
 
 pub use choice::Delivery;
@@ -282,7 +282,7 @@ pub struct Loaded {
 impl PipelineConfig {
     /// Reads and parses a pipeline file. Unknown keys do not fail parsing; they are
     /// returned so the caller can report them together with every other problem.
-    pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    pub fn load(path: &Path) -> crate::error::Result<Loaded> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading pipeline {}", path.display()))?;
         let mut loaded = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
@@ -292,7 +292,7 @@ impl PipelineConfig {
 
     /// Parses a pipeline file (see [`read::read`]: unknown keys and unknown words of
     /// enum-valued settings are collected, not fatal).
-    pub fn parse(text: &str) -> anyhow::Result<Loaded> {
+    pub fn parse(text: &str) -> crate::error::Result<Loaded> {
         let r = read::read::<PipelineConfig>(text)?;
         Ok(Loaded { config: r.value, unknown_keys: r.unknown_keys, unknown_words: r.unknown_words })
     }

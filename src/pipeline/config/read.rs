@@ -27,7 +27,7 @@ impl<T> Read<T> {
 /// Parses `text`. An unknown word of an enum-valued setting is recorded at its key
 /// and the key dropped (to its default), and parsing goes on; any other error stops
 /// it, with its key.
-pub fn read<T: DeserializeOwned>(text: &str) -> anyhow::Result<Read<T>> {
+pub fn read<T: DeserializeOwned>(text: &str) -> crate::error::Result<Read<T>> {
     let mut unknown_words = Vec::new();
     // The text is parsed into a table only once a word must be dropped (errors read
     // from the text keep their line numbers).
@@ -44,8 +44,8 @@ pub fn read<T: DeserializeOwned>(text: &str) -> anyhow::Result<Read<T>> {
             Err(e) => e,
         };
         let (path, message) = (e.path().clone(), e.inner().message().to_string());
-        let error = anyhow::Error::new(e.into_inner());
-        let at = |error: anyhow::Error| match path.iter().next() {
+        let error = crate::error::Error::Toml(e.into_inner());
+        let at = |error: crate::error::Error| match path.iter().next() {
             Some(_) => error.context(format!("at {path}")),
             None => error,
         };

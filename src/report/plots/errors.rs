@@ -11,7 +11,7 @@ use crate::report::{Acc, Series};
 
 /// Histograms of actual − forecast for the model and persistence, over the 1st–99th
 /// percentile of both; values beyond go into the end bins (counted in the title).
-pub(super) fn residuals(path: &Path, s: &Series, name: &str) -> anyhow::Result<()> {
+pub(super) fn residuals(path: &Path, s: &Series, name: &str) -> crate::error::Result<()> {
     let model: Vec<f64> = s.rows.iter().map(|(_, r)| r.scored.actual - r.scored.model).collect();
     let pers: Vec<f64> = s.rows.iter().map(|(_, r)| r.scored.actual - r.scored.persistence).collect();
     let mut all: Vec<f64> = model.iter().chain(&pers).copied().filter(|v| v.is_finite()).collect();
@@ -75,7 +75,7 @@ pub(super) fn residuals(path: &Path, s: &Series, name: &str) -> anyhow::Result<(
 }
 
 /// The ten keys where the model does worst relative to persistence (Theil's U).
-pub(super) fn worst_keys(path: &Path, s: &Series, name: &str) -> anyhow::Result<()> {
+pub(super) fn worst_keys(path: &Path, s: &Series, name: &str) -> crate::error::Result<()> {
     let mut per: BTreeMap<&str, Acc> = BTreeMap::new();
     for (k, r) in &s.rows {
         per.entry(k).or_default().add(r);
