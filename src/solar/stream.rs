@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
 pub use super::config::{check, is_solar, parse_label, SolarConfig};
@@ -28,7 +28,7 @@ use super::summary::AtLabels;
 use super::tracker::{Label, Tracker};
 use crate::pipeline::kafka_props::{KafkaProps, Role};
 use crate::sink::kafka::producer_with;
-use crate::source::kafka::{next_record, Received};
+use crate::source::gather::{gather, Take, Window};
 use crate::sink::DeadLetter;
 use crate::telemetry::events::CheckpointWritten;
 use crate::telemetry::solar::SolarMetrics;
@@ -48,6 +48,10 @@ pub struct SolarRunOptions {
     /// …failing when it cannot be bound (an address the user gave).
     pub metrics_required: bool,
 }
+
+/// The solar loop takes one record at a time (frames are merged by time before they
+/// are tracked), waiting a second at most.
+const ONE: Window = Window { max_rows: 1, wait: Duration::from_secs(1), idle: None };
 
 /// Hours since the label, the frame and its boxes.
 type Worst = (f64, Frame, Vec<Boxes>);
@@ -104,15 +108,19 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
         if stop_at_end && merge.all_received() && run.pos.labels_next >= labels_end && !merge.any() {
             break;
         }
-        let until = tokio::time::Instant::now() + Duration::from_secs(1);
-        let m = match next_record(&consumer, until, Some(&mut shutdown)).await {
-            Received::Record(m) => m,
-            Received::Timeout | Received::Stopped => continue,
-        };
-        if m.topic() == cfg.source.labels_topic {
+        // One record at a time: a label is applied before the next frame is taken.
+        let mut label = None;
+        gather(&consumer, ONE, Some(&mut shutdown), |m| {
+            if m.topic() == cfg.source.labels_topic {
+                label = Some(m.detach());
+            } else {
+                merge.push(Queued { partition: m.partition(), offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), payload: m.payload().unwrap_or_default().to_vec() });
+            }
+            Ok(Take::Row)
+        })
+        .await?;
+        if let Some(m) = label {
             run.label(&m).await?;
-        } else {
-            merge.push(Queued { partition: m.partition(), offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), payload: m.payload().unwrap_or_default().to_vec() });
         }
     }
     health.consuming.store(false, Ordering::Relaxed);
@@ -198,7 +206,7 @@ impl<'a> Run<'a> {
     }
 
     /// A labels-topic record: pending until a frame reaches its time, or a dead letter.
-    async fn label(&mut self, m: &BorrowedMessage<'_>) -> crate::error::Result<()> {
+    async fn label(&mut self, m: &OwnedMessage) -> crate::error::Result<()> {
         self.pos.labels_next = m.offset() + 1;
         self.metrics.label_read();
         match parse_label(m.payload().unwrap_or_default()) {

@@ -141,43 +141,6 @@ pub fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<ReadMessage>> {
     Ok(out)
 }
 
-/// What waiting for the next record gave.
-pub enum Received<'c> {
-    Record(rdkafka::message::BorrowedMessage<'c>),
-    /// Nothing arrived before the deadline.
-    Timeout,
-    /// The shutdown switch turned on.
-    Stopped,
-}
-
-/// The one way every loop (run, backtest, solar) takes its next record: waits until
-/// `until` at most, returns at once when `shutdown` turns on, and logs consume errors
-/// (librdkafka reports and recovers from them) while it goes on waiting.
-pub async fn next_record<'c, X: rdkafka::consumer::ConsumerContext + 'static>(
-    consumer: &'c StreamConsumer<X>,
-    until: tokio::time::Instant,
-    shutdown: Option<&mut tokio::sync::watch::Receiver<bool>>,
-) -> Received<'c> {
-    let stop = async {
-        match shutdown {
-            Some(rx) => crate::pipeline::wait_true(rx).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop => return Received::Stopped,
-            r = tokio::time::timeout_at(until, consumer.recv()) => match r {
-                Err(_) => return Received::Timeout,
-                Ok(Ok(m)) => return Received::Record(m),
-                Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
-            },
-        }
-    }
-}
-
 /// A client context that keeps librdkafka's error reports (TLS handshake and SASL
 /// authentication failures arrive only this way), so a failed probe can say why.
 #[derive(Default)]

@@ -14,7 +14,8 @@ use super::{feed, shadow_topics, BacktestOptions, BacktestResult, Counts, Lane, 
 use crate::pipeline::kafka_props::{KafkaProps, Role};
 use crate::sink::kafka::{sink_producer, KafkaSink};
 use crate::source::context::SourceContext;
-use crate::source::kafka::{consumer_with, next_record, partition_count, Received};
+use crate::source::gather::{gather, Closed, Take, Window};
+use crate::source::kafka::{consumer_with, partition_count};
 
 pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &BacktestOptions) -> crate::error::Result<BacktestResult> {
     let cfg = variants[0].built.config.clone();
@@ -70,37 +71,39 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
     let mut counts = Counts::default();
     let idle = Duration::from_secs(30);
     let mut quiet_since: Option<Instant> = None;
+    // Batches of up to `max_rows`, each closed after a second at most.
+    let window = Window { max_rows, wait: Duration::from_secs(1), idle: None };
     while !done.values().all(|d| *d) {
-        let mut rows = 0;
-        while rows < max_rows && !done.values().all(|d| *d) {
-            let until = tokio::time::Instant::now() + Duration::from_secs(1);
-            let m = match next_record(&consumer, until, None).await {
-                Received::Timeout | Received::Stopped => {
-                    // Nothing for a second: a partition whose last offsets are not
-                    // records (transaction markers) is done once its position passes
-                    // the end.
-                    mark_passed(&consumer, &cfg.source.topic, &offsets, &mut done);
-                    if quiet_since.get_or_insert_with(Instant::now).elapsed() > idle {
-                        crate::fail!(Broker, "no record arrived for {}s before the end of the range; {}", idle.as_secs(), pending(&consumer, &cfg.source.topic, &offsets, &done));
-                    }
-                    continue;
-                }
-                Received::Record(m) => {
-                    quiet_since = None;
-                    m
-                }
-            };
+        let mut heard = false;
+        let g = gather(&consumer, window, None, |m| {
+            heard = true;
             let (p, o) = (m.partition(), m.offset());
-            let Some(&(_, end)) = offsets.get(&p) else { continue };
-            if o >= end || done.get(&p).copied().unwrap_or(true) {
+            let Some(&(_, end)) = offsets.get(&p) else { return Ok(Take::Skip) };
+            let took = if o >= end || done.get(&p).copied().unwrap_or(true) {
                 done.insert(p, true);
-                continue;
-            }
-            if o + 1 >= end {
-                done.insert(p, true);
-            }
-            if feed(&mut lanes, &mut counts, opts, p, o, m.timestamp().to_millis(), m.key(), m.payload()) {
-                rows += 1;
+                false
+            } else {
+                if o + 1 >= end {
+                    done.insert(p, true);
+                }
+                feed(&mut lanes, &mut counts, opts, p, o, m.timestamp().to_millis(), m.key(), m.payload())
+            };
+            Ok(match (took, done.values().all(|d| *d)) {
+                (true, true) => Take::Last,
+                (true, false) => Take::Row,
+                (false, true) => Take::Close,
+                (false, false) => Take::Skip,
+            })
+        })
+        .await?;
+        if heard {
+            quiet_since = None;
+        } else if g.closed == Closed::Timeout {
+            // Nothing for a second: a partition whose last offsets are not records
+            // (transaction markers) is done once its position passes the end.
+            mark_passed(&consumer, &cfg.source.topic, &offsets, &mut done);
+            if quiet_since.get_or_insert_with(Instant::now).elapsed() > idle {
+                crate::fail!(Broker, "no record arrived for {}s before the end of the range; {}", idle.as_secs(), pending(&consumer, &cfg.source.topic, &offsets, &done));
             }
         }
         for lane in &mut lanes {
