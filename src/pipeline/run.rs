@@ -26,9 +26,12 @@ use crate::sink::kafka::{sink_producer, KafkaSink, KafkaTransactions};
 use crate::sink::txn::Coordinator;
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
-use crate::source::kafka::{assign_all, consumer_with, diagnosed, end_offsets, next_record, Received};
+use crate::source::gather::{gather, Take, Window};
+use crate::source::kafka::{assign_all, consumer_with, diagnosed, end_offsets};
 use crate::telemetry::events::PipelineMetrics;
 use crate::telemetry::{self, Health};
+
+mod handoff;
 
 /// Runs the pipeline until the end of input (embedded / `stop_at_end`) or until
 /// `shutdown` turns true; then publishes what it owes, commits and returns.
@@ -214,9 +217,6 @@ impl<'a> Live<'a> {
         self.ends.iter().all(|(p, &high)| high <= 0 || self.batch.states.get(p).is_some_and(|s| s.next_offset >= high))
     }
 
-    fn received_all(&self) -> bool {
-        self.ends.iter().all(|(p, &high)| high <= 0 || self.received.get(p).is_some_and(|n| *n >= high))
-    }
 
     /// Gathers one micro-batch: up to `max_batch_rows` records, closed after
     /// `max_batch_wait_ms`, or `max_batch_idle_ms` without a record, or a signal.
@@ -225,128 +225,49 @@ impl<'a> Live<'a> {
     /// batch and is returned, to be restored before it is read.
     async fn gather(&mut self, shutdown: &mut watch::Receiver<bool>) -> crate::error::Result<Option<i32>> {
         let src = &self.built.config.source;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(src.max_batch_wait_ms);
-        let idle = Duration::from_millis(src.max_batch_idle_ms);
-        // Once a record is in, the batch also closes after `idle` without another.
-        let mut idle_until: Option<tokio::time::Instant> = None;
-        let mut rows = 0;
-        while rows < self.max_rows {
-            let until = idle_until.map_or(deadline, |i| i.min(deadline));
-            let m = match next_record(&self.consumer, until, Some(&mut *shutdown)).await {
-                Received::Record(m) => m,
-                Received::Timeout | Received::Stopped => break,
-            };
-            self.health.brokers_down.store(false, Ordering::Relaxed);
+        let window = Window {
+            max_rows: self.max_rows,
+            wait: Duration::from_millis(src.max_batch_wait_ms),
+            idle: (src.max_batch_idle_ms > 0).then(|| Duration::from_millis(src.max_batch_idle_ms)),
+        };
+        let mut unrestored = None;
+        let (consumer, batch, health, schema) = (&self.consumer, &mut self.batch, &self.health, &self.built.schema);
+        let (fenced, checkpoints, stop_at_end) = (&self.fenced, self.ckpt.is_some(), self.stop_at_end);
+        let (received, ends) = (&mut self.received, &self.ends);
+        gather(consumer, window, Some(shutdown), |m| {
+            health.brokers_down.store(false, Ordering::Relaxed);
             let t0 = Instant::now();
             let p = m.partition();
-            if self.fenced.contains(&p) {
-                continue;
+            if fenced.contains(&p) {
+                return Ok(Take::Skip);
             }
-            if self.ckpt.is_some() {
-                let Some(pos) = self.batch.positions.get_mut(&p) else {
-                    return Ok(Some(p));
+            if checkpoints {
+                let Some(pos) = batch.positions.get_mut(&p) else {
+                    unrestored = Some(p);
+                    return Ok(Take::Close);
                 };
                 match pos.admit(m.offset()) {
                     Admit::Accept => {}
-                    Admit::Skip => continue,
+                    Admit::Skip => return Ok(Take::Skip),
                     Admit::Seek(o) => {
-                        recovery::seek(&self.consumer, &src.topic, p, o)?;
-                        continue;
+                        recovery::seek(consumer, &src.topic, p, o)?;
+                        return Ok(Take::Skip);
                     }
                     Admit::Fail(why) => crate::fail!(Checkpoint, "partition {p}: {why}"),
                 }
             }
-            self.batch
-                .inputs
-                .entry(p)
-                .or_insert_with(|| PartitionInput::new(p, self.built.schema.clone()))
-                .push(m.key(), m.payload(), m.offset(), m.timestamp().to_millis());
-            self.batch.timings.decode += t0.elapsed();
-            rows += 1;
-            if !idle.is_zero() {
-                idle_until = Some(tokio::time::Instant::now() + idle);
-            }
-            if self.stop_at_end {
-                self.received.insert(p, m.offset() + 1);
-                if self.received_all() {
-                    break;
+            batch.inputs.entry(p).or_insert_with(|| PartitionInput::new(p, schema.clone())).push(m.key(), m.payload(), m.offset(), m.timestamp().to_millis());
+            batch.timings.decode += t0.elapsed();
+            if stop_at_end {
+                received.insert(p, m.offset() + 1);
+                if ends.iter().all(|(p, &high)| high <= 0 || received.get(p).is_some_and(|n| *n >= high)) {
+                    return Ok(Take::Last);
                 }
             }
-        }
-        Ok(None)
-    }
-
-    /// After a rebalance: the partitions handed over are checkpointed (outputs
-    /// acknowledged first; transactional: committed) and forgotten; a revocation
-    /// held open for this is then released to the group.
-    async fn hand_off(&mut self) -> crate::error::Result<()> {
-        let r = self.revocations.load(Ordering::SeqCst);
-        if r == self.seen_revocations {
-            return Ok(());
-        }
-        self.seen_revocations = r;
-        let built = self.built;
-        let topic = &built.config.source.topic;
-        let held: Vec<i32> = self.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
-        let mut owned = crate::source::context::assigned_partitions(&self.consumer, topic);
-        for p in &held {
-            owned.remove(p);
-        }
-        let t0 = Instant::now();
-        self.fence(true).await?;
-        if let Some(ck) = &mut self.ckpt {
-            if let Some(acked) = self.batch.drain().await? {
-                store_offsets(&self.consumer, topic, &acked);
-            }
-            if ck.transactional() {
-                let mut epoch = Epoch { ck: &mut *ck, states: &self.batch.states, ends: &self.batch.output_ends };
-                self.coord.commit(&mut KafkaTransactions(&self.sink.producer), &mut epoch).await.context("committing before a hand-off")?;
-            }
-            for (p, st) in self.batch.states.iter().filter(|(p, _)| !owned.contains(p)) {
-                ck.write(st, &self.batch.output_ends).await.with_context(|| format!("checkpointing revoked partition {p}"))?;
-                ck.forget(*p);
-            }
-        }
-        self.batch.keep_only(&owned);
-        // A new assignment follows a revocation: what it gives is this process's again.
-        self.fenced.clear();
-        if !held.is_empty() {
-            crate::source::context::release_revoked(&self.consumer, topic, &held)?;
-            let n = crate::source::context::assigned_count(&self.consumer, topic);
-            self.health.assigned.store(n, Ordering::Relaxed);
-            tracing::info!(partitions = ?held, seconds = t0.elapsed().as_secs_f64(), "revoked partitions checkpointed and released");
-        }
-        Ok(())
-    }
-
-    /// Zombie fencing without transactions: drops every partition whose checkpoint
-    /// store holds a newer writer epoch than the one this process claimed (a newer
-    /// owner restored it while this process was paused or cut off) — before this
-    /// process publishes or checkpoints for it again. Checked at most once a second
-    /// before publishing (`force`: always, before checkpoint writes), so a process
-    /// resuming from a pause longer than that checks before its first publish.
-    async fn fence(&mut self, force: bool) -> crate::error::Result<()> {
-        let mut lost = std::mem::take(&mut self.batch.fenced);
-        if let Some(ck) = &mut self.ckpt {
-            let parts: Vec<i32> = self.batch.states.keys().copied().collect();
-            lost.extend(ck.fenced_among(parts, force).await?);
-        }
-        lost.sort_unstable();
-        lost.dedup();
-        if lost.is_empty() {
-            return Ok(());
-        }
-        tracing::warn!(partitions = ?lost, "fenced: a newer owner took these partitions (was this process paused?); dropping them without publishing");
-        crate::telemetry::events::Fenced { pipeline: &self.built.config.name, partitions: lost.len() }.emit();
-        self.fenced.extend(lost.iter().copied());
-        let keep: BTreeSet<i32> = self.batch.states.keys().chain(self.batch.inputs.keys()).filter(|p| !self.fenced.contains(p)).copied().collect();
-        self.batch.keep_only(&keep);
-        if let Some(ck) = &mut self.ckpt {
-            for p in lost {
-                ck.forget(p);
-            }
-        }
-        Ok(())
+            Ok(Take::Row)
+        })
+        .await?;
+        Ok(unrestored)
     }
 
     /// Processes and publishes the batch; stores the offsets its predecessor's
