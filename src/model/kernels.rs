@@ -1,6 +1,6 @@
 //! Numeric kernels of the f64 networks: a vectorisable eˣ, sigmoid and tanh, and
-//! the fixed-order vector loops (axpy, four-row gemv, sixteen-sum dot). Fixed
-//! summation orders and no FMA: the same bits on any x86-64 and in any build.
+//! the fixed-order vector loops (axpy, four-row gemv, sixteen-sum dot, four dots at
+//! once). Fixed summation orders and no FMA: the same bits on any x86-64 and in any build.
 
 /// eˣ without a library call, so loops over gates vectorise: x = k·ln 2 + r with
 /// |r| ≤ ½ln 2 (Cody–Waite, ln 2 split in two), eʳ by its Taylor series to r¹²
@@ -45,22 +45,52 @@ pub fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     }
 }
 
-/// y += Σᵢ aᵢ·wᵢ, wᵢ the i-th row (of y's length) of `w`: four rows per pass over y
-/// (one load and store of y per four multiply-adds), summed in a fixed order.
+/// y += Σᵢ aᵢ·wᵢ, wᵢ the i-th row (of y's length) of `w`, in a fixed order: per
+/// element, the rows four at a time as (a₀w₀ + a₁w₁) + (a₂w₂ + a₃w₃), then the rest
+/// one by one. Sixteen elements of y at a time stay in registers over all the rows
+/// (one load and store of y in all), the rows read sixteen values at a time.
 #[inline(always)]
 pub fn gemv_acc(y: &mut [f64], a: &[f64], w: &[f64]) {
+    const C: usize = 16;
     let n = y.len();
-    let mut rows = w.chunks_exact(n);
-    let mut coefs = a.chunks_exact(4);
-    for c in coefs.by_ref() {
-        let (w0, w1, w2, w3) = (rows.next().expect("a row per coefficient"), rows.next().expect("row"), rows.next().expect("row"), rows.next().expect("row"));
-        let (a0, a1, a2, a3) = (c[0], c[1], c[2], c[3]);
-        for ((((yr, p0), p1), p2), p3) in y.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
-            *yr += (a0 * p0 + a1 * p1) + (a2 * p2 + a3 * p3);
+    assert!(w.len() >= a.len() * n, "a row per coefficient");
+    let full = n - n % C;
+    for c0 in (0..full).step_by(C) {
+        let yb: &mut [f64; C] = (&mut y[c0..c0 + C]).try_into().expect("16 values");
+        let mut acc = *yb;
+        let mut coefs = a.chunks_exact(4);
+        let mut r = 0;
+        for c in coefs.by_ref() {
+            let row = |i: usize| -> &[f64; C] { w[(r + i) * n + c0..(r + i) * n + c0 + C].try_into().expect("16 values") };
+            let (w0, w1, w2, w3) = (row(0), row(1), row(2), row(3));
+            let (a0, a1, a2, a3) = (c[0], c[1], c[2], c[3]);
+            for k in 0..C {
+                acc[k] += (a0 * w0[k] + a1 * w1[k]) + (a2 * w2[k] + a3 * w3[k]);
+            }
+            r += 4;
         }
+        for &ai in coefs.remainder() {
+            let wr: &[f64; C] = w[r * n + c0..r * n + c0 + C].try_into().expect("16 values");
+            for k in 0..C {
+                acc[k] += ai * wr[k];
+            }
+            r += 1;
+        }
+        *yb = acc;
     }
-    for &ai in coefs.remainder() {
-        axpy(y, ai, rows.next().expect("a row per coefficient"));
+    // The last n mod 16 elements, in the same order.
+    for (j, yj) in y.iter_mut().enumerate().skip(full) {
+        let mut coefs = a.chunks_exact(4);
+        let mut r = 0;
+        for c in coefs.by_ref() {
+            let at = |i: usize| w[(r + i) * n + j];
+            *yj += (c[0] * at(0) + c[1] * at(1)) + (c[2] * at(2) + c[3] * at(3));
+            r += 4;
+        }
+        for &ai in coefs.remainder() {
+            *yj += ai * w[r * n + j];
+            r += 1;
+        }
     }
 }
 
@@ -76,6 +106,12 @@ pub fn dot(x: &[f64], y: &[f64]) -> f64 {
             acc[k] += a[k] * b[k];
         }
     }
+    dot_finish(&acc, xr, yr)
+}
+
+/// [`dot`]'s sixteen sums folded in its fixed order, plus the remainder.
+#[inline(always)]
+fn dot_finish(acc: &[f64; 16], xr: &[f64], yr: &[f64]) -> f64 {
     let mut lanes = [0.0f64; 4];
     for k in 0..4 {
         lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
@@ -87,9 +123,87 @@ pub fn dot(x: &[f64], y: &[f64]) -> f64 {
     s
 }
 
+/// `out[r] = dot(row r of m, y)` for the consecutive rows (of y's length) of `m`:
+/// bit for bit [`dot`]'s sums, four rows at a time so each load of `y` serves four
+/// rows and every row's sixteen sums stay in registers.
+#[inline(always)]
+pub fn dot_rows(out: &mut [f64], m: &[f64], y: &[f64]) {
+    let n = y.len();
+    let (yc, yr) = (y.chunks_exact(16), y.chunks_exact(16).remainder());
+    let mut outs = out.chunks_exact_mut(4);
+    let mut rows = m.chunks_exact(n);
+    for o in outs.by_ref() {
+        let (r0, r1, r2, r3) = (rows.next().expect("a row per output"), rows.next().expect("row"), rows.next().expect("row"), rows.next().expect("row"));
+        let (mut c0, mut c1, mut c2, mut c3) = ([0.0f64; 16], [0.0f64; 16], [0.0f64; 16], [0.0f64; 16]);
+        for ((((b, a0), a1), a2), a3) in yc.clone().zip(r0.chunks_exact(16)).zip(r1.chunks_exact(16)).zip(r2.chunks_exact(16)).zip(r3.chunks_exact(16)) {
+            for k in 0..16 {
+                c0[k] += a0[k] * b[k];
+                c1[k] += a1[k] * b[k];
+                c2[k] += a2[k] * b[k];
+                c3[k] += a3[k] * b[k];
+            }
+        }
+        let tail = n - yr.len();
+        o[0] = dot_finish(&c0, &r0[tail..], yr);
+        o[1] = dot_finish(&c1, &r1[tail..], yr);
+        o[2] = dot_finish(&c2, &r2[tail..], yr);
+        o[3] = dot_finish(&c3, &r3[tail..], yr);
+    }
+    for o in outs.into_remainder() {
+        *o = dot(rows.next().expect("a row per output"), y);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `gemv_acc` (columns outer) gives the bits of the plain loop it replaced:
+    /// rows four at a time over the whole of y, then the rest as axpy.
+    #[test]
+    fn gemv_acc_is_the_row_pass_loop_bit_for_bit() {
+        fn rows_outer(y: &mut [f64], a: &[f64], w: &[f64]) {
+            let n = y.len();
+            let mut rows = w.chunks_exact(n);
+            let mut coefs = a.chunks_exact(4);
+            for c in coefs.by_ref() {
+                let (w0, w1, w2, w3) = (rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap());
+                for ((((yr, p0), p1), p2), p3) in y.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                    *yr += (c[0] * p0 + c[1] * p1) + (c[2] * p2 + c[3] * p3);
+                }
+            }
+            for &ai in coefs.remainder() {
+                axpy(y, ai, rows.next().unwrap());
+            }
+        }
+        let mut d = crate::model::rand::Draws(11);
+        for (rows, n) in [(32, 128), (8, 128), (7, 128), (3, 40), (9, 21), (1, 5), (0, 16)] {
+            let w: Vec<f64> = (0..rows * n).map(|_| d.symmetric(1.0)).collect();
+            let a: Vec<f64> = (0..rows).map(|_| d.symmetric(2.0)).collect();
+            let y0: Vec<f64> = (0..n).map(|_| d.symmetric(1.0)).collect();
+            let (mut y1, mut y2) = (y0.clone(), y0.clone());
+            gemv_acc(&mut y1, &a, &w);
+            rows_outer(&mut y2, &a, &w);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y1), bits(&y2), "{rows}×{n}");
+        }
+    }
+
+    /// `dot_rows` is `dot` row by row, to the bit (lengths with and without a
+    /// remainder, row counts with and without one).
+    #[test]
+    fn dot_rows_is_dot_per_row_bit_for_bit() {
+        let mut d = crate::model::rand::Draws(7);
+        for (rows, n) in [(32, 128), (5, 37), (4, 16), (3, 9), (1, 200)] {
+            let m: Vec<f64> = (0..rows * n).map(|_| d.symmetric(1.0)).collect();
+            let y: Vec<f64> = (0..n).map(|_| d.symmetric(3.0)).collect();
+            let mut out = vec![0.0; rows];
+            dot_rows(&mut out, &m, &y);
+            for (r, o) in out.iter().enumerate() {
+                assert_eq!(o.to_bits(), dot(&m[r * n..(r + 1) * n], &y).to_bits(), "{rows}×{n}, row {r}");
+            }
+        }
+    }
 
     /// Against libm over the range the gates see (and beyond): relative error of
     /// `exp` ≤ 4·10⁻¹⁶, absolute error of `tanh` and `sigmoid` ≤ 4·10⁻¹⁶;

@@ -18,7 +18,7 @@ mod layout;
 
 use layout::{sized, Layout, Scratch, SCRATCH};
 
-use super::kernels::{dot, gemv_acc, sigmoid, tanh};
+use super::kernels::{dot, dot_rows, gemv_acc, sigmoid, tanh};
 use super::linear::{Optim, BETA1, BETA2, EPS};
 use super::loss::Loss;
 use super::net::Training;
@@ -197,9 +197,7 @@ impl LstmModel {
                 dc[k] = dck * f;
             }
             if t > 0 {
-                for (k, v) in dh_prev.iter_mut().enumerate() {
-                    *v = dot(&th[lay.whh + k * g..lay.whh + (k + 1) * g], dpre);
-                }
+                dot_rows(dh_prev, &th[lay.whh..lay.whh + h * g], dpre);
                 dh.copy_from_slice(dh_prev);
             }
         }
