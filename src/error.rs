@@ -83,12 +83,22 @@ impl Error {
         match self {
             // A file that is not there, not readable or not valid: the user's to fix.
             Error::Io(e) if is_users(e.kind()) => Fault::User,
+            // (A signal's stop is told apart by `interrupted`; as a fault, retrying is fine.)
             Error::Kafka(_) | Error::Broker(_) | Error::Checkpoint(_) | Error::Io(_) | Error::Store(_) | Error::Interrupted(_) => Fault::External,
             Error::Config(_) | Error::ConfigKey { .. } | Error::Input(_) | Error::Json(_) | Error::Parquet(_) | Error::Csv(_) | Error::Toml(_) => {
                 Fault::User
             }
             Error::DataFusion(_) | Error::Arrow(_) | Error::Model(_) | Error::Internal(_) => Fault::Internal,
             Error::Context { inner, .. } => inner.fault(),
+        }
+    }
+
+    /// Whether the error is a stop asked for by a signal (not a failure).
+    pub fn interrupted(&self) -> bool {
+        match self {
+            Error::Interrupted(_) => true,
+            Error::Context { inner, .. } => inner.interrupted(),
+            _ => false,
         }
     }
 
@@ -198,6 +208,7 @@ mod tests {
         assert_eq!(Error::from(reset).context("writing").fault(), Fault::External);
         let e = Err::<(), _>(Error::Config("model.kind".into())).with_context(|| "in p.toml").unwrap_err();
         assert_eq!(e.fault(), Fault::User);
-        assert!(!e.retryable());
+        assert!(!e.retryable() && !e.interrupted());
+        assert!(Error::Interrupted("seeding".into()).context("starting").interrupted());
     }
 }

@@ -105,10 +105,16 @@ pub fn main() -> ExitCode {
 /// [`Error`](crate::error::Error) in the chain): 2 the input or the configuration
 /// (as `validate` exits), 75 the outside world — a broker, the checkpoint storage —
 /// where a restart may succeed (`EX_TEMPFAIL`, for restart policies), 70 a bug
-/// (`EX_SOFTWARE`); 1 when no tickflare error says.
+/// (`EX_SOFTWARE`); 130 stopped by a signal before it could finish (seeding the
+/// embedded broker); 1 when no tickflare error says.
 pub fn exit_for(e: &anyhow::Error) -> (u8, Option<&'static str>) {
     use crate::error::{Error, Fault};
-    match e.chain().find_map(|c| c.downcast_ref::<Error>()).map(Error::fault) {
+    let ours = e.chain().find_map(|c| c.downcast_ref::<Error>());
+    if ours.is_some_and(Error::interrupted) {
+        // As a shell reports a command a SIGINT ended (128 + 2).
+        return (130, Some("stopped by a signal before the work could finish"));
+    }
+    match ours.map(Error::fault) {
         Some(Fault::User) => (2, Some("fix the input or the configuration")),
         Some(Fault::External) => (75, Some("a broker or the storage failed; restarting may succeed")),
         Some(Fault::Internal) => (70, Some("a bug in tickflare: please report it with the lines above")),
@@ -187,5 +193,8 @@ mod tests {
         assert_eq!(exit_for(&wrap(Error::Checkpoint("No space left on device".into()))).0, 75);
         assert_eq!(exit_for(&wrap(Error::Internal("oops".into()))).0, 70);
         assert_eq!(exit_for(&anyhow::anyhow!("no tickflare error")), (1, None));
+        assert_eq!(exit_for(&wrap(Error::Interrupted("seeding".into()).context("starting"))).0, 130);
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        assert_eq!(exit_for(&wrap(Error::from(missing).context("reading p.toml"))).0, 2);
     }
 }
