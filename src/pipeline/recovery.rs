@@ -114,7 +114,7 @@ impl Checkpointer {
     /// Highest source offset of partition `p` in output `topic` from `from` on.
     async fn tail(&self, topic: &str, p: i32, from: i64) -> Result<Option<i64>> {
         let (b, props, t, st) = (self.brokers.clone(), self.props.clone(), topic.to_string(), self.source_topic.clone());
-        let tail = tokio::task::spawn_blocking(move || dedupe::scan(&b, &props, &t, p, from, &st, p, Duration::from_millis(300)))
+        let tail = tokio::task::spawn_blocking(move || dedupe::scan(&b, &props, &t, p, from, &st, Duration::from_millis(300)))
             .await
             .map_err(|e| Error::Internal(format!("tail read task: {e}")))??;
         Ok(tail.last_source_offset)

@@ -84,20 +84,12 @@ pub struct TailMarks {
 }
 
 /// Reads `topic`/`partition` from `from` (or its start) to its end and returns the
-/// highest `tickflare.source.offset` among messages from `source_topic` /
-/// `source_partition`. Blocking: call from `spawn_blocking`. See [`scan_marks`].
-pub fn scan(
-    brokers: &str,
-    props: &KafkaProps,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    source_topic: &str,
-    source_partition: i32,
-    settle: Duration,
-) -> Result<Tail> {
+/// highest `tickflare.source.offset` among messages from `source_topic`'s partition of
+/// the same number (a source partition's outputs go to that output partition).
+/// Blocking: call from `spawn_blocking`. See [`scan_marks`].
+pub fn scan(brokers: &str, props: &KafkaProps, topic: &str, partition: i32, from: i64, source_topic: &str, settle: Duration) -> Result<Tail> {
     let t = scan_marks(brokers, props, topic, partition, from, settle)?;
-    Ok(Tail { last_source_offset: t.marks.get(source_topic, source_partition).map(|m| m.offset), scanned: t.scanned })
+    Ok(Tail { last_source_offset: t.marks.get(source_topic, partition).map(|m| m.offset), scanned: t.scanned })
 }
 
 /// Reads `topic`/`partition` from `from` (or its start) to its end and returns, per

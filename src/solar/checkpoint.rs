@@ -54,13 +54,16 @@ pub struct SolarCheckpoints {
 }
 
 /// What makes a tracker state meaningful: its configuration (less the device it
-/// runs on — every one reads as `cpu` — and the weights it started from: a
-/// checkpoint carries its own) and the input topics.
+/// runs on and the weights it started from: a checkpoint carries its own) and the
+/// input topics.
 pub fn fingerprint(cfg: &SolarConfig) -> String {
     let mut t = cfg.tracker.clone();
     t.device = crate::pipeline::config::choice::DeviceChoice::Cpu;
     t.weights = None;
-    sha256(format!("{t:?}|{}|{}", cfg.source.frames_topic, cfg.source.labels_topic).as_bytes())
+    // The device printed as the empty string it was cleared to while it was a
+    // string setting, so checkpoints written then still match.
+    let t = format!("{t:?}").replacen("device: \"cpu\"", "device: \"\"", 1);
+    sha256(format!("{t}|{}|{}", cfg.source.frames_topic, cfg.source.labels_topic).as_bytes())
 }
 
 impl SolarCheckpoints {

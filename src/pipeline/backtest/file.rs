@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::error::Context;
 
-use super::{feed, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Variant};
+use super::{feed, BacktestOptions, BacktestResult, Counts, Input, Lane, LaneSink, Variant};
 use crate::sink::file::FileSink;
 use crate::source::mapping::FileMessages;
 use crate::source::rows::input_files;
@@ -66,7 +66,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
             let p = m.key.map_or(0, |k| partition_for(k.as_bytes(), n));
             let o = next[p as usize];
             next[p as usize] += 1;
-            if !feed(&mut lanes, &mut counts, opts, p, o, m.time_ms, m.key.map(str::as_bytes), Some(m.payload)) {
+            if !feed(&mut lanes, &mut counts, opts, Input { partition: p, offset: o, time_ms: m.time_ms, key: m.key.map(str::as_bytes), payload: Some(m.payload) }) {
                 continue;
             }
             first.entry(p).or_insert(o);

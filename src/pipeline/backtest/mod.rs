@@ -182,7 +182,19 @@ struct Counts {
 /// lane's batch (starting the scoring of its partition at the range's first record when
 /// there is a warm-up). Returns whether it was fed.
 #[allow(clippy::too_many_arguments)]
-fn feed(lanes: &mut [Lane], counts: &mut Counts, opts: &BacktestOptions, p: i32, o: i64, ts: Option<i64>, key: Option<&[u8]>, payload: Option<&[u8]>) -> bool {
+/// One input record of a backtest, from a topic or a file.
+struct Input<'a> {
+    partition: i32,
+    offset: i64,
+    time_ms: Option<i64>,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+}
+
+/// Counts `r` by where its time falls and, unless it is outside the range (and its
+/// warm-up), adds it to every lane's batch; true when added.
+fn feed(lanes: &mut [Lane], counts: &mut Counts, opts: &BacktestOptions, r: Input<'_>) -> bool {
+    let Input { partition: p, offset: o, time_ms: ts, key, payload } = r;
     match place(ts, opts) {
         Place::Before => {
             counts.before += 1;

@@ -10,7 +10,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{feed, shadow_topics, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Variant};
+use super::{feed, shadow_topics, BacktestOptions, BacktestResult, Counts, Input, Lane, LaneSink, Variant};
 use crate::pipeline::kafka_props::{KafkaProps, Role};
 use crate::sink::kafka::{sink_producer, KafkaSink};
 use crate::source::context::SourceContext;
@@ -86,7 +86,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
                 if o + 1 >= end {
                     done.insert(p, true);
                 }
-                feed(&mut lanes, &mut counts, opts, p, o, m.timestamp().to_millis(), m.key(), m.payload())
+                feed(&mut lanes, &mut counts, opts, Input { partition: p, offset: o, time_ms: m.timestamp().to_millis(), key: m.key(), payload: m.payload() })
             };
             Ok(match (took, done.values().all(|d| *d)) {
                 (true, true) => Take::Last,
