@@ -78,7 +78,7 @@ pub struct SourceConfig {
     /// A micro-batch with records closes once no further record has arrived for this
     /// long (ms): under load batches fill to `max_batch_rows`, while a trickle is
     /// processed at once instead of waiting out `max_batch_wait_ms`. 0 turns it off.
-    #[serde(default = "two_ms")]
+    #[serde(default = "one_ms")]
     pub max_batch_idle_ms: u64,
     /// A record whose event time is more than this behind the latest event time seen
     /// for its key goes to the dead-letter topic with reason `late`.
@@ -251,8 +251,8 @@ fn thousand() -> usize {
 fn thousand_i64() -> i64 {
     1000
 }
-fn two_ms() -> u64 {
-    2
+fn one_ms() -> u64 {
+    1
 }
 
 fn hundred() -> u64 {
