@@ -128,7 +128,7 @@ impl Feed {
 /// properties (its cluster's security settings).
 fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Feed, KafkaProps)> {
     if let Some(p) = &a.pipeline {
-        let mut cfg = PipelineConfig::load(p)?.config;
+        let mut cfg = PipelineConfig::load(p)?.value;
         // A `[series]` pipeline maps this file's time and value columns.
         match crate::pipeline::series::apply(&mut cfg, &a.series.options(Some(a.file.clone()))) {
             Ok(Some(plan)) => eprintln!("{plan}"),

@@ -37,7 +37,7 @@ pub async fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
         }
         Err(p) => {
             probs.extend(p);
-            PipelineConfig::load(&a.pipeline).ok().map(|l| l.config)
+            PipelineConfig::load(&a.pipeline).ok().map(|l| l.value)
         }
     };
     if let Some(cfg) = cfg.as_ref().filter(|_| main_built) {

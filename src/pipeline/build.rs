@@ -100,15 +100,13 @@ pub async fn build_variant_with(path: &Path, overrides: &toml::Table, opts: &Bui
     }
     let text = toml::to_string(&doc).map_err(|e| vec![problem(&at, e.to_string())])?;
     let mut loaded = PipelineConfig::parse(&text).map_err(|e| vec![problem(&at, format!("{e:#}"))])?;
-    loaded.config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    loaded.value.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     build_loaded(loaded, opts).await
 }
 
 async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Result<Built, Vec<Problem>> {
-    let mut cfg = loaded.config;
-    let mut probs: Vec<Problem> =
-        loaded.unknown_keys.iter().map(|k| problem(k.clone(), "unknown key")).collect();
-    probs.extend(loaded.unknown_words.iter().map(|(k, m)| problem(k.clone(), m.clone())));
+    let mut probs: Vec<Problem> = loaded.problems().map(|(at, message)| problem(at, message)).collect();
+    let mut cfg = loaded.value;
     if let Some(s) = &opts.sample {
         cfg.source.sample = Some(std::path::absolute(s).unwrap_or_else(|_| s.clone()));
     }

@@ -147,7 +147,7 @@ fn solar_frames_never_panic() {
 fn csv_files_never_panic() {
     use tickflare::pipeline::config::PipelineConfig;
     use tickflare::source::mapping::FileMessages;
-    let cfg = PipelineConfig::load(&repo().join("pipelines/market-bars.toml")).unwrap().config;
+    let cfg = PipelineConfig::load(&repo().join("pipelines/market-bars.toml")).unwrap().value;
     let schema = Arc::new(TopicSchema::load(&cfg.resolve(&cfg.source.schema)).unwrap());
     let text = std::fs::read_to_string(repo().join("data/eurusd_1h_2017_q1.csv")).unwrap();
     let seed: Vec<u8> = text.lines().take(12).collect::<Vec<_>>().join("\n").into_bytes();

@@ -269,15 +269,9 @@ fn three_usize() -> usize {
     3
 }
 
-/// A config that parsed, plus every key in it that tickflare does not know and every
-/// enum-valued setting whose word it does not know (read as the key's default so the
-/// rest of the file could still be checked: the config must not be run).
-pub struct Loaded {
-    pub config: PipelineConfig,
-    pub unknown_keys: Vec<String>,
-    /// `(key, message)` of each unknown word, e.g. `("model.kind", "\"svm\" is not one of …")`.
-    pub unknown_words: Vec<(String, String)>,
-}
+/// A pipeline file that parsed, with its unknown keys and unknown words (see
+/// [`read::Read`]: such a config must not be run).
+pub type Loaded = read::Read<PipelineConfig>;
 
 impl PipelineConfig {
     /// Reads and parses a pipeline file. Unknown keys do not fail parsing; they are
@@ -286,15 +280,14 @@ impl PipelineConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading pipeline {}", path.display()))?;
         let mut loaded = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
-        loaded.config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        loaded.value.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(loaded)
     }
 
     /// Parses a pipeline file (see [`read::read`]: unknown keys and unknown words of
     /// enum-valued settings are collected, not fatal).
     pub fn parse(text: &str) -> crate::error::Result<Loaded> {
-        let r = read::read::<PipelineConfig>(text)?;
-        Ok(Loaded { config: r.value, unknown_keys: r.unknown_keys, unknown_words: r.unknown_words })
+        read::read(text)
     }
 
     /// Resolves a path from the file against the file's directory.
@@ -339,7 +332,7 @@ delivery = "exactly"
         let keys: Vec<&str> = l.unknown_words.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["model.kind", "model.drift", "sink.delivery"]);
         assert_eq!(l.unknown_words[0].1, "\"svm\" is not one of linear, mlp, rls, lstm, cnn1d");
-        assert_eq!(l.config.model.scope, choice::Scope::PerKey);
+        assert_eq!(l.value.model.scope, choice::Scope::PerKey);
         // A mistake that is not an unknown word still stops parsing, with its key.
         let e = PipelineConfig::parse(&text.replace("horizon = 1", "horizon = \"soon\"")).err().unwrap();
         assert!(format!("{e:#}").contains("model.horizon"), "{e:#}");

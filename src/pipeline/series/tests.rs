@@ -131,7 +131,7 @@ fn config(dir: &Path, series: &str) -> PipelineConfig {
         "name = \"t\"\n[source]\ntopic = \"in\"\nschema = \"{}\"\nkey = \"series\"\ntime = \"time\"\n{series}\n[model]\nfeatures = []\ntarget = \"value\"\nhorizon = 1\n[sink]\ntopic = \"out\"\ndead_letter_topic = \"dlq\"\n",
         Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/series.json").display()
     );
-    let mut c = PipelineConfig::parse(&text).unwrap().config;
+    let mut c = PipelineConfig::parse(&text).unwrap().value;
     c.base_dir = dir.to_path_buf();
     c
 }
