@@ -140,7 +140,7 @@ pub struct TrackerConfig {
     pub seed: u64,
     /// Pre-trained weights (`tickflare train-tracker`); none: start at rotation-only.
     pub weights: Option<std::path::PathBuf>,
-    #[serde(default = "d_device")]
+    #[serde(default)]
     pub device: DeviceChoice,
 }
 
@@ -173,9 +173,6 @@ fn d_size() -> f64 {
 }
 fn d_iou() -> f64 {
     0.3
-}
-fn d_device() -> DeviceChoice {
-    DeviceChoice::Cpu
 }
 
 impl Default for TrackerConfig {

@@ -4,16 +4,23 @@
 
 use std::fmt;
 
-/// Declares a setting's enum: its words in the file, `as_str`, `FromStr` (an unknown
+/// Declares a setting's enum: its words in the file, its default, `as_str`, `FromStr` (an unknown
 /// word says which words are allowed), and serde (as the word). `Debug` prints the
 /// word as a string's `Debug` would, so configuration fingerprints (which hash the
 /// `Debug` form of `[model]`) are what they were when these settings were strings.
 macro_rules! choice {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident (default $default:ident) { $($(#[$vmeta:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name {
             $($(#[$vmeta])* $variant),+
+        }
+
+        /// The setting's value when the file does not give it.
+        impl Default for $name {
+            fn default() -> Self {
+                $name::$default
+            }
         }
 
         impl $name {
@@ -80,7 +87,7 @@ pub fn is_unknown_word(message: &str) -> bool {
 
 choice! {
     /// `model.kind`.
-    ModelKind { Linear = "linear", Mlp = "mlp", Rls = "rls", Lstm = "lstm", Cnn1d = "cnn1d" }
+    ModelKind (default Linear) { Linear = "linear", Mlp = "mlp", Rls = "rls", Lstm = "lstm", Cnn1d = "cnn1d" }
 }
 
 impl ModelKind {
@@ -92,22 +99,22 @@ impl ModelKind {
 
 choice! {
     /// `model.optimizer`.
-    OptimizerChoice { Auto = "auto", Sgd = "sgd", AdamW = "adamw", Nlms = "nlms" }
+    OptimizerChoice (default Auto) { Auto = "auto", Sgd = "sgd", AdamW = "adamw", Nlms = "nlms" }
 }
 
 choice! {
     /// `model.loss`.
-    LossKind { Mse = "mse", Huber = "huber", HlGauss = "hl_gauss" }
+    LossKind (default Mse) { Mse = "mse", Huber = "huber", HlGauss = "hl_gauss" }
 }
 
 choice! {
     /// `model.activation`: the MLP's hidden non-linearity.
-    Activation { Relu = "relu", Tanh = "tanh" }
+    Activation (default Relu) { Relu = "relu", Tanh = "tanh" }
 }
 
 choice! {
     /// `model.replay_policy`: which past labelled examples are replayed.
-    ReplayPolicy {
+    ReplayPolicy (default Recent) {
         /// The last `replay_capacity`.
         Recent = "recent",
         /// A uniform sample of all seen (reservoir sampling).
@@ -117,32 +124,32 @@ choice! {
 
 choice! {
     /// `model.drift`: the drift detector on the absolute residuals.
-    DriftDetector { None = "none", PageHinkley = "page_hinkley", Adwin = "adwin" }
+    DriftDetector (default None) { None = "none", PageHinkley = "page_hinkley", Adwin = "adwin" }
 }
 
 choice! {
     /// `model.drift_action`: what a detected drift does.
-    DriftResponse { Log = "log", ResetOptimizer = "reset_optimizer", RaiseLr = "raise_lr" }
+    DriftResponse (default Log) { Log = "log", ResetOptimizer = "reset_optimizer", RaiseLr = "raise_lr" }
 }
 
 choice! {
     /// `model.scope`: one model per input partition, or one per key.
-    Scope { Global = "global", PerKey = "per_key" }
+    Scope (default Global) { Global = "global", PerKey = "per_key" }
 }
 
 choice! {
     /// `model.output`: the target's level at t+h, or its change from t.
-    Output { Level = "level", Change = "change" }
+    Output (default Level) { Level = "level", Change = "change" }
 }
 
 choice! {
     /// `model.aggregate`: the online mixture of the experts.
-    Aggregate { None = "none", MlPoly = "mlpoly", AdaHedge = "adahedge" }
+    Aggregate (default None) { None = "none", MlPoly = "mlpoly", AdaHedge = "adahedge" }
 }
 
 choice! {
     /// `model.aggregate_loss`: the loss the aggregation weights follow (linearised).
-    AggLoss {
+    AggLoss (default Absolute) {
         /// |ŷ − y|: gradient sign(ŷ − y). Tracks MAE (the metric of record).
         Absolute = "absolute",
         /// (ŷ − y)²: gradient 2(ŷ − y).
@@ -152,19 +159,20 @@ choice! {
 
 choice! {
     /// `model.device`, `[tracker] device`: `auto` is CUDA where present.
-    DeviceChoice { Cpu = "cpu", Cuda = "cuda", Auto = "auto" }
+    DeviceChoice (default Cpu) { Cpu = "cpu", Cuda = "cuda", Auto = "auto" }
 }
 
 choice! {
     /// `sink.delivery`.
-    Delivery { Idempotent = "idempotent", Transactional = "transactional" }
+    Delivery (default Idempotent) { Idempotent = "idempotent", Transactional = "transactional" }
 }
 
-/// `model.baseline`: what the model learns relative to — nothing, persistence, the
-/// seasonal-naive forecast, or a numeric column of the feature SQL's output (resolved
-/// against that output when the model stage is built).
-#[derive(Clone, PartialEq, Eq)]
+/// `model.baseline`: what the model learns relative to — nothing (the default),
+/// persistence, the seasonal-naive forecast, or a numeric column of the feature SQL's
+/// output (resolved against that output when the model stage is built).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub enum BaselineChoice {
+    #[default]
     None,
     Persistence,
     Seasonal,

@@ -166,16 +166,13 @@ pub struct SinkConfig {
     /// `"idempotent"` (default; exactly-once through checkpoints + tail reads on any
     /// broker) or `"transactional"` (additionally Kafka transactions committed with
     /// each checkpoint; Apache Kafka; needs checkpoints).
-    #[serde(default = "idempotent")]
+    #[serde(default)]
     pub delivery: Delivery,
     /// `transactional.id` for `delivery = "transactional"`: stable across restarts of
     /// one daemon, distinct between daemons. Default `tickflare-<name>`.
     pub transactional_id: Option<String>,
 }
 
-fn idempotent() -> Delivery {
-    Delivery::Idempotent
-}
 
 /// `[checkpoint]`: per-partition state snapshots for exactly-once restarts and
 /// partition hand-off. Off unless `dir` (or `--checkpoint-dir`) is given.
@@ -333,6 +330,13 @@ delivery = "exactly"
         assert_eq!(keys, ["model.kind", "model.drift", "sink.delivery"]);
         assert_eq!(l.unknown_words[0].1, "\"svm\" is not one of linear, mlp, rls, lstm, cnn1d");
         assert_eq!(l.value.model.scope, choice::Scope::PerKey);
+        // Settings not given (or dropped as unknown words) take their documented defaults.
+        let m = &PipelineConfig::parse(&text.replace("scope = \"per_key\"\n", "")).unwrap().value.model;
+        assert_eq!([m.kind.as_str(), m.drift.as_str()], ["linear", "none"]);
+        let words = [m.optimizer.as_str(), m.loss.as_str(), m.activation.as_str(), m.replay_policy.as_str(), m.drift_action.as_str()];
+        assert_eq!(words, ["auto", "mse", "relu", "recent", "log"]);
+        let words = [m.scope.as_str(), m.baseline.as_str(), m.output.as_str(), m.aggregate.as_str(), m.aggregate_loss.as_str(), m.device.as_str()];
+        assert_eq!(words, ["global", "none", "level", "none", "absolute", "cpu"]);
         // A mistake that is not an unknown word still stops parsing, with its key.
         let e = PipelineConfig::parse(&text.replace("horizon = 1", "horizon = \"soon\"")).err().unwrap();
         assert!(format!("{e:#}").contains("model.horizon"), "{e:#}");

@@ -13,18 +13,18 @@ use super::{hundred, parse_duration_ns, thousand, three_usize};
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
     /// Model kind: `linear` (SGD/AdamW) or `rls` (recursive least squares).
-    #[serde(default = "linear")]
+    #[serde(default)]
     pub kind: ModelKind,
     /// `auto` (normalised LMS for `linear`, AdamW for the networks), `sgd`, `adamw`
     /// or `nlms` (normalised LMS, linear only: scale-free steps).
-    #[serde(default = "auto_optimizer")]
+    #[serde(default)]
     pub optimizer: OptimizerChoice,
     /// Learning rate.
     #[serde(default = "lr")]
     pub learning_rate: f64,
     /// `linear`, `mlp`: `mse`, `huber` or `hl_gauss` (classification over bins);
     /// sequence models: `mse` or `huber`.
-    #[serde(default = "mse")]
+    #[serde(default)]
     pub loss: LossKind,
     /// `hl_gauss`: number of bins.
     #[serde(default = "fifty_one")]
@@ -49,7 +49,7 @@ pub struct ModelConfig {
     #[serde(default = "three_usize")]
     pub kernel: usize,
     /// `mlp`: `relu` or `tanh`.
-    #[serde(default = "relu")]
+    #[serde(default)]
     pub activation: Activation,
     /// Seed of the initial weights (models with random initialisation).
     #[serde(default)]
@@ -64,7 +64,7 @@ pub struct ModelConfig {
     #[serde(default = "thousand")]
     pub replay_capacity: usize,
     /// `recent` (last K) or `reservoir` (uniform over all seen).
-    #[serde(default = "recent")]
+    #[serde(default)]
     pub replay_policy: ReplayPolicy,
     /// C-Mixup augmentation: one extra update per label on a mix with a past example
     /// whose target is close (partners from the last `replay_capacity` labels).
@@ -88,10 +88,10 @@ pub struct ModelConfig {
     #[serde(default)]
     pub update_block: u64,
     /// Drift detector on the absolute residuals: `none`, `page_hinkley`, `adwin`.
-    #[serde(default = "no_drift")]
+    #[serde(default)]
     pub drift: DriftDetector,
     /// On drift: `log`, `reset_optimizer` or `raise_lr`.
-    #[serde(default = "log")]
+    #[serde(default)]
     pub drift_action: DriftResponse,
     /// Page-Hinkley δ (tolerated mean increase) / ADWIN confidence δ.
     #[serde(default = "drift_delta")]
@@ -122,25 +122,25 @@ pub struct ModelConfig {
     /// string such as `"500ms"`, `"1s"`, `"5m"`, `"1h"`, `"1d"`.
     pub horizon: Horizon,
     /// `global` (one model per input partition) or `per_key`.
-    #[serde(default = "global")]
+    #[serde(default)]
     pub scope: Scope,
     /// What the model learns relative to: `none` (the target itself), `persistence`
     /// (y[t+h] − y[t]) or `seasonal` (y[t+h] − the seasonal-naive forecast; persistence
     /// until a season of history exists). The forecast adds the baseline back, so a
     /// model that has learned nothing forecasts the baseline.
-    #[serde(default = "no_baseline")]
+    #[serde(default)]
     pub baseline: BaselineChoice,
     /// What is published and scored: `level` (the target's value at t+h) or `change`
     /// (its change from the value at t: y[t+h] − y[t]; persistence then forecasts 0).
-    #[serde(default = "level")]
+    #[serde(default)]
     pub output: Output,
     /// Online aggregation of the model with reference forecasters: `none`, `mlpoly`
     /// (polynomially weighted, opera's MLpol) or `adahedge` (exponentially weighted
     /// with a self-tuned rate). The published forecast is the weighted mixture.
-    #[serde(default = "no_aggregate")]
+    #[serde(default)]
     pub aggregate: Aggregate,
     /// The loss the aggregation weights follow (linearised): `absolute` or `square`.
-    #[serde(default = "absolute")]
+    #[serde(default)]
     pub aggregate_loss: AggLoss,
     /// The aggregated experts: `model` (the learned model), `persistence`,
     /// `seasonal` (needs `season`), `zero` (forecasts no change in the published
@@ -156,7 +156,7 @@ pub struct ModelConfig {
     pub guard: f64,
 
     /// `cpu`, `cuda` or `auto`.
-    #[serde(default = "cpu")]
+    #[serde(default)]
     pub device: DeviceChoice,
 }
 
@@ -192,18 +192,6 @@ impl std::fmt::Display for Horizon {
     }
 }
 
-fn absolute() -> AggLoss {
-    AggLoss::Absolute
-}
-
-fn auto_optimizer() -> OptimizerChoice {
-    OptimizerChoice::Auto
-}
-
-fn cpu() -> DeviceChoice {
-    DeviceChoice::Cpu
-}
-
 fn default_experts() -> Vec<String> {
     vec!["model".into(), "persistence".into(), "seasonal".into()]
 }
@@ -220,28 +208,12 @@ fn fifty_one() -> usize {
     51
 }
 
-fn global() -> Scope {
-    Scope::Global
-}
-
 fn hidden() -> Vec<usize> {
     vec![32]
 }
 
 fn hundred_usize() -> usize {
     100
-}
-
-fn level() -> Output {
-    Output::Level
-}
-
-fn linear() -> ModelKind {
-    ModelKind::Linear
-}
-
-fn log() -> DriftResponse {
-    DriftResponse::Log
 }
 
 fn lr() -> f64 {
@@ -252,36 +224,12 @@ fn milli() -> f64 {
     1e-3
 }
 
-fn mse() -> LossKind {
-    LossKind::Mse
-}
-
-fn no_drift() -> DriftDetector {
-    DriftDetector::None
-}
-
-fn no_baseline() -> BaselineChoice {
-    BaselineChoice::None
-}
-
-fn no_aggregate() -> Aggregate {
-    Aggregate::None
-}
-
 fn one() -> f64 {
     1.0
 }
 
 fn one_usize() -> usize {
     1
-}
-
-fn recent() -> ReplayPolicy {
-    ReplayPolicy::Recent
-}
-
-fn relu() -> Activation {
-    Activation::Relu
 }
 
 fn ten() -> f64 {
