@@ -124,16 +124,23 @@ pub fn read_to_end(brokers: &str, topic: &str) -> Result<Vec<ReadMessage>> {
     let mut out = Vec::new();
     let mut next: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last_error = None;
     while next.iter().any(|(p, n)| *n < ends[p]) {
         if std::time::Instant::now() > deadline {
-            return Err(crate::error::Error::Internal(format!("timed out reading {topic}")));
+            let why = last_error.map_or(String::new(), |e| format!(" (last consume error: {e})"));
+            return Err(crate::error::Error::Internal(format!("timed out reading {topic}{why}")));
         }
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 next.insert(m.partition(), m.offset() + 1);
                 out.push(ReadMessage::of(&m));
             }
-            Some(Err(e)) => return Err(e.into()),
+            // librdkafka reports a consume error (a dropped connection: "all brokers
+            // down") and recovers; the deadline bounds the wait, as in `gather`.
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, topic, "consume error while reading to the end");
+                last_error = Some(e);
+            }
             None => {}
         }
     }
