@@ -99,11 +99,20 @@ fn floats(a: &ArrayRef) -> Result<Float64Array> {
     Ok(arrow::compute::cast(a, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
 }
 
+/// Appends `a`'s values (NULLs as `None`) to `out`. Sliding frames call this once per
+/// row with a one-row slice: Float64 input (what the signature coerces to) is read in
+/// place, without the cast's new array.
+fn extend(out: &mut VecDeque<Option<f64>>, a: &ArrayRef) -> Result<()> {
+    match a.as_primitive_opt::<Float64Type>() {
+        Some(v) => out.extend(v.iter()),
+        None => out.extend(floats(a)?.iter()),
+    }
+    Ok(())
+}
+
 impl Accumulator for ExactAcc {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let v = floats(&values[0])?;
-        self.values.extend(v.iter());
-        Ok(())
+        extend(&mut self.values, &values[0])
     }
 
     fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
@@ -133,8 +142,7 @@ impl Accumulator for ExactAcc {
         let lists = states[0].as_list::<i32>();
         for i in 0..lists.len() {
             if lists.is_valid(i) {
-                let v = floats(&lists.value(i))?;
-                self.values.extend(v.iter());
+                extend(&mut self.values, &lists.value(i))?;
             }
         }
         Ok(())

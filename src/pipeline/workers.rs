@@ -1,5 +1,5 @@
-//! Runs a batch's partitions on several cores at once: each worker thread takes every
-//! W-th partition (in partition order) with its own feature plan, and each partition
+//! Runs a batch's partitions on several cores at once: each worker thread, with its
+//! own feature plan, takes partitions from a shared queue, and each partition
 //! writes its own outputs — so what a partition emits is a function of its records
 //! alone, however many workers there are.
 
@@ -22,28 +22,35 @@ pub(super) struct Job<'a> {
 
 /// Processes every job, on up to `processor.workers()` threads; each job's `result`
 /// says how it went. (One partition, or one worker, is processed in place by the
-/// caller without coming here.)
+/// caller without coming here.) Workers take the next job from one queue, the
+/// partitions with the most records first, so one busy partition does not leave a
+/// core idle behind a fixed share (which feature plan runs a job does not change what
+/// it computes).
 pub(super) fn run(processor: &Processor, jobs: &mut [Job<'_>]) {
     let w = processor.workers().min(jobs.len()).max(1);
     let handle = tokio::runtime::Handle::current();
-    let mut work = || {
+    let mut queue: Vec<&mut Job<'_>> = jobs.iter_mut().collect();
+    // Largest last: workers pop from the end.
+    queue.sort_by_key(|j| (j.input.messages, std::cmp::Reverse(j.partition)));
+    let queue = std::sync::Mutex::new(queue);
+    let work = || {
         std::thread::scope(|s| {
-            let mut groups: Vec<Vec<&mut Job<'_>>> = (0..w).map(|_| Vec::new()).collect();
-            for (i, j) in jobs.iter_mut().enumerate() {
-                groups[i % w].push(j);
-            }
-            for (worker, group) in groups.into_iter().enumerate() {
+            for worker in 0..w {
                 let h = handle.clone();
-                s.spawn(move || {
+                let queue = &queue;
+                let spawned = std::thread::Builder::new().name(format!("worker-{worker}")).spawn_scoped(s, move || {
                     // The runtime's context, for anything the feature plan spawns.
                     let _rt = h.enter();
                     futures::executor::block_on(async {
-                        for j in group {
+                        loop {
+                            let next = queue.lock().expect("job queue").pop();
+                            let Some(j) = next else { break };
                             // Every worker is busy: the model stage stays on this one's thread.
                             j.result = processor.process_on(worker, 1, j.state, j.input, &mut j.out, &mut j.timings).await;
                         }
                     })
                 });
+                spawned.expect("spawning a worker thread");
             }
         })
     };

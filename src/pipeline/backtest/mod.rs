@@ -178,10 +178,6 @@ struct Counts {
     warmup: u64,
 }
 
-/// Counts a record against the range and, unless it falls outside, hands it to every
-/// lane's batch (starting the scoring of its partition at the range's first record when
-/// there is a warm-up). Returns whether it was fed.
-#[allow(clippy::too_many_arguments)]
 /// One input record of a backtest, from a topic or a file.
 struct Input<'a> {
     partition: i32,
@@ -192,7 +188,8 @@ struct Input<'a> {
 }
 
 /// Counts `r` by where its time falls and, unless it is outside the range (and its
-/// warm-up), adds it to every lane's batch; true when added.
+/// warm-up), adds it to every lane's batch (starting the scoring of its partition at
+/// the range's first record when there is a warm-up); true when added.
 fn feed(lanes: &mut [Lane], counts: &mut Counts, opts: &BacktestOptions, r: Input<'_>) -> bool {
     let Input { partition: p, offset: o, time_ms: ts, key, payload } = r;
     match place(ts, opts) {
