@@ -61,7 +61,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
     let total_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
     // The files are read (and each record placed on its partition) on a thread of
     // their own, a chunk ahead of the batches being processed.
-    let (mut chunks, back, reader) = read_ahead(files, open, n, max_rows);
+    let (mut chunks, back, reader) = read_ahead(files, open, n, max_rows).context("starting the file reader thread")?;
     let mut rows = 0usize;
     while let Some(chunk) = chunks.recv().await {
         let chunk = chunk?;
@@ -140,7 +140,7 @@ fn read_ahead(
     open: impl Fn(&Path) -> crate::error::Result<FileMessages> + Send + 'static,
     n: i32,
     chunk_rows: usize,
-) -> (tokio::sync::mpsc::Receiver<crate::error::Result<Chunk>>, std::sync::mpsc::Sender<Chunk>, std::thread::JoinHandle<Vec<i64>>) {
+) -> std::io::Result<(tokio::sync::mpsc::Receiver<crate::error::Result<Chunk>>, std::sync::mpsc::Sender<Chunk>, std::thread::JoinHandle<Vec<i64>>)> {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let (back, returned) = std::sync::mpsc::channel::<Chunk>();
     let reader = std::thread::Builder::new().name("file-reader".into()).spawn(move || {
@@ -190,7 +190,7 @@ fn read_ahead(
         }
         next
     });
-    (rx, back, reader.expect("spawning the file reader thread"))
+    Ok((rx, back, reader?))
 }
 
 /// Orders files by their first record's event time (files without one last, by name).
