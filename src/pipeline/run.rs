@@ -228,7 +228,7 @@ impl<'a> Live<'a> {
         let window = Window {
             max_rows: self.max_rows,
             wait: Duration::from_millis(src.max_batch_wait_ms),
-            idle: (src.max_batch_idle_ms > 0).then(|| Duration::from_millis(src.max_batch_idle_ms)),
+            idle: src.max_batch_idle_ms.map(Duration::from_millis),
         };
         let mut unrestored = None;
         let (consumer, batch, health, schema) = (&self.consumer, &mut self.batch, &self.health, &self.built.schema);

@@ -20,7 +20,8 @@ pub struct Window {
     /// The batch closes this long after it opened…
     pub wait: Duration,
     /// …or once no record has been taken for this long after the last one (none:
-    /// only `wait`). Under load batches fill; a trickle is processed at once.
+    /// only `wait`; zero: as soon as no further record is already waiting in the
+    /// client's queue). Under load batches fill; a trickle is processed at once.
     pub idle: Option<Duration>,
 }
 
@@ -185,6 +186,22 @@ mod tests {
         let g = gather(&consumer, long, Some(&mut rx), |_| Ok(Take::Row)).await.unwrap();
         assert_eq!(g, Gathered { rows: 0, closed: Closed::Stopped });
         assert!(t0.elapsed() < Duration::from_secs(5));
+        // An idle time of 0: a batch waits for its first record, takes the ones
+        // already waiting and closes — long before its 10 s wait.
+        for i in 10..13 {
+            producer.send(BaseRecord::<(), _>::to("t").payload(&format!("{i}"))).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let at_once = Window { max_rows: 100, wait: Duration::from_secs(10), idle: Some(Duration::ZERO) };
+        let (t0, mut got) = (std::time::Instant::now(), 0);
+        while got < 3 {
+            let g = gather(&consumer, at_once, None, |_| Ok(Take::Row)).await.unwrap();
+            assert_eq!(g.closed, Closed::Timeout);
+            assert!(g.rows >= 1, "{g:?}");
+            got += g.rows;
+        }
+        assert_eq!(got, 3);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         drop(consumer);
     }
 }

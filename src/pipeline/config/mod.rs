@@ -77,9 +77,12 @@ pub struct SourceConfig {
     pub max_batch_wait_ms: u64,
     /// A micro-batch with records closes once no further record has arrived for this
     /// long (ms): under load batches fill to `max_batch_rows`, while a trickle is
-    /// processed at once instead of waiting out `max_batch_wait_ms`. 0 turns it off.
-    #[serde(default = "one_ms")]
-    pub max_batch_idle_ms: u64,
+    /// processed at once instead of waiting out `max_batch_wait_ms`. 0 (the default):
+    /// it closes as soon as no further record is already waiting in the client (a
+    /// batch takes what has been fetched). `"off"` (`None`): only the size and
+    /// `max_batch_wait_ms` close it.
+    #[serde(default = "zero_ms", deserialize_with = "idle_ms")]
+    pub max_batch_idle_ms: Option<u64>,
     /// A record whose event time is more than this behind the latest event time seen
     /// for its key goes to the dead-letter topic with reason `late`.
     #[serde(default = "thousand_i64")]
@@ -248,8 +251,25 @@ fn thousand() -> usize {
 fn thousand_i64() -> i64 {
     1000
 }
-fn one_ms() -> u64 {
-    1
+fn zero_ms() -> Option<u64> {
+    Some(0)
+}
+
+/// `max_batch_idle_ms`: milliseconds, or `"off"`.
+fn idle_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Ms(u64),
+        Word(String),
+    }
+    match Raw::deserialize(d) {
+        Ok(Raw::Ms(ms)) => Ok(Some(ms)),
+        Ok(Raw::Word(w)) if w == "off" => Ok(None),
+        Ok(Raw::Word(w)) => Err(D::Error::custom(format!("max_batch_idle_ms = {w:?}: expected milliseconds (0: close once no record is waiting) or \"off\""))),
+        Err(_) => Err(D::Error::custom("max_batch_idle_ms: expected milliseconds (0: close once no record is waiting) or \"off\"")),
+    }
 }
 
 fn hundred() -> u64 {
@@ -340,6 +360,21 @@ delivery = "exactly"
         // A mistake that is not an unknown word still stops parsing, with its key.
         let e = PipelineConfig::parse(&text.replace("horizon = 1", "horizon = \"soon\"")).err().unwrap();
         assert!(format!("{e:#}").contains("model.horizon"), "{e:#}");
+    }
+
+    /// `max_batch_idle_ms`: milliseconds (0 by default: close once none is waiting)
+    /// or "off"; any other word is refused at its key.
+    #[test]
+    fn batch_idle_is_milliseconds_or_off() {
+        let text = "name = \"t\"\n[source]\ntopic = \"ticks\"\nschema = \"s.json\"\nkey = \"k\"\ntime = \"t\"\n\
+                    IDLE[model]\nfeatures = [\"x\"]\ntarget = \"x\"\nhorizon = 1\n[sink]\ntopic = \"o\"\ndead_letter_topic = \"d\"\n";
+        let idle = |line: &str| PipelineConfig::parse(&text.replace("IDLE", line)).map(|l| l.value.source.max_batch_idle_ms);
+        assert_eq!(idle("").unwrap(), Some(0));
+        assert_eq!(idle("max_batch_idle_ms = 3\n").unwrap(), Some(3));
+        assert_eq!(idle("max_batch_idle_ms = \"off\"\n").unwrap(), None);
+        let e = format!("{:#}", idle("max_batch_idle_ms = \"soon\"\n").err().unwrap());
+        assert!(e.contains("max_batch_idle_ms") && e.contains("\"off\""), "{e}");
+        assert!(idle("max_batch_idle_ms = -1\n").is_err());
     }
 
     #[test]
