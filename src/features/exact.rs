@@ -7,16 +7,29 @@
 //! `stddev`, `stddev_pop`, `var` and `var_pop` keep the frame's values and compute
 //! each result from them in row order (two-pass for variances), so a row's features
 //! are bit-identical whatever the batching. Cost: O(frame) per row.
+//!
+//! Over a sliding frame, DataFusion drives an aggregate row by row: it slices the
+//! argument arrays twice (entering and leaving rows) and calls `update_batch`,
+//! `retract_batch` and `evaluate`. [`sliding_frames_read_in_place`] rewrites those
+//! window calls into window functions of the same name whose evaluator reads each
+//! row's frame straight out of the argument array — the same sums in the same order,
+//! so the same bits, without the per-row slices.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
-use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{internal_err, Result, ScalarValue};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::function::{AccumulatorArgs, PartitionEvaluatorArgs, StateFieldsArgs, WindowUDFFieldArgs};
 use datafusion::logical_expr::utils::format_state_name;
-use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Expr, LogicalPlan, PartitionEvaluator, Signature, Volatility,
+    WindowFunctionDefinition, WindowUDF, WindowUDFImpl,
+};
 use datafusion::prelude::SessionContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,6 +162,92 @@ impl Accumulator for ExactAcc {
     }
 }
 
+/// Replaces every call of an exact aggregate over a frame with a bounded start
+/// (`n PRECEDING`, `CURRENT ROW`, `n FOLLOWING`) and without `DISTINCT` or `FILTER`
+/// by the window function [`ExactFrame`] of the same kind, aliased to the call's
+/// column name so the rest of the plan is unchanged. Frames from `UNBOUNDED
+/// PRECEDING` keep the aggregate, which accumulates instead of re-reading the frame.
+pub fn sliding_frames_read_in_place(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let t = plan.transform_up_with_subqueries(|node| {
+        if !matches!(node, LogicalPlan::Window(_)) {
+            return Ok(Transformed::no(node));
+        }
+        let t = node.map_expressions(|e| {
+            let Expr::WindowFunction(w) = &e else { return Ok(Transformed::no(e)) };
+            let WindowFunctionDefinition::AggregateUDF(udaf) = &w.fun else { return Ok(Transformed::no(e)) };
+            let Some(agg) = udaf.inner().downcast_ref::<ExactAgg>() else { return Ok(Transformed::no(e)) };
+            let p = &w.params;
+            if p.distinct || p.filter.is_some() || p.window_frame.start_bound.is_unbounded() {
+                return Ok(Transformed::no(e));
+            }
+            let name = e.schema_name().to_string();
+            let fun = WindowUDF::from(ExactFrame { name: agg.name, kind: agg.kind, signature: agg.signature.clone() });
+            let call = Expr::WindowFunction(Box::new(WindowFunction { fun: WindowFunctionDefinition::WindowUDF(Arc::new(fun)), params: p.clone() }));
+            Ok(Transformed::yes(call.alias(name)))
+        })?;
+        if t.transformed {
+            t.map_data(|p| p.recompute_schema())
+        } else {
+            Ok(t)
+        }
+    })?;
+    Ok(t.data)
+}
+
+/// An exact aggregate as a window function: each row's result computed from its
+/// frame's rows, read in place from the (Float64) argument array.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExactFrame {
+    name: &'static str,
+    kind: Kind,
+    signature: Signature,
+}
+
+impl WindowUDFImpl for ExactFrame {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn partition_evaluator(&self, _args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
+        Ok(Box::new(FrameEval { kind: self.kind }))
+    }
+
+    fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(Field::new(args.name(), DataType::Float64, true)))
+    }
+}
+
+#[derive(Debug)]
+struct FrameEval {
+    kind: Kind,
+}
+
+impl PartitionEvaluator for FrameEval {
+    fn uses_window_frame(&self) -> bool {
+        true
+    }
+
+    fn supports_bounded_execution(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> Result<ScalarValue> {
+        let Some(a) = values[0].as_primitive_opt::<Float64Type>() else {
+            return internal_err!("{:?} over a frame got {} instead of Float64", self.kind, values[0].data_type());
+        };
+        let r = if a.null_count() == 0 {
+            evaluate(self.kind, a.values()[range.clone()].iter().copied())
+        } else {
+            evaluate(self.kind, range.clone().filter(|&i| a.is_valid(i)).map(|i| a.value(i)))
+        };
+        Ok(ScalarValue::Float64(r))
+    }
+}
+
 /// The aggregate of `xs` (NULLs already removed), summing in the given order.
 fn evaluate(kind: Kind, xs: impl Iterator<Item = f64> + Clone) -> Option<f64> {
     let (n, sum) = xs.clone().fold((0usize, 0.0f64), |(n, s), x| (n + 1, s + x));
@@ -173,6 +272,10 @@ fn evaluate(kind: Kind, xs: impl Iterator<Item = f64> + Clone) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::Schema;
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::datasource::MemTable;
 
     /// By hand: xs = 2, 4, 4, 4, 5, 5, 7, 9 → sum 40, mean 5, Σ(x−5)² = 32,
     /// population variance 4 (σ = 2), sample variance 32/7.
@@ -187,5 +290,131 @@ mod tests {
         assert_eq!(evaluate(Kind::VarSamp, it()), Some(32.0 / 7.0));
         assert_eq!(evaluate(Kind::StddevSamp, [1.0].into_iter()), None);
         assert_eq!(evaluate(Kind::Avg, std::iter::empty()), None);
+    }
+
+    /// Window functions in `plan`'s Window nodes that are [`ExactFrame`]s.
+    fn frames_in(plan: &LogicalPlan) -> usize {
+        let mut n = 0;
+        plan.apply_with_subqueries(|p| {
+            if let LogicalPlan::Window(w) = p {
+                for e in &w.window_expr {
+                    let e = if let Expr::Alias(a) = e { a.expr.as_ref() } else { e };
+                    if let Expr::WindowFunction(f) = e {
+                        if let WindowFunctionDefinition::WindowUDF(u) = &f.fun {
+                            n += u.inner().downcast_ref::<ExactFrame>().is_some() as usize;
+                        }
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        n
+    }
+
+    /// Rows of two keys, 37 each interleaved, with NULLs (`x`), without (`y`) and an
+    /// integer column;
+    /// `t` jumps so that RANGE frames hold varying numbers of rows.
+    fn table() -> (Vec<Option<f64>>, Vec<&'static str>, Vec<i64>, RecordBatch) {
+        let n = 74;
+        let x: Vec<Option<f64>> = (0..n).map(|i| (i % 7 != 3).then(|| ((i * 37) % 11) as f64 * 0.1 + i as f64 * 0.013 - 0.4)).collect();
+        let k: Vec<&str> = (0..n).map(|i| if i % 2 == 0 { "A" } else { "B" }).collect();
+        let t: Vec<i64> = (0..n as i64).map(|i| i + (i / 10) * 5).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("o", DataType::Int64, false),
+            Field::new("k", DataType::Utf8, false),
+            Field::new("t", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+            Field::new("i", DataType::Int64, false),
+            Field::new("y", DataType::Float64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                Arc::new(StringArray::from(k.clone())),
+                Arc::new(Int64Array::from(t.clone())),
+                Arc::new(Float64Array::from(x.clone())),
+                Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| (i * 13) % 9 - 4))),
+                Arc::new(Float64Array::from_iter_values(x.iter().map(|v| v.unwrap_or(0.7)))),
+            ],
+        )
+        .unwrap();
+        (x, k, t, batch)
+    }
+
+    async fn run(sql: &str, rewrite: bool) -> (RecordBatch, usize) {
+        let ctx = SessionContext::new();
+        register(&ctx);
+        let (_, _, _, batch) = table();
+        ctx.register_table("w", Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap())).unwrap();
+        let (state, plan) = ctx.sql(sql).await.unwrap().into_parts();
+        let plan = if rewrite { sliding_frames_read_in_place(plan).unwrap() } else { plan };
+        let frames = frames_in(&plan);
+        let phys = state.create_physical_plan(&plan).await.unwrap();
+        let out = datafusion::physical_plan::collect(phys, ctx.task_ctx()).await.unwrap();
+        (arrow::compute::concat_batches(&out[0].schema(), &out).unwrap(), frames)
+    }
+
+    fn column(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+        let c = b.column_by_name(name).unwrap().as_primitive::<Float64Type>();
+        (0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i))).collect()
+    }
+
+    /// Read in place, every kind over ROWS and RANGE frames (NULLs among the rows,
+    /// integers cast, a call inside arithmetic) gives the aggregate path's bits and
+    /// the values of a direct loop over each row's frame; unbounded frames are left
+    /// to the aggregate.
+    #[tokio::test]
+    async fn frames_read_in_place_equal_the_aggregate_and_a_direct_loop() {
+        let sql = "SELECT o, \
+          sum(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS s4, \
+          avg(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING) AS a4, \
+          var(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS v5, \
+          var_pop(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS vp5, \
+          stddev(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS sd5, \
+          stddev_pop(x) OVER (PARTITION BY k ORDER BY t RANGE BETWEEN 6 PRECEDING AND CURRENT ROW) AS sdr, \
+          avg(i) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) - x AS gap, \
+          sum(y) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 5 PRECEDING AND CURRENT ROW) AS ys6, \
+          var(y) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 5 PRECEDING AND CURRENT ROW) AS yv6, \
+          sum(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum \
+          FROM w ORDER BY o";
+        let (fast, frames) = run(sql, true).await;
+        let (slow, none) = run(sql, false).await;
+        assert_eq!((frames, none), (9, 0), "all but the unbounded frame are read in place");
+        assert_eq!(fast, slow, "the same bits as the aggregate path");
+
+        let (x, k, t, _) = table();
+        let i_col: Vec<f64> = (0..x.len() as i64).map(|i| ((i * 13) % 9 - 4) as f64).collect();
+        // Each row's frame: the rows of its key from `lo` rows before to `hi` after.
+        let rows_frame = |r: usize, lo: usize, hi: usize| -> Vec<usize> {
+            let same: Vec<usize> = (0..x.len()).filter(|&j| k[j] == k[r]).collect();
+            let p = same.iter().position(|&j| j == r).unwrap();
+            same[p.saturating_sub(lo)..(p + hi + 1).min(same.len())].to_vec()
+        };
+        let vals = |idx: &[usize]| -> Vec<f64> { idx.iter().filter_map(|&j| x[j]).collect() };
+        let sum = |v: &[f64]| v.iter().fold(0.0, |s, x| s + x);
+        let var = |v: &[f64], ddof: usize| {
+            let m = sum(v) / v.len() as f64;
+            (v.len() > ddof).then(|| v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - ddof) as f64)
+        };
+        for r in 0..x.len() {
+            let w4 = vals(&rows_frame(r, 3, 0));
+            assert_eq!(column(&fast, "s4")[r], (!w4.is_empty()).then(|| sum(&w4)), "s4 row {r}");
+            let a4 = vals(&rows_frame(r, 2, 1));
+            assert_eq!(column(&fast, "a4")[r], (!a4.is_empty()).then(|| sum(&a4) / a4.len() as f64), "a4 row {r}");
+            let w5 = vals(&rows_frame(r, 4, 0));
+            assert_eq!(column(&fast, "v5")[r], var(&w5, 1), "v5 row {r}");
+            assert_eq!(column(&fast, "vp5")[r], var(&w5, 0), "vp5 row {r}");
+            assert_eq!(column(&fast, "sd5")[r], var(&w5, 1).map(f64::sqrt), "sd5 row {r}");
+            let ranged: Vec<usize> = (0..x.len()).filter(|&j| k[j] == k[r] && t[j] <= t[r] && t[j] >= t[r] - 6).collect();
+            assert_eq!(column(&fast, "sdr")[r], var(&vals(&ranged), 0).map(f64::sqrt), "sdr row {r}");
+            let ii: Vec<f64> = rows_frame(r, 2, 0).iter().map(|&j| i_col[j]).collect();
+            let want_gap = x[r].map(|xr| sum(&ii) / ii.len() as f64 - xr);
+            assert_eq!(column(&fast, "gap")[r], want_gap, "gap row {r}");
+            let y6: Vec<f64> = rows_frame(r, 5, 0).iter().map(|&j| x[j].unwrap_or(0.7)).collect();
+            assert_eq!(column(&fast, "ys6")[r], Some(sum(&y6)), "ys6 row {r}");
+            assert_eq!(column(&fast, "yv6")[r], var(&y6, 1), "yv6 row {r}");
+        }
     }
 }

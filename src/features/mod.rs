@@ -70,8 +70,8 @@ impl FeatureEngine {
         let stream = SlotStream { schema: input_schema.clone(), slot: slot.clone() };
         let provider = StreamingTable::try_new(input_schema.clone(), vec![Arc::new(stream)])?;
         ctx.register_table(table, Arc::new(provider))?;
-        let df = ctx.sql(sql).await?;
-        let plan = df.create_physical_plan().await?;
+        let (state, logical) = ctx.sql(sql).await?.into_parts();
+        let plan = state.create_physical_plan(&exact::sliding_frames_read_in_place(logical)?).await?;
         let output_schema = plan.schema();
         let offset_out = output_schema.index_of(OFFSET_COLUMN).map_err(|_| {
             Error::Config(format!(
