@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::file::{parse_time_ms, rfc3339_ms, Row};
-use super::jsonpath::{self, Found, PointerSet, Scratch};
+use super::jsonpath::{self, Found, PointerSet, Scratch, Skip};
 use super::rows::RowReader;
 use super::schema::{Extract, Kind, TopicSchema};
 use crate::pipeline::config::FileMapping;
@@ -100,7 +100,10 @@ pub struct FileMessages {
     has_key: bool,
     time_ms: Option<i64>,
     /// JSON lines the mapping leaves alone: the time and key pointers, read in one
-    /// pass without a DOM.
+    /// pass without a DOM, the rest of the line skipped leniently ([`Skip::Lenient`]):
+    /// a line broken only there (bad UTF-8 or an out-of-range number in a value no
+    /// pointer reads) is still keyed and timed here, goes out byte for byte, and is
+    /// dead-lettered by the worker's full decode like any other bad record.
     fast: Option<(PointerSet, Scratch, Kind)>,
 }
 
@@ -125,7 +128,7 @@ impl FileMessages {
                 if let Some(k) = k {
                     ptrs.push(k.segments.clone());
                 }
-                Some((PointerSet::new(ptrs), Scratch::new(), t.kind))
+                Some((PointerSet::new(ptrs).with_skip(Skip::Lenient), Scratch::new(), t.kind))
             }
             _ => None,
         };
@@ -318,7 +321,8 @@ mod tests {
 
     /// The pointer path for JSON lines gives what the general (DOM) path gives: the
     /// shipped tick sample and lines whose time needs rewriting, whose key is a
-    /// number, an object or absent, or that are not JSON.
+    /// number, an object or absent, or that are not JSON — all but a line broken
+    /// only outside the pointers, which the fast path still keys.
     #[test]
     fn json_lines_fast_path_equals_the_general_path() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -334,6 +338,8 @@ mod tests {
             r#"{"ts":"2024-01-02T03:04:05+02:00","symbol":"C"}"#,
             r#"{not json"#,
             r#"[1,2]"#,
+            // Broken only in a value no pointer reads: serde_json's DOM refuses 1e999.
+            r#"{"symbol":"D","ts":"2024-01-02T03:04:05Z","price":1e999}"#,
         ];
         std::fs::write(&p, lines.join("\n")).unwrap();
         let all = |path: &Path, schema: std::sync::Arc<TopicSchema>, time: &str, key: &str, fast: bool| {
@@ -350,7 +356,12 @@ mod tests {
         };
         let (a, b) = (all(&p, schema.clone(), "ts", "symbol", true), all(&p, schema, "ts", "symbol", false));
         assert_eq!(a.len(), lines.len());
-        assert_eq!(a, b);
+        assert_eq!(a[..8], b[..8]);
+        // The general path cannot key the broken line; the fast one keys and times it
+        // and passes it on byte for byte (the worker's decode dead-letters it).
+        assert!(serde_json::from_str::<Value>(lines[8]).is_err());
+        assert_eq!(b[8], (lines[8].as_bytes().to_vec(), None, None));
+        assert_eq!(a[8], (lines[8].as_bytes().to_vec(), Some(1_704_164_645_000), Some("D".to_string())));
         assert_eq!(a[1].2.as_deref(), Some("7"));
         assert_eq!(a[5].1, Some(1_704_157_445_000));
         let ticks = std::sync::Arc::new(TopicSchema::load(&root.join("schemas/binance-ticks.json")).unwrap());
