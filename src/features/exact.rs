@@ -313,8 +313,7 @@ mod tests {
     }
 
     /// Rows of two keys, 37 each interleaved, with NULLs (`x`), without (`y`) and an
-    /// integer column;
-    /// `t` jumps so that RANGE frames hold varying numbers of rows.
+    /// integer column (`i`); `t` jumps so that RANGE frames hold varying numbers of rows.
     fn table() -> (Vec<Option<f64>>, Vec<&'static str>, Vec<i64>, RecordBatch) {
         let n = 74;
         let x: Vec<Option<f64>> = (0..n).map(|i| (i % 7 != 3).then(|| ((i * 37) % 11) as f64 * 0.1 + i as f64 * 0.013 - 0.4)).collect();
@@ -384,8 +383,9 @@ mod tests {
         assert_eq!((frames, none), (9, 0), "all but the unbounded frame are read in place");
         assert_eq!(fast, slow, "the same bits as the aggregate path");
 
-        let (x, k, t, _) = table();
-        let i_col: Vec<f64> = (0..x.len() as i64).map(|i| ((i * 13) % 9 - 4) as f64).collect();
+        let (x, k, t, input) = table();
+        let i_col: Vec<f64> = input.column_by_name("i").unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().iter().map(|&v| v as f64).collect();
+        let y = column(&input, "y");
         // Each row's frame: the rows of its key from `lo` rows before to `hi` after.
         let rows_frame = |r: usize, lo: usize, hi: usize| -> Vec<usize> {
             let same: Vec<usize> = (0..x.len()).filter(|&j| k[j] == k[r]).collect();
@@ -412,7 +412,7 @@ mod tests {
             let ii: Vec<f64> = rows_frame(r, 2, 0).iter().map(|&j| i_col[j]).collect();
             let want_gap = x[r].map(|xr| sum(&ii) / ii.len() as f64 - xr);
             assert_eq!(column(&fast, "gap")[r], want_gap, "gap row {r}");
-            let y6: Vec<f64> = rows_frame(r, 5, 0).iter().map(|&j| x[j].unwrap_or(0.7)).collect();
+            let y6: Vec<f64> = rows_frame(r, 5, 0).iter().map(|&j| y[j].unwrap()).collect();
             assert_eq!(column(&fast, "ys6")[r], Some(sum(&y6)), "ys6 row {r}");
             assert_eq!(column(&fast, "yv6")[r], var(&y6, 1), "yv6 row {r}");
         }
