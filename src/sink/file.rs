@@ -127,17 +127,53 @@ impl Chunker {
     }
 }
 
+/// The builders of the next batches, filled by [`FileSink::append`].
 struct Inner {
-    predictions: ArrowWriter<File>,
-    dead_letters: ArrowWriter<File>,
-    pc: Chunker,
-    dc: Chunker,
     p: PredictionColumns,
     d: DeadLetterColumns,
     /// Next offset per output partition: [predictions, dead letters].
     next: BTreeMap<i32, [i64; 2]>,
     /// Header text scratch (no allocation per row).
     num: Itoa,
+    writer: Writer,
+}
+
+/// The thread that encodes, compresses and writes the Parquet files, so that work
+/// overlaps the next batch's processing instead of following it.
+struct Writer {
+    /// Each batch's (predictions, dead letters). Two may wait: memory stays bounded.
+    tx: std::sync::mpsc::SyncSender<(RecordBatch, RecordBatch)>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Writer {
+    fn start(mut predictions: ArrowWriter<File>, mut dead_letters: ArrowWriter<File>) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(RecordBatch, RecordBatch)>(2);
+        let thread = std::thread::Builder::new()
+            .name("parquet-writer".into())
+            .spawn(move || {
+                let (mut pc, mut dc) = (Chunker::default(), Chunker::default());
+                for (p, d) in rx {
+                    pc.push(&mut predictions, p, false)?;
+                    dc.push(&mut dead_letters, d, false)?;
+                }
+                // The sink closed the channel: the last, short chunks, then the footers.
+                pc.push(&mut predictions, RecordBatch::new_empty(predictions_schema()), true)?;
+                dc.push(&mut dead_letters, RecordBatch::new_empty(dead_letters_schema()), true)?;
+                predictions.close().map_err(pq)?;
+                dead_letters.close().map_err(pq)?;
+                Ok(())
+            })
+            .map_err(|e| Error::Internal(format!("starting the Parquet writer thread: {e}")))?;
+        Ok(Writer { tx, thread })
+    }
+
+    /// Waits for the thread to write everything sent and close the files; its error,
+    /// if it stopped on one.
+    fn join(self) -> Result<()> {
+        drop(self.tx);
+        self.thread.join().map_err(|_| Error::Internal("the Parquet writer thread panicked".into()))?
+    }
 }
 
 /// Writes a lane's outputs to `predictions*.parquet` and `dead_letters*.parquet`.
@@ -176,14 +212,11 @@ impl FileSink {
             ArrowWriter::try_new(f, schema, Some(props())).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
         };
         let inner = Inner {
-            predictions: writer(&pp, predictions_schema())?,
-            dead_letters: writer(&dp, dead_letters_schema())?,
             p: PredictionColumns::default(),
             d: DeadLetterColumns::default(),
-            pc: Chunker::default(),
-            dc: Chunker::default(),
             next: BTreeMap::new(),
             num: Itoa::default(),
+            writer: Writer::start(writer(&pp, predictions_schema())?, writer(&dp, dead_letters_schema())?)?,
         };
         Ok(FileSink {
             inner: Mutex::new(Some(inner)),
@@ -199,10 +232,9 @@ impl FileSink {
     pub fn finish(&self) -> Result<()> {
         let mut g = self.inner.lock().map_err(|_| Error::Internal("file sink poisoned".into()))?;
         let Some(mut inner) = g.take() else { return Ok(()) };
-        inner.flush(true)?;
-        inner.predictions.close().map_err(pq)?;
-        inner.dead_letters.close().map_err(pq)?;
-        Ok(())
+        let sent = inner.send();
+        let written = inner.writer.join();
+        sent.and(written)
     }
 
     fn append(&self, out: &Outputs) -> Result<Ends> {
@@ -245,7 +277,12 @@ impl FileSink {
             d.reason.append_value(l.reason);
             d.error.append_value(&l.detail);
         }
-        inner.flush(false)?;
+        if inner.send().is_err() {
+            // The writer stopped: its error says why.
+            let Some(inner) = g.take() else { unreachable!("taken just now") };
+            inner.writer.join()?;
+            return Err(Error::Internal("the Parquet writer thread stopped".into()));
+        }
         Ok(at)
     }
 }
@@ -261,8 +298,9 @@ fn pq(e: parquet::errors::ParquetError) -> Error {
 }
 
 impl Inner {
-    fn flush(&mut self, all: bool) -> Result<()> {
-        {
+    /// Hands the rows built so far to the writer thread (an error if it stopped).
+    fn send(&mut self) -> Result<()> {
+        let predictions = {
             let p = &mut self.p;
             let cols: Vec<ArrayRef> = vec![
                 Arc::new(p.partition.finish()),
@@ -281,10 +319,9 @@ impl Inner {
                 Arc::new(p.source_partition.finish()),
                 Arc::new(p.source_offset.finish()),
             ];
-            let b = RecordBatch::try_new(predictions_schema(), cols)?;
-            self.pc.push(&mut self.predictions, b, all)?;
-        }
-        {
+            RecordBatch::try_new(predictions_schema(), cols)?
+        };
+        let dead_letters = {
             let d = &mut self.d;
             let cols: Vec<ArrayRef> = vec![
                 Arc::new(d.partition.finish()),
@@ -298,9 +335,32 @@ impl Inner {
                 Arc::new(d.reason.finish()),
                 Arc::new(d.error.finish()),
             ];
-            let b = RecordBatch::try_new(dead_letters_schema(), cols)?;
-            self.dc.push(&mut self.dead_letters, b, all)?;
-        }
-        Ok(())
+            RecordBatch::try_new(dead_letters_schema(), cols)?
+        };
+        self.writer.tx.send((predictions, dead_letters)).map_err(|_| Error::Internal("the Parquet writer thread stopped".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails on the writer thread is not lost: joining it returns the error.
+    #[test]
+    fn a_failed_write_comes_back_from_the_writer_thread() {
+        let full = || File::options().write(true).open("/dev/full").expect("/dev/full (Linux)");
+        let w = |schema| ArrowWriter::try_new(full(), schema, None).expect("a writer over /dev/full");
+        let writer = Writer::start(w(predictions_schema()), w(dead_letters_schema())).unwrap();
+        let empty = (RecordBatch::new_empty(predictions_schema()), RecordBatch::new_empty(dead_letters_schema()));
+        writer.tx.send(empty).unwrap();
+        let e = writer.join().expect_err("/dev/full accepts no bytes");
+        assert!(e.to_string().contains("writing Parquet"), "{e}");
+        // The same files on a real disk close without error.
+        let dir = std::env::temp_dir().join(format!("tickflare-file-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let w = |name: &str, schema| ArrowWriter::try_new(File::create(dir.join(name)).unwrap(), schema, None).unwrap();
+        let writer = Writer::start(w("p.parquet", predictions_schema()), w("d.parquet", dead_letters_schema())).unwrap();
+        writer.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
