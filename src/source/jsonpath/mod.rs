@@ -25,6 +25,7 @@
 //! anything else to chrono; its result always equals
 //! `DateTime::parse_from_rfc3339(s).ok().and_then(|t| t.timestamp_nanos_opt())`.
 
+mod fast;
 mod rfc3339;
 mod skip;
 mod walk;
@@ -285,6 +286,28 @@ impl PointerSet {
         payload: &[u8],
         scratch: &'s mut Scratch,
     ) -> Result<Extracted<'s>, serde_json::Error> {
+        // The byte scanner first; where it declines, serde_json from the start.
+        if self.walk(scratch, |cx| fast::Scan::new(payload).document(cx)).is_some() {
+            return Ok(Extracted { slots: &scratch.slots, text: &scratch.text });
+        }
+        self.extract_serde(payload, scratch)
+    }
+
+    /// [`PointerSet::extract`] by serde_json's deserializer alone (the reference the
+    /// byte scanner is tested against).
+    pub(super) fn extract_serde<'s>(
+        &self,
+        payload: &[u8],
+        scratch: &'s mut Scratch,
+    ) -> Result<Extracted<'s>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        self.walk(scratch, |cx| At { cx, lo: 0, hi: 1 }.deserialize(&mut de))?;
+        de.end()?;
+        Ok(Extracted { slots: &scratch.slots, text: &scratch.text })
+    }
+
+    /// Resets `scratch` and runs `walk` over it.
+    fn walk<T>(&self, scratch: &mut Scratch, walk: impl FnOnce(&mut Ctx<'_>) -> T) -> T {
         scratch.slots.clear();
         scratch.slots.resize(self.len, Slot::Missing);
         scratch.text.clear();
@@ -293,23 +316,19 @@ impl PointerSet {
         if scratch.entered.len() < self.nodes.len() {
             scratch.entered.resize(self.nodes.len(), 0);
         }
-        // A stale match after wrap-around (or from another set) only costs a needless reset.
+        // A stale match after wrap-around (or from another set, or an abandoned walk)
+        // only costs a needless reset.
         scratch.pass = scratch.pass.wrapping_add(1);
-        let mut de = serde_json::Deserializer::from_slice(payload);
-        {
-            let mut cx = Ctx {
-                nodes: &self.nodes,
-                skip: self.skip,
-                slots: &mut scratch.slots,
-                text: &mut scratch.text,
-                stack: &mut scratch.stack,
-                entered: &mut scratch.entered,
-                pass: scratch.pass,
-            };
-            At { cx: &mut cx, lo: 0, hi: 1 }.deserialize(&mut de)?;
-        }
-        de.end()?;
-        Ok(Extracted { slots: &scratch.slots, text: &scratch.text })
+        let mut cx = Ctx {
+            nodes: &self.nodes,
+            skip: self.skip,
+            slots: &mut scratch.slots,
+            text: &mut scratch.text,
+            stack: &mut scratch.stack,
+            entered: &mut scratch.entered,
+            pass: scratch.pass,
+        };
+        walk(&mut cx)
     }
 }
 

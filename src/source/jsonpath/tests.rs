@@ -108,3 +108,92 @@ fn fast_timestamps() {
     assert_eq!(parse_rfc3339_nanos("1970-01-01T01:00:00+01:00"), Some(0));
     assert_eq!(parse_rfc3339_nanos("2023-02-29T00:00:00Z"), None);
 }
+
+/// What each pointer found, owned (for comparing two walks).
+fn found_all(r: &Extracted<'_>) -> Vec<String> {
+    r.iter().map(|f| format!("{f:?}")).collect()
+}
+
+/// The byte scanner against serde_json's walk on the shipped JSON samples and on
+/// thousands of damaged copies of their lines (bytes deleted, replaced or inserted,
+/// JSON's own characters favoured): wherever `extract` answers, it answers what the
+/// serde walk answers — the same values, or the same error, with either skip mode.
+/// The scanner must also take the plain lines itself, or it would save nothing.
+#[test]
+fn byte_scanner_agrees_with_the_serde_walk() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut lines = Vec::new();
+    for f in ["data/binance_ticks_sample.jsonl", "data/daily_demand.jsonl"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        lines.extend(text.lines().take(400).map(|l| l.as_bytes().to_vec()));
+    }
+    let ptrs = [
+        "/Item/time_exchange",
+        "/Item/kind",
+        "/Item/kind/OrderBookL1/best_bid/price",
+        "/Item/kind/Trade/side",
+        "/Item/kind/Trade/price",
+        "/Item/instrument",
+        "/Item/instrument/0",
+        "/date",
+        "/demand",
+        "/value",
+        "",
+    ];
+    let sets = [Skip::Validate, Skip::Lenient].map(|s| PointerSet::new(ptrs.iter().map(|p| segs(p))).with_skip(s));
+    let (mut a, mut b) = (Scratch::new(), Scratch::new());
+    let mut check = |set: &PointerSet, doc: &[u8]| -> bool {
+        let fast = set.walk(&mut a, |cx| fast::Scan::new(doc).document(cx)).is_some();
+        let got = set.extract(doc, &mut a).map(|r| found_all(&r)).map_err(|e| e.to_string());
+        let want = set.extract_serde(doc, &mut b).map(|r| found_all(&r)).map_err(|e| e.to_string());
+        assert_eq!(got, want, "on {:?}", String::from_utf8_lossy(doc));
+        fast
+    };
+    let mut taken = 0;
+    for l in &lines {
+        for set in &sets {
+            taken += check(set, l) as usize;
+        }
+    }
+    assert_eq!(taken, 2 * lines.len(), "the scanner declined plain sample lines");
+    // Damaged lines: a seeded xorshift picks the damage.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let alphabet = b"{}[]:,\"\\ 0123456789.-+eEtrufalsn\x01\xc3\xa9";
+    let (mut accepted, mut rejected) = (0, 0);
+    for round in 0..6000 {
+        let mut d = lines[round % lines.len()].clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() as usize) % (d.len() + 1);
+            let c = alphabet[(next() as usize) % alphabet.len()];
+            match next() % 3 {
+                0 if at < d.len() => {
+                    d.remove(at);
+                }
+                1 if at < d.len() => d[at] = c,
+                _ => d.insert(at, c),
+            }
+        }
+        for set in &sets {
+            if check(set, &d) {
+                accepted += 1;
+            } else {
+                rejected += 1;
+            }
+        }
+    }
+    // Both sides of the scanner were exercised.
+    assert!(accepted > 1000 && rejected > 1000, "accepted {accepted}, declined {rejected}");
+    // Nesting: at the scanner's limit, beyond it, and beyond serde_json's.
+    for depth in [64, 65, 127, 128, 129, 200] {
+        let doc = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        for set in &sets {
+            check(set, doc.as_bytes());
+        }
+    }
+}

@@ -16,7 +16,7 @@ pub(super) struct Ctx<'a> {
 impl Ctx<'_> {
     /// Sets the slots of the pointers ending at the active nodes `stack[lo..hi]`.
     #[inline]
-    fn set(&mut self, lo: usize, hi: usize, v: Slot) {
+    pub(super) fn set(&mut self, lo: usize, hi: usize, v: Slot) {
         if hi == lo + 1 {
             // The usual case: one active node, with at most one pointer ending there.
             let slots = &self.nodes[self.stack[lo] as usize].slots;
@@ -32,11 +32,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn has_slots(&self, lo: usize, hi: usize) -> bool {
+    pub(super) fn has_slots(&self, lo: usize, hi: usize) -> bool {
         self.stack[lo..hi].iter().any(|&n| !self.nodes[n as usize].slots.is_empty())
     }
 
-    fn push_text(&mut self, s: &str) -> (usize, usize) {
+    pub(super) fn push_text(&mut self, s: &str) -> (usize, usize) {
         let a = self.text.len();
         self.text.push_str(s);
         (a, self.text.len())
@@ -44,7 +44,7 @@ impl Ctx<'_> {
 
     /// Pushes the children of the active nodes `stack[lo..hi]` that `matches` accepts;
     /// returns the new run's bounds (empty when nothing matched).
-    fn descend(&mut self, lo: usize, hi: usize, matches: impl Fn(&Child) -> bool) -> (usize, usize) {
+    pub(super) fn descend(&mut self, lo: usize, hi: usize, matches: impl Fn(&Child) -> bool) -> (usize, usize) {
         let start = self.stack.len();
         for i in lo..hi {
             let n = self.stack[i] as usize;
@@ -203,21 +203,29 @@ impl<'de> Visitor<'de> for Key<'_, '_, '_> {
     }
 
     fn visit_str<E>(self, k: &str) -> Result<Self::Value, E> {
-        if self.obj.track {
-            match self.obj.keys {
+        Ok(self.cx.key(self.lo, self.hi, self.obj, k))
+    }
+}
+
+impl Ctx<'_> {
+    /// A key `k` of an object at the active nodes `lo..hi` (noted in `obj`); pushes
+    /// the children it matches and returns their run.
+    pub(super) fn key(&mut self, lo: usize, hi: usize, obj: &mut ObjKeys, k: &str) -> (usize, usize) {
+        if obj.track {
+            match obj.keys {
                 0 => {
-                    self.obj.key = self.cx.push_text(k);
-                    self.obj.keys = 1;
+                    obj.key = self.push_text(k);
+                    obj.keys = 1;
                 }
-                1 if self.cx.text[self.obj.key.0..self.obj.key.1] != *k => self.obj.keys = 2,
+                1 if self.text[obj.key.0..obj.key.1] != *k => obj.keys = 2,
                 _ => {}
             }
         }
         let k = k.as_bytes();
         let h = head(k);
-        Ok(self.cx.descend(self.lo, self.hi, |c| {
+        self.descend(lo, hi, |c| {
             let ck = c.key.as_bytes();
             c.head == h && ck.len() == k.len() && (k.len() <= 8 || ck[8..] == k[8..])
-        }))
+        })
     }
 }

@@ -1,0 +1,306 @@
+//! A byte scanner for the common payload: ASCII strings without escapes, plain
+//! literals, shallow nesting. It walks the pointer trie as the serde walk does and
+//! sets the same slots, but declines (`None`) at anything outside that subset — an
+//! escape, a non-ASCII or control byte in a string, deep nesting, any syntax it does
+//! not expect — and the serde walk then parses the payload from the start, with its
+//! exact errors. So a payload it accepts is valid JSON that serde_json reads to the
+//! same values; numbers are read by serde_json itself (`Number`'s own parser), so
+//! their values and range errors are serde_json's.
+
+use super::walk::{Ctx, ObjKeys};
+use super::*;
+
+/// Nesting beyond this is left to serde_json (whose limit is 128).
+const MAX_DEPTH: u32 = 64;
+
+pub(super) struct Scan<'b> {
+    b: &'b [u8],
+    i: usize,
+}
+
+/// Per byte: 1 for bytes a plain string may hold (printable ASCII but `"` and `\`).
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x20;
+    while c < 0x7f {
+        t[c] = c != b'"' as usize && c != b'\\' as usize;
+        c += 1;
+    }
+    t
+};
+
+/// True when all eight bytes of `w` are plain: none is `"`, `\\`, below 0x20 or
+/// above 0x7e (the classic has-zero-byte tests, exact for bytes below 0x80).
+#[inline]
+fn all_plain(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = zero(w ^ (ONES * b'"' as u64));
+    let slash = zero(w ^ (ONES * b'\\' as u64));
+    // Bytes below 0x20: subtracting 0x20 borrows into the high bit (for bytes < 0x80).
+    let low = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    // Bytes of 0x7f and above: adding 1 to 0x7f, or the byte's own high bit.
+    let high = (w | w.wrapping_add(ONES)) & HIGH;
+    (quote | slash | low | high) == 0
+}
+
+impl<'b> Scan<'b> {
+    pub(super) fn new(b: &'b [u8]) -> Self {
+        Scan { b, i: 0 }
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// A plain string at the cursor (the opening quote); its contents.
+    #[inline]
+    fn string(&mut self) -> Option<&'b str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        // Eight bytes at a time while none of them ends the plain run.
+        while let Some(w) = self.b.get(self.i..self.i + 8) {
+            if !all_plain(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
+                break;
+            }
+            self.i += 8;
+        }
+        while PLAIN[*self.b.get(self.i)? as usize] {
+            self.i += 1;
+        }
+        let end = self.i;
+        self.eat(b'"')?;
+        // SAFETY: every byte in start..end is printable ASCII (`PLAIN`), so valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(&self.b[start..end]) })
+    }
+
+    /// A number at the cursor, read by serde_json.
+    #[inline]
+    fn number(&mut self) -> Option<Number> {
+        let start = self.i;
+        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
+            self.i += 1;
+        }
+        serde_json::from_slice::<Number>(&self.b[start..self.i]).ok()
+    }
+
+    #[inline]
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// The whole payload: one value at the trie's root, whitespace around it.
+    pub(super) fn document(mut self, cx: &mut Ctx<'_>) -> Option<()> {
+        self.ws();
+        self.at(cx, 0, 1, 0)?;
+        self.ws();
+        (self.i == self.b.len()).then_some(())
+    }
+
+    /// The value at the active trie nodes `cx.stack[lo..hi]` (as `walk::At`).
+    fn at(&mut self, cx: &mut Ctx<'_>, lo: usize, hi: usize, depth: u32) -> Option<()> {
+        for k in lo..hi {
+            let n = cx.stack[k] as usize;
+            if cx.entered[n] == cx.pass {
+                for &s in &cx.nodes[n].subtree {
+                    cx.slots[s as usize] = Slot::Missing;
+                }
+            }
+            cx.entered[n] = cx.pass;
+        }
+        match self.peek()? {
+            b'"' => {
+                let s = self.string()?;
+                if cx.has_slots(lo, hi) {
+                    let (a, b) = cx.push_text(s);
+                    cx.set(lo, hi, Slot::Str(a, b));
+                }
+            }
+            b'{' => self.object(cx, lo, hi, depth + 1)?,
+            b'[' => self.array(cx, lo, hi, depth + 1)?,
+            b't' => {
+                self.literal(b"true")?;
+                cx.set(lo, hi, Slot::Bool(true));
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                cx.set(lo, hi, Slot::Bool(false));
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                cx.set(lo, hi, Slot::Null);
+            }
+            b'-' | b'0'..=b'9' => {
+                let n = self.number()?;
+                cx.set(lo, hi, Slot::Number(n));
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn object(&mut self, cx: &mut Ctx<'_>, lo: usize, hi: usize, depth: u32) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'{')?;
+        let mut obj = ObjKeys { track: cx.has_slots(lo, hi), keys: 0, key: (0, 0) };
+        self.ws();
+        if self.eat(b'}').is_none() {
+            loop {
+                let k = self.string()?;
+                let (clo, chi) = cx.key(lo, hi, &mut obj, k);
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                if clo == chi {
+                    self.skip(depth)?;
+                } else {
+                    self.at(cx, clo, chi, depth)?;
+                }
+                cx.stack.truncate(clo);
+                self.ws();
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        self.ws();
+                    }
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        if obj.track {
+            cx.set(lo, hi, Slot::Object { keys: obj.keys, key: obj.key });
+        }
+        Some(())
+    }
+
+    fn array(&mut self, cx: &mut Ctx<'_>, lo: usize, hi: usize, depth: u32) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'[')?;
+        cx.set(lo, hi, Slot::Array);
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        let mut i = 0usize;
+        loop {
+            let (clo, chi) = cx.descend(lo, hi, |c| c.index == Some(i));
+            if clo == chi {
+                self.skip(depth)?;
+            } else {
+                self.at(cx, clo, chi, depth)?;
+            }
+            cx.stack.truncate(clo);
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+            i += 1;
+        }
+    }
+
+    /// A value outside the pointers: checked, not kept.
+    fn skip(&mut self, depth: u32) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let close = if self.peek()? == b'{' { b'}' } else { b']' };
+                if depth + 1 > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.eat(close).is_some() {
+                    return Some(());
+                }
+                loop {
+                    if close == b'}' {
+                        self.string()?;
+                        self.ws();
+                        self.eat(b':')?;
+                        self.ws();
+                    }
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            self.ws();
+                        }
+                        c if c == close => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number().map(|_| ()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word test never passes a word with a byte the table refuses (it may refuse
+    /// a plain word: the byte loop then reads it). Every byte value in every lane,
+    /// amid plain and random neighbours.
+    #[test]
+    fn word_test_never_passes_a_refused_byte() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for lane in 0..8 {
+            for b in 0..=255u8 {
+                for k in 0..64 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let mut bytes = if k % 2 == 0 { *b"abcdefgh" } else { x.to_le_bytes() };
+                    bytes[lane] = b;
+                    let plain = bytes.iter().all(|&c| PLAIN[c as usize]);
+                    let passed = all_plain(u64::from_le_bytes(bytes));
+                    assert!(!passed || plain, "{bytes:?} passed");
+                    if k == 0 {
+                        // Amid plain letters, exact.
+                        assert_eq!(passed, plain, "{bytes:?}");
+                    }
+                }
+            }
+        }
+    }
+}
