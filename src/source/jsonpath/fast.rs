@@ -104,6 +104,21 @@ impl<'b> Scan<'b> {
         (self.b.get(self.i..end)? == word).then(|| self.i = end)
     }
 
+    /// After a member or element: `,` (true: another follows) or `close` (false:
+    /// the container ends); anything else declines.
+    #[inline]
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let c = self.peek()?;
+        self.i += 1;
+        if c == b',' {
+            self.ws();
+            Some(true)
+        } else {
+            (c == close).then_some(false)
+        }
+    }
+
     /// The whole payload: one value at the trie's root, whitespace around it.
     pub(super) fn document(mut self, cx: &mut Ctx<'_>) -> Option<()> {
         self.ws();
@@ -174,17 +189,8 @@ impl<'b> Scan<'b> {
                     self.at(cx, clo, chi, depth)?;
                 }
                 cx.stack.truncate(clo);
-                self.ws();
-                match self.peek()? {
-                    b',' => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
+                if !self.more(b'}')? {
+                    break;
                 }
             }
         }
@@ -213,17 +219,8 @@ impl<'b> Scan<'b> {
                 self.at(cx, clo, chi, depth)?;
             }
             cx.stack.truncate(clo);
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b']')? {
+                return Some(());
             }
             i += 1;
         }
@@ -251,17 +248,8 @@ impl<'b> Scan<'b> {
                         self.ws();
                     }
                     self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => {
-                            self.i += 1;
-                            self.ws();
-                        }
-                        c if c == close => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
+                    if !self.more(close)? {
+                        return Some(());
                     }
                 }
             }
