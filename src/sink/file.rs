@@ -233,8 +233,8 @@ impl FileSink {
         let mut g = self.inner.lock().map_err(|_| Error::Internal("file sink poisoned".into()))?;
         let Some(mut inner) = g.take() else { return Ok(()) };
         let sent = inner.send();
-        let written = inner.writer.join();
-        sent.and(written)
+        // A writer that stopped on an error is why the last batch could not be sent.
+        inner.writer.join().and(sent)
     }
 
     fn append(&self, out: &Outputs) -> Result<Ends> {

@@ -129,15 +129,7 @@ impl<'b> Scan<'b> {
 
     /// The value at the active trie nodes `cx.stack[lo..hi]` (as `walk::At`).
     fn at(&mut self, cx: &mut Ctx<'_>, lo: usize, hi: usize, depth: u32) -> Option<()> {
-        for k in lo..hi {
-            let n = cx.stack[k] as usize;
-            if cx.entered[n] == cx.pass {
-                for &s in &cx.nodes[n].subtree {
-                    cx.slots[s as usize] = Slot::Missing;
-                }
-            }
-            cx.entered[n] = cx.pass;
-        }
+        cx.enter(lo, hi);
         match self.peek()? {
             b'"' => {
                 let s = self.string()?;
@@ -230,8 +222,8 @@ impl<'b> Scan<'b> {
     fn skip(&mut self, depth: u32) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
-            b'{' | b'[' => {
-                let close = if self.peek()? == b'{' { b'}' } else { b']' };
+            open @ (b'{' | b'[') => {
+                let close = if open == b'{' { b'}' } else { b']' };
                 if depth + 1 > MAX_DEPTH {
                     return None;
                 }

@@ -42,6 +42,42 @@ impl Ctx<'_> {
         (a, self.text.len())
     }
 
+    /// Marks the active nodes `stack[lo..hi]` entered for this payload. A repeated key
+    /// replaces everything found below its earlier occurrence (below a node entered
+    /// for the first time, everything is still missing).
+    pub(super) fn enter(&mut self, lo: usize, hi: usize) {
+        for &n in &self.stack[lo..hi] {
+            let n = n as usize;
+            if self.entered[n] == self.pass {
+                for &s in &self.nodes[n].subtree {
+                    self.slots[s as usize] = Slot::Missing;
+                }
+            }
+            self.entered[n] = self.pass;
+        }
+    }
+
+    /// A key `k` of an object at the active nodes `lo..hi` (noted in `obj`); pushes
+    /// the children it matches and returns their run.
+    pub(super) fn key(&mut self, lo: usize, hi: usize, obj: &mut ObjKeys, k: &str) -> (usize, usize) {
+        if obj.track {
+            match obj.keys {
+                0 => {
+                    obj.key = self.push_text(k);
+                    obj.keys = 1;
+                }
+                1 if self.text[obj.key.0..obj.key.1] != *k => obj.keys = 2,
+                _ => {}
+            }
+        }
+        let k = k.as_bytes();
+        let h = head(k);
+        self.descend(lo, hi, |c| {
+            let ck = c.key.as_bytes();
+            c.head == h && ck.len() == k.len() && (k.len() <= 8 || ck[8..] == k[8..])
+        })
+    }
+
     /// Pushes the children of the active nodes `stack[lo..hi]` that `matches` accepts;
     /// returns the new run's bounds (empty when nothing matched).
     pub(super) fn descend(&mut self, lo: usize, hi: usize, matches: impl Fn(&Child) -> bool) -> (usize, usize) {
@@ -69,18 +105,7 @@ impl<'de> DeserializeSeed<'de> for At<'_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        // A repeated key replaces everything found below its earlier occurrence (below a
-        // node entered for the first time, everything is still missing).
-        let cx = &mut *self.cx;
-        for &n in &cx.stack[self.lo..self.hi] {
-            let n = n as usize;
-            if cx.entered[n] == cx.pass {
-                for &s in &cx.nodes[n].subtree {
-                    cx.slots[s as usize] = Slot::Missing;
-                }
-            }
-            cx.entered[n] = cx.pass;
-        }
+        self.cx.enter(self.lo, self.hi);
         d.deserialize_any(self)
     }
 }
@@ -204,28 +229,5 @@ impl<'de> Visitor<'de> for Key<'_, '_, '_> {
 
     fn visit_str<E>(self, k: &str) -> Result<Self::Value, E> {
         Ok(self.cx.key(self.lo, self.hi, self.obj, k))
-    }
-}
-
-impl Ctx<'_> {
-    /// A key `k` of an object at the active nodes `lo..hi` (noted in `obj`); pushes
-    /// the children it matches and returns their run.
-    pub(super) fn key(&mut self, lo: usize, hi: usize, obj: &mut ObjKeys, k: &str) -> (usize, usize) {
-        if obj.track {
-            match obj.keys {
-                0 => {
-                    obj.key = self.push_text(k);
-                    obj.keys = 1;
-                }
-                1 if self.text[obj.key.0..obj.key.1] != *k => obj.keys = 2,
-                _ => {}
-            }
-        }
-        let k = k.as_bytes();
-        let h = head(k);
-        self.descend(lo, hi, |c| {
-            let ck = c.key.as_bytes();
-            c.head == h && ck.len() == k.len() && (k.len() <= 8 || ck[8..] == k[8..])
-        })
     }
 }
