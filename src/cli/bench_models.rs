@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::model::keyed::{self, KeyOps};
 use crate::model::{self, device};
-use crate::pipeline::config::choice::{DeviceChoice, ModelKind};
+use crate::pipeline::config::choice::{DeviceChoice, ModelKind, Precision};
 use crate::pipeline::config::ModelConfig;
 
 #[derive(clap::Args, Debug)]
@@ -31,7 +31,11 @@ pub struct BenchModelsArgs {
     /// Keyed models per partition (rows round-robin over them).
     #[arg(long, default_value_t = 1)]
     pub keys: usize,
-    /// Also write the results as a JSON list of {kind, keys, batch, threads, rows_per_s, device}.
+    /// `f64` or `f32` (`model.precision`: the LSTM only; the other kinds are skipped
+    /// under f32).
+    #[arg(long, default_value = "f64")]
+    pub precision: Precision,
+    /// Also write the results as a JSON list of {kind, keys, batch, threads, rows_per_s, device, precision}.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 }
@@ -46,6 +50,8 @@ pub struct ModelRate {
     pub threads: usize,
     pub rows_per_s: f64,
     pub device: String,
+    /// `f64` or `f32`.
+    pub precision: String,
 }
 
 pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
@@ -54,13 +60,18 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
     let all = [ModelKind::Linear, ModelKind::Rls, ModelKind::Mlp, ModelKind::Lstm, ModelKind::Cnn1d];
     let kinds: Vec<ModelKind> = if a.kinds.is_empty() { all.to_vec() } else { a.kinds.clone() };
     let dev_name = model::device_name(&dev).to_string();
-    println!("device {:?}, {} rows per kind, {d} features, {} key(s)", a.device, a.rows, a.keys);
+    println!("device {:?}, {} rows per kind, {d} features, {} key(s), {}", a.device, a.rows, a.keys, a.precision);
+    let precision = a.precision.as_str().to_string();
     let mut rates = Vec::new();
     for kind in kinds {
+        if a.precision == Precision::F32 && kind != ModelKind::Lstm {
+            continue;
+        }
         let window = if kind.is_sequence() { 8 } else { 1 };
         let cfg: ModelConfig = toml::from_str(&format!(
-            "kind = \"{kind}\"\noptimizer = \"adamw\"\nlearning_rate = 0.001\nhidden = [32]\nwindow = {window}\nkernel = 3\n\
-             features = [\"f\"]\ntarget = \"y\"\nhorizon = 1"
+            "kind = \"{kind}\"\noptimizer = \"adamw\"\nlearning_rate = 0.001\nhidden = [32]\nwindow = {window}\nkernel = 3\nprecision = \"{}\"\n\
+             features = [\"f\"]\ntarget = \"y\"\nhorizon = 1",
+            a.precision
         ))?;
         let n = d * window;
         let mut line = format!("{kind:<8}");
@@ -73,7 +84,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             for threads in counts {
                 let rate = keyed_rate(&cfg, n, &dev, a.keys, a.rows.max(a.keys), threads)?;
                 println!("{kind:<8}  {} keys, {threads} thread(s): {rate:>10.0} rows/s", a.keys);
-                rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads, rows_per_s: rate, device: dev_name.clone() });
+                rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone() });
             }
             continue;
         }
@@ -91,7 +102,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             let s = started.elapsed().as_secs_f64();
             let rate = (steps * batch) as f64 / s;
             line.push_str(&format!("  batch {batch:>3}: {rate:>10.0} rows/s"));
-            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, threads: 1, rows_per_s: rate, device: dev_name.clone() });
+            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone() });
         }
         println!("{line}");
     }

@@ -1,13 +1,99 @@
-//! Numeric kernels of the f64 networks: a vectorisable eˣ, sigmoid and tanh, and
-//! the fixed-order vector loops (axpy, four-row gemv, sixteen-sum dot, four dots at
-//! once). Fixed summation orders and no FMA: the same bits on any x86-64 and in any build.
+//! Numeric kernels of the plain-code networks, generic over f64 and f32 ([`Real`]): a
+//! vectorisable eˣ, sigmoid and tanh, and the fixed-order vector loops (axpy,
+//! four-row gemv, sixteen-sum dot, four dots at once). Fixed summation orders and no
+//! FMA: the same bits on any x86-64 and in any build, for either precision.
+
+use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub, SubAssign};
+
+/// The float types the kernels and the plain-code LSTM run in: f64 (the default, the
+/// bits the candle reference pins) and f32 (half the memory traffic and twice the
+/// SIMD lanes, for users who ask for `model.precision = "f32"`).
+pub trait Real:
+    Copy
+    + Default
+    + PartialEq
+    + PartialOrd
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const TWO: Self;
+    /// `x` rounded to this type (exact for f64).
+    fn of(x: f64) -> Self;
+    /// The value as f64 (exact).
+    fn f64(self) -> f64;
+    /// The correctly rounded square root.
+    fn root(self) -> Self;
+    /// [`exp`] in this type.
+    fn exp_k(self) -> Self;
+}
+
+impl Real for f64 {
+    const ZERO: f64 = 0.0;
+    const ONE: f64 = 1.0;
+    const TWO: f64 = 2.0;
+    #[inline(always)]
+    fn of(x: f64) -> f64 {
+        x
+    }
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn root(self) -> f64 {
+        self.sqrt()
+    }
+    #[inline(always)]
+    fn exp_k(self) -> f64 {
+        exp64(self)
+    }
+}
+
+impl Real for f32 {
+    const ZERO: f32 = 0.0;
+    const ONE: f32 = 1.0;
+    const TWO: f32 = 2.0;
+    #[inline(always)]
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn root(self) -> f32 {
+        self.sqrt()
+    }
+    #[inline(always)]
+    fn exp_k(self) -> f32 {
+        exp32(self)
+    }
+}
+
+/// eˣ in either precision (see [`exp64`], [`exp32`]).
+#[inline(always)]
+pub fn exp<F: Real>(x: F) -> F {
+    x.exp_k()
+}
 
 /// eˣ without a library call, so loops over gates vectorise: x = k·ln 2 + r with
 /// |r| ≤ ½ln 2 (Cody–Waite, ln 2 split in two), eʳ by its Taylor series to r¹²
 /// (truncation < 2·10⁻¹⁶ relative), 2ᵏ put straight into the exponent bits. Within
 /// ~2 ulp of libm's (tested); saturates below e⁻⁷⁰⁸ and above e⁷⁰⁹.
 #[inline(always)]
-pub fn exp(x: f64) -> f64 {
+pub fn exp64(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
@@ -25,23 +111,47 @@ pub fn exp(x: f64) -> f64 {
     p * two_k
 }
 
+/// eˣ in f32, as [`exp64`]: x = k·ln 2 + r with |r| ≤ ½ln 2 (Cody–Waite, ln 2 split
+/// in two), eʳ by its Taylor series to r⁸ (truncation < 10⁻⁹ relative), 2ᵏ put
+/// straight into the exponent bits. Within a few ulp of libm's (tested); saturates
+/// below e⁻⁸⁷ and above e⁸⁸.
 #[inline(always)]
-pub fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + exp(-x))
+pub fn exp32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2's leading 16 bits (k·LN2_HI is exact for |k| ≤ 2⁸) and the rest.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits.
+    const SHIFT: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2E + SHIFT;
+    let k = t - SHIFT;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let mut p = 1.0 / 40_320.0;
+    for c in [5_040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0] {
+        p = p * r + 1.0 / c;
+    }
+    let two_k = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
+    p * two_k
+}
+
+#[inline(always)]
+pub fn sigmoid<F: Real>(x: F) -> F {
+    F::ONE / (F::ONE + exp(-x))
 }
 
 /// tanh x = 1 − 2/(e²ˣ + 1): absolute error ~10⁻¹⁶ (relative error grows near 0,
 /// where the value itself is small).
 #[inline(always)]
-pub fn tanh(x: f64) -> f64 {
-    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+pub fn tanh<F: Real>(x: F) -> F {
+    F::ONE - F::TWO / (exp(F::TWO * x) + F::ONE)
 }
 
 /// y += a·x over equal-length slices.
 #[inline(always)]
-pub fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+pub fn axpy<F: Real>(y: &mut [F], a: F, x: &[F]) {
     for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
+        *yi += a * *xi;
     }
 }
 
@@ -50,18 +160,18 @@ pub fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
 /// one by one. Sixteen elements of y at a time stay in registers over all the rows
 /// (one load and store of y in all), the rows read sixteen values at a time.
 #[inline(always)]
-pub fn gemv_acc(y: &mut [f64], a: &[f64], w: &[f64]) {
+pub fn gemv_acc<F: Real>(y: &mut [F], a: &[F], w: &[F]) {
     const C: usize = 16;
     let n = y.len();
     assert!(w.len() >= a.len() * n, "a row per coefficient");
     let full = n - n % C;
     for c0 in (0..full).step_by(C) {
-        let yb: &mut [f64; C] = (&mut y[c0..c0 + C]).try_into().expect("16 values");
+        let yb: &mut [F; C] = (&mut y[c0..c0 + C]).try_into().expect("16 values");
         let mut acc = *yb;
         let mut coefs = a.chunks_exact(4);
         let mut r = 0;
         for c in coefs.by_ref() {
-            let row = |i: usize| -> &[f64; C] { w[(r + i) * n + c0..(r + i) * n + c0 + C].try_into().expect("16 values") };
+            let row = |i: usize| -> &[F; C] { w[(r + i) * n + c0..(r + i) * n + c0 + C].try_into().expect("16 values") };
             let (w0, w1, w2, w3) = (row(0), row(1), row(2), row(3));
             let (a0, a1, a2, a3) = (c[0], c[1], c[2], c[3]);
             for k in 0..C {
@@ -70,7 +180,7 @@ pub fn gemv_acc(y: &mut [f64], a: &[f64], w: &[f64]) {
             r += 4;
         }
         for &ai in coefs.remainder() {
-            let wr: &[f64; C] = w[r * n + c0..r * n + c0 + C].try_into().expect("16 values");
+            let wr: &[F; C] = w[r * n + c0..r * n + c0 + C].try_into().expect("16 values");
             for k in 0..C {
                 acc[k] += ai * wr[k];
             }
@@ -97,8 +207,8 @@ pub fn gemv_acc(y: &mut [f64], a: &[f64], w: &[f64]) {
 /// x·y with sixteen running sums (four 4-wide vectors; fixed order, so
 /// deterministic), then the remainder.
 #[inline(always)]
-pub fn dot(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 16];
+pub fn dot<F: Real>(x: &[F], y: &[F]) -> F {
+    let mut acc = [F::ZERO; 16];
     let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
     let (xr, yr) = (xc.remainder(), yc.remainder());
     for (a, b) in xc.zip(yc) {
@@ -111,14 +221,14 @@ pub fn dot(x: &[f64], y: &[f64]) -> f64 {
 
 /// [`dot`]'s sixteen sums folded in its fixed order, plus the remainder.
 #[inline(always)]
-fn dot_finish(acc: &[f64; 16], xr: &[f64], yr: &[f64]) -> f64 {
-    let mut lanes = [0.0f64; 4];
+fn dot_finish<F: Real>(acc: &[F; 16], xr: &[F], yr: &[F]) -> F {
+    let mut lanes = [F::ZERO; 4];
     for k in 0..4 {
         lanes[k] = (acc[k] + acc[k + 4]) + (acc[k + 8] + acc[k + 12]);
     }
     let mut s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
     for (a, b) in xr.iter().zip(yr) {
-        s += a * b;
+        s += *a * *b;
     }
     s
 }
@@ -127,14 +237,14 @@ fn dot_finish(acc: &[f64; 16], xr: &[f64], yr: &[f64]) -> f64 {
 /// bit for bit [`dot`]'s sums, four rows at a time so each load of `y` serves four
 /// rows and every row's sixteen sums stay in registers.
 #[inline(always)]
-pub fn dot_rows(out: &mut [f64], m: &[f64], y: &[f64]) {
+pub fn dot_rows<F: Real>(out: &mut [F], m: &[F], y: &[F]) {
     let n = y.len();
     let (yc, yr) = (y.chunks_exact(16), y.chunks_exact(16).remainder());
     let mut outs = out.chunks_exact_mut(4);
     let mut rows = m.chunks_exact(n);
     for o in outs.by_ref() {
         let (r0, r1, r2, r3) = (rows.next().expect("a row per output"), rows.next().expect("row"), rows.next().expect("row"), rows.next().expect("row"));
-        let (mut c0, mut c1, mut c2, mut c3) = ([0.0f64; 16], [0.0f64; 16], [0.0f64; 16], [0.0f64; 16]);
+        let (mut c0, mut c1, mut c2, mut c3) = ([F::ZERO; 16], [F::ZERO; 16], [F::ZERO; 16], [F::ZERO; 16]);
         for ((((b, a0), a1), a2), a3) in yc.clone().zip(r0.chunks_exact(16)).zip(r1.chunks_exact(16)).zip(r2.chunks_exact(16)).zip(r3.chunks_exact(16)) {
             for k in 0..16 {
                 c0[k] += a0[k] * b[k];
@@ -221,5 +331,64 @@ mod tests {
         assert!(sigmoid(-1e6) < 1e-300 && sigmoid(1e6) == 1.0);
         assert_eq!((tanh(1e6), tanh(-1e6)), (1.0, -1.0));
         assert!(exp(f64::NAN).is_nan());
+    }
+
+    /// The f32 kernels against libm's f64 functions (an independent reference, read
+    /// at f32 precision) over the gates' range and beyond: relative error of `exp` ≤
+    /// 4 ulp (4·2⁻²³), absolute error of `tanh` and `sigmoid` ≤ 4·2⁻²³; saturation at
+    /// the ends.
+    #[test]
+    fn f32_exp_tanh_sigmoid_match_libm() {
+        let ulp = f32::EPSILON as f64;
+        let mut worst = [0.0f64; 3];
+        for i in -87_000..=88_000 {
+            let x = (i as f64 * 1e-3 + 1e-7 * (i % 7) as f64) as f32;
+            let xd = x as f64;
+            let want = xd.exp();
+            let e = exp(x) as f64;
+            worst[0] = worst[0].max((e - want).abs() / want);
+            worst[1] = worst[1].max((tanh(x) as f64 - xd.tanh()).abs());
+            worst[2] = worst[2].max((sigmoid(x) as f64 - 1.0 / (1.0 + (-xd).exp())).abs());
+        }
+        assert!(worst[0] <= 4.0 * ulp, "exp: {} ulp", worst[0] / ulp);
+        assert!(worst[1] <= 4.0 * ulp && worst[2] <= 4.0 * ulp, "tanh, sigmoid: {:?} ulp", [worst[1] / ulp, worst[2] / ulp]);
+        assert_eq!(exp(0.0f32), 1.0);
+        assert!(sigmoid(-1e6f32) < 1e-37 && sigmoid(1e6f32) == 1.0);
+        assert_eq!((tanh(1e6f32), tanh(-1e6f32)), (1.0, -1.0));
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    /// The f32 instances keep the f64 ones' summation order: each f32 result equals
+    /// the same loop written out in f32 here (`gemv_acc` against the row pass,
+    /// `dot_rows` against `dot`).
+    #[test]
+    fn f32_loops_keep_the_fixed_order() {
+        let mut d = crate::model::rand::Draws(5);
+        for (rows, n) in [(32, 128), (8, 128), (5, 37), (3, 9)] {
+            let w: Vec<f32> = (0..rows * n).map(|_| d.symmetric(1.0) as f32).collect();
+            let a: Vec<f32> = (0..rows).map(|_| d.symmetric(2.0) as f32).collect();
+            let mut y = vec![0.5f32; n];
+            gemv_acc(&mut y, &a, &w);
+            for (j, yj) in y.iter().enumerate() {
+                let mut want = 0.5f32;
+                let mut r = 0;
+                while r + 4 <= rows {
+                    let at = |i: usize| w[(r + i) * n + j];
+                    want += (a[r] * at(0) + a[r + 1] * at(1)) + (a[r + 2] * at(2) + a[r + 3] * at(3));
+                    r += 4;
+                }
+                while r < rows {
+                    want += a[r] * w[r * n + j];
+                    r += 1;
+                }
+                assert_eq!(yj.to_bits(), want.to_bits(), "{rows}×{n}, element {j}");
+            }
+            let ys: Vec<f32> = (0..n).map(|_| d.symmetric(3.0) as f32).collect();
+            let mut out = vec![0.0f32; rows];
+            dot_rows(&mut out, &w, &ys);
+            for (r, o) in out.iter().enumerate() {
+                assert_eq!(o.to_bits(), dot(&w[r * n..(r + 1) * n], &ys).to_bits(), "{rows}×{n}, row {r}");
+            }
+        }
     }
 }

@@ -187,7 +187,7 @@ mod tests {
         check(&linear);
         // The LSTM keeps per-thread scratch buffers: they must not leak between keys.
         let lstm = || -> Result<Box<dyn OnlineModel>> {
-            Ok(Box::new(crate::model::lstm::LstmModel::new(1, 2, 3, &crate::model::net::Training { loss: crate::model::loss::Loss::Mse, optim: Optim::AdamW, learning_rate: 0.05, seed: 3 })?))
+            Ok(Box::new(crate::model::lstm::LstmModel::<f64>::new(1, 2, 3, &crate::model::net::Training { loss: crate::model::loss::Loss::Mse, optim: Optim::AdamW, learning_rate: 0.05, seed: 3 })?))
         };
         check(&lstm);
     }

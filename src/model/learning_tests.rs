@@ -158,7 +158,7 @@ fn sequence_models_learn_an_ar2() {
     for kind in [ModelKind::Lstm, ModelKind::Cnn1d] {
         let shape = seq::SeqShape { kind, window: 4, d: 1, hidden: 16, kernel: 2 };
         let t = net::Training { loss: loss::Loss::Mse, optim: linear::Optim::AdamW, learning_rate: 0.01, seed: 3 };
-        let mut m = seq::SeqModel::new(&shape, &t, &Device::Cpu).unwrap();
+        let mut m = seq::SeqModel::new(&shape, &t, candle_core::DType::F64, &Device::Cpu).unwrap();
         let mut rng = Rng(5);
         let mut ys = vec![0.0f64; 4];
         let (mut late, mut late_zero) = (0.0, 0.0);

@@ -23,7 +23,7 @@ pub mod wrappers;
 use candle_core::Device;
 
 use crate::error::{Error, Result};
-use crate::pipeline::config::choice::{DeviceChoice, DriftDetector, DriftResponse, LossKind, ModelKind, OptimizerChoice};
+use crate::pipeline::config::choice::{DeviceChoice, DriftDetector, DriftResponse, LossKind, ModelKind, OptimizerChoice, Precision};
 use crate::pipeline::config::ModelConfig;
 pub use snapshot::Snapshot;
 
@@ -342,6 +342,9 @@ impl OnlineModel for HlAuto {
 }
 
 fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
+    if cfg.precision == Precision::F32 && cfg.kind != ModelKind::Lstm {
+        return Err(Error::Config(format!("model.precision \"f32\" is for kind \"lstm\"; {} runs in f64", cfg.kind)));
+    }
     if cfg.loss == LossKind::HlGauss {
         if !matches!(cfg.kind, ModelKind::Linear | ModelKind::Mlp) {
             return Err(Error::Config(format!("model.loss \"hl_gauss\" needs kind linear or mlp, not {:?}", cfg.kind)));
@@ -370,15 +373,23 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             Ok(Box::new(linear::LinearModel::with_loss(n_features, optimizer(cfg), cfg.learning_rate, loss, device)?))
         }
         ModelKind::Mlp => Ok(Box::new(mlp::MlpModel::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?, device)?)),
-        // On the CPU the LSTM is plain f64 code (the same model, see `lstm`).
+        // On the CPU the LSTM is plain code in f64 or f32 (the same model, see `lstm`).
         ModelKind::Lstm if device.is_cpu() => {
             let window = cfg.window.max(1);
-            Ok(Box::new(lstm::LstmModel::new(window, n_features / window, cfg.hidden.first().copied().unwrap_or(32), &training(cfg)?)?))
+            let (d, hidden, t) = (n_features / window, cfg.hidden.first().copied().unwrap_or(32), training(cfg)?);
+            Ok(match cfg.precision {
+                Precision::F64 => Box::new(lstm::LstmModel::<f64>::new(window, d, hidden, &t)?),
+                Precision::F32 => Box::new(lstm::LstmModel::<f32>::new(window, d, hidden, &t)?),
+            })
         }
         ModelKind::Lstm | ModelKind::Cnn1d => {
             let window = cfg.window.max(1);
             let shape = seq::SeqShape { kind: cfg.kind, window: cfg.window, d: n_features / window, hidden: cfg.hidden.first().copied().unwrap_or(32), kernel: cfg.kernel };
-            Ok(Box::new(seq::SeqModel::new(&shape, &training(cfg)?, device)?))
+            let dtype = match cfg.precision {
+                Precision::F64 => candle_core::DType::F64,
+                Precision::F32 => candle_core::DType::F32,
+            };
+            Ok(Box::new(seq::SeqModel::new(&shape, &training(cfg)?, dtype, device)?))
         }
         ModelKind::Rls => Ok(Box::new(rls::RlsModel::new(n_features, cfg.forgetting_factor, cfg.regularization, device)?)),
     }

@@ -4,7 +4,7 @@
 //! optimizer and its learning rate, the step count — and implements
 //! [`OnlineModel`] once for all of them.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
 use super::linear::Optim;
@@ -60,7 +60,7 @@ impl<A: Arch> NetModel<A> {
     /// One optimizer step on the mean loss over rows `xs` with targets `ys`.
     fn step(&mut self, xs: &[f64], ys: &[f64]) -> Result<f64> {
         let loss = self.arch.loss(xs, ys, &self.loss, &self.device)?;
-        let value = loss.to_scalar::<f64>()?;
+        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         self.opt.step(&loss)?;
         self.updates += 1;
         Ok(value)
@@ -77,7 +77,7 @@ pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, Tensor)> {
 
 impl<A: Arch> OnlineModel for NetModel<A> {
     fn predict(&self, x: &[f64]) -> Result<f64> {
-        Ok(self.arch.estimate(x, &self.device)?.flatten_all()?.to_vec1::<f64>()?[0])
+        Ok(self.arch.estimate(x, &self.device)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0])
     }
 
     fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
@@ -90,7 +90,7 @@ impl<A: Arch> OnlineModel for NetModel<A> {
 
     fn predict_batch(&self, xs: &[f64], n: usize, out: &mut Vec<f64>) -> Result<()> {
         if self.arch.batches() {
-            *out = self.arch.estimate(xs, &self.device)?.flatten_all()?.to_vec1::<f64>()?;
+            *out = self.arch.estimate(xs, &self.device)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         } else {
             out.clear();
             for x in xs.chunks(n) {
@@ -124,7 +124,7 @@ impl<A: Arch> OnlineModel for NetModel<A> {
     fn parameters(&self) -> Result<Vec<f64>> {
         let mut out = Vec::new();
         for (_, t) in self.named() {
-            out.extend(t.flatten_all()?.to_vec1::<f64>()?);
+            out.extend(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?);
         }
         Ok(out)
     }

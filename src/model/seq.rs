@@ -29,6 +29,8 @@ pub struct Seq {
     head: Linear,
     window: usize,
     d: usize,
+    /// The variables' float type (F64, or F32 for `model.precision = "f32"`).
+    dtype: DType,
 }
 
 /// A sequence network as an online model.
@@ -60,19 +62,20 @@ fn seed_vars(varmap: &VarMap, seed: u64) -> Result<()> {
         let fan_in: usize = if dims.len() >= 2 { dims[1..].iter().product() } else { dims[0] };
         let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
         let vals: Vec<f64> = (0..shape.elem_count()).map(|_| draws.symmetric(bound)).collect();
-        var.set(&Tensor::from_vec(vals, shape, var.device())?)?;
+        var.set(&Tensor::from_vec(vals, shape, var.device())?.to_dtype(var.dtype())?)?;
     }
     Ok(())
 }
 
 impl NetModel<Seq> {
-    pub fn new(shape: &SeqShape, t: &Training, device: &Device) -> Result<Self> {
+    /// `dtype`: F64, or F32 (the seeded values rounded to f32).
+    pub fn new(shape: &SeqShape, t: &Training, dtype: DType, device: &Device) -> Result<Self> {
         let SeqShape { kind, window, d, hidden, kernel } = *shape;
         if window == 0 || hidden == 0 {
             return Err(Error::Config("sequence models need model.window ≥ 1 and a hidden size ≥ 1".into()));
         }
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F64, device);
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let net = match kind {
             ModelKind::Lstm => Net::Lstm(candle_nn::lstm(d, hidden, LSTMConfig::default(), vb.pp("lstm"))?),
             ModelKind::Cnn1d => {
@@ -89,7 +92,7 @@ impl NetModel<Seq> {
         };
         let head = candle_nn::linear(head_in, 1, vb.pp("head"))?;
         seed_vars(&varmap, t.seed)?;
-        NetModel::from_parts(Seq { net, head, window, d }, varmap, t, device)
+        NetModel::from_parts(Seq { net, head, window, d, dtype }, varmap, t, device)
     }
 }
 
@@ -98,7 +101,7 @@ impl Arch for Seq {
         if x.len() != self.window * self.d {
             return Err(Error::Internal(format!("expected {}×{} window values, got {}", self.window, self.d, x.len())));
         }
-        let seq = Tensor::from_slice(x, (1, self.window, self.d), device)?;
+        let seq = Tensor::from_slice(x, (1, self.window, self.d), device)?.to_dtype(self.dtype)?;
         let h = match &self.net {
             Net::Lstm(l) => {
                 let states = l.seq(&seq)?;
@@ -114,7 +117,7 @@ impl Arch for Seq {
 
     fn loss(&self, xs: &[f64], ys: &[f64], loss: &Loss, device: &Device) -> Result<Tensor> {
         let pred = self.estimate(xs, device)?;
-        let target = Tensor::new(&[[ys[0]]], device)?;
+        let target = Tensor::new(&[[ys[0]]], device)?.to_dtype(self.dtype)?;
         Ok(loss.apply(&pred, &target)?)
     }
 }

@@ -198,9 +198,20 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     let mut model_cfg = cfg.model.clone();
     model_cfg.device = crate::model::resolved(processor.device());
     let fingerprint = crate::state::store::sha256(
-        format!("{:?}|{:?}|{:?}|{}|{}", model_cfg, cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
+        format!("{}|{:?}|{:?}|{}|{}", model_text(&model_cfg), cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
     );
     Ok(Built { config: cfg, schema, processor, fingerprint, series })
+}
+
+/// The `[model]` settings as the fingerprint hashes them: their `Debug` form, less
+/// `precision` at its default — the setting came after checkpoints existed, and
+/// those still restore (their fingerprints do not move); `f32` changes it.
+fn model_text(m: &crate::pipeline::config::ModelConfig) -> String {
+    let text = format!("{m:?}");
+    match m.precision {
+        crate::pipeline::config::choice::Precision::F64 => text.replace(", precision: \"f64\"", ""),
+        _ => text,
+    }
 }
 
 /// A processor or model error as a problem: at its config key when it names one
@@ -374,4 +385,36 @@ pub fn check_brokers(cfg: &PipelineConfig, brokers: &str) -> Vec<Problem> {
         }
     }
     probs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/market-ticks.toml"))
+    }
+
+    /// `model.precision` at its default leaves the fingerprint where it was: the
+    /// shipped tick pipeline's is the one the session-13 build (c1b61db) wrote into
+    /// its checkpoints' manifests (`tickflare run pipelines/market-ticks.toml
+    /// --checkpoint-dir D`), so their checkpoints still restore. `f32` moves it.
+    #[tokio::test]
+    async fn precision_moves_the_fingerprint_only_when_set() {
+        let before = "b1ce210ae766f1b145fc183314a9e3f72809309940e821e1fa118c56bd22249d";
+        let built = build(ticks()).await.map_err(|p| format!("{p:?}")).unwrap();
+        assert_eq!(built.fingerprint, before);
+        let with = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), toml::Value::String(v.to_string()))).collect::<toml::Table>();
+        let lstm = |p: &'static str| async move {
+            let mut t = with(&[("kind", "lstm"), ("optimizer", "adamw"), ("precision", p)]);
+            t.insert("window".into(), toml::Value::Integer(2));
+            build_variant(ticks(), &t).await.map_err(|p| format!("{p:?}")).unwrap().fingerprint
+        };
+        let (f64_print, f32_print) = (lstm("f64").await, lstm("f32").await);
+        assert_ne!(f64_print, f32_print);
+        assert_ne!(f64_print, before);
+        // f32 is refused, at its key, for the models that have no f32 code.
+        let problems = build_variant(ticks(), &with(&[("precision", "f32")])).await.err().unwrap();
+        assert!(problems.iter().any(|p| p.at == "model.precision" && p.message.contains("lstm")), "{problems:?}");
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::cell::RefCell;
 
+use crate::model::kernels::Real;
+
 /// Where each parameter block starts in θ (d inputs, h hidden units, g = 4h).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Layout {
@@ -48,37 +50,89 @@ impl Layout {
 }
 
 /// Per-thread buffers of one forward/backward pass (reused; sized on first use).
-#[derive(Default)]
-pub(super) struct Scratch {
+pub struct Scratch<F> {
+    /// The input window in F (a copy of the f64 row).
+    pub(super) xs: Vec<F>,
     /// Per step: gate activations (i, f, g, o: 4h), cell c (h), tanh(c) (h), hidden (h).
-    pub(super) acts: Vec<f64>,
-    pub(super) cells: Vec<f64>,
-    pub(super) tanh_c: Vec<f64>,
-    pub(super) hidden: Vec<f64>,
-    pub(super) pre_a: Vec<f64>,
-    pub(super) pre_b: Vec<f64>,
-    pub(super) grad: Vec<f64>,
-    pub(super) dh: Vec<f64>,
-    pub(super) dh_prev: Vec<f64>,
-    pub(super) dc: Vec<f64>,
-    pub(super) dpre: Vec<f64>,
+    pub(super) acts: Vec<F>,
+    pub(super) cells: Vec<F>,
+    pub(super) tanh_c: Vec<F>,
+    pub(super) hidden: Vec<F>,
+    pub(super) pre_a: Vec<F>,
+    pub(super) pre_b: Vec<F>,
+    pub(super) grad: Vec<F>,
+    pub(super) dh: Vec<F>,
+    pub(super) dh_prev: Vec<F>,
+    pub(super) dc: Vec<F>,
+    pub(super) dpre: Vec<F>,
     /// One coefficient per step (a column of the inputs or hidden states).
-    pub(super) coefs: Vec<f64>,
+    pub(super) coefs: Vec<F>,
     /// Whose forward pass the activations above hold: (model id, weights version),
     /// its input and its output. A prediction followed by the update on the same row
     /// (a horizon of one row) reuses it instead of running the window again.
     pub(super) last: Option<(u64, u64)>,
     pub(super) last_x: Vec<f64>,
-    pub(super) last_pred: f64,
+    pub(super) last_pred: F,
+}
+
+impl<F: Real> Default for Scratch<F> {
+    fn default() -> Self {
+        let e = Vec::new;
+        Scratch {
+            xs: e(),
+            acts: e(),
+            cells: e(),
+            tanh_c: e(),
+            hidden: e(),
+            pre_a: e(),
+            pre_b: e(),
+            grad: e(),
+            dh: e(),
+            dh_prev: e(),
+            dc: e(),
+            dpre: e(),
+            coefs: e(),
+            last: None,
+            last_x: Vec::new(),
+            last_pred: F::ZERO,
+        }
+    }
+}
+
+impl<F: Real> Scratch<F> {
+    /// The f64 input window copied into `xs` in F.
+    #[inline(always)]
+    pub(super) fn take_input(&mut self, x: &[f64]) {
+        self.xs.clear();
+        self.xs.extend(x.iter().map(|&v| F::of(v)));
+    }
 }
 
 thread_local! {
-    pub(super) static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH64: RefCell<Scratch<f64>> = RefCell::new(Scratch::default());
+    static SCRATCH32: RefCell<Scratch<f32>> = RefCell::new(Scratch::default());
 }
 
-pub(super) fn sized(v: &mut Vec<f64>, n: usize) -> &mut [f64] {
+/// The thread's scratch for the precision `Self` (f64 and f32 each have their own).
+pub trait WithScratch: Real {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R;
+}
+
+impl WithScratch for f64 {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<f64>) -> R) -> R {
+        SCRATCH64.with(|s| f(&mut s.borrow_mut()))
+    }
+}
+
+impl WithScratch for f32 {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<f32>) -> R) -> R {
+        SCRATCH32.with(|s| f(&mut s.borrow_mut()))
+    }
+}
+
+pub(super) fn sized<F: Real>(v: &mut Vec<F>, n: usize) -> &mut [F] {
     if v.len() < n {
-        v.resize(n, 0.0);
+        v.resize(n, F::ZERO);
     }
     &mut v[..n]
 }

@@ -1,6 +1,7 @@
-//! The LSTM regressor on the CPU as plain f64 code: forward over the key's window,
+//! The LSTM regressor on the CPU as plain code: forward over the key's window,
 //! backpropagation through time written out, AdamW or SGD in place — no tensors, no
-//! per-row allocation. The same model as `seq::SeqModel`'s candle-nn LSTM (gate order
+//! per-row allocation — in f64, or in f32 for `model.precision = "f32"` (the same
+//! code over [`Real`]; the f64 instance keeps the bits it had before f32 existed). The same model as `seq::SeqModel`'s candle-nn LSTM (gate order
 //! input, forget, cell, output; last hidden state → linear head; the same seeded
 //! initial weights, drawn in the same name order) whose autograd serves as the test's
 //! independent reference. candle's version stays for CUDA.
@@ -12,13 +13,14 @@
 //! weight matrices transposed: one row of 4h gate values per input), with the AdamW
 //! moments beside it in the same layout. Checkpoints store them under candle's
 //! variable names and layouts, so a checkpoint of either implementation loads into
-//! the other.
+//! the other (as f64 values: an f32 model's are exact, and candle's F32 LSTM is its
+//! reference).
 
 mod layout;
 
-use layout::{sized, Layout, Scratch, SCRATCH};
+use layout::{sized, Layout, Scratch, WithScratch};
 
-use super::kernels::{dot, dot_rows, gemv_acc, sigmoid, tanh};
+use super::kernels::{dot, dot_rows, gemv_acc, sigmoid, tanh, Real};
 use super::linear::{Optim, BETA1, BETA2, EPS};
 use super::loss::Loss;
 use super::net::Training;
@@ -26,13 +28,15 @@ use super::rand::Draws;
 use super::{OnlineModel, Snapshot};
 use crate::error::{Error, Result};
 
-pub struct LstmModel {
+/// `F` is the precision the weights, moments and passes are held and computed in:
+/// f64, or f32 for `model.precision = "f32"` (inputs and outputs stay f64).
+pub struct LstmModel<F: Real = f64> {
     lay: Layout,
     window: usize,
-    theta: Vec<f64>,
+    theta: Vec<F>,
     /// AdamW moments (empty for SGD).
-    m: Vec<f64>,
-    v: Vec<f64>,
+    m: Vec<F>,
+    v: Vec<F>,
     step_t: u64,
     optim: Optim,
     loss: Loss,
@@ -47,7 +51,7 @@ pub struct LstmModel {
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-impl LstmModel {
+impl<F: Real + WithScratch> LstmModel<F> {
     /// An LSTM over windows of `window` rows of `d` features with `hidden` units.
     pub fn new(window: usize, d: usize, hidden: usize, t: &Training) -> Result<Self> {
         let Training { loss, optim, learning_rate: lr, seed } = *t;
@@ -58,7 +62,7 @@ impl LstmModel {
             return Err(Error::Config("model.optimizer \"nlms\" is for linear models; use adamw or sgd".into()));
         }
         let lay = Layout::new(d, hidden);
-        let mut theta = vec![0.0; lay.len];
+        let mut theta = vec![F::ZERO; lay.len];
         // As seq::seed_vars: variables in name order, uniform ±1/√fan_in, fan_in the
         // product of the trailing dimensions (a vector's own length).
         let mut draws = Draws(seed);
@@ -67,12 +71,12 @@ impl LstmModel {
             let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
             for r in 0..rows {
                 for c in 0..cols {
-                    theta[at(r, c)] = draws.symmetric(bound);
+                    theta[at(r, c)] = F::of(draws.symmetric(bound));
                 }
             }
         }
         let adam = optim == Optim::AdamW;
-        let moments = if adam { vec![0.0; lay.len] } else { Vec::new() };
+        let moments = if adam { vec![F::ZERO; lay.len] } else { Vec::new() };
         Ok(LstmModel {
             lay,
             window,
@@ -100,11 +104,13 @@ impl LstmModel {
     /// [`LstmModel::forward`], or the pass the scratch already holds for these
     /// weights and this input (bit for bit what it would compute again).
     #[inline(always)]
-    fn forward_cached(&self, x: &[f64], s: &mut Scratch) -> f64 {
+    fn forward_cached(&self, x: &[f64], s: &mut Scratch<F>) -> F {
         if s.last == Some((self.id, self.version)) && s.last_x == x {
             return s.last_pred;
         }
-        let pred = self.forward(x, s);
+        let xs = std::mem::take(&mut s.xs);
+        let pred = self.forward(&xs, s);
+        s.xs = xs;
         s.last = Some((self.id, self.version));
         s.last_x.clear();
         s.last_x.extend_from_slice(x);
@@ -115,7 +121,7 @@ impl LstmModel {
     /// Runs the window through the cell, keeping every step's activations in `s`;
     /// returns the prediction.
     #[inline(always)]
-    fn forward(&self, x: &[f64], s: &mut Scratch) -> f64 {
+    fn forward(&self, x: &[F], s: &mut Scratch<F>) -> F {
         // The activations are overwritten: whatever pass was kept is gone.
         s.last = None;
         let Layout { d, h, g, .. } = self.lay;
@@ -139,13 +145,13 @@ impl LstmModel {
             // Gates i, f and o are sigmoids; the cell candidate (the third) a tanh.
             // Loops over whole slices, so they vectorise.
             for ((ar, pa), pb) in a.iter_mut().zip(pre_a.iter()).zip(pre_b.iter()) {
-                *ar = sigmoid(pa + pb);
+                *ar = sigmoid(*pa + *pb);
             }
             for ((ar, pa), pb) in a[2 * h..3 * h].iter_mut().zip(&pre_a[2 * h..3 * h]).zip(&pre_b[2 * h..3 * h]) {
-                *ar = tanh(pa + pb);
+                *ar = tanh(*pa + *pb);
             }
             for k in 0..h {
-                let prev = if t > 0 { cells[(t - 1) * h + k] } else { 0.0 };
+                let prev = if t > 0 { cells[(t - 1) * h + k] } else { F::ZERO };
                 cells[t * h + k] = a[h + k] * prev + a[k] * a[2 * h + k];
             }
             for k in 0..h {
@@ -161,14 +167,14 @@ impl LstmModel {
 
     /// ∂loss/∂θ into `s.grad` for the window `x` whose forward pass is in `s`.
     #[inline(always)]
-    fn backward(&self, x: &[f64], dpred: f64, s: &mut Scratch) {
+    fn backward(&self, x: &[F], dpred: F, s: &mut Scratch<F>) {
         let Layout { d, h, g, .. } = self.lay;
         let t_n = self.window;
         let th = &self.theta;
         let lay = self.lay;
         let Scratch { acts, cells, tanh_c, hidden, grad, dh, dh_prev, dc, dpre, coefs, .. } = s;
         let grad = sized(grad, lay.len);
-        grad.fill(0.0);
+        grad.fill(F::ZERO);
         let dh = sized(dh, h);
         let dh_prev = sized(dh_prev, h);
         let dc = sized(dc, h);
@@ -181,19 +187,20 @@ impl LstmModel {
             dh[k] = th[lay.head_w + k] * dpred;
         }
         grad[lay.head_b] = dpred;
-        dc.fill(0.0);
+        dc.fill(F::ZERO);
         for t in (0..t_n).rev() {
             let a = &acts[t * g..(t + 1) * g];
             let dpre = &mut dpre_all[t * g..(t + 1) * g];
             for k in 0..h {
                 let (i, f, gg, o) = (a[k], a[h + k], a[2 * h + k], a[3 * h + k]);
                 let tc = tanh_c[t * h + k];
-                let c_prev = if t > 0 { cells[(t - 1) * h + k] } else { 0.0 };
-                let dck = dc[k] + dh[k] * o * (1.0 - tc * tc);
-                dpre[k] = dck * gg * i * (1.0 - i);
-                dpre[h + k] = dck * c_prev * f * (1.0 - f);
-                dpre[2 * h + k] = dck * i * (1.0 - gg * gg);
-                dpre[3 * h + k] = dh[k] * tc * o * (1.0 - o);
+                let c_prev = if t > 0 { cells[(t - 1) * h + k] } else { F::ZERO };
+                let one = F::ONE;
+                let dck = dc[k] + dh[k] * o * (one - tc * tc);
+                dpre[k] = dck * gg * i * (one - i);
+                dpre[h + k] = dck * c_prev * f * (one - f);
+                dpre[2 * h + k] = dck * i * (one - gg * gg);
+                dpre[3 * h + k] = dh[k] * tc * o * (one - o);
                 dc[k] = dck * f;
             }
             if t > 0 {
@@ -203,7 +210,7 @@ impl LstmModel {
         }
         // The weight gradients sum over the steps: ∂W_ihᵀ[j] = Σₜ xₜ[j]·dpreₜ,
         // ∂W_hhᵀ[k] = Σₜ₌₁ hₜ₋₁[k]·dpreₜ, the biases Σₜ dpreₜ — each row written once.
-        coefs.fill(1.0);
+        coefs.fill(F::ONE);
         gemv_acc(&mut grad[lay.b_ih..lay.b_ih + g], coefs, dpre_all);
         grad.copy_within(lay.b_ih..lay.b_ih + g, lay.b_hh);
         for j in 0..d {
@@ -224,18 +231,21 @@ impl LstmModel {
 
     /// One optimizer step with the gradient in `grad` (as `optim::NetOptimizer`).
     #[inline(always)]
-    fn apply(&mut self, grad: &[f64]) {
-        let lr = self.lr;
+    fn apply(&mut self, grad: &[F]) {
+        // The constants rounded once to F (exact for f64: the f64 bits as before).
+        let lr = F::of(self.lr);
         match self.optim {
             Optim::AdamW => {
                 self.step_t += 1;
-                let scale_m = 1f64 / (1f64 - BETA1.powi(self.step_t as i32));
-                let scale_v = 1f64 / (1f64 - BETA2.powi(self.step_t as i32));
+                let scale_m = F::of(1f64 / (1f64 - BETA1.powi(self.step_t as i32)));
+                let scale_v = F::of(1f64 / (1f64 - BETA2.powi(self.step_t as i32)));
+                let (b1, b2, eps) = (F::of(BETA1), F::of(BETA2), F::of(EPS));
+                let (c1, c2) = (F::of(1.0 - BETA1), F::of(1.0 - BETA2));
                 for (((th, m), v), &g) in self.theta.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(grad) {
-                    *m = *m * BETA1 + g * (1.0 - BETA1);
-                    *v = *v * BETA2 + g * g * (1.0 - BETA2);
+                    *m = *m * b1 + g * c1;
+                    *v = *v * b2 + g * g * c2;
                     let (m_hat, v_hat) = (*m * scale_m, *v * scale_v);
-                    *th -= m_hat / (v_hat.sqrt() + EPS) * lr;
+                    *th -= m_hat / (v_hat.root() + eps) * lr;
                 }
             }
             _ => {
@@ -248,10 +258,12 @@ impl LstmModel {
 
     /// One update: forward, backward, optimizer step; returns the loss before it.
     #[inline(always)]
-    fn learn(&mut self, x: &[f64], y: f64, s: &mut Scratch) -> f64 {
+    fn learn(&mut self, x: &[f64], y: f64, s: &mut Scratch<F>) -> f64 {
         let pred = self.forward_cached(x, s);
-        let (loss, dpred) = self.loss_grad(pred, y);
-        self.backward(x, dpred, s);
+        let (loss, dpred) = self.loss_grad(pred.f64(), y);
+        let xs = std::mem::take(&mut s.xs);
+        self.backward(&xs, F::of(dpred), s);
+        s.xs = xs;
         let grad = std::mem::take(&mut s.grad);
         self.apply(&grad[..self.lay.len]);
         s.grad = grad;
@@ -265,26 +277,26 @@ impl LstmModel {
     // on any x86-64 (tested).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn forward_avx2(&self, x: &[f64], s: &mut Scratch) -> f64 {
+    unsafe fn forward_avx2(&self, x: &[f64], s: &mut Scratch<F>) -> F {
         self.forward_cached(x, s)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn learn_avx2(&mut self, x: &[f64], y: f64, s: &mut Scratch) -> f64 {
+    unsafe fn learn_avx2(&mut self, x: &[f64], y: f64, s: &mut Scratch<F>) -> f64 {
         self.learn(x, y, s)
     }
 
     // And for AVX-512's 8-wide lanes (same rounding, same bits: tested).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn forward_avx512(&self, x: &[f64], s: &mut Scratch) -> f64 {
+    unsafe fn forward_avx512(&self, x: &[f64], s: &mut Scratch<F>) -> F {
         self.forward_cached(x, s)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn learn_avx512(&mut self, x: &[f64], y: f64, s: &mut Scratch) -> f64 {
+    unsafe fn learn_avx512(&mut self, x: &[f64], y: f64, s: &mut Scratch<F>) -> f64 {
         self.learn(x, y, s)
     }
 
@@ -307,7 +319,7 @@ impl LstmModel {
             let mut v = Vec::with_capacity(rows * cols);
             for r in 0..rows {
                 for c in 0..cols {
-                    v.push(self.theta[at(r, c)]);
+                    v.push(self.theta[at(r, c)].f64());
                 }
             }
             (name, v)
@@ -315,27 +327,27 @@ impl LstmModel {
     }
 }
 
-impl OnlineModel for LstmModel {
+impl<F: Real + WithScratch> OnlineModel for LstmModel<F> {
     fn predict(&self, x: &[f64]) -> Result<f64> {
         self.check(x)?;
-        Ok(SCRATCH.with(|s| {
-            let s = &mut *s.borrow_mut();
+        Ok(F::with_scratch(|s| {
+            s.take_input(x);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { self.forward_avx512(x, s) };
+                return unsafe { self.forward_avx512(x, s) }.f64();
             } else if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { self.forward_avx2(x, s) };
+                return unsafe { self.forward_avx2(x, s) }.f64();
             }
-            self.forward_cached(x, s)
+            self.forward_cached(x, s).f64()
         }))
     }
 
     fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
         self.check(x)?;
-        SCRATCH.with(|cell| {
-            let s = &mut *cell.borrow_mut();
+        F::with_scratch(|s| {
+            s.take_input(x);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F (checked just above).
@@ -358,8 +370,8 @@ impl OnlineModel for LstmModel {
 
     fn reset_optimizer(&mut self) -> Result<()> {
         self.step_t = 0;
-        self.m.fill(0.0);
-        self.v.fill(0.0);
+        self.m.fill(F::ZERO);
+        self.v.fill(F::ZERO);
         self.lr = self.base_lr;
         Ok(())
     }
@@ -374,9 +386,9 @@ impl OnlineModel for LstmModel {
         s.put_int("updates", self.updates);
         s.put_int("step_t", self.step_t);
         s.put_f64("lr", self.lr);
-        let mut put = |prefix: &str, values: &[f64]| {
+        let mut put = |prefix: &str, values: &[F]| {
             for (name, [rows, cols], at) in self.lay.vars() {
-                let v = (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| values[at(r, c)]).collect();
+                let v = (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| values[at(r, c)].f64()).collect();
                 s.put(&format!("{prefix}.{name}"), v);
             }
         };
@@ -394,7 +406,7 @@ impl OnlineModel for LstmModel {
         self.step_t = s.int("step_t")?;
         self.lr = s.f64("lr")?;
         let lay = self.lay;
-        let read = |prefix: &str, into: &mut Vec<f64>| -> Result<()> {
+        let read = |prefix: &str, into: &mut Vec<F>| -> Result<()> {
             for (name, [rows, cols], at) in lay.vars() {
                 let v = s.array(&format!("{prefix}.{name}"))?;
                 if v.len() != rows * cols {
@@ -406,7 +418,7 @@ impl OnlineModel for LstmModel {
                 }
                 for r in 0..rows {
                     for c in 0..cols {
-                        into[at(r, c)] = v[r * cols + c];
+                        into[at(r, c)] = F::of(v[r * cols + c]);
                     }
                 }
             }

@@ -18,7 +18,16 @@ fn pair(loss: Loss, optim: Optim, lr: f64) -> (LstmModel, SeqModel) {
     let t = crate::model::net::Training { loss, optim, learning_rate: lr, seed: 11 };
     let ours = LstmModel::new(WINDOW, D, H, &t).unwrap();
     let shape = crate::model::seq::SeqShape { kind: crate::pipeline::config::choice::ModelKind::Lstm, window: WINDOW, d: D, hidden: H, kernel: 1 };
-    let theirs = SeqModel::new(&shape, &t, &Device::Cpu).unwrap();
+    let theirs = SeqModel::new(&shape, &t, candle_core::DType::F64, &Device::Cpu).unwrap();
+    (ours, theirs)
+}
+
+/// The f32 model and candle's LSTM with F32 variables, from the same seed.
+fn pair32(loss: Loss, optim: Optim, lr: f64) -> (LstmModel<f32>, SeqModel) {
+    let t = crate::model::net::Training { loss, optim, learning_rate: lr, seed: 11 };
+    let ours = LstmModel::<f32>::new(WINDOW, D, H, &t).unwrap();
+    let shape = crate::model::seq::SeqShape { kind: crate::pipeline::config::choice::ModelKind::Lstm, window: WINDOW, d: D, hidden: H, kernel: 1 };
+    let theirs = SeqModel::new(&shape, &t, candle_core::DType::F32, &Device::Cpu).unwrap();
     (ours, theirs)
 }
 
@@ -56,6 +65,65 @@ fn learns_as_candles_lstm() {
         let zero: f64 = (300..340).map(|i| stream(i).1.abs()).sum();
         assert!(err(&ours) < 0.5 * zero, "{loss:?} {optim:?}: {} vs {zero}", err(&ours));
     }
+}
+
+/// In f32 the same holds to f32 rounding: 300 steps against candle's LSTM with F32
+/// variables (its own f32 matmuls and sums in another order), each loss and
+/// optimizer; and the f32 model stays near the f64 one.
+#[test]
+fn learns_as_candles_lstm_in_f32() {
+    let mut worst = [0.0f64; 3];
+    for (loss, optim, lr) in [
+        (Loss::Mse, Optim::AdamW, 0.01),
+        (Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.02),
+        (Loss::Mse, Optim::Sgd, 0.05),
+    ] {
+        let (mut ours, mut theirs) = pair32(loss, optim, lr);
+        let (mut wide, _) = pair(loss, optim, lr);
+        assert_eq!(ours.parameters().unwrap(), theirs.parameters().unwrap(), "the same f32 start");
+        for i in 0..300 {
+            let (x, y) = stream(i);
+            let (p, q, r) = (ours.predict(&x).unwrap(), theirs.predict(&x).unwrap(), wide.predict(&x).unwrap());
+            worst[0] = worst[0].max((p - q).abs());
+            worst[1] = worst[1].max((p - r).abs());
+            let (l, m) = (ours.update(&x, y).unwrap(), theirs.update(&x, y).unwrap());
+            wide.update(&x, y).unwrap();
+            worst[2] = worst[2].max((l - m).abs() / (1.0 + m));
+        }
+        assert!(close(&ours.parameters().unwrap(), &theirs.parameters().unwrap(), 1e-4), "{loss:?} {optim:?}");
+        let err = |m: &LstmModel<f32>| (300..340).map(|i| { let (x, y) = stream(i); (m.predict(&x).unwrap() - y).abs() }).sum::<f64>();
+        let zero: f64 = (300..340).map(|i| stream(i).1.abs()).sum();
+        assert!(err(&ours) < 0.5 * zero, "{loss:?} {optim:?}: {} vs {zero}", err(&ours));
+    }
+    eprintln!("f32 vs candle f32: forecast {:.2e}, loss {:.2e}; vs our f64: forecast {:.2e}", worst[0], worst[2], worst[1]);
+    assert!(worst[0] < 1e-5 && worst[2] < 1e-5, "{worst:?}");
+    assert!(worst[1] < 1e-5, "{worst:?}");
+}
+
+/// An f32 checkpoint restores into candle's F32 LSTM and back (values stored as f64,
+/// exactly), and the two go on to the same weights to f32 rounding.
+#[test]
+fn f32_checkpoints_cross_load() {
+    let (mut ours, mut theirs) = pair32(Loss::Mse, Optim::AdamW, 0.01);
+    for i in 0..50 {
+        let (x, y) = stream(i);
+        ours.update(&x, y).unwrap();
+        theirs.update(&x, y).unwrap();
+    }
+    let mut from_ours = Snapshot::default();
+    ours.save(&mut from_ours).unwrap();
+    let (mut restored, mut back) = pair32(Loss::Mse, Optim::AdamW, 0.01);
+    back.load(&mut from_ours.clone()).unwrap();
+    assert_eq!(back.parameters().unwrap(), ours.parameters().unwrap());
+    restored.load(&mut from_ours).unwrap();
+    assert_eq!(restored.theta, ours.theta);
+    assert_eq!((restored.m.clone(), restored.v.clone()), (ours.m.clone(), ours.v.clone()));
+    for i in 50..100 {
+        let (x, y) = stream(i);
+        restored.update(&x, y).unwrap();
+        back.update(&x, y).unwrap();
+    }
+    assert!(close(&restored.parameters().unwrap(), &back.parameters().unwrap(), 1e-4));
 }
 
 /// A checkpoint of either implementation restores the other: the same forecasts
@@ -100,6 +168,7 @@ fn simd_builds_and_baseline_agree_bit_for_bit() {
     let mut s = Scratch::default();
     for i in 0..200 {
         let (x, y) = stream(i);
+        s.take_input(&x);
         let p = a.forward(&x, &mut s);
         let l = a.learn(&x, y, &mut s);
         if avx2 {

@@ -163,6 +163,17 @@ choice! {
 }
 
 choice! {
+    /// `model.precision`: the float type of the weights, optimizer moments and passes
+    /// (`lstm` only). Inputs and published forecasts stay f64.
+    Precision (default F64) {
+        /// The default: the bits the checkpoints and the candle reference pin.
+        F64 = "f64",
+        /// Half the memory per key and twice the SIMD lanes; about 7 significant digits.
+        F32 = "f32",
+    }
+}
+
+choice! {
     /// `sink.delivery`.
     Delivery (default Idempotent) { Idempotent = "idempotent", Transactional = "transactional" }
 }

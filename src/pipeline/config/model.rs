@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::choice::{
     Activation, AggLoss, Aggregate, BaselineChoice, DeviceChoice, DriftDetector, DriftResponse, LossKind, ModelKind,
-    OptimizerChoice, Output, ReplayPolicy, Scope,
+    OptimizerChoice, Output, Precision, ReplayPolicy, Scope,
 };
 use super::{hundred, parse_duration_ns, thousand, three_usize};
 
@@ -158,6 +158,9 @@ pub struct ModelConfig {
     /// `cpu`, `cuda` or `auto`.
     #[serde(default)]
     pub device: DeviceChoice,
+    /// `f64` (default) or `f32` (`lstm` only): the float type the model computes in.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// Prediction horizon.
