@@ -3,7 +3,7 @@
 # uses scripts/cuda-build.sh's CUDA 13.0 wheels). Builds tickflare with candle's CUDA
 # backend, then runs the model benchmarks on the GPU and on the CPU from the same
 # build: single models at batch 1/32/256 and keyed models (1,000 and 10,000 keys,
-# rows round-robin over the keys) for linear, MLP, LSTM and CNN, each as JSON under
+# rows round-robin over the keys) for linear, MLP, LSTM (f64, and f32) and CNN, each as JSON under
 # gpu-check/; then the solar tracker (training and the pipeline) on both. Usage: scripts/gpu-check.sh [--compute-cap N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,9 @@ for dev in cuda cpu; do
     echo "== $dev, $keys keys"
     "$bin" bench-models --device "$dev" --keys "$keys" --rows $((keys * 4)) \
       --kind linear --kind mlp --kind lstm --kind cnn1d --json "gpu-check/keys$keys-$dev.json"
+    echo "== $dev, $keys keys, LSTM in f32 (model.precision)"
+    "$bin" bench-models --device "$dev" --keys "$keys" --rows $((keys * 4)) \
+      --kind lstm --precision f32 --json "gpu-check/keys$keys-$dev-f32.json"
   done
 done
 # The solar tracker's network: pre-training (train-tracker --device) and the
