@@ -3,7 +3,8 @@
 # uses scripts/cuda-build.sh's CUDA 13.0 wheels). Builds tickflare with candle's CUDA
 # backend, then runs the model benchmarks on the GPU and on the CPU from the same
 # build: single models at batch 1/32/256 and keyed models (1,000 and 10,000 keys,
-# rows round-robin over the keys) for linear, MLP, LSTM (f64, and f32) and CNN, each as JSON under
+# rows round-robin over the keys) for linear, MLP, LSTM (f64, and f32) and CNN, and the LSTM
+# as one stacked bank (model::bank: a batched step per wave of keys), each as JSON under
 # gpu-check/; then the solar tracker (training and the pipeline) on both. Usage: scripts/gpu-check.sh [--compute-cap N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,11 @@ for dev in cuda cpu; do
     echo "== $dev, $keys keys, LSTM in f32 (model.precision)"
     "$bin" bench-models --device "$dev" --keys "$keys" --rows $((keys * 4)) \
       --kind lstm --precision f32 --json "gpu-check/keys$keys-$dev-f32.json"
+    for prec in f64 f32; do
+      echo "== $dev, $keys keys, LSTM as one stacked bank (waves), $prec"
+      "$bin" bench-models --device "$dev" --keys "$keys" --rows $((keys * 8)) \
+        --kind lstm --bank --precision "$prec" --json "gpu-check/bank$keys-$dev-$prec.json"
+    done
   done
 done
 # The solar tracker's network: pre-training (train-tracker --device) and the

@@ -78,10 +78,18 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         let rate = a.latency.unwrap_or(20_000.0);
         let seconds = a.soak.unwrap_or(a.seconds);
         let r = super::bench_live::live(built, &input, rate, seconds, a.partitions, a.soak.is_none()).await?;
+        // A soak does not sample latencies (it reads no output): say so, not "NaN ms".
+        let latency = if r.latency_samples == 0 {
+            "latency record -> prediction: not sampled".to_string()
+        } else {
+            format!(
+                "latency record -> prediction: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+                r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms, r.latency_samples
+            )
+        };
         println!(
-            "offered {:.0} msg/s, achieved {:.0} msg/s over {:.1}s ({} records)\nlatency record -> prediction: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)\nRSS after warm-up: first {:.1} MB, last {:.1} MB, min {:.1}, max {:.1} (spread {:.1} %)",
-            r.offered_msgs_per_s, r.achieved_msgs_per_s, r.seconds, r.records, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms, r.latency_samples,
-            r.rss_first_mb, r.rss_last_mb, r.rss_min_mb, r.rss_max_mb, r.rss_spread_pct
+            "offered {:.0} msg/s, achieved {:.0} msg/s over {:.1}s ({} records)\n{latency}\nRSS after warm-up: first {:.1} MB, last {:.1} MB, min {:.1}, max {:.1} (spread {:.1} %)",
+            r.offered_msgs_per_s, r.achieved_msgs_per_s, r.seconds, r.records, r.rss_first_mb, r.rss_last_mb, r.rss_min_mb, r.rss_max_mb, r.rss_spread_pct
         );
         if let Some(p) = a.json {
             std::fs::write(p, serde_json::to_string_pretty(&r)?)?;

@@ -35,6 +35,11 @@ pub struct BenchModelsArgs {
     /// under f32).
     #[arg(long, default_value = "f64")]
     pub precision: Precision,
+    /// With `--keys`: run the keyed LSTMs as one stacked bank (`model::bank`: each
+    /// wave of at most one row per key is one batched predict and one batched
+    /// update) instead of key by key; other kinds are skipped.
+    #[arg(long)]
+    pub bank: bool,
     /// Also write the results as a JSON list of {kind, keys, batch, threads, rows_per_s, device, precision}.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -52,6 +57,8 @@ pub struct ModelRate {
     pub device: String,
     /// `f64` or `f32`.
     pub precision: String,
+    /// Keyed models run as one stacked bank (`--bank`).
+    pub bank: bool,
 }
 
 pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
@@ -64,7 +71,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
     let precision = a.precision.as_str().to_string();
     let mut rates = Vec::new();
     for kind in kinds {
-        if a.precision == Precision::F32 && kind != ModelKind::Lstm {
+        if (a.precision == Precision::F32 || a.bank) && kind != ModelKind::Lstm {
             continue;
         }
         let window = if kind.is_sequence() { 8 } else { 1 };
@@ -75,6 +82,12 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
         ))?;
         let n = d * window;
         let mut line = format!("{kind:<8}");
+        if a.keys > 1 && a.bank {
+            let rate = bank_rate(&cfg, d, window, &dev, a.keys, a.rows.max(a.keys))?;
+            println!("{kind:<8}  {} keys, one stacked bank: {rate:>10.0} rows/s", a.keys);
+            rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: true });
+            continue;
+        }
         if a.keys > 1 {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let mut counts = vec![1];
@@ -84,7 +97,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             for threads in counts {
                 let rate = keyed_rate(&cfg, n, &dev, a.keys, a.rows.max(a.keys), threads)?;
                 println!("{kind:<8}  {} keys, {threads} thread(s): {rate:>10.0} rows/s", a.keys);
-                rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone() });
+                rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: false });
             }
             continue;
         }
@@ -102,7 +115,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             let s = started.elapsed().as_secs_f64();
             let rate = (steps * batch) as f64 / s;
             line.push_str(&format!("  batch {batch:>3}: {rate:>10.0} rows/s"));
-            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone() });
+            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: false });
         }
         println!("{line}");
     }
@@ -132,6 +145,49 @@ fn keyed_rate(cfg: &ModelConfig, n: usize, dev: &candle_core::Device, keys: usiz
         let work = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
         keyed::run_keys(work, threads, &build)?;
         ops.iter_mut().for_each(KeyOps::clear);
+        r = end;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// [`keyed_rate`]'s stream through one stacked LSTM bank: per batch of 4,096 rows,
+/// wave i holds the i-th row of every key that has one — one batched predict, then
+/// one batched update.
+fn bank_rate(cfg: &ModelConfig, d: usize, window: usize, dev: &candle_core::Device, keys: usize, rows: usize) -> anyhow::Result<f64> {
+    let n = d * window;
+    let dtype = match cfg.precision {
+        Precision::F64 => candle_core::DType::F64,
+        Precision::F32 => candle_core::DType::F32,
+    };
+    let hidden = cfg.hidden.first().copied().unwrap_or(32);
+    let mut bank = crate::model::bank::LstmBank::new(keys, window, d, hidden, &model::training(cfg)?, dtype, dev)?;
+    let xs: Vec<f64> = (0..keys * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
+    let (mut ks, mut wx, mut ys, mut preds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut counts = vec![0usize; keys];
+    let started = Instant::now();
+    let mut r = 0;
+    while r < rows {
+        let end = (r + 4096).min(rows);
+        counts.iter_mut().for_each(|c| *c = 0);
+        for i in r..end {
+            counts[i % keys] += 1;
+        }
+        let waves = counts.iter().copied().max().unwrap_or(0);
+        for wave in 0..waves {
+            ks.clear();
+            wx.clear();
+            ys.clear();
+            for (k, &c) in counts.iter().enumerate() {
+                if c > wave {
+                    let x = &xs[k * n..(k + 1) * n];
+                    ks.push(k as u32);
+                    wx.extend_from_slice(x);
+                    ys.push(x[0] - 0.5 * x[1]);
+                }
+            }
+            bank.predict(&ks, &wx, &mut preds)?;
+            bank.update(&ks, &wx, &ys)?;
+        }
         r = end;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())

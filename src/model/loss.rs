@@ -26,15 +26,20 @@ impl Loss {
 
     /// The mean loss of `pred` against `target` (same shape).
     pub fn apply(&self, pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+        Ok(self.per_row(pred, target)?.mean_all()?)
+    }
+
+    /// The loss of each element of `pred` against `target` (same shape).
+    pub fn per_row(&self, pred: &Tensor, target: &Tensor) -> Result<Tensor> {
         let e = pred.sub(target)?;
         Ok(match *self {
-            Loss::Mse => e.sqr()?.mean_all()?,
+            Loss::Mse => e.sqr()?,
             Loss::Huber { delta } => {
                 // With a = |e|, q = min(a, δ): huber = ½q² + δ(a − q).
                 let a = e.abs()?;
                 let q = a.clamp(0.0, delta)?;
                 let lin = (a - &q)?;
-                ((q.sqr()? * 0.5)? + (lin * delta)?)?.mean_all()?
+                ((q.sqr()? * 0.5)? + (lin * delta)?)?
             }
         })
     }

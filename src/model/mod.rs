@@ -4,6 +4,7 @@
 //! at a time, in record order, so results never depend on micro-batch boundaries.
 
 pub mod aggregate;
+pub mod bank;
 pub mod experts;
 pub mod keyed;
 pub mod kernels;
@@ -186,7 +187,7 @@ pub fn optimizer(cfg: &ModelConfig) -> linear::Optim {
 }
 
 /// How the model's network is trained (loss, optimizer, learning rate, seed).
-fn training(cfg: &ModelConfig) -> Result<net::Training> {
+pub fn training(cfg: &ModelConfig) -> Result<net::Training> {
     Ok(net::Training {
         loss: loss::Loss::new(cfg.loss, cfg.huber_delta)?,
         optim: optimizer(cfg),
