@@ -2,12 +2,17 @@
 //! after: the key's updates and predictions in its own row order. Keys share nothing,
 //! so a partition's keys run key by key — each key's model hot in cache for all its
 //! rows of the batch — on several threads, and every key's results are those of
-//! processing the rows one at a time (tested with shuffled interleavings).
+//! processing the rows one at a time (tested with shuffled interleavings). Keys that
+//! are rows of one stacked bank (`model.bank`) run in waves instead: the i-th queued
+//! op of every key, one batched update and one batched predict per wave.
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use super::bank::{self, SharedBank};
 use super::OnlineModel;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Builds a fresh model (the same configuration for every key).
 pub type Build<'a> = &'a (dyn Fn() -> Result<Box<dyn OnlineModel>> + Sync);
@@ -129,7 +134,110 @@ impl KeyOps {
 
 /// Runs every key's queued work, keys spread over up to `threads` threads (each key
 /// on one thread, in its own order). Returns the summed outcome.
-pub fn run_keys(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads: usize, build: Build<'_>) -> Result<Outcome> {
+pub fn run_keys(mut keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads: usize, build: Build<'_>) -> Result<Outcome> {
+    // Keys that are rows of one stacked bank run in waves. Which kind of model the
+    // keys hold shows on the first one (built here when it has none yet: it would be
+    // built before its first op anyway).
+    let mut first = Outcome::default();
+    if let Some((_, slot)) = keys.iter_mut().find(|(k, _)| k.queued()) {
+        if slot.is_none() {
+            **slot = Some(build()?);
+            first.built += 1;
+        }
+        let bank = slot.as_ref().and_then(|m| m.bank_key()).map(|(b, _)| b.clone());
+        if let Some(bank) = bank {
+            let mut o = run_waves(keys, &bank, build)?;
+            o.add(first);
+            return Ok(o);
+        }
+    }
+    let mut o = run_each(keys, threads, build)?;
+    o.add(first);
+    Ok(o)
+}
+
+/// The i-th queued op of every key forms wave i: its learn ops are one batched
+/// update of the bank, its predictions one batched predict. Each key's ops run in
+/// its own order, so every key sees what it would row at a time.
+fn run_waves(mut keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, bank: &SharedBank, build: Build<'_>) -> Result<Outcome> {
+    let mut o = Outcome::default();
+    let (mut learn_k, mut learn_x, mut learn_y) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pred_k, mut pred_x, mut pred_at, mut out, mut stepped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    loop {
+        learn_k.clear();
+        learn_x.clear();
+        learn_y.clear();
+        pred_k.clear();
+        pred_x.clear();
+        pred_at.clear();
+        stepped.clear();
+        for (i, (ops, slot)) in keys.iter_mut().enumerate() {
+            if !ops.queued() {
+                continue;
+            }
+            if slot.is_none() {
+                **slot = Some(build()?);
+                o.built += 1;
+            }
+            let Some((b, k)) = slot.as_ref().and_then(|m| m.bank_key()) else {
+                return Err(Error::Internal("a model bank's keys mixed with other models".into()));
+            };
+            if !Arc::ptr_eq(b, bank) {
+                return Err(Error::Internal("one batch's keys in two model banks".into()));
+            }
+            let stride = ops.xs.len() / ops.ops.len();
+            let x = &ops.xs[ops.done * stride..(ops.done + 1) * stride];
+            match ops.ops[ops.done] {
+                Op::Learn(y) => {
+                    learn_k.push(k);
+                    learn_x.extend_from_slice(x);
+                    learn_y.push(y);
+                }
+                Op::Predict => {
+                    pred_k.push(k);
+                    pred_x.extend_from_slice(x);
+                    pred_at.push(i);
+                }
+            }
+            stepped.push(i);
+        }
+        if stepped.is_empty() {
+            return Ok(o);
+        }
+        {
+            let mut b = bank::lock(bank)?;
+            if !learn_k.is_empty() {
+                let t0 = Instant::now();
+                b.update(&learn_k, &learn_x, &learn_y)?;
+                o.update += t0.elapsed();
+            }
+            if !pred_k.is_empty() {
+                let t0 = Instant::now();
+                b.predict(&pred_k, &pred_x, &mut out)?;
+                o.predict += t0.elapsed();
+                // (forecast, the key's updates when made), as `KeyOps::run` records.
+                for ((&raw, &k), &i) in out.iter().zip(&pred_k).zip(&pred_at) {
+                    keys[i].0.results.push((raw, b.updates(k as usize)));
+                }
+            }
+        }
+        // A forecast that is not finite drops the key's model (after the lock: the
+        // dropped key gives its row back to the bank); its next op builds anew.
+        for &i in &pred_at {
+            let (ops, slot) = &mut keys[i];
+            if !ops.results.last().is_some_and(|r| r.0.is_finite()) {
+                **slot = None;
+                o.diverged += 1;
+            }
+        }
+        for &i in &stepped {
+            keys[i].0.done += 1;
+        }
+    }
+}
+
+/// Every key's ops key by key, spread over up to `threads` threads.
+fn run_each(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads: usize, build: Build<'_>) -> Result<Outcome> {
     let work: usize = keys.iter().map(|(k, _)| k.ops.len() - k.done).sum();
     // Below this much work a thread costs more than it saves.
     let threads = if work < 64 { 1 } else { threads.clamp(1, keys.len().max(1)) };
@@ -241,6 +349,73 @@ mod tests {
             let w: Vec<_> = slots.iter().map(|s| s.as_ref().unwrap().parameters().unwrap()).collect();
             assert_eq!(w, want_w, "interleaving {order}, batches of {batch}");
         }
+    }
+
+    /// Bank keys (`model.bank`) run in waves: every key's forecasts and weights are
+    /// its own plain-code LSTM's fed row at a time (to rounding: candle's batched
+    /// matmuls sum in another order), and the same bits whatever the interleaving and
+    /// batch cuts (so a backtest equals the live run on this CPU).
+    #[test]
+    fn bank_keys_run_in_waves_as_their_own_lstms() {
+        let cfg: crate::pipeline::config::ModelConfig = toml::from_str(
+            "kind = \"lstm\"\noptimizer = \"adamw\"\nlearning_rate = 0.05\nhidden = [3]\nwindow = 1\nseed = 3\nscope = \"per_key\"\nbank = true\n\
+             features = [\"a\", \"b\"]\ntarget = \"y\"\nhorizon = 1",
+        )
+        .unwrap();
+        let bank = crate::model::new_bank(&cfg, 2, &Device::Cpu).unwrap();
+        let build = || -> Result<Box<dyn OnlineModel>> { Ok(Box::new(crate::model::bank::BankKey::new(&bank)?)) };
+        let plain = || crate::model::lstm::LstmModel::<f64>::new(1, 2, 3, &crate::model::net::Training { loss: crate::model::loss::Loss::Mse, optim: Optim::AdamW, learning_rate: 0.05, seed: 3 }).unwrap();
+        let (keys, per_key) = (7, 60);
+        let mut want: Vec<Vec<f64>> = Vec::new();
+        for k in 0..keys {
+            let mut m = plain();
+            want.push(rows(k, per_key).iter().map(|(x, y)| { let p = m.predict(x).unwrap(); m.update(x, *y).unwrap(); p }).collect());
+        }
+        let mut first: Option<Vec<Vec<u64>>> = None;
+        let mut draws = crate::model::rand::Draws(8);
+        for (order, batch) in [(0, 1), (1, 7), (2, 1000)] {
+            let mut seq: Vec<usize> = (0..keys).flat_map(|k| std::iter::repeat_n(k, per_key)).collect();
+            if order > 0 {
+                for i in (1..seq.len()).rev() {
+                    seq.swap(i, draws.below(i as u64 + 1) as usize);
+                }
+            }
+            let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
+            let mut slots: Vec<Option<Box<dyn OnlineModel>>> = (0..keys).map(|_| None).collect();
+            let mut next = vec![0; keys];
+            let mut got: Vec<Vec<f64>> = vec![Vec::new(); keys];
+            let all = (0..keys).map(|k| rows(k, per_key)).collect::<Vec<_>>();
+            for chunk in seq.chunks(batch) {
+                for &k in chunk {
+                    let (x, y) = all[k][next[k]];
+                    next[k] += 1;
+                    ops[k].predict(&x);
+                    ops[k].learn(&x, y);
+                }
+                let pairs = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
+                let o = run_keys(pairs, 2, &build).unwrap();
+                assert_eq!(o.diverged, 0);
+                for (k, o) in ops.iter_mut().enumerate() {
+                    while o.read < o.results.len() {
+                        let (p, updates) = o.next_forecast();
+                        assert_eq!(updates as usize, got[k].len(), "updates when key {k} forecast");
+                        got[k].push(p);
+                    }
+                    o.clear();
+                }
+            }
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.len(), per_key);
+                assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-10), "key {k}, interleaving {order}, batches of {batch}");
+            }
+            let bits: Vec<Vec<u64>> = got.iter().map(|g| g.iter().map(|p| p.to_bits()).collect()).collect();
+            match &first {
+                None => first = Some(bits),
+                Some(f) => assert_eq!(&bits, f, "interleaving {order}, batches of {batch}"),
+            }
+            // The models go; their rows go back to the bank for the next round.
+        }
+        assert_eq!(crate::model::bank::lock(&bank).unwrap().keys(), 16, "rows reused, not grown");
     }
 
     /// A forecast that is not finite drops the model; the key's next op builds anew.

@@ -24,7 +24,7 @@ pub mod wrappers;
 use candle_core::Device;
 
 use crate::error::{Error, Result};
-use crate::pipeline::config::choice::{DeviceChoice, DriftDetector, DriftResponse, LossKind, ModelKind, OptimizerChoice, Precision};
+use crate::pipeline::config::choice::{DeviceChoice, DriftDetector, DriftResponse, LossKind, ModelKind, OptimizerChoice, Precision, Scope};
 use crate::pipeline::config::ModelConfig;
 pub use snapshot::Snapshot;
 
@@ -66,6 +66,11 @@ pub trait OnlineModel: Send {
     /// Drift detections so far (models wrapped in a drift guard).
     fn drift_events(&self) -> u64 {
         0
+    }
+    /// The bank and row holding this model when it is a key of a stacked bank
+    /// (`model.bank`): such keys run a batch in waves (`keyed::run_keys`).
+    fn bank_key(&self) -> Option<(&bank::SharedBank, u32)> {
+        None
     }
     /// Writes everything later outputs depend on (weights, optimizer state, buffers,
     /// random-number state). No default: a model that forgot its state would break
@@ -186,6 +191,28 @@ pub fn optimizer(cfg: &ModelConfig) -> linear::Optim {
     }
 }
 
+/// An empty stacked bank for `model.bank = true`, after checking the settings allow
+/// one: per-key LSTMs without per-key wrappers (normalisation, replay, mixup, drift).
+pub fn new_bank(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<bank::SharedBank> {
+    let refuse = |why: &str| Err(Error::Config(format!("model.bank {why}")));
+    if cfg.kind != ModelKind::Lstm {
+        return refuse(&format!("holds LSTMs; kind is \"{}\"", cfg.kind));
+    }
+    if cfg.scope != Scope::PerKey {
+        return refuse("stacks per-key models: it needs scope = \"per_key\"");
+    }
+    if cfg.normalize || cfg.replay > 0 || cfg.mixup || cfg.drift != DriftDetector::None {
+        return refuse("keys have no per-key wrappers yet: set normalize = false, replay = 0, mixup = false and drift = \"none\"");
+    }
+    let window = cfg.window.max(1);
+    let dtype = match cfg.precision {
+        Precision::F64 => candle_core::DType::F64,
+        Precision::F32 => candle_core::DType::F32,
+    };
+    let b = bank::LstmBank::new(0, window, n_features / window, cfg.hidden.first().copied().unwrap_or(32), &training(cfg)?, dtype, device)?;
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(b)))
+}
+
 /// How the model's network is trained (loss, optimizer, learning rate, seed).
 pub fn training(cfg: &ModelConfig) -> Result<net::Training> {
     Ok(net::Training {
@@ -226,6 +253,10 @@ pub fn device_name(d: &Device) -> &'static str {
 /// Builds a fresh model for `n_features` inputs (wrapped in a drift guard when
 /// `model.drift` is set).
 pub fn build(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
+    if cfg.bank {
+        // A bank of its own (a pipeline's processor shares one among its keys).
+        return Ok(Box::new(bank::BankKey::new(&new_bank(cfg, n_features, device)?)?));
+    }
     let mut inner = build_kind(cfg, n_features, device)?;
     if cfg.replay > 0 {
         inner = Box::new(wrappers::Replay::new(inner, n_features, cfg.replay_capacity, cfg.replay, cfg.replay_policy, cfg.seed));

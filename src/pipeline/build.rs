@@ -204,14 +204,18 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
 }
 
 /// The `[model]` settings as the fingerprint hashes them: their `Debug` form, less
-/// `precision` at its default — the setting came after checkpoints existed, and
-/// those still restore (their fingerprints do not move); `f32` changes it.
+/// `precision` and `bank` at their defaults — the settings came after checkpoints
+/// existed, and those still restore (their fingerprints do not move); set, they
+/// change it.
 fn model_text(m: &crate::pipeline::config::ModelConfig) -> String {
-    let text = format!("{m:?}");
-    match m.precision {
-        crate::pipeline::config::choice::Precision::F64 => text.replace(", precision: \"f64\"", ""),
-        _ => text,
+    let mut text = format!("{m:?}");
+    if m.precision == crate::pipeline::config::choice::Precision::F64 {
+        text = text.replace(", precision: \"f64\"", "");
     }
+    if !m.bank {
+        text = text.replace(", bank: false", "");
+    }
+    text
 }
 
 /// A processor or model error as a problem: at its config key when it names one
@@ -413,6 +417,13 @@ mod tests {
         let (f64_print, f32_print) = (lstm("f64").await, lstm("f32").await);
         assert_ne!(f64_print, f32_print);
         assert_ne!(f64_print, before);
+        let mut t = with(&[("kind", "lstm"), ("optimizer", "adamw"), ("scope", "per_key")]);
+        t.insert("window".into(), toml::Value::Integer(2));
+        t.insert("normalize".into(), toml::Value::Boolean(false));
+        let plain = build_variant(ticks(), &t).await.map_err(|p| format!("{p:?}")).unwrap().fingerprint;
+        t.insert("bank".into(), toml::Value::Boolean(true));
+        let banked = build_variant(ticks(), &t).await.map_err(|p| format!("{p:?}")).unwrap().fingerprint;
+        assert_ne!(plain, banked);
         // f32 is refused, at its key, for the models that have no f32 code.
         let problems = build_variant(ticks(), &with(&[("precision", "f32")])).await.err().unwrap();
         assert!(problems.iter().any(|p| p.at == "model.precision" && p.message.contains("lstm")), "{problems:?}");

@@ -61,6 +61,8 @@ pub struct Processor {
     out_expert_cols: Vec<usize>,
     /// The published `target`: the column, or `<column>.change` for changes.
     target_label: String,
+    /// `model.bank`: the stacked bank every key's model is a row of.
+    bank: Option<model::bank::SharedBank>,
 }
 
 impl Processor {
@@ -90,6 +92,10 @@ impl Processor {
         let device = model::device(model_cfg.device)?;
         let experts = Experts::new(model_cfg, &outs)?;
         let out_expert_cols = experts.columns();
+        let bank = match model_cfg.bank {
+            true => Some(model::new_bank(model_cfg, out_features.len() * model_cfg.input_rows(), &device)?),
+            false => None,
+        };
         Ok(Processor {
             target_label: if experts.change { format!("{}.change", model_cfg.target) } else { model_cfg.target.clone() },
             experts,
@@ -112,6 +118,7 @@ impl Processor {
             max_live: model_cfg.max_live_models,
             update_block: model_cfg.update_block.min(i64::MAX as u64) as i64,
             window: model_cfg.input_rows(),
+            bank,
             engines: vec![engine],
         })
     }
@@ -133,7 +140,10 @@ impl Processor {
 
     /// A fresh model as the model stage builds one (a checkpoint loads into it).
     pub fn fresh_model(&self) -> Result<Box<dyn model::OnlineModel>> {
-        model::build(&self.model_cfg, self.out_features.len() * self.window, &self.device)
+        match &self.bank {
+            Some(b) => Ok(Box::new(model::bank::BankKey::new(b)?)),
+            None => model::build(&self.model_cfg, self.out_features.len() * self.window, &self.device),
+        }
     }
 
     /// The `horizon` and `target` fields of every prediction this processor makes.

@@ -399,14 +399,19 @@ fn a_directory_of_files_reads_as_the_whole_file() {
 /// 7 and 1000 rows, with the queued per-key work on one thread or two — every key
 /// gets the same forecasts, bit for bit, and the same update counts, as the
 /// round-robin stream processed one row at a time on one thread. (Per-key LSTMs: the
-/// model with per-thread scratch buffers.)
+/// model with per-thread scratch buffers.) The same holds for the keys of a stacked
+/// bank (`model.bank = true`, run in waves whose make-up follows the batches), whose
+/// forecasts are also the plain LSTMs' to rounding.
 #[test]
 fn per_key_results_do_not_depend_on_interleaving_batches_or_threads() {
     use crate::common::{flat_pipeline, tick};
     let dir = tempfile::tempdir().unwrap();
     let sql = "SELECT _offset, symbol, ts, price, price - LAG(price, 1) OVER (PARTITION BY symbol ORDER BY _offset) AS dp FROM ticks";
     let model = "kind = \"lstm\"\noptimizer = \"adamw\"\nlearning_rate = 0.02\nwindow = 3\nhidden = [5]\nfeatures = [\"price\", \"dp\"]\ntarget = \"price\"\nhorizon = 1\nscope = \"per_key\"";
-    let pipeline = flat_pipeline(dir.path(), sql, model, 1);
+    let plain = flat_pipeline(dir.path(), sql, model, 1);
+    let banked = dir.path().join("banked.toml");
+    std::fs::write(&banked, std::fs::read_to_string(&plain).unwrap().replace("scope = \"per_key\"", "scope = \"per_key\"\nbank = true")).unwrap();
+    assert!(std::fs::read_to_string(&banked).unwrap().contains("bank = true"));
     let (keys, per_key) = (6usize, 150usize);
     let row = |k: usize, n: usize| tick(&format!("K{k}"), 1_000_000 + n as i64 * 1000 + k as i64, 10.0 + (n as f64 * 0.21 + k as f64).sin() * (1.0 + k as f64), 1.0);
     let round_robin: Vec<usize> = (0..keys * per_key).map(|i| i % keys).collect();
@@ -417,10 +422,11 @@ fn per_key_results_do_not_depend_on_interleaving_batches_or_threads() {
         shuffled.swap(i, (s >> 33) as usize % (i + 1));
     }
     let blocks: Vec<usize> = (0..keys * per_key).map(|i| i / per_key).collect();
-    let per_key_forecasts = |order: &[usize], batch: &str, workers: &str| {
+    let per_key_forecasts = |pipeline: &Path, order: &[usize], batch: &str, workers: &str| {
         let mut next = vec![0; keys];
         let lines: Vec<String> = order.iter().map(|&k| { next[k] += 1; row(k, next[k] - 1) }).collect();
-        let tag = format!("{}-{batch}-{workers}", order[..12].iter().map(|k| k.to_string()).collect::<String>());
+        let lane = pipeline.file_stem().unwrap().to_string_lossy().into_owned();
+        let tag = format!("{lane}-{}-{batch}-{workers}", order[..12].iter().map(|k| k.to_string()).collect::<String>());
         let input = dir.path().join(format!("{tag}.jsonl"));
         std::fs::write(&input, lines.join("\n") + "\n").unwrap();
         let out = dir.path().join(&tag);
@@ -438,15 +444,27 @@ fn per_key_results_do_not_depend_on_interleaving_batches_or_threads() {
         }
         by_key
     };
-    let want = per_key_forecasts(&round_robin, "1", "1");
+    let want = per_key_forecasts(&plain, &round_robin, "1", "1");
     assert_eq!(want.len(), keys);
     // Window of 3 complete rows (the first has no dp): 146 forecasts per key, the
     // last one made after 145 updates.
     assert!(want.values().all(|f| f.len() == per_key - 3 && f.last().unwrap().1 == (per_key - 4) as u64), "{:?}", want.values().map(Vec::len).collect::<Vec<_>>());
-    for (name, order) in [("round-robin", &round_robin), ("shuffled", &shuffled), ("key after key", &blocks)] {
-        for batch in ["1", "7", "1000"] {
-            for workers in ["1", "2"] {
-                assert!(per_key_forecasts(order, batch, workers) == want, "{name}, batches of {batch}, {workers} thread(s)");
+    let bank_want = per_key_forecasts(&banked, &round_robin, "1", "1");
+    for (k, f) in &want {
+        let b = &bank_want[k];
+        assert_eq!(b.len(), f.len());
+        for ((p, u), (q, v)) in f.iter().zip(b) {
+            assert_eq!(u, v);
+            let (p, q) = (f64::from_bits(*p), f64::from_bits(*q));
+            assert!((p - q).abs() <= 1e-9 * (1.0 + p.abs()), "bank {q} vs plain {p}");
+        }
+    }
+    for (pipeline, want) in [(&plain, &want), (&banked, &bank_want)] {
+        for (name, order) in [("round-robin", &round_robin), ("shuffled", &shuffled), ("key after key", &blocks)] {
+            for batch in ["1", "7", "1000"] {
+                for workers in ["1", "2"] {
+                    assert!(per_key_forecasts(pipeline, order, batch, workers) == *want, "{pipeline:?}: {name}, batches of {batch}, {workers} thread(s)");
+                }
             }
         }
     }

@@ -161,6 +161,12 @@ pub struct ModelConfig {
     /// `f64` (default) or `f32` (`lstm` only): the float type the model computes in.
     #[serde(default)]
     pub precision: Precision,
+    /// `scope = "per_key"` LSTMs held as one stacked bank per pipeline: a batch's
+    /// keys learn and predict in waves, one batched step each — the form for a GPU
+    /// (on the CPU the default key-by-key code is far faster). Not with `normalize`,
+    /// `replay`, `mixup` or `drift`.
+    #[serde(default)]
+    pub bank: bool,
 }
 
 /// Prediction horizon.
