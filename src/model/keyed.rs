@@ -300,6 +300,47 @@ mod tests {
         check(&lstm);
     }
 
+    /// A shuffled interleaving of `keys` keys' `per_key` rows (order 0: key after key)
+    /// that keeps each key's own order.
+    fn interleaving(keys: usize, per_key: usize, order: u64, draws: &mut crate::model::rand::Draws) -> Vec<usize> {
+        let mut seq: Vec<usize> = (0..keys).flat_map(|k| std::iter::repeat_n(k, per_key)).collect();
+        if order > 0 {
+            for i in (1..seq.len()).rev() {
+                seq.swap(i, draws.below(i as u64 + 1) as usize);
+            }
+        }
+        seq
+    }
+
+    /// Runs `seq` (each entry: a key's next row, predicted then learned) queued in
+    /// batches of `batch` rows through `run_keys` on 2 threads; returns each key's
+    /// (forecast, updates when made) and its model.
+    fn run_queued(seq: &[usize], keys: usize, per_key: usize, batch: usize, build: Build<'_>) -> (Vec<Vec<(f64, u64)>>, Vec<Option<Box<dyn OnlineModel>>>) {
+        let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
+        let mut slots: Vec<Option<Box<dyn OnlineModel>>> = (0..keys).map(|_| None).collect();
+        let mut next = vec![0; keys];
+        let mut got: Vec<Vec<(f64, u64)>> = vec![Vec::new(); keys];
+        let all = (0..keys).map(|k| rows(k, per_key)).collect::<Vec<_>>();
+        for chunk in seq.chunks(batch) {
+            for &k in chunk {
+                let (x, y) = all[k][next[k]];
+                next[k] += 1;
+                ops[k].predict(&x);
+                ops[k].learn(&x, y);
+            }
+            let pairs = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
+            let o = run_keys(pairs, 2, build).unwrap();
+            assert_eq!(o.diverged, 0);
+            for (k, o) in ops.iter_mut().enumerate() {
+                while o.read < o.results.len() {
+                    got[k].push(o.next_forecast());
+                }
+                o.clear();
+            }
+        }
+        (got, slots)
+    }
+
     fn check(build: Build<'_>) {
         let (keys, per_key) = (9, 120);
         // Row at a time, key by key: the reference.
@@ -317,34 +358,9 @@ mod tests {
         }
         let mut draws = crate::model::rand::Draws(5);
         for (order, batch) in [(0, 1), (1, 7), (2, 1000), (3, 7)] {
-            // A shuffled interleaving that keeps each key's own order.
-            let mut seq: Vec<usize> = (0..keys).flat_map(|k| std::iter::repeat_n(k, per_key)).collect();
-            if order > 0 {
-                for i in (1..seq.len()).rev() {
-                    seq.swap(i, draws.below(i as u64 + 1) as usize);
-                }
-            }
-            let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
-            let mut slots: Vec<Option<Box<dyn OnlineModel>>> = (0..keys).map(|_| None).collect();
-            let mut next = vec![0; keys];
-            let mut got: Vec<Vec<u64>> = vec![Vec::new(); keys];
-            let all = (0..keys).map(|k| rows(k, per_key)).collect::<Vec<_>>();
-            for chunk in seq.chunks(batch) {
-                for &k in chunk {
-                    let (x, y) = all[k][next[k]];
-                    next[k] += 1;
-                    ops[k].predict(&x);
-                    ops[k].learn(&x, y);
-                }
-                let pairs = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
-                run_keys(pairs, 2, build).unwrap();
-                for (k, o) in ops.iter_mut().enumerate() {
-                    while o.read < o.results.len() {
-                        got[k].push(o.next_forecast().0.to_bits());
-                    }
-                    o.clear();
-                }
-            }
+            let seq = interleaving(keys, per_key, order, &mut draws);
+            let (got, slots) = run_queued(&seq, keys, per_key, batch, build);
+            let got: Vec<Vec<u64>> = got.iter().map(|g| g.iter().map(|f| f.0.to_bits()).collect()).collect();
             assert_eq!(got, want, "interleaving {order}, batches of {batch}");
             let w: Vec<_> = slots.iter().map(|s| s.as_ref().unwrap().parameters().unwrap()).collect();
             assert_eq!(w, want_w, "interleaving {order}, batches of {batch}");
@@ -374,46 +390,20 @@ mod tests {
         let mut first: Option<Vec<Vec<u64>>> = None;
         let mut draws = crate::model::rand::Draws(8);
         for (order, batch) in [(0, 1), (1, 7), (2, 1000)] {
-            let mut seq: Vec<usize> = (0..keys).flat_map(|k| std::iter::repeat_n(k, per_key)).collect();
-            if order > 0 {
-                for i in (1..seq.len()).rev() {
-                    seq.swap(i, draws.below(i as u64 + 1) as usize);
-                }
-            }
-            let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
-            let mut slots: Vec<Option<Box<dyn OnlineModel>>> = (0..keys).map(|_| None).collect();
-            let mut next = vec![0; keys];
-            let mut got: Vec<Vec<f64>> = vec![Vec::new(); keys];
-            let all = (0..keys).map(|k| rows(k, per_key)).collect::<Vec<_>>();
-            for chunk in seq.chunks(batch) {
-                for &k in chunk {
-                    let (x, y) = all[k][next[k]];
-                    next[k] += 1;
-                    ops[k].predict(&x);
-                    ops[k].learn(&x, y);
-                }
-                let pairs = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
-                let o = run_keys(pairs, 2, &build).unwrap();
-                assert_eq!(o.diverged, 0);
-                for (k, o) in ops.iter_mut().enumerate() {
-                    while o.read < o.results.len() {
-                        let (p, updates) = o.next_forecast();
-                        assert_eq!(updates as usize, got[k].len(), "updates when key {k} forecast");
-                        got[k].push(p);
-                    }
-                    o.clear();
-                }
-            }
+            let seq = interleaving(keys, per_key, order, &mut draws);
+            let (got, slots) = run_queued(&seq, keys, per_key, batch, &build);
             for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(g.len(), per_key);
-                assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-10), "key {k}, interleaving {order}, batches of {batch}");
+                assert!(g.iter().enumerate().all(|(i, f)| f.1 == i as u64), "updates when key {k} forecast");
+                assert!(g.iter().zip(w).all(|(a, b)| (a.0 - b).abs() < 1e-10), "key {k}, interleaving {order}, batches of {batch}");
             }
-            let bits: Vec<Vec<u64>> = got.iter().map(|g| g.iter().map(|p| p.to_bits()).collect()).collect();
+            let bits: Vec<Vec<u64>> = got.iter().map(|g| g.iter().map(|p| p.0.to_bits()).collect()).collect();
             match &first {
                 None => first = Some(bits),
                 Some(f) => assert_eq!(&bits, f, "interleaving {order}, batches of {batch}"),
             }
             // The models go; their rows go back to the bank for the next round.
+            drop(slots);
         }
         assert_eq!(crate::model::bank::lock(&bank).unwrap().keys(), 16, "rows reused, not grown");
     }

@@ -159,36 +159,14 @@ fn sequence_models_learn_an_ar2() {
         let shape = seq::SeqShape { kind, window: 4, d: 1, hidden: 16, kernel: 2 };
         let t = net::Training { loss: loss::Loss::Mse, optim: linear::Optim::AdamW, learning_rate: 0.01, seed: 3 };
         let mut m = seq::SeqModel::new(&shape, &t, candle_core::DType::F64, &Device::Cpu).unwrap();
-        let mut rng = Rng(5);
-        let mut ys = vec![0.0f64; 4];
-        let (mut late, mut late_zero) = (0.0, 0.0);
-        for i in 0..3000 {
-            let n = ys.len();
-            let y = 1.2 * ys[n - 1] - 0.5 * ys[n - 2] + 0.1 * rng.normal();
-            let w = &ys[n - 4..];
-            let p = m.predict(w).unwrap();
-            if i >= 2500 {
-                late += (p - y).abs();
-                late_zero += y.abs();
-            }
-            m.update(w, y).unwrap();
-            ys.push(y);
-        }
-        let (mae, zero) = (late / 500.0, late_zero / 500.0);
+        let (mae, zero) = ar2_late_mae(&mut m);
         assert!(mae < 0.1 && mae < 0.7 * zero, "{kind}: prequential MAE {mae} (predicting 0: {zero})");
     }
 }
 
-/// `model.precision = "f32"` builds the f32 LSTM (every weight an f32 value; the
-/// f64 build's are not), and it learns the same AR(2) process as well: below 0.1 and
-/// 0.7× the predict-0 error after warm-up.
-#[test]
-fn f32_lstm_from_the_config_learns_an_ar2() {
-    let text = |p: &str| format!("kind = \"lstm\"\noptimizer = \"adamw\"\nlearning_rate = 0.01\nhidden = [16]\nwindow = 4\nseed = 3\nprecision = \"{p}\"\nfeatures = [\"y\"]\ntarget = \"y\"\nhorizon = 1");
-    let f32_exact = |m: &dyn OnlineModel| m.parameters().unwrap().iter().all(|&v| (v as f32) as f64 == v);
-    let wide = build(&toml::from_str::<ModelConfig>(&text("f64")).unwrap(), 4, &Device::Cpu).unwrap();
-    assert!(!f32_exact(wide.as_ref()));
-    let mut m = build(&toml::from_str::<ModelConfig>(&text("f32")).unwrap(), 4, &Device::Cpu).unwrap();
+/// The AR(2) above, 3,000 steps as windows of the last 4 values: the prequential
+/// MAE over the last 500, and predicting 0's on the same rows.
+fn ar2_late_mae(m: &mut dyn OnlineModel) -> (f64, f64) {
     let mut rng = Rng(5);
     let mut ys = vec![0.0f64; 4];
     let (mut late, mut late_zero) = (0.0, 0.0);
@@ -204,8 +182,21 @@ fn f32_lstm_from_the_config_learns_an_ar2() {
         m.update(w, y).unwrap();
         ys.push(y);
     }
+    (late / 500.0, late_zero / 500.0)
+}
+
+/// `model.precision = "f32"` builds the f32 LSTM (every weight an f32 value; the
+/// f64 build's are not), and it learns the same AR(2) process as well: below 0.1 and
+/// 0.7× the predict-0 error after warm-up.
+#[test]
+fn f32_lstm_from_the_config_learns_an_ar2() {
+    let text = |p: &str| format!("kind = \"lstm\"\noptimizer = \"adamw\"\nlearning_rate = 0.01\nhidden = [16]\nwindow = 4\nseed = 3\nprecision = \"{p}\"\nfeatures = [\"y\"]\ntarget = \"y\"\nhorizon = 1");
+    let f32_exact = |m: &dyn OnlineModel| m.parameters().unwrap().iter().all(|&v| (v as f32) as f64 == v);
+    let wide = build(&toml::from_str::<ModelConfig>(&text("f64")).unwrap(), 4, &Device::Cpu).unwrap();
+    assert!(!f32_exact(wide.as_ref()));
+    let mut m = build(&toml::from_str::<ModelConfig>(&text("f32")).unwrap(), 4, &Device::Cpu).unwrap();
+    let (mae, zero) = ar2_late_mae(m.as_mut());
     assert!(f32_exact(m.as_ref()));
-    let (mae, zero) = (late / 500.0, late_zero / 500.0);
     assert!(mae < 0.1 && mae < 0.7 * zero, "f32 lstm: prequential MAE {mae} (predicting 0: {zero})");
 }
 
