@@ -294,13 +294,10 @@ impl LstmBank {
         // The sum of the keys' losses: each key's gradient is its own row's.
         let losses = self.loss.per_row(&pred, &target)?;
         let grads = losses.sum_all()?.backward()?;
-        for &k in keys {
-            self.steps[k as usize] += 1;
-            self.updates[k as usize] += 1;
-        }
-        // Per key, as NetOptimizer's scalars: 1/(1 − βᵗ) with the key's own t.
+        // Per key, as NetOptimizer's scalars: 1/(1 − βᵗ) with the key's own t (this
+        // step's; the counters move once every stack is written).
         let scale = |beta: f64| -> Result<Tensor> {
-            let s: Vec<f64> = keys.iter().map(|&k| 1f64 / (1f64 - beta.powi(self.steps[k as usize] as i32))).collect();
+            let s: Vec<f64> = keys.iter().map(|&k| 1f64 / (1f64 - beta.powi(self.steps[k as usize] as i32 + 1))).collect();
             Ok(Tensor::from_vec(s, (n, 1, 1), &self.device)?.to_dtype(self.dtype)?)
         };
         let lr = Tensor::from_vec(keys.iter().map(|&k| self.lrs[k as usize]).collect::<Vec<f64>>(), (n, 1, 1), &self.device)?.to_dtype(self.dtype)?;
@@ -327,6 +324,10 @@ impl LstmBank {
                 _ => (theta - g.broadcast_mul(&lr)?)?,
             };
             self.params[j].scatter_set(&rows, &next, 0)?;
+        }
+        for &k in keys {
+            self.steps[k as usize] += 1;
+            self.updates[k as usize] += 1;
         }
         Ok(losses.to_dtype(DType::F64)?.to_vec1::<f64>()?)
     }
