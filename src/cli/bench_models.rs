@@ -77,13 +77,17 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
         let window = if kind.is_sequence() { 8 } else { 1 };
         let cfg: ModelConfig = toml::from_str(&format!(
             "kind = \"{kind}\"\noptimizer = \"adamw\"\nlearning_rate = 0.001\nhidden = [32]\nwindow = {window}\nkernel = 3\nprecision = \"{}\"\n\
-             features = [\"f\"]\ntarget = \"y\"\nhorizon = 1",
-            a.precision
+             features = [\"f\"]\ntarget = \"y\"\nhorizon = 1\nscope = \"per_key\"\nbank = {}",
+            a.precision,
+            a.bank && a.keys > 1
         ))?;
         let n = d * window;
         let mut line = format!("{kind:<8}");
         if a.keys > 1 && a.bank {
-            let rate = bank_rate(&cfg, d, window, &dev, a.keys, a.rows.max(a.keys))?;
+            // Every key a row of one bank: `run_keys` runs them in waves, as a pipeline does.
+            let bank = model::new_bank(&cfg, n, &dev)?;
+            let build = || -> crate::error::Result<Box<dyn model::OnlineModel>> { Ok(Box::new(model::bank::BankKey::new(&bank)?)) };
+            let rate = keyed_rate(&build, n, a.keys, a.rows.max(a.keys), 1)?;
             println!("{kind:<8}  {} keys, one stacked bank: {rate:>10.0} rows/s", a.keys);
             rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: true });
             continue;
@@ -95,7 +99,8 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
                 counts.push(cores);
             }
             for threads in counts {
-                let rate = keyed_rate(&cfg, n, &dev, a.keys, a.rows.max(a.keys), threads)?;
+                let build = || model::build(&cfg, n, &dev);
+                let rate = keyed_rate(&build, n, a.keys, a.rows.max(a.keys), threads)?;
                 println!("{kind:<8}  {} keys, {threads} thread(s): {rate:>10.0} rows/s", a.keys);
                 rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: false });
             }
@@ -127,11 +132,10 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
 
 /// Rows/s of K keyed models fed round-robin, each row a predict then an update of
 /// its key's model, in batches of 4,096 rows run through `model::keyed`.
-fn keyed_rate(cfg: &ModelConfig, n: usize, dev: &candle_core::Device, keys: usize, rows: usize, threads: usize) -> anyhow::Result<f64> {
+fn keyed_rate(build: keyed::Build<'_>, n: usize, keys: usize, rows: usize, threads: usize) -> anyhow::Result<f64> {
     let mut slots: Vec<Option<Box<dyn model::OnlineModel>>> = (0..keys).map(|_| None).collect();
     let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
     let xs: Vec<f64> = (0..keys * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
-    let build = || model::build(cfg, n, dev);
     let started = Instant::now();
     let mut r = 0;
     while r < rows {
@@ -143,51 +147,8 @@ fn keyed_rate(cfg: &ModelConfig, n: usize, dev: &candle_core::Device, keys: usiz
             ops[k].learn(x, x[0] - 0.5 * x[1]);
         }
         let work = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
-        keyed::run_keys(work, threads, &build)?;
+        keyed::run_keys(work, threads, build)?;
         ops.iter_mut().for_each(KeyOps::clear);
-        r = end;
-    }
-    Ok(rows as f64 / started.elapsed().as_secs_f64())
-}
-
-/// [`keyed_rate`]'s stream through one stacked LSTM bank: per batch of 4,096 rows,
-/// wave i holds the i-th row of every key that has one — one batched predict, then
-/// one batched update.
-fn bank_rate(cfg: &ModelConfig, d: usize, window: usize, dev: &candle_core::Device, keys: usize, rows: usize) -> anyhow::Result<f64> {
-    let n = d * window;
-    let dtype = match cfg.precision {
-        Precision::F64 => candle_core::DType::F64,
-        Precision::F32 => candle_core::DType::F32,
-    };
-    let hidden = cfg.hidden.first().copied().unwrap_or(32);
-    let mut bank = crate::model::bank::LstmBank::new(keys, window, d, hidden, &model::training(cfg)?, dtype, dev)?;
-    let xs: Vec<f64> = (0..keys * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
-    let (mut ks, mut wx, mut ys, mut preds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut counts = vec![0usize; keys];
-    let started = Instant::now();
-    let mut r = 0;
-    while r < rows {
-        let end = (r + 4096).min(rows);
-        counts.iter_mut().for_each(|c| *c = 0);
-        for i in r..end {
-            counts[i % keys] += 1;
-        }
-        let waves = counts.iter().copied().max().unwrap_or(0);
-        for wave in 0..waves {
-            ks.clear();
-            wx.clear();
-            ys.clear();
-            for (k, &c) in counts.iter().enumerate() {
-                if c > wave {
-                    let x = &xs[k * n..(k + 1) * n];
-                    ks.push(k as u32);
-                    wx.extend_from_slice(x);
-                    ys.push(x[0] - 0.5 * x[1]);
-                }
-            }
-            bank.predict(&ks, &wx, &mut preds)?;
-            bank.update(&ks, &wx, &ys)?;
-        }
         r = end;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())

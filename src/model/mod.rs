@@ -205,16 +205,20 @@ pub fn new_bank(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result
         return refuse("keys have no per-key wrappers yet: set normalize = false, replay = 0, mixup = false and drift = \"none\"");
     }
     let window = cfg.window.max(1);
-    let dtype = match cfg.precision {
-        Precision::F64 => candle_core::DType::F64,
-        Precision::F32 => candle_core::DType::F32,
-    };
-    let b = bank::LstmBank::new(0, window, n_features / window, cfg.hidden.first().copied().unwrap_or(32), &training(cfg)?, dtype, device)?;
+    let b = bank::LstmBank::new(0, window, n_features / window, cfg.hidden.first().copied().unwrap_or(32), &training(cfg)?, dtype(cfg.precision), device)?;
     Ok(std::sync::Arc::new(std::sync::Mutex::new(b)))
 }
 
+/// candle's dtype for `model.precision`.
+fn dtype(p: Precision) -> candle_core::DType {
+    match p {
+        Precision::F64 => candle_core::DType::F64,
+        Precision::F32 => candle_core::DType::F32,
+    }
+}
+
 /// How the model's network is trained (loss, optimizer, learning rate, seed).
-pub fn training(cfg: &ModelConfig) -> Result<net::Training> {
+fn training(cfg: &ModelConfig) -> Result<net::Training> {
     Ok(net::Training {
         loss: loss::Loss::new(cfg.loss, cfg.huber_delta)?,
         optim: optimizer(cfg),
@@ -417,11 +421,7 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
         ModelKind::Lstm | ModelKind::Cnn1d => {
             let window = cfg.window.max(1);
             let shape = seq::SeqShape { kind: cfg.kind, window: cfg.window, d: n_features / window, hidden: cfg.hidden.first().copied().unwrap_or(32), kernel: cfg.kernel };
-            let dtype = match cfg.precision {
-                Precision::F64 => candle_core::DType::F64,
-                Precision::F32 => candle_core::DType::F32,
-            };
-            Ok(Box::new(seq::SeqModel::new(&shape, &training(cfg)?, dtype, device)?))
+            Ok(Box::new(seq::SeqModel::new(&shape, &training(cfg)?, dtype(cfg.precision), device)?))
         }
         ModelKind::Rls => Ok(Box::new(rls::RlsModel::new(n_features, cfg.forgetting_factor, cfg.regularization, device)?)),
     }

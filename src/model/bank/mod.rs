@@ -50,6 +50,26 @@ fn row_values(stack: &Tensor, k: usize, transpose: bool) -> Result<Vec<f64>> {
     Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
 }
 
+/// One key's rows, [1, rows, cols] per stack (`shapes`, in stack order), from the
+/// arrays `prefix.<name>` of a checkpoint in candle's names and layouts.
+fn rows_from(s: &Snapshot, prefix: &str, shapes: &[(usize, usize)], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
+    let mut rows: Vec<Option<Tensor>> = vec![None; shapes.len()];
+    for (name, j, transpose) in NAMES {
+        let (r, c) = shapes[j];
+        let v = s.array(&format!("{prefix}.{name}"))?;
+        if v.len() != r * c {
+            return Err(Error::Checkpoint(format!(
+                "{prefix}.{name}: {} values stored, the model needs {} — was the checkpoint written by another model configuration?",
+                v.len(),
+                r * c
+            )));
+        }
+        let t = if transpose { Tensor::from_slice(v, (c, r), device)?.t()? } else { Tensor::from_slice(v, (r, c), device)? };
+        rows[j] = Some(t.unsqueeze(0)?.contiguous()?.to_dtype(dtype)?);
+    }
+    Ok(rows.into_iter().map(|r| r.expect("every stack named")).collect())
+}
+
 /// Which stack holds which parameter, with its per-key shape.
 const W_IH: usize = 0; // W_ihᵀ [d, 4h]
 const W_HH: usize = 1; // W_hhᵀ [h, 4h]
@@ -90,30 +110,11 @@ impl LstmBank {
         if t.optim == Optim::Nlms {
             return Err(Error::Config("model.optimizer \"nlms\" is for linear models; use adamw or sgd".into()));
         }
-        let one = LstmModel::<f64>::new(window, d, hidden, t)?;
-        // parameters(): candle's names in order — head.bias [1], head.weight [1, h],
-        // bias_hh [4h], bias_ih [4h], weight_hh [4h, h], weight_ih [4h, d].
-        let p = one.parameters()?;
-        let (h, g) = (hidden, 4 * hidden);
-        let mut at = 0;
-        let mut take = |n: usize| {
-            let s = p[at..at + n].to_vec();
-            at += n;
-            s
-        };
-        let (head_b, head_w, b_hh, b_ih, w_hh, w_ih) = (take(1), take(h), take(g), take(g), take(g * h), take(g * d));
-        let one_row = |v: Vec<f64>, rows: usize, cols: usize, transpose: bool| -> Result<Tensor> {
-            let t = if transpose { Tensor::from_vec(v, (cols, rows), device)?.t()? } else { Tensor::from_vec(v, (rows, cols), device)? };
-            Ok(t.unsqueeze(0)?.contiguous()?.to_dtype(dtype)?)
-        };
-        let init = vec![
-            one_row(w_ih, d, g, true)?,
-            one_row(w_hh, h, g, true)?,
-            one_row(b_ih, 1, g, false)?,
-            one_row(b_hh, 1, g, false)?,
-            one_row(head_w, h, 1, true)?,
-            one_row(head_b, 1, 1, false)?,
-        ];
+        // A key's start: the plain LSTM's seeded weights, read as its checkpoint.
+        let mut start = Snapshot::default();
+        LstmModel::<f64>::new(window, d, hidden, t)?.save(&mut start)?;
+        let shapes = [(d, 4 * hidden), (hidden, 4 * hidden), (1, 4 * hidden), (1, 4 * hidden), (hidden, 1), (1, 1)];
+        let init = rows_from(&start, "var", &shapes, dtype, device)?;
         let mut bank = LstmBank {
             keys: 0,
             used: 0,
@@ -365,20 +366,11 @@ impl LstmBank {
     /// Reads what [`LstmBank::save_key`] (or an `LstmModel`) wrote into key `k`.
     pub fn load_key(&mut self, k: usize, s: &mut Snapshot) -> Result<()> {
         let (updates, steps, lr) = (s.int("updates")?, s.int("step_t")?, s.f64("lr")?);
+        let shapes: Vec<(usize, usize)> = self.init.iter().map(|t| t.dims3().map(|(_, r, c)| (r, c))).collect::<candle_core::Result<_>>()?;
         let (dtype, device) = (self.dtype, self.device.clone());
         let set = |prefix: &str, stacks: &[Tensor]| -> Result<()> {
-            for (name, j, transpose) in NAMES {
-                let (_, r, c) = stacks[j].dims3()?;
-                let v = s.array(&format!("{prefix}.{name}"))?;
-                if v.len() != r * c {
-                    return Err(Error::Checkpoint(format!(
-                        "{prefix}.{name}: {} values stored, the model needs {} — was the checkpoint written by another model configuration?",
-                        v.len(),
-                        r * c
-                    )));
-                }
-                let t = if transpose { Tensor::from_slice(v, (c, r), &device)?.t()? } else { Tensor::from_slice(v, (r, c), &device)? };
-                stacks[j].slice_set(&t.unsqueeze(0)?.contiguous()?.to_dtype(dtype)?, 0, k)?;
+            for (stack, row) in stacks.iter().zip(rows_from(s, prefix, &shapes, dtype, &device)?) {
+                stack.slice_set(&row, 0, k)?;
             }
             Ok(())
         };

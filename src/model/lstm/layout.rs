@@ -50,6 +50,7 @@ impl Layout {
 }
 
 /// Per-thread buffers of one forward/backward pass (reused; sized on first use).
+#[derive(Default)]
 pub struct Scratch<F> {
     /// The input window in F (a copy of the f64 row).
     pub(super) xs: Vec<F>,
@@ -73,30 +74,6 @@ pub struct Scratch<F> {
     pub(super) last: Option<(u64, u64)>,
     pub(super) last_x: Vec<f64>,
     pub(super) last_pred: F,
-}
-
-impl<F: Real> Default for Scratch<F> {
-    fn default() -> Self {
-        let e = Vec::new;
-        Scratch {
-            xs: e(),
-            acts: e(),
-            cells: e(),
-            tanh_c: e(),
-            hidden: e(),
-            pre_a: e(),
-            pre_b: e(),
-            grad: e(),
-            dh: e(),
-            dh_prev: e(),
-            dc: e(),
-            dpre: e(),
-            coefs: e(),
-            last: None,
-            last_x: Vec::new(),
-            last_pred: F::ZERO,
-        }
-    }
 }
 
 impl<F: Real> Scratch<F> {

@@ -1,7 +1,8 @@
 //! The LSTM regressor on the CPU as plain code: forward over the key's window,
 //! backpropagation through time written out, AdamW or SGD in place — no tensors, no
 //! per-row allocation — in f64, or in f32 for `model.precision = "f32"` (the same
-//! code over [`Real`]; the f64 instance keeps the bits it had before f32 existed). The same model as `seq::SeqModel`'s candle-nn LSTM (gate order
+//! code over [`Real`]; the f64 instance keeps the bits it had before f32 existed).
+//! The same model as `seq::SeqModel`'s candle-nn LSTM (gate order
 //! input, forget, cell, output; last hidden state → linear head; the same seeded
 //! initial weights, drawn in the same name order) whose autograd serves as the test's
 //! independent reference. candle's version stays for CUDA.
