@@ -69,6 +69,13 @@ impl Snapshot {
     }
 
     pub fn tensor(&self, name: &str, dims: &[usize], dtype: candle_core::DType, device: &Device) -> Result<Tensor> {
+        let v = self.array_shaped(name, dims)?;
+        Ok(Tensor::from_slice(v, dims, device)?.to_dtype(dtype)?)
+    }
+
+    /// The array `name`, which must hold exactly the values of shape `dims` (else a
+    /// checkpoint error naming both sizes).
+    pub fn array_shaped(&self, name: &str, dims: &[usize]) -> Result<&[f64]> {
         let v = self.array(name)?;
         let want: usize = dims.iter().product();
         if v.len() != want {
@@ -78,7 +85,7 @@ impl Snapshot {
                 v.len()
             )));
         }
-        Ok(Tensor::from_slice(v, dims, device)?.to_dtype(dtype)?)
+        Ok(v)
     }
 
     /// Overwrites a variable with the stored array of the same shape.

@@ -103,6 +103,17 @@ impl Itoa {
     }
 }
 
+/// `v` (0 ≤ v < 10^width) in exactly `width` decimal digits, zero-padded.
+fn digits(b: &mut Vec<u8>, v: i64, width: usize) {
+    let at = b.len();
+    b.resize(at + width, b'0');
+    let mut u = v.unsigned_abs();
+    for d in b[at..].iter_mut().rev() {
+        *d = b'0' + (u % 10) as u8;
+        u /= 10;
+    }
+}
+
 /// Everything a batch produced, in record order.
 #[derive(Default)]
 pub struct Outputs {
@@ -179,18 +190,31 @@ impl Outputs {
         let _ = serde_json::to_writer(&mut *b, p.key);
         let _ = b.write_all(b",\"event_time\":\"");
         let _ = b.write_all(&date);
-        let _ = write!(b, "T{:02}:{:02}:{:02}.{:09}Z\"", sod / 3600, sod / 60 % 60, sod % 60, nanos);
-        let _ = write!(b, ",\"event_time_ns\":{},\"horizon\":", p.event_time_ns);
+        // Fixed-width digits and itoa (through serde_json) rather than `fmt`: this runs
+        // once per prediction.
+        b.push(b'T');
+        digits(b, sod / 3600, 2);
+        b.push(b':');
+        digits(b, sod / 60 % 60, 2);
+        b.push(b':');
+        digits(b, sod % 60, 2);
+        b.push(b'.');
+        digits(b, nanos, 9);
+        let _ = b.write_all(b"Z\",\"event_time_ns\":");
+        let _ = serde_json::to_writer(&mut *b, &p.event_time_ns);
+        let _ = b.write_all(b",\"horizon\":");
         let _ = serde_json::to_writer(&mut *b, p.horizon);
         let _ = b.write_all(b",\"target\":");
         let _ = serde_json::to_writer(&mut *b, p.target);
         let _ = b.write_all(b",\"predicted\":");
         let _ = serde_json::to_writer(&mut *b, &p.predicted);
-        let _ = write!(
-            b,
-            ",\"model_updates\":{},\"source_partition\":{},\"source_offset\":{}}}",
-            p.model_updates, p.partition, p.offset
-        );
+        let _ = b.write_all(b",\"model_updates\":");
+        let _ = serde_json::to_writer(&mut *b, &p.model_updates);
+        let _ = b.write_all(b",\"source_partition\":");
+        let _ = serde_json::to_writer(&mut *b, &p.partition);
+        let _ = b.write_all(b",\"source_offset\":");
+        let _ = serde_json::to_writer(&mut *b, &p.offset);
+        b.push(b'}');
         let p1 = self.buf.len();
         self.predictions.push(OutRecord {
             partition: p.partition,
@@ -245,6 +269,15 @@ mod tests {
             assert_eq!(v["event_time"], want.as_str(), "{ns}");
         }
         assert_eq!(v["predicted"], -0.25);
+        // Every field of a payload, byte for byte, against `format!` of the same values.
+        let p = PredictionRef { key: "k", event_time_ns: 1_742_944_020_073_004_005, horizon: "1s", target: "y", predicted: 1.5, model_updates: 12, partition: 3, offset: -1 };
+        o.push_prediction(&p);
+        let r = *o.predictions.last().unwrap();
+        let want = format!(
+            "{{\"key\":\"k\",\"event_time\":\"2025-03-25T23:07:00.073004005Z\",\"event_time_ns\":{},\"horizon\":\"1s\",\"target\":\"y\",\"predicted\":1.5,\"model_updates\":{},\"source_partition\":{},\"source_offset\":{}}}",
+            p.event_time_ns, p.model_updates, p.partition, p.offset
+        );
+        assert_eq!(std::str::from_utf8(o.payload(&r)).unwrap(), want);
         assert_eq!(v["source_offset"], 41);
     }
 }

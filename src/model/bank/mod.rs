@@ -56,14 +56,7 @@ fn rows_from(s: &Snapshot, prefix: &str, shapes: &[(usize, usize)], dtype: DType
     let mut rows: Vec<Option<Tensor>> = vec![None; shapes.len()];
     for (name, j, transpose) in NAMES {
         let (r, c) = shapes[j];
-        let v = s.array(&format!("{prefix}.{name}"))?;
-        if v.len() != r * c {
-            return Err(Error::Checkpoint(format!(
-                "{prefix}.{name}: {} values stored, the model needs {} — was the checkpoint written by another model configuration?",
-                v.len(),
-                r * c
-            )));
-        }
+        let v = s.array_shaped(&format!("{prefix}.{name}"), &[r, c])?;
         let t = if transpose { Tensor::from_slice(v, (c, r), device)?.t()? } else { Tensor::from_slice(v, (r, c), device)? };
         rows[j] = Some(t.unsqueeze(0)?.contiguous()?.to_dtype(dtype)?);
     }

@@ -409,14 +409,7 @@ impl<F: Real + WithScratch> OnlineModel for LstmModel<F> {
         let lay = self.lay;
         let read = |prefix: &str, into: &mut Vec<F>| -> Result<()> {
             for (name, [rows, cols], at) in lay.vars() {
-                let v = s.array(&format!("{prefix}.{name}"))?;
-                if v.len() != rows * cols {
-                    return Err(Error::Checkpoint(format!(
-                        "{prefix}.{name}: {} values stored, the model needs {} — was the checkpoint written by another model configuration?",
-                        v.len(),
-                        rows * cols
-                    )));
-                }
+                let v = s.array_shaped(&format!("{prefix}.{name}"), &[rows, cols])?;
                 for r in 0..rows {
                     for c in 0..cols {
                         into[at(r, c)] = F::of(v[r * cols + c]);
