@@ -14,6 +14,9 @@ use super::bank::{self, SharedBank};
 use super::OnlineModel;
 use crate::error::{Error, Result};
 
+/// One op in this many of each kind is timed (see [`KeyOps::run`]).
+const SAMPLE: u32 = 32;
+
 /// Builds a fresh model (the same configuration for every key).
 pub type Build<'a> = &'a (dyn Fn() -> Result<Box<dyn OnlineModel>> + Sync);
 
@@ -81,13 +84,14 @@ impl KeyOps {
     pub fn run(&mut self, slot: &mut Option<Box<dyn OnlineModel>>, build: Build<'_>) -> Result<Outcome> {
         let mut o = Outcome::default();
         let stride = if self.ops.is_empty() { 0 } else { self.xs.len() / self.ops.len() };
-        // Stage times are sampled: every 8th op of each kind (counted across batches)
-        // is timed and stands for 8 (a clock read costs half a linear model's step).
+        // Stage times are sampled: every SAMPLE-th op of each kind (counted across
+        // batches) is timed and stands for SAMPLE (a clock read here costs ~20 ns,
+        // a fifth of a linear model's predict and update).
         while self.done < self.ops.len() {
             let x = &self.xs[self.done * stride..(self.done + 1) * stride];
             let op = self.ops[self.done];
             let kind = matches!(op, Op::Predict) as usize;
-            let t0 = self.seen[kind].is_multiple_of(8).then(Instant::now);
+            let t0 = self.seen[kind].is_multiple_of(SAMPLE).then(Instant::now);
             self.seen[kind] = self.seen[kind].wrapping_add(1);
             if slot.is_none() {
                 *slot = Some(build()?);
@@ -108,7 +112,7 @@ impl KeyOps {
                 }
             }
             if let Some(t0) = t0 {
-                *if kind == 0 { &mut o.update } else { &mut o.predict } += t0.elapsed() * 8;
+                *if kind == 0 { &mut o.update } else { &mut o.predict } += t0.elapsed() * SAMPLE;
             }
             self.done += 1;
         }

@@ -33,11 +33,50 @@ pub(crate) const BETA1: f64 = 0.9;
 pub(crate) const BETA2: f64 = 0.999;
 pub(crate) const EPS: f64 = 1e-8;
 
+/// β raised to 1, 2, 4, …, 2³⁰ by repeated squaring (`a ← a·a`), at compile time.
+const fn squarings(beta: f64) -> [f64; 31] {
+    let mut out = [0.0; 31];
+    let (mut a, mut i) = (beta, 0);
+    while i < 31 {
+        out[i] = a;
+        a *= a;
+        i += 1;
+    }
+    out
+}
+
+const BETA1_SQUARINGS: [f64; 31] = squarings(BETA1);
+const BETA2_SQUARINGS: [f64; 31] = squarings(BETA2);
+
+/// βᵗ as `f64::powi` computes it (the runtime's exponentiation by squaring: the
+/// product, in ascending bit order of t, of β^(2ᵏ) for the bits k set in t, each
+/// squaring rounded) with the squarings read from a table instead of recomputed
+/// each call. The same operations on the same values: the same bits (tested
+/// against `powi` over t = 0…2²⁰).
+#[inline(always)]
+fn powi_squarings(squarings: &[f64; 31], t: u32) -> f64 {
+    let (mut r, mut bits) = (1.0, t);
+    while bits != 0 {
+        r *= squarings[bits.trailing_zeros() as usize];
+        bits &= bits - 1;
+    }
+    r
+}
+
+/// AdamW's bias corrections at step `t` ≥ 1: (1/(1 − β₁ᵗ), 1/(1 − β₂ᵗ)), bit for bit
+/// what candle-nn computes with `powi` (a table replaces `powi`'s squarings, which
+/// cost a linear model's step as much as its arithmetic).
+#[inline]
+pub(crate) fn adam_scales(t: u64) -> (f64, f64) {
+    let t = t.min(i32::MAX as u64) as u32;
+    (1.0 / (1.0 - powi_squarings(&BETA1_SQUARINGS, t)), 1.0 / (1.0 - powi_squarings(&BETA2_SQUARINGS, t)))
+}
+
 /// AdamW state: first and second moments and the step count.
 struct Moments {
     m: Vec<f64>,
     v: Vec<f64>,
-    t: i32,
+    t: u64,
 }
 
 /// A linear model with its optimizer state.
@@ -143,7 +182,7 @@ impl LinearModel {
             }
             (Some(s), _) => {
                 s.t += 1;
-                let (c1, c2) = (1.0 / (1.0 - BETA1.powi(s.t)), 1.0 / (1.0 - BETA2.powi(s.t)));
+                let (c1, c2) = adam_scales(s.t);
                 for (((t, g), m), v) in self.theta.iter_mut().zip(&self.grad).zip(s.m.iter_mut()).zip(s.v.iter_mut()) {
                     *m = *m * BETA1 + g * (1.0 - BETA1);
                     *v = *v * BETA2 + g * g * (1.0 - BETA2);
@@ -216,7 +255,7 @@ impl OnlineModel for LinearModel {
         if let Some(m) = &self.moments {
             s.put("adam_m", m.m.clone());
             s.put("adam_v", m.v.clone());
-            s.put_int("adam_t", m.t as u64);
+            s.put_int("adam_t", m.t);
         }
         Ok(())
     }
@@ -233,7 +272,7 @@ impl OnlineModel for LinearModel {
         self.updates = s.int("updates")?;
         if self.moments.is_some() {
             let (m, v) = (same("adam_m", s.array("adam_m")?)?, same("adam_v", s.array("adam_v")?)?);
-            let t = s.int("adam_t")? as i32;
+            let t = s.int("adam_t")?;
             self.moments = Some(Moments { m, v, t });
         }
         Ok(())

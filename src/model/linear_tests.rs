@@ -160,3 +160,18 @@ fn adamw_first_step_is_lr_times_sign() {
         assert!((a - b).abs() < 1e-9, "{p:?}");
     }
 }
+
+/// The bias corrections from the table of squarings equal the ones from the
+/// standard library's `powi` (the reference candle-nn's AdamW uses), bit for bit,
+/// at every step up to 2²⁰ and around 2³¹ (where `powi`'s i32 exponent ends).
+#[test]
+fn adam_scales_equal_powi() {
+    let by_powi = |t: i32| (1.0 / (1.0 - BETA1.powi(t)), 1.0 / (1.0 - BETA2.powi(t)));
+    let steps = (0..=1i32 << 20).chain([i32::MAX - 2, i32::MAX - 1, i32::MAX]);
+    for t in steps {
+        let (a, b) = (super::adam_scales(t as u64), by_powi(t));
+        assert_eq!((a.0.to_bits(), a.1.to_bits()), (b.0.to_bits(), b.1.to_bits()), "t = {t}");
+    }
+    // Past i32's range the exponent saturates (βᵗ is 0 there: both scales are 1).
+    assert_eq!(super::adam_scales(1 << 40), (1.0, 1.0));
+}

@@ -49,8 +49,7 @@ impl NetOptimizer {
         let grads = loss.backward()?;
         self.step_t += 1;
         let lr = self.lr;
-        let scale_m = 1f64 / (1f64 - BETA1.powi(self.step_t as i32));
-        let scale_v = 1f64 / (1f64 - BETA2.powi(self.step_t as i32));
+        let (scale_m, scale_v) = super::linear::adam_scales(self.step_t);
         for s in &mut self.slots {
             let Some(g) = grads.get(&s.var) else { continue };
             match &mut s.m {

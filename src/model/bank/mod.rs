@@ -25,7 +25,7 @@ pub use key::{lock, BankKey, SharedBank};
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::linear::{Optim, BETA1, BETA2, EPS};
+use super::linear::{adam_scales, Optim, BETA1, BETA2, EPS};
 use super::loss::Loss;
 use super::lstm::LstmModel;
 use super::net::Training;
@@ -290,13 +290,13 @@ impl LstmBank {
         let grads = losses.sum_all()?.backward()?;
         // Per key, as NetOptimizer's scalars: 1/(1 − βᵗ) with the key's own t (this
         // step's; the counters move once every stack is written).
-        let scale = |beta: f64| -> Result<Tensor> {
-            let s: Vec<f64> = keys.iter().map(|&k| 1f64 / (1f64 - beta.powi(self.steps[k as usize] as i32 + 1))).collect();
-            Ok(Tensor::from_vec(s, (n, 1, 1), &self.device)?.to_dtype(self.dtype)?)
-        };
+        let scale = |s: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(s, (n, 1, 1), &self.device)?.to_dtype(self.dtype)?) };
         let lr = Tensor::from_vec(keys.iter().map(|&k| self.lrs[k as usize]).collect::<Vec<f64>>(), (n, 1, 1), &self.device)?.to_dtype(self.dtype)?;
         let adam = match &self.moments {
-            Some(_) => Some((scale(BETA1)?, scale(BETA2)?)),
+            Some(_) => {
+                let (m, v): (Vec<f64>, Vec<f64>) = keys.iter().map(|&k| adam_scales(self.steps[k as usize] + 1)).unzip();
+                Some((scale(m)?, scale(v)?))
+            }
             None => None,
         };
         for (j, leaf) in leaves.iter().enumerate() {

@@ -22,7 +22,7 @@ mod layout;
 use layout::{sized, Layout, Scratch, WithScratch};
 
 use super::kernels::{dot, dot_rows, gemv_acc, sigmoid, tanh, Real};
-use super::linear::{Optim, BETA1, BETA2, EPS};
+use super::linear::{adam_scales, Optim, BETA1, BETA2, EPS};
 use super::loss::Loss;
 use super::net::Training;
 use super::rand::Draws;
@@ -238,8 +238,8 @@ impl<F: Real + WithScratch> LstmModel<F> {
         match self.optim {
             Optim::AdamW => {
                 self.step_t += 1;
-                let scale_m = F::of(1f64 / (1f64 - BETA1.powi(self.step_t as i32)));
-                let scale_v = F::of(1f64 / (1f64 - BETA2.powi(self.step_t as i32)));
+                let (scale_m, scale_v) = adam_scales(self.step_t);
+                let (scale_m, scale_v) = (F::of(scale_m), F::of(scale_v));
                 let (b1, b2, eps) = (F::of(BETA1), F::of(BETA2), F::of(EPS));
                 let (c1, c2) = (F::of(1.0 - BETA1), F::of(1.0 - BETA2));
                 for (((th, m), v), &g) in self.theta.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(grad) {
