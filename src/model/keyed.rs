@@ -252,10 +252,15 @@ fn run_each(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads
         }
         return Ok(total);
     }
-    // Deal keys round-robin: each thread gets a similar share.
+    // Consecutive keys per thread, cut where the queued work (ops) reaches the next
+    // 1/threads of the total: shares balanced to one key's work, and no two threads
+    // writing neighbouring keys' queues (dealt round-robin, they shared cache lines).
     let mut shares: Vec<Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, k) in keys.into_iter().enumerate() {
-        shares[i % threads].push(k);
+    let mut before = 0;
+    for k in keys {
+        let w = k.0.ops.len() - k.0.done;
+        shares[(before * threads / work.max(1)).min(threads - 1)].push(k);
+        before += w;
     }
     // On rayon's pool (started once), not threads spawned per batch.
     let mut results: Vec<Result<Outcome>> = (0..shares.len()).map(|_| Ok(Outcome::default())).collect();
