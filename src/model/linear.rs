@@ -261,17 +261,12 @@ impl OnlineModel for LinearModel {
     }
 
     fn load(&mut self, s: &mut Snapshot) -> Result<()> {
-        let same = |name: &str, v: &[f64]| -> Result<Vec<f64>> {
-            if v.len() != self.n + 1 {
-                return Err(Error::Checkpoint(format!("linear model {name}: {} values stored, {} expected", v.len(), self.n + 1)));
-            }
-            Ok(v.to_vec())
-        };
-        self.theta = same("theta", s.array("theta")?)?;
+        let d = [self.n + 1];
+        self.theta = s.array_shaped("theta", &d)?.to_vec();
         self.lr_scale = s.f64("lr_scale")?;
         self.updates = s.int("updates")?;
         if self.moments.is_some() {
-            let (m, v) = (same("adam_m", s.array("adam_m")?)?, same("adam_v", s.array("adam_v")?)?);
+            let (m, v) = (s.array_shaped("adam_m", &d)?.to_vec(), s.array_shaped("adam_v", &d)?.to_vec());
             let t = s.int("adam_t")?;
             self.moments = Some(Moments { m, v, t });
         }

@@ -124,12 +124,8 @@ impl OnlineModel for RlsModel {
 
     fn load(&mut self, s: &mut Snapshot) -> Result<()> {
         let d = self.n + 1;
-        let (w, p) = (s.array("w")?, s.array("p")?);
-        if w.len() != d || p.len() != d * d {
-            return Err(Error::Checkpoint(format!("RLS state has {} weights and {} covariance values, {d} and {} expected", w.len(), p.len(), d * d)));
-        }
-        self.w = w.to_vec();
-        self.p = p.to_vec();
+        self.w = s.array_shaped("w", &[d])?.to_vec();
+        self.p = s.array_shaped("p", &[d, d])?.to_vec();
         self.updates = s.int("updates")?;
         Ok(())
     }

@@ -269,6 +269,7 @@ mod tests {
             assert_eq!(v["event_time"], want.as_str(), "{ns}");
         }
         assert_eq!(v["predicted"], -0.25);
+        assert_eq!(v["source_offset"], 41);
         // Every field of a payload, byte for byte, against `format!` of the same values.
         let p = PredictionRef { key: "k", event_time_ns: 1_742_944_020_073_004_005, horizon: "1s", target: "y", predicted: 1.5, model_updates: 12, partition: 3, offset: -1 };
         o.push_prediction(&p);
@@ -278,6 +279,5 @@ mod tests {
             p.event_time_ns, p.model_updates, p.partition, p.offset
         );
         assert_eq!(std::str::from_utf8(o.payload(&r)).unwrap(), want);
-        assert_eq!(v["source_offset"], 41);
     }
 }

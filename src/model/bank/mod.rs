@@ -290,12 +290,12 @@ impl LstmBank {
         let grads = losses.sum_all()?.backward()?;
         // Per key, as NetOptimizer's scalars: 1/(1 − βᵗ) with the key's own t (this
         // step's; the counters move once every stack is written).
-        let scale = |s: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(s, (n, 1, 1), &self.device)?.to_dtype(self.dtype)?) };
-        let lr = Tensor::from_vec(keys.iter().map(|&k| self.lrs[k as usize]).collect::<Vec<f64>>(), (n, 1, 1), &self.device)?.to_dtype(self.dtype)?;
+        let per_key = |s: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(s, (n, 1, 1), &self.device)?.to_dtype(self.dtype)?) };
+        let lr = per_key(keys.iter().map(|&k| self.lrs[k as usize]).collect())?;
         let adam = match &self.moments {
             Some(_) => {
                 let (m, v): (Vec<f64>, Vec<f64>) = keys.iter().map(|&k| adam_scales(self.steps[k as usize] + 1)).unzip();
-                Some((scale(m)?, scale(v)?))
+                Some((per_key(m)?, per_key(v)?))
             }
             None => None,
         };
