@@ -209,10 +209,12 @@ const ROOT: u32 = 0;
 /// The first 8 bytes of a key, zero-padded, as one word.
 #[inline]
 fn head(k: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = k.len().min(8);
-    b[..n].copy_from_slice(&k[..n]);
-    u64::from_le_bytes(b)
+    // Built in a register: a variable-length copy into a buffer read back as a word
+    // was a `memcpy` call and a stalled load, per key of every payload.
+    if let Some(w) = k.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    k.iter().rev().fold(0, |h, &b| h << 8 | b as u64)
 }
 
 /// A compiled set of JSON pointers; see the module docs.

@@ -156,6 +156,25 @@ fn byte_scanner_agrees_with_the_serde_walk() {
         }
     }
     assert_eq!(taken, 2 * lines.len(), "the scanner declined plain sample lines");
+    // Numbers in skipped places (inside an array and as a member nothing points at),
+    // at the edges of JSON's grammar and of f64's range.
+    let long = |n: usize| "9".repeat(n);
+    let numbers = [
+        "0", "-0", "01", "-01", "1.", ".5", "-", "--1", "+1", "1-2", "0x10", "1.2.3", "1.5e-3", "1E5", "1e", "1e+", "1e400",
+        "-1e400", "1e-400", "1.0e+400", "-1.25", "12345678901234567890123", "0.000", "1.e5", "00",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([long(299), long(300), long(308), long(309), long(400), format!("{}.5", long(310)), format!("-{}", long(320))]);
+    let mut took = 0;
+    for n in numbers {
+        for doc in [format!(r#"{{"skipped": {n}, "value": 1}}"#), format!(r#"{{"value": [1, {n}]}}"#), format!(r#"[{n}]"#)] {
+            for set in &sets {
+                took += check(set, doc.as_bytes()) as usize;
+            }
+        }
+    }
+    assert!(took > 50, "the scanner took only {took} of the number documents");
     // Damaged lines: a seeded xorshift picks the damage.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -195,5 +214,18 @@ fn byte_scanner_agrees_with_the_serde_walk() {
         for set in &sets {
             check(set, doc.as_bytes());
         }
+    }
+}
+
+/// A key's head word is its first eight bytes, zero-padded, little-endian — what a
+/// copy into a zeroed buffer read with `u64::from_le_bytes` gives.
+#[test]
+fn head_is_the_zero_padded_first_word() {
+    let key = b"best_bid_price\xff\x01";
+    for n in 0..=key.len() {
+        let mut b = [0u8; 8];
+        let m = n.min(8);
+        b[..m].copy_from_slice(&key[..m]);
+        assert_eq!(head(&key[..n]), u64::from_le_bytes(b), "{n} bytes");
     }
 }
