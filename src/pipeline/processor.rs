@@ -210,7 +210,7 @@ impl Processor {
             state.counters.dead_letter(&d);
             out.dead_letters.push(d);
         }
-        let batch = input.decoder.finish();
+        let batch = input.take_batch();
         if batch.num_rows() == 0 {
             return Ok(());
         }

@@ -1,7 +1,9 @@
-//! Runs a batch's partitions on several cores at once: each worker thread, with its
-//! own feature plan, takes partitions from a shared queue, and each partition
-//! writes its own outputs — so what a partition emits is a function of its records
-//! alone, however many workers there are.
+//! Runs a batch's partitions on several cores at once: first every partition's
+//! records are decoded in shares of consecutive records spread over all workers (so
+//! one busy partition does not leave a core idle during the costliest stage); then
+//! each worker thread, with its own feature plan, takes partitions from a shared
+//! queue, and each partition writes its own outputs — so what a partition emits is a
+//! function of its records alone, however many workers there are.
 
 use super::processor::Processor;
 use crate::error::Result;
@@ -28,6 +30,7 @@ pub(super) struct Job<'a> {
 /// it computes).
 pub(super) fn run(processor: &Processor, jobs: &mut [Job<'_>]) {
     let w = processor.workers().min(jobs.len()).max(1);
+    decode_shared(w, jobs);
     let handle = tokio::runtime::Handle::current();
     let mut queue: Vec<&mut Job<'_>> = jobs.iter_mut().collect();
     // Largest last: workers pop from the end.
@@ -54,6 +57,49 @@ pub(super) fn run(processor: &Processor, jobs: &mut [Job<'_>]) {
             }
         })
     };
+    blocking(&handle, work);
+}
+
+/// Shares of fewer records cost more to hand out and join than they save.
+const MIN_SHARE: usize = 512;
+
+/// Decodes every job's records on `w` threads, in shares of consecutive records
+/// (about two per thread in all, the largest taken first); each job's input then
+/// holds its decoded batch and dead letters as if it had decoded them itself.
+fn decode_shared(w: usize, jobs: &mut [Job<'_>]) {
+    let total: usize = jobs.iter().map(|j| j.input.undecoded()).sum();
+    if w < 2 || total < 2 * MIN_SHARE {
+        return;
+    }
+    let per = total.div_ceil(2 * w).max(MIN_SHARE);
+    let mut shares: Vec<_> = jobs.iter_mut().flat_map(|j| {
+        let n = j.input.undecoded().div_ceil(per);
+        j.input.share_out(n)
+    }).collect();
+    // Largest last: threads pop from the end.
+    shares.sort_by_key(|s| s.len());
+    let queue = std::sync::Mutex::new(shares);
+    let work = || {
+        std::thread::scope(|s| {
+            for worker in 0..w {
+                let queue = &queue;
+                let spawned = std::thread::Builder::new().name(format!("decode-{worker}")).spawn_scoped(s, move || loop {
+                    let next = queue.lock().expect("share queue").pop();
+                    let Some(share) = next else { break };
+                    share.run();
+                });
+                spawned.expect("spawning a decode thread");
+            }
+        })
+    };
+    blocking(&tokio::runtime::Handle::current(), work);
+    for j in jobs.iter_mut() {
+        j.timings.decode += j.input.join_shares();
+    }
+}
+
+/// Runs `work`, which blocks, from the runtime's thread.
+fn blocking<R>(handle: &tokio::runtime::Handle, work: impl FnOnce() -> R) -> R {
     match handle.runtime_flavor() {
         // Blocking a worker of the runtime: tell it, so other tasks move elsewhere.
         tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),

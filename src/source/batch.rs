@@ -1,8 +1,12 @@
 //! A micro-batch of one input partition being assembled: the raw bytes of every
 //! record (so any later stage can dead-letter the original message), decoded when the
-//! batch is processed.
+//! batch is processed — by the partition's worker, or in shares of consecutive
+//! records on several threads (decoding is a function of each record alone).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
 
 use super::decode::Decoder;
 use super::schema::TopicSchema;
@@ -33,6 +37,68 @@ pub struct PartitionInput {
     pub last_offset: Option<i64>,
     /// Kafka timestamps (ms) of the records, for end-to-end latency.
     pub timestamps_ms: Vec<i64>,
+    /// Decoders (and results) of shares decoded on other threads; kept for reuse.
+    shares: Vec<Share>,
+    /// Rows the shares decoded, in offset order, ahead of any the decoder holds.
+    decoded: Option<RecordBatch>,
+}
+
+/// One share of a partition's records, decoded apart: its own decoder, and what it
+/// produced.
+struct Share {
+    decoder: Decoder,
+    rows: Vec<RawRow>,
+    dead: Vec<DeadLetter>,
+    batch: Option<RecordBatch>,
+    took: Duration,
+}
+
+/// A run of consecutive undecoded records of one partition, to be decoded on any
+/// thread ([`ShareJob::run`]); [`PartitionInput::join_shares`] takes the results.
+pub struct ShareJob<'a> {
+    partition: i32,
+    arena: &'a [u8],
+    recs: &'a [RawRow],
+    share: &'a mut Share,
+}
+
+impl ShareJob<'_> {
+    /// Records in the run.
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recs.is_empty()
+    }
+
+    /// Decodes the run: each record into the share's batch or a dead letter.
+    pub fn run(self) {
+        let t0 = Instant::now();
+        let Share { decoder, rows, dead, batch, took } = self.share;
+        for r in self.recs {
+            decode_one(decoder, self.arena, *r, self.partition, rows, dead);
+        }
+        *batch = Some(decoder.finish());
+        *took = t0.elapsed();
+    }
+}
+
+/// Decodes `r` into `decoder` (its row noted in `rows`) or into a dead letter.
+fn decode_one(decoder: &mut Decoder, arena: &[u8], r: RawRow, partition: i32, rows: &mut Vec<RawRow>, dead: &mut Vec<DeadLetter>) {
+    let bytes = |r: Option<(usize, usize)>| r.map(|(s, e)| &arena[s..e]);
+    match decoder.push(bytes(r.payload), r.offset) {
+        Ok(()) => rows.push(r),
+        Err(e) => dead.push(DeadLetter {
+            partition,
+            offset: r.offset,
+            reason: e.reason(),
+            detail: e.to_string(),
+            key: bytes(r.key).map(<[u8]>::to_vec),
+            payload: bytes(r.payload).map(<[u8]>::to_vec),
+            timestamp_ms: r.timestamp_ms,
+        }),
+    }
 }
 
 impl PartitionInput {
@@ -47,6 +113,8 @@ impl PartitionInput {
             messages: 0,
             last_offset: None,
             timestamps_ms: Vec::new(),
+            shares: Vec::new(),
+            decoded: None,
         }
     }
 
@@ -67,20 +135,70 @@ impl PartitionInput {
     /// dead letter with the reason.
     pub fn decode(&mut self) {
         let PartitionInput { decoder, arena, rows, dead, undecoded, partition, .. } = self;
-        let bytes = |r: Option<(usize, usize)>| r.map(|(s, e)| &arena[s..e]);
         for r in undecoded.drain(..) {
-            match decoder.push(bytes(r.payload), r.offset) {
-                Ok(()) => rows.push(r),
-                Err(e) => dead.push(DeadLetter {
-                    partition: *partition,
-                    offset: r.offset,
-                    reason: e.reason(),
-                    detail: e.to_string(),
-                    key: bytes(r.key).map(<[u8]>::to_vec),
-                    payload: bytes(r.payload).map(<[u8]>::to_vec),
-                    timestamp_ms: r.timestamp_ms,
-                }),
+            decode_one(decoder, arena, r, *partition, rows, dead);
+        }
+    }
+
+    /// Records added and not yet decoded.
+    pub fn undecoded(&self) -> usize {
+        self.undecoded.len()
+    }
+
+    /// Splits the undecoded records into up to `n` runs of consecutive records, each
+    /// decoded by a decoder of its own on whatever thread runs it. Once every job has
+    /// run, [`PartitionInput::join_shares`] puts the results in place.
+    pub fn share_out(&mut self, n: usize) -> Vec<ShareJob<'_>> {
+        let PartitionInput { arena, undecoded, shares, partition, decoder, .. } = self;
+        if undecoded.is_empty() {
+            return Vec::new();
+        }
+        // The shares' rows go ahead of the decoder's: it must hold none yet.
+        debug_assert!(decoder.is_empty(), "sharing out records after some were decoded");
+        let per = undecoded.len().div_ceil(n.max(1));
+        let runs = undecoded.len().div_ceil(per);
+        while shares.len() < runs {
+            let decoder = Decoder::new(decoder.schema().clone());
+            shares.push(Share { decoder, rows: Vec::new(), dead: Vec::new(), batch: None, took: Duration::ZERO });
+        }
+        let arena = &arena[..];
+        undecoded.chunks(per).zip(shares.iter_mut()).map(|(recs, share)| ShareJob { partition: *partition, arena, recs, share }).collect()
+    }
+
+    /// Takes what the jobs of [`PartitionInput::share_out`] decoded, in offset order,
+    /// as decoded records; returns the time they took (summed).
+    pub fn join_shares(&mut self) -> Duration {
+        let mut took = Duration::ZERO;
+        let mut batches = Vec::new();
+        for s in &mut self.shares {
+            let Some(b) = s.batch.take() else { continue };
+            self.rows.append(&mut s.rows);
+            self.dead.append(&mut s.dead);
+            batches.push(b);
+            took += std::mem::take(&mut s.took);
+        }
+        if !batches.is_empty() {
+            self.undecoded.clear();
+            let schema = self.decoder.schema().arrow.clone();
+            self.decoded = Some(if batches.len() == 1 {
+                batches.pop().expect("one batch")
+            } else {
+                arrow::compute::concat_batches(&schema, &batches).expect("shares decode to the schema's columns")
+            });
+        }
+        took
+    }
+
+    /// The decoded records as one batch (the shares' rows first, then the
+    /// decoder's), leaving both empty.
+    pub fn take_batch(&mut self) -> RecordBatch {
+        match self.decoded.take() {
+            Some(b) if self.decoder.is_empty() => b,
+            Some(b) => {
+                let own = self.decoder.finish();
+                arrow::compute::concat_batches(&b.schema(), [&b, &own]).expect("the same schema")
             }
+            None => self.decoder.finish(),
         }
     }
 
@@ -119,6 +237,7 @@ impl PartitionInput {
         self.rows.clear();
         self.dead.clear();
         self.undecoded.clear();
+        self.decoded = None;
         self.messages = 0;
         self.last_offset = None;
     }

@@ -347,25 +347,50 @@ fn warmup_gives_the_models_of_a_live_run() {
 
 /// Partitions processed on two cores give the same outputs as on one: each
 /// partition's output is a function of its records alone (the tick sample fills two
-/// partitions; batches of 500 so that many batches run in parallel).
+/// partitions; batches of 500 so that many batches run in parallel, and of 4,000 so
+/// that records are decoded in shares on both cores). Some lines are damaged, so that
+/// dead letters come from shares too.
 #[test]
 fn two_workers_write_what_one_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut got = Vec::new();
-    for w in ["1", "2"] {
-        let out = dir.path().join(w);
+    let text = std::fs::read_to_string(repo().join("data/binance_ticks_sample.jsonl")).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i % 997 {
+            13 => l[..l.len() / 2].to_string(),
+            500 => l.replace("\"best_bid\"", "\"best_bod\"").replace("\"side\"", "\"sode\""),
+            _ => l.to_string(),
+        })
+        .collect();
+    let input = dir.path().join("damaged.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (mut got, mut outputs) = (Vec::new(), Vec::new());
+    for (w, rows) in [("1", "500"), ("2", "500"), ("1", "4000"), ("2", "4000")] {
+        let out = dir.path().join(format!("{w}-{rows}"));
         let o = Command::new(bin())
             .current_dir(repo())
             .env("TICKFLARE_WORKERS", w)
-            .args(["backtest", "pipelines/market-ticks.toml", "--input", "data/binance_ticks_sample.jsonl", "--batch-rows", "500", "--quiet", "--report"])
+            .args(["backtest", "pipelines/market-ticks.toml", "--batch-rows", rows, "--quiet", "--input"])
+            .arg(&input)
+            .arg("--report")
             .arg(&out)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        got.push((std::fs::read(out.join("predictions.parquet")).unwrap(), std::fs::read(out.join("report.json")).unwrap()));
+        let read = |f: &str| std::fs::read(out.join(f)).unwrap();
+        got.push([read("predictions.parquet"), read("dead_letters.parquet"), read("report.json")]);
+        // Across batch sizes the files interleave partitions differently: compare
+        // each output partition's messages, in their order.
+        outputs.push((parquet_outputs(&out.join("predictions.parquet")), parquet_outputs(&out.join("dead_letters.parquet"))));
     }
-    assert!(got[0].0 == got[1].0, "predictions.parquet differs between 1 and 2 workers");
-    assert!(got[0].1 == got[1].1, "report.json differs between 1 and 2 workers");
+    assert!(outputs[0].1.len() >= 10, "only {} dead letters", outputs[0].1.len());
+    for (a, b) in [(0, 1), (2, 3)] {
+        for (i, f) in ["predictions.parquet", "dead_letters.parquet", "report.json"].iter().enumerate() {
+            assert!(got[a][i] == got[b][i], "{f} differs between 1 and 2 workers (batches of {})", ["500", "4000"][a / 2]);
+        }
+    }
+    assert!(outputs[0] == outputs[3], "per-partition outputs differ between batches of 500 on 1 worker and of 4000 on 2");
 }
 
 /// A directory of files is one stream: the tick sample cut into three files (named so
