@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Length of a `--latency` run.
     #[arg(long, default_value_t = 20.0)]
     pub seconds: f64,
+    /// Instead: only the compute-only measurement (no broker), repeated this many
+    /// times; prints each run's rows/s.
+    #[arg(long)]
+    pub compute_only: Option<u32>,
 }
 
 /// Benchmark results.
@@ -96,6 +100,28 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(times) = a.compute_only {
+        let mut rates = Vec::new();
+        for _ in 0..times.max(1) {
+            let built = match build(&a.pipeline).await {
+                Ok(b) => b,
+                Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
+            };
+            let input = bench_input(&built, a.input.as_deref())?;
+            let (rows, rate, stages) = compute_only(built, input).await?;
+            let stages: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+            println!(
+                "compute only {rate:>10.0} rows/s  ({rows} rows; {} worker(s); stage seconds, all workers: {})",
+                crate::pipeline::build::workers(),
+                stages.join(", ")
+            );
+            rates.push(rate);
+        }
+        if let Some(p) = a.json {
+            std::fs::write(p, serde_json::to_string_pretty(&rates)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = run_bench(&a.pipeline, a.input.as_deref(), a.partitions).await?;
     println!(
         "messages {}\npassthrough  {:>10.0} msg/s\npipeline     {:>10.0} msg/s   (steady, after start-up: {:.0} msg/s)\nratio        {:>10.3}\ncheckpointed {:>10.0} msg/s   (steady: {:.0} msg/s; {} checkpoints kept at the end)\ncompute only {:>10.0} rows/s  (decode, features, model, encoding of the same file; no broker; {} worker(s))",
@@ -114,6 +140,19 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// (d) compute only: the file straight through the batches, no broker. Rows, rows/s
+/// and the seconds spent in each stage (summed over workers).
+async fn compute_only(
+    built: crate::pipeline::build::Built,
+    input: PathBuf,
+) -> anyhow::Result<(u64, f64, std::collections::BTreeMap<String, f64>)> {
+    let variant = crate::pipeline::backtest::Variant { name: "base".into(), built };
+    let bopts = crate::pipeline::backtest::BacktestOptions { input: Some(input), discard_outputs: true, ..Default::default() };
+    let r = crate::pipeline::backtest::backtest(vec![variant], &bopts).await?;
+    let stages = r.lanes.first().map(|l| l.summary.stage_seconds.clone()).unwrap_or_default();
+    Ok((r.in_range, r.in_range as f64 / r.elapsed_s.max(1e-9), stages))
 }
 
 /// The benchmark's input: as given, else the full Binance file in ../shared/data, else
@@ -217,11 +256,7 @@ pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path
     let _ = std::fs::remove_dir_all(&dir);
     drop(prod);
     drop(broker);
-    // (d) compute only: the same file straight through the batches, no broker.
-    let variant = crate::pipeline::backtest::Variant { name: "base".into(), built };
-    let bopts = crate::pipeline::backtest::BacktestOptions { input: Some(input.clone()), discard_outputs: true, ..Default::default() };
-    let r = crate::pipeline::backtest::backtest(vec![variant], &bopts).await?;
-    let compute = r.in_range as f64 / r.elapsed_s.max(1e-9);
+    let (_, compute, _) = compute_only(built, input).await?;
     Ok(BenchResult {
         compute_only_rows_per_s: compute,
         workers: crate::pipeline::build::workers(),
