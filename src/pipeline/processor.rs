@@ -329,7 +329,7 @@ fn str_or_empty(a: &arrow::array::StringArray, i: usize) -> &str {
     }
 }
 
-fn key_state<'a>(map: &'a mut std::collections::HashMap<String, KeyState>, key: &str) -> &'a mut KeyState {
+fn key_state<'a>(map: &'a mut crate::state::KeyMap, key: &str) -> &'a mut KeyState {
     if !map.contains_key(key) {
         map.insert(key.to_string(), KeyState::default());
     }

@@ -231,7 +231,7 @@ pub fn decode(
     } else {
         None
     };
-    let mut keys = HashMap::with_capacity(sf.keys.len());
+    let mut keys = super::KeyMap::with_capacity_and_hasher(sf.keys.len(), Default::default());
     for (i, k) in sf.keys.into_iter().enumerate() {
         let model = if k.has_model {
             live += 1;

@@ -143,6 +143,10 @@ impl Counters {
     }
 }
 
+/// A partition's per-key states, by key (a seeded fast hash: keys are looked up
+/// several times per record).
+pub type KeyMap = HashMap<String, KeyState, foldhash::fast::RandomState>;
+
 /// Everything one input partition carries between batches.
 #[derive(Default)]
 pub struct PartitionState {
@@ -151,7 +155,7 @@ pub struct PartitionState {
     pub next_offset: i64,
     /// Last rows per key, prepended to the next batch for the feature SQL.
     pub lookback: Option<RecordBatch>,
-    pub keys: HashMap<String, KeyState>,
+    pub keys: KeyMap,
     /// The partition's model when `scope = "global"`.
     pub model: Option<Box<dyn OnlineModel>>,
     pub counters: Counters,

@@ -260,7 +260,7 @@ pub struct LabelRow {
 #[derive(Debug, Clone, Default)]
 pub struct LabelLog {
     pub keys: Vec<String>,
-    index: std::collections::HashMap<String, u32>,
+    index: std::collections::HashMap<String, u32, foldhash::fast::RandomState>,
     pub rows: Vec<LabelRow>,
     /// With aggregation: the experts' names and, per row, their weights when the
     /// label arrived (flattened, stride = `expert_names.len()`).
