@@ -35,29 +35,12 @@ pub(super) fn run(processor: &Processor, jobs: &mut [Job<'_>]) {
     let mut queue: Vec<&mut Job<'_>> = jobs.iter_mut().collect();
     // Largest last: workers pop from the end.
     queue.sort_by_key(|j| (j.input.messages, std::cmp::Reverse(j.partition)));
-    let queue = std::sync::Mutex::new(queue);
-    let work = || {
-        std::thread::scope(|s| {
-            for worker in 0..w {
-                let h = handle.clone();
-                let queue = &queue;
-                let spawned = std::thread::Builder::new().name(format!("worker-{worker}")).spawn_scoped(s, move || {
-                    // The runtime's context, for anything the feature plan spawns.
-                    let _rt = h.enter();
-                    futures::executor::block_on(async {
-                        loop {
-                            let next = queue.lock().expect("job queue").pop();
-                            let Some(j) = next else { break };
-                            // Every worker is busy: the model stage stays on this one's thread.
-                            j.result = processor.process_on(worker, 1, j.state, j.input, &mut j.out, &mut j.timings).await;
-                        }
-                    })
-                });
-                spawned.expect("spawning a worker thread");
-            }
-        })
-    };
-    blocking(&handle, work);
+    on_threads(w, "worker", queue, |worker, j| {
+        // The runtime's context, for anything the feature plan spawns.
+        let _rt = handle.enter();
+        // Every worker is busy: the model stage stays on this one's thread.
+        j.result = futures::executor::block_on(processor.process_on(worker, 1, j.state, j.input, &mut j.out, &mut j.timings));
+    });
 }
 
 /// Shares of fewer records cost more to hand out and join than they save.
@@ -78,29 +61,31 @@ fn decode_shared(w: usize, jobs: &mut [Job<'_>]) {
     }).collect();
     // Largest last: threads pop from the end.
     shares.sort_by_key(|s| s.len());
-    let queue = std::sync::Mutex::new(shares);
-    let work = || {
-        std::thread::scope(|s| {
-            for worker in 0..w {
-                let queue = &queue;
-                let spawned = std::thread::Builder::new().name(format!("decode-{worker}")).spawn_scoped(s, move || loop {
-                    let next = queue.lock().expect("share queue").pop();
-                    let Some(share) = next else { break };
-                    share.run();
-                });
-                spawned.expect("spawning a decode thread");
-            }
-        })
-    };
-    blocking(&tokio::runtime::Handle::current(), work);
+    on_threads(w, "decode", shares, |_, share| share.run());
     for j in jobs.iter_mut() {
         j.timings.decode += j.input.join_shares();
     }
 }
 
-/// Runs `work`, which blocks, from the runtime's thread.
-fn blocking<R>(handle: &tokio::runtime::Handle, work: impl FnOnce() -> R) -> R {
-    match handle.runtime_flavor() {
+/// Runs `each` on every item of `queue` on `w` scoped threads named `{name}-{i}`,
+/// each thread taking the next item from the end of the queue until none is left
+/// (blocking this thread until all are done).
+fn on_threads<T: Send>(w: usize, name: &str, queue: Vec<T>, each: impl Fn(usize, T) + Sync) {
+    let queue = std::sync::Mutex::new(queue);
+    let work = || {
+        std::thread::scope(|s| {
+            for worker in 0..w {
+                let (queue, each) = (&queue, &each);
+                let spawned = std::thread::Builder::new().name(format!("{name}-{worker}")).spawn_scoped(s, move || loop {
+                    let next = queue.lock().expect("work queue").pop();
+                    let Some(item) = next else { break };
+                    each(worker, item);
+                });
+                spawned.expect("spawning a worker thread");
+            }
+        })
+    };
+    match tokio::runtime::Handle::current().runtime_flavor() {
         // Blocking a worker of the runtime: tell it, so other tasks move elsewhere.
         tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
         _ => work(),
