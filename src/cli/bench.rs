@@ -74,10 +74,7 @@ pub struct BenchResult {
 
 pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.latency.is_some() || a.soak.is_some() {
-        let built = match build(&a.pipeline).await {
-            Ok(b) => b,
-            Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
-        };
+        let built = built(&a.pipeline).await?;
         let input = bench_input(&built, a.input.as_deref())?;
         let rate = a.latency.unwrap_or(20_000.0);
         let seconds = a.soak.unwrap_or(a.seconds);
@@ -103,10 +100,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(times) = a.compute_only {
         let mut rates = Vec::new();
         for _ in 0..times.max(1) {
-            let built = match build(&a.pipeline).await {
-                Ok(b) => b,
-                Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
-            };
+            let built = built(&a.pipeline).await?;
             let input = bench_input(&built, a.input.as_deref())?;
             let (rows, rate, stages) = compute_only(built, input).await?;
             let stages: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
@@ -142,6 +136,14 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The pipeline at `path`, built, or its problems as the error.
+async fn built(path: &std::path::Path) -> anyhow::Result<crate::pipeline::build::Built> {
+    match build(path).await {
+        Ok(b) => Ok(b),
+        Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
+    }
+}
+
 /// (d) compute only: the file straight through the batches, no broker. Rows, rows/s
 /// and the seconds spent in each stage (summed over workers).
 async fn compute_only(
@@ -168,10 +170,7 @@ fn bench_input(built: &crate::pipeline::build::Built, input: Option<&std::path::
 }
 
 pub async fn run_bench(pipeline_path: &std::path::Path, input: Option<&std::path::Path>, partitions: i32) -> anyhow::Result<BenchResult> {
-    let built = match build(pipeline_path).await {
-        Ok(b) => b,
-        Err(p) => anyhow::bail!("pipeline has problems: {p:?}"),
-    };
+    let built = built(pipeline_path).await?;
     let cfg = &built.config;
     let input = bench_input(&built, input)?;
     let lines = sample::read_lines(&input)?;

@@ -79,6 +79,11 @@ impl KeyOps {
         self.done < self.ops.len()
     }
 
+    /// Ops queued and not yet run.
+    fn left(&self) -> usize {
+        self.ops.len() - self.done
+    }
+
     /// Runs the queued ops in order on the model in `slot` (built when empty). A
     /// forecast that is not finite empties the slot: the next op starts afresh.
     pub fn run(&mut self, slot: &mut Option<Box<dyn OnlineModel>>, build: Build<'_>) -> Result<Outcome> {
@@ -242,7 +247,7 @@ fn run_waves(mut keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, ba
 
 /// Every key's ops key by key, spread over up to `threads` threads.
 fn run_each(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads: usize, build: Build<'_>) -> Result<Outcome> {
-    let work: usize = keys.iter().map(|(k, _)| k.ops.len() - k.done).sum();
+    let work: usize = keys.iter().map(|(k, _)| k.left()).sum();
     // Below this much work a thread costs more than it saves.
     let threads = if work < 64 { 1 } else { threads.clamp(1, keys.len().max(1)) };
     let mut total = Outcome::default();
@@ -258,7 +263,7 @@ fn run_each(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads
     let mut shares: Vec<Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>> = (0..threads).map(|_| Vec::new()).collect();
     let mut before = 0;
     for k in keys {
-        let w = k.0.ops.len() - k.0.done;
+        let w = k.0.left();
         shares[(before * threads / work.max(1)).min(threads - 1)].push(k);
         before += w;
     }
