@@ -118,6 +118,21 @@ impl Batch {
         metrics: &mut PipelineMetrics,
         ckpt: Option<&mut Checkpointer>,
     ) -> crate::error::Result<Option<BTreeMap<i32, i64>>> {
+        self.process_ahead(built, sink, metrics, ckpt, &mut BTreeMap::new()).await
+    }
+
+    /// [`Batch::process`], with the next batch's records (`ahead`) decoded by workers
+    /// that have no partition of this batch left to take (backtests, which hold the
+    /// next batch already). Decoding is a function of each record alone: `ahead` then
+    /// processes as it would have undecoded.
+    pub(super) async fn process_ahead(
+        &mut self,
+        built: &Built,
+        sink: &impl Publish,
+        metrics: &mut PipelineMetrics,
+        ckpt: Option<&mut Checkpointer>,
+        ahead: &mut BTreeMap<i32, PartitionInput>,
+    ) -> crate::error::Result<Option<BTreeMap<i32, i64>>> {
         let parts: Vec<i32> = self.inputs.iter().filter(|(_, i)| !i.is_empty()).map(|(p, _)| *p).collect();
         let mut before = Vec::with_capacity(parts.len());
         for p in &parts {
@@ -139,7 +154,8 @@ impl Batch {
                 .zip(outs.drain(..parts.len()))
                 .map(|(((p, state), (_, input)), out)| workers::Job { partition: *p, state, input, out, timings: StageTimings::default(), result: Ok(()) })
                 .collect();
-            workers::run(&built.processor, &mut jobs);
+            let mut ahead: Vec<&mut PartitionInput> = ahead.values_mut().collect();
+            self.timings.decode += workers::run(&built.processor, &mut jobs, &mut ahead);
             let mut first_err = None;
             for mut j in jobs {
                 self.out.append(&mut j.out);

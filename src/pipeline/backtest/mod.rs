@@ -101,6 +101,8 @@ struct Lane {
     built: Built,
     sink: LaneSink,
     batch: Batch,
+    /// Records fed since the last [`Lane::process`]: the batch after `batch`'s.
+    fed: BTreeMap<i32, crate::source::batch::PartitionInput>,
     metrics: PipelineMetrics,
     /// (predictions, dead letters) as named in the report.
     outputs: (String, String),
@@ -117,7 +119,7 @@ impl Lane {
         }
         let c = &v.built.config;
         let metrics = PipelineMetrics::new(&c.name, &c.source.topic, c.model.kind.as_str());
-        Lane { name: v.name, built: v.built, sink, batch, metrics, outputs }
+        Lane { name: v.name, built: v.built, sink, batch, fed: BTreeMap::new(), metrics, outputs }
     }
 
     /// Scoring starts at `offset` of partition `p` (the first record in range).
@@ -129,17 +131,26 @@ impl Lane {
         }
     }
 
+    /// Processes the batch fed before the last call, while workers it leaves idle
+    /// decode the records fed since; those become the batch of the next call. (One
+    /// batch behind what was fed: outputs do not depend on where batches end.)
     async fn process(&mut self) -> crate::error::Result<()> {
-        let r = match &self.sink {
-            LaneSink::Kafka(s) => self.batch.process(&self.built, s, &mut self.metrics, None).await,
-            LaneSink::File(s) => self.batch.process(&self.built, s, &mut self.metrics, None).await,
-            LaneSink::Discard(s) => self.batch.process(&self.built, s, &mut self.metrics, None).await,
-        };
-        r.with_context(|| format!("lane {:?}", self.name)).map(|_| ())
+        if self.batch.inputs.values().any(|i| !i.is_empty()) {
+            let (b, fed, m) = (&mut self.batch, &mut self.fed, &mut self.metrics);
+            let r = match &self.sink {
+                LaneSink::Kafka(s) => b.process_ahead(&self.built, s, m, None, fed).await,
+                LaneSink::File(s) => b.process_ahead(&self.built, s, m, None, fed).await,
+                LaneSink::Discard(s) => b.process_ahead(&self.built, s, m, None, fed).await,
+            };
+            r.with_context(|| format!("lane {:?}", self.name))?;
+        }
+        std::mem::swap(&mut self.batch.inputs, &mut self.fed);
+        Ok(())
     }
 
-    /// The last batch, its acknowledgements, and the lane's result.
+    /// The last two batches, their acknowledgements, and the lane's result.
     async fn finish(mut self, started: Instant) -> crate::error::Result<LaneResult> {
+        self.process().await?;
         self.process().await?;
         self.batch.drain().await?;
         if let LaneSink::File(s) = &self.sink {
@@ -210,8 +221,7 @@ fn feed(lanes: &mut [Lane], counts: &mut Counts, opts: &BacktestOptions, r: Inpu
         }
     }
     for lane in lanes.iter_mut() {
-        lane.batch
-            .inputs
+        lane.fed
             .entry(p)
             .or_insert_with(|| crate::source::batch::PartitionInput::new(p, lane.built.schema.clone()))
             .push(key, payload, o, ts);
