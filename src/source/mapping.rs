@@ -99,11 +99,14 @@ pub struct FileMessages {
     key_buf: String,
     has_key: bool,
     time_ms: Option<i64>,
-    /// JSON lines the mapping leaves alone: the time and key pointers, read in one
-    /// pass without a DOM, the rest of the line skipped leniently ([`Skip::Lenient`]):
-    /// a line broken only there (bad UTF-8 or an out-of-range number in a value no
-    /// pointer reads) is still keyed and timed here, goes out byte for byte, and is
-    /// dead-lettered by the worker's full decode like any other bad record.
+    /// JSON lines the mapping leaves alone: the time and key pointers, read without a
+    /// DOM up to where both have been found ([`PointerSet::stop_when_found`]; values
+    /// skipped on the way are checked leniently, [`Skip::Lenient`]): a line broken
+    /// only elsewhere (bad UTF-8 or an out-of-range number in a value no pointer
+    /// reads, or anything after the key and time) is still keyed and timed here, goes
+    /// out byte for byte, and is dead-lettered by the worker's full decode like any
+    /// other bad record. Of duplicate keys, the first places and times the line (the
+    /// full decode, like `serde_json`, reads the last).
     fast: Option<(PointerSet, Scratch, Kind)>,
 }
 
@@ -128,7 +131,7 @@ impl FileMessages {
                 if let Some(k) = k {
                     ptrs.push(k.segments.clone());
                 }
-                Some((PointerSet::new(ptrs).with_skip(Skip::Lenient), Scratch::new(), t.kind))
+                Some((PointerSet::new(ptrs).with_skip(Skip::Lenient).stop_when_found(), Scratch::new(), t.kind))
             }
             _ => None,
         };
@@ -322,7 +325,8 @@ mod tests {
     /// The pointer path for JSON lines gives what the general (DOM) path gives: the
     /// shipped tick sample and lines whose time needs rewriting, whose key is a
     /// number, an object or absent, or that are not JSON — all but a line broken
-    /// only outside the pointers, which the fast path still keys.
+    /// only outside the pointers or after them, which the fast path still keys, and
+    /// a line with its key twice, which the fast path keys by the first.
     #[test]
     fn json_lines_fast_path_equals_the_general_path() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -340,6 +344,10 @@ mod tests {
             r#"[1,2]"#,
             // Broken only in a value no pointer reads: serde_json's DOM refuses 1e999.
             r#"{"symbol":"D","ts":"2024-01-02T03:04:05Z","price":1e999}"#,
+            // Cut short after the key and time.
+            r#"{"symbol":"E","ts":"2024-01-02T03:04:05Z","price":"#,
+            // The key twice: serde_json's DOM keeps the last.
+            r#"{"symbol":"F","ts":"2024-01-02T03:04:05Z","symbol":"G"}"#,
         ];
         std::fs::write(&p, lines.join("\n")).unwrap();
         let all = |path: &Path, schema: std::sync::Arc<TopicSchema>, time: &str, key: &str, fast: bool| {
@@ -362,6 +370,14 @@ mod tests {
         assert!(serde_json::from_str::<Value>(lines[8]).is_err());
         assert_eq!(b[8], (lines[8].as_bytes().to_vec(), None, None));
         assert_eq!(a[8], (lines[8].as_bytes().to_vec(), Some(1_704_164_645_000), Some("D".to_string())));
+        // Nor a line broken after its key and time; the fast path reads no further.
+        assert!(serde_json::from_str::<Value>(lines[9]).is_err());
+        assert_eq!(b[9], (lines[9].as_bytes().to_vec(), None, None));
+        assert_eq!(a[9], (lines[9].as_bytes().to_vec(), Some(1_704_164_645_000), Some("E".to_string())));
+        // Of a duplicated key the general path takes the last, the fast path the first.
+        assert_eq!(serde_json::from_str::<Value>(lines[10]).unwrap()["symbol"], "G");
+        assert_eq!(b[10].2.as_deref(), Some("G"));
+        assert_eq!(a[10].2.as_deref(), Some("F"));
         assert_eq!(a[1].2.as_deref(), Some("7"));
         assert_eq!(a[5].1, Some(1_704_157_445_000));
         let ticks = std::sync::Arc::new(TopicSchema::load(&root.join("schemas/binance-ticks.json")).unwrap());

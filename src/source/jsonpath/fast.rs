@@ -16,6 +16,9 @@ const MAX_DEPTH: u32 = 64;
 pub(super) struct Scan<'b> {
     b: &'b [u8],
     i: usize,
+    /// Stop once every pointer has found a value ([`PointerSet::stop_when_found`]).
+    stop: bool,
+    stopped: bool,
 }
 
 /// Per byte: 1 for bytes a plain string may hold (printable ASCII but `"` and `\`).
@@ -48,8 +51,8 @@ fn not_plain(w: u64) -> u64 {
 }
 
 impl<'b> Scan<'b> {
-    pub(super) fn new(b: &'b [u8]) -> Self {
-        Scan { b, i: 0 }
+    pub(super) fn new(b: &'b [u8], stop: bool) -> Self {
+        Scan { b, i: 0, stop, stopped: false }
     }
 
     #[inline]
@@ -132,7 +135,7 @@ impl<'b> Scan<'b> {
         self.ws();
         self.at(cx, 0, 1, 0)?;
         self.ws();
-        (self.i == self.b.len()).then_some(())
+        (self.stopped || self.i == self.b.len()).then_some(())
     }
 
     /// The value at the active trie nodes `cx.stack[lo..hi]` (as `walk::At`).
@@ -187,6 +190,10 @@ impl<'b> Scan<'b> {
                     self.skip(depth)?;
                 } else {
                     self.at(cx, clo, chi, depth)?;
+                    if self.stopped || (self.stop && cx.all_found()) {
+                        self.stopped = true;
+                        return Some(());
+                    }
                 }
                 cx.stack.truncate(clo);
                 if !self.more(b'}')? {
@@ -217,6 +224,10 @@ impl<'b> Scan<'b> {
                 self.skip(depth)?;
             } else {
                 self.at(cx, clo, chi, depth)?;
+                if self.stopped || (self.stop && cx.all_found()) {
+                    self.stopped = true;
+                    return Some(());
+                }
             }
             cx.stack.truncate(clo);
             if !self.more(b']')? {

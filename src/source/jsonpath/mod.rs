@@ -6,7 +6,8 @@
 //! `Deserializer`, descending only into the branches of the trie. What it finds at each
 //! pointer comes back as a [`Found`], with the meaning of `serde_json::from_slice::<Value>`
 //! followed by a walk of the segments (an object key, or an array index where the value
-//! is an array; the last of duplicate keys wins, as in `serde_json::Map`).
+//! is an array; the last of duplicate keys wins, as in `serde_json::Map`, unless
+//! [`PointerSet::stop_when_found`] asks for the first and an early stop).
 //!
 //! Everything outside the pointers is skipped. With [`Skip::Validate`] (the default) it
 //! is still parsed the way `serde_json::Value` parses it (the same deserializer calls,
@@ -223,6 +224,7 @@ pub struct PointerSet {
     nodes: Vec<Node>,
     len: usize,
     skip: Skip,
+    stop_when_found: bool,
 }
 
 impl PointerSet {
@@ -262,12 +264,22 @@ impl PointerSet {
             nodes[at].slots.push(slot);
             len = i + 1;
         }
-        PointerSet { nodes, len, skip: Skip::default() }
+        PointerSet { nodes, len, skip: Skip::default(), stop_when_found: false }
     }
 
     /// Chooses how values outside the pointers are checked (default [`Skip::Validate`]).
     pub fn with_skip(mut self, skip: Skip) -> Self {
         self.skip = skip;
+        self
+    }
+
+    /// Reads each pointer's *first* occurrence (a later duplicate key changes
+    /// nothing), and lets the byte scanner stop once every pointer has found a value:
+    /// the rest of the payload is then neither read nor checked (the serde walk, where
+    /// the scanner declines, still reads it all). For placing records by key and time
+    /// ahead of their full decode, whose errors are what reject a payload.
+    pub fn stop_when_found(mut self) -> Self {
+        self.stop_when_found = true;
         self
     }
 
@@ -289,7 +301,7 @@ impl PointerSet {
         scratch: &'s mut Scratch,
     ) -> Result<Extracted<'s>, serde_json::Error> {
         // The byte scanner first; where it declines, serde_json from the start.
-        if self.walk(scratch, |cx| fast::Scan::new(payload).document(cx)).is_some() {
+        if self.walk(scratch, |cx| fast::Scan::new(payload, self.stop_when_found).document(cx)).is_some() {
             return Ok(Extracted { slots: &scratch.slots, text: &scratch.text });
         }
         self.extract_serde(payload, scratch)
@@ -329,6 +341,7 @@ impl PointerSet {
             stack: &mut scratch.stack,
             entered: &mut scratch.entered,
             pass: scratch.pass,
+            first: self.stop_when_found,
         };
         walk(&mut cx)
     }

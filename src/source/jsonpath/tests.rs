@@ -143,7 +143,7 @@ fn byte_scanner_agrees_with_the_serde_walk() {
     let sets = [Skip::Validate, Skip::Lenient].map(|s| PointerSet::new(ptrs.iter().map(|p| segs(p))).with_skip(s));
     let (mut a, mut b) = (Scratch::new(), Scratch::new());
     let mut check = |set: &PointerSet, doc: &[u8]| -> bool {
-        let fast = set.walk(&mut a, |cx| fast::Scan::new(doc).document(cx)).is_some();
+        let fast = set.walk(&mut a, |cx| fast::Scan::new(doc, false).document(cx)).is_some();
         let got = set.extract(doc, &mut a).map(|r| found_all(&r)).map_err(|e| e.to_string());
         let want = set.extract_serde(doc, &mut b).map(|r| found_all(&r)).map_err(|e| e.to_string());
         assert_eq!(got, want, "on {:?}", String::from_utf8_lossy(doc));
@@ -227,5 +227,47 @@ fn head_is_the_zero_padded_first_word() {
         let m = n.min(8);
         b[..m].copy_from_slice(&key[..m]);
         assert_eq!(head(&key[..n]), u64::from_le_bytes(b), "{n} bytes");
+    }
+}
+
+/// `stop_when_found`: on the shipped tick sample (no duplicate keys) it finds what the
+/// full serde walk finds; of duplicate keys it keeps the first (where serde_json's
+/// `Value` keeps the last), on the byte scanner's path and on the serde path alike;
+/// the scanner stops once every pointer is found, so what follows goes unread — but a
+/// payload in which some pointer is never found is still read, and rejected, in full.
+#[test]
+fn stop_when_found_keeps_first_occurrences_and_stops_early() {
+    let ptrs = [segs("/Item/time_exchange"), segs("/Item/instrument")];
+    let (full, stop) = (PointerSet::new(ptrs.clone()), PointerSet::new(ptrs).stop_when_found());
+    let (mut a, mut b) = (Scratch::new(), Scratch::new());
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/binance_ticks_sample.jsonl")).unwrap();
+    for line in text.lines() {
+        let want = full.extract_serde(line.as_bytes(), &mut b).map(|r| found_all(&r)).unwrap();
+        assert_eq!(stop.extract(line.as_bytes(), &mut a).map(|r| found_all(&r)).unwrap(), want, "{line}");
+    }
+
+    let one = |set: &PointerSet, doc: &str, sc: &mut Scratch| set.extract(doc.as_bytes(), sc).map(|r| found_all(&r));
+    let set = |ptrs: &[&str]| PointerSet::new(ptrs.iter().map(|p| segs(p)));
+    let (n1, n3) = (format!("{:?}", Found::Number(&1.into())), format!("{:?}", Found::Number(&3.into())));
+    let missing = format!("{:?}", Found::Missing);
+    // Duplicates: serde_json's own DOM keeps the last.
+    let dup = r#"{"a":1,"b":2,"a":3}"#;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(dup).unwrap()["a"], 3);
+    assert_eq!(one(&set(&["/a"]), dup, &mut a).unwrap(), [n3.clone()]);
+    assert_eq!(one(&set(&["/a"]).stop_when_found(), dup, &mut a).unwrap(), [n1.clone()]);
+    // An escaped string makes the scanner decline; the serde walk (which reads the
+    // whole payload: "/z" is never found) keeps the first occurrence too.
+    let escaped = r#"{"a":1,"s":"\u00e9","a":3}"#;
+    assert_eq!(one(&set(&["/a", "/z"]).stop_when_found(), escaped, &mut a).unwrap(), [n1.clone(), missing.clone()]);
+    assert_eq!(one(&set(&["/a", "/z"]), escaped, &mut a).unwrap(), [n3, missing]);
+    // A duplicated object on the path: nothing below the first is replaced.
+    let nested = r#"{"o":{"x":1},"o":{"y":2}}"#;
+    assert_eq!(one(&set(&["/o/x", "/o/y"]).stop_when_found(), nested, &mut a).unwrap()[0], n1);
+    assert_eq!(one(&set(&["/o/x", "/o/y"]), nested, &mut a).unwrap()[0], format!("{:?}", Found::Missing));
+    // Early stop: what follows the last pointer is not read.
+    for broken in [r#"{"a":1,"b":2,"c":[1,"#, r#"{"a":1,"b":2} trailing"#] {
+        assert!(one(&set(&["/a", "/b"]), broken, &mut a).is_err(), "{broken}");
+        assert_eq!(one(&set(&["/a", "/b"]).stop_when_found(), broken, &mut a).unwrap()[0], n1, "{broken}");
+        assert!(one(&set(&["/a", "/z"]).stop_when_found(), broken, &mut a).is_err(), "{broken}");
     }
 }

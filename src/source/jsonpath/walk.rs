@@ -11,25 +11,38 @@ pub(super) struct Ctx<'a> {
     pub(super) stack: &'a mut Vec<u32>,
     pub(super) entered: &'a mut [u32],
     pub(super) pass: u32,
+    /// [`PointerSet::stop_when_found`]: a slot keeps the first value set in it.
+    pub(super) first: bool,
 }
 
 impl Ctx<'_> {
     /// Sets the slots of the pointers ending at the active nodes `stack[lo..hi]`.
     #[inline]
     pub(super) fn set(&mut self, lo: usize, hi: usize, v: Slot) {
+        let first = self.first;
+        let put = |slot: &mut Slot, v: Slot| {
+            if !first || matches!(slot, Slot::Missing) {
+                *slot = v;
+            }
+        };
         if hi == lo + 1 {
             // The usual case: one active node, with at most one pointer ending there.
             let slots = &self.nodes[self.stack[lo] as usize].slots;
             if let [s] = slots[..] {
-                self.slots[s as usize] = v;
+                put(&mut self.slots[s as usize], v);
                 return;
             }
         }
         for &n in &self.stack[lo..hi] {
             for &s in &self.nodes[n as usize].slots {
-                self.slots[s as usize] = v.clone();
+                put(&mut self.slots[s as usize], v.clone());
             }
         }
+    }
+
+    /// Every pointer has found something.
+    pub(super) fn all_found(&self) -> bool {
+        !self.slots.iter().any(|s| matches!(s, Slot::Missing))
     }
 
     pub(super) fn has_slots(&self, lo: usize, hi: usize) -> bool {
@@ -44,11 +57,12 @@ impl Ctx<'_> {
 
     /// Marks the active nodes `stack[lo..hi]` entered for this payload. A repeated key
     /// replaces everything found below its earlier occurrence (below a node entered
-    /// for the first time, everything is still missing).
+    /// for the first time, everything is still missing) — unless the first occurrence
+    /// is kept.
     pub(super) fn enter(&mut self, lo: usize, hi: usize) {
         for &n in &self.stack[lo..hi] {
             let n = n as usize;
-            if self.entered[n] == self.pass {
+            if self.entered[n] == self.pass && !self.first {
                 for &s in &self.nodes[n].subtree {
                     self.slots[s as usize] = Slot::Missing;
                 }
