@@ -57,19 +57,39 @@ pub struct Normalized {
     inner: Box<dyn OnlineModel>,
     fx: Vec<Running>,
     fy: Running,
+    /// `fx[i].scale()` and `fy.scale()`, as of the statistics' last change (computed
+    /// once per label, not again for every forecast).
+    sx: Vec<f64>,
+    sy: f64,
     z: std::cell::RefCell<Vec<f64>>,
 }
 
 
 impl Normalized {
     pub fn new(inner: Box<dyn OnlineModel>, n_features: usize) -> Self {
-        Normalized { inner, fx: vec![Running::default(); n_features], fy: Running::default(), z: Default::default() }
+        let mut m = Normalized {
+            inner,
+            fx: vec![Running::default(); n_features],
+            fy: Running::default(),
+            sx: vec![1.0; n_features],
+            sy: 1.0,
+            z: Default::default(),
+        };
+        m.rescale();
+        m
+    }
+
+    fn rescale(&mut self) {
+        for (c, r) in self.sx.iter_mut().zip(&self.fx) {
+            *c = r.scale();
+        }
+        self.sy = self.fy.scale();
     }
 
     fn standardise(&self, x: &[f64]) -> Vec<f64> {
         let mut z = self.z.take();
         z.clear();
-        z.extend(x.iter().zip(&self.fx).map(|(v, s)| (v - s.mean) / s.scale()));
+        z.extend(x.iter().zip(&self.fx).zip(&self.sx).map(|((v, s), c)| (v - s.mean) / c));
         z
     }
 }
@@ -79,7 +99,7 @@ impl OnlineModel for Normalized {
         let z = self.standardise(x);
         let p = self.inner.predict(&z);
         self.z.replace(z);
-        Ok(p? * self.fy.scale() + self.fy.mean)
+        Ok(p? * self.sy + self.fy.mean)
     }
 
     fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
@@ -87,8 +107,9 @@ impl OnlineModel for Normalized {
             s.add(*v);
         }
         self.fy.add(y);
+        self.rescale();
         let z = self.standardise(x);
-        let r = self.inner.update(&z, (y - self.fy.mean) / self.fy.scale());
+        let r = self.inner.update(&z, (y - self.fy.mean) / self.sy);
         self.z.replace(z);
         r
     }
@@ -112,6 +133,7 @@ impl OnlineModel for Normalized {
             *r = Running { n, mean: *m, m2: *q };
         }
         self.fy = Running { n, mean: s.f64("y_mean")?, m2: s.f64("y_m2")? };
+        self.rescale();
         s.nested("inner", |s| self.inner.load(s))
     }
 

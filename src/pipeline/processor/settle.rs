@@ -75,8 +75,8 @@ impl Processor {
                 for (name, idx) in &ex.scored {
                     let v = idx.map_or(p.persistence, |j| le[j]);
                     if v.is_finite() {
-                        stats_for(expert_error, name).add(v - o, yo, last);
-                        stats_for(&mut ks.expert_errors, name).add(v - o, yo, last);
+                        add_to(expert_error, name, v - o, yo, last);
+                        add_to(&mut ks.expert_errors, name, v - o, yo, last);
                     }
                 }
                 rolling.add(scored);
@@ -138,10 +138,11 @@ impl Processor {
     }
 }
 
-/// The named accumulator in `map`, created at its first use (allocates only then).
-fn stats_for<'a>(map: &'a mut std::collections::BTreeMap<String, ErrorStats>, name: &str) -> &'a mut ErrorStats {
-    if !map.contains_key(name) {
-        map.insert(name.to_string(), ErrorStats::default());
+/// Adds a forecast `v` of label `y` (last value `last`) to the named accumulator in
+/// `map`, created at its first use: one lookup, an allocation only then.
+fn add_to(map: &mut std::collections::BTreeMap<String, ErrorStats>, name: &str, v: f64, y: f64, last: f64) {
+    match map.get_mut(name) {
+        Some(s) => s.add(v, y, last),
+        None => map.entry(name.to_string()).or_default().add(v, y, last),
     }
-    map.get_mut(name).expect("inserted")
 }
