@@ -99,14 +99,20 @@ impl<'b> Scan<'b> {
         Some(unsafe { std::str::from_utf8_unchecked(&self.b[start..end]) })
     }
 
-    /// A number at the cursor, read by serde_json.
+    /// A number at the cursor, read by serde_json — but for a plain non-negative
+    /// integer of up to 19 digits without a leading zero, which always fits a `u64`
+    /// and which serde_json reads as exactly that integer.
     #[inline]
     fn number(&mut self) -> Option<Number> {
         let start = self.i;
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
             self.i += 1;
         }
-        serde_json::from_slice::<Number>(&self.b[start..self.i]).ok()
+        let t = &self.b[start..self.i];
+        if (1..=19).contains(&t.len()) && t.iter().all(u8::is_ascii_digit) && (t[0] != b'0' || t.len() == 1) {
+            return Some(Number::from(t.iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0'))));
+        }
+        serde_json::from_slice::<Number>(t).ok()
     }
 
     #[inline]

@@ -156,19 +156,27 @@ fn byte_scanner_agrees_with_the_serde_walk() {
         }
     }
     assert_eq!(taken, 2 * lines.len(), "the scanner declined plain sample lines");
-    // Numbers in skipped places (inside an array and as a member nothing points at),
-    // at the edges of JSON's grammar and of f64's range.
+    // Numbers in skipped places (inside an array and as a member nothing points at)
+    // and at a pointer, at the edges of JSON's grammar, of u64 and of f64's range.
     let long = |n: usize| "9".repeat(n);
     let numbers = [
         "0", "-0", "01", "-01", "1.", ".5", "-", "--1", "+1", "1-2", "0x10", "1.2.3", "1.5e-3", "1E5", "1e", "1e+", "1e400",
         "-1e400", "1e-400", "1.0e+400", "-1.25", "12345678901234567890123", "0.000", "1.e5", "00",
+        "7", "1.0", "-7", "1234567890123456789", "9999999999999999999", "09999999999999999999",
+        "18446744073709551615", "18446744073709551616", "-9223372036854775808", "-9223372036854775809",
     ]
     .map(String::from)
     .into_iter()
     .chain([long(299), long(300), long(308), long(309), long(400), format!("{}.5", long(310)), format!("-{}", long(320))]);
     let mut took = 0;
     for n in numbers {
-        for doc in [format!(r#"{{"skipped": {n}, "value": 1}}"#), format!(r#"{{"value": [1, {n}]}}"#), format!(r#"[{n}]"#)] {
+        let docs = [
+            format!(r#"{{"skipped": {n}, "value": 1}}"#),
+            format!(r#"{{"value": [1, {n}]}}"#),
+            format!(r#"[{n}]"#),
+            format!(r#"{{"value": {n}}}"#),
+        ];
+        for doc in docs {
             for set in &sets {
                 took += check(set, doc.as_bytes()) as usize;
             }
