@@ -261,8 +261,8 @@ fn stop_when_found_keeps_first_occurrences_and_stops_early() {
     // Duplicates: serde_json's own DOM keeps the last.
     let dup = r#"{"a":1,"b":2,"a":3}"#;
     assert_eq!(serde_json::from_str::<serde_json::Value>(dup).unwrap()["a"], 3);
-    assert_eq!(one(&set(&["/a"]), dup, &mut a).unwrap(), [n3.clone()]);
-    assert_eq!(one(&set(&["/a"]).stop_when_found(), dup, &mut a).unwrap(), [n1.clone()]);
+    assert_eq!(one(&set(&["/a"]), dup, &mut a).unwrap()[0], n3);
+    assert_eq!(one(&set(&["/a"]).stop_when_found(), dup, &mut a).unwrap()[0], n1);
     // An escaped string makes the scanner decline; the serde walk (which reads the
     // whole payload: "/z" is never found) keeps the first occurrence too.
     let escaped = r#"{"a":1,"s":"\u00e9","a":3}"#;
