@@ -316,17 +316,11 @@ mod tests {
             n += 1;
         }
         assert!(n > 40_000, "{n}");
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut draws = crate::model::rand::Draws(19);
         let alphabet = b"0123456789012345678901234567890123456789.-";
         for _ in 0..200_000 {
-            let len = (next() % 20) as usize;
-            let s: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect();
+            let len = draws.below(20) as usize;
+            let s: String = (0..len).map(|_| alphabet[draws.below(alphabet.len() as u64) as usize] as char).collect();
             same(&s);
         }
     }
