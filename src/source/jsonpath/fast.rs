@@ -16,8 +16,8 @@ const MAX_DEPTH: u32 = 64;
 pub(super) struct Scan<'b> {
     b: &'b [u8],
     i: usize,
-    /// Stop once every pointer has found a value ([`PointerSet::stop_when_found`]).
-    stop: bool,
+    /// Every pointer has found its value and the walk stops
+    /// ([`PointerSet::stop_when_found`]).
     stopped: bool,
 }
 
@@ -51,8 +51,16 @@ fn not_plain(w: u64) -> u64 {
 }
 
 impl<'b> Scan<'b> {
-    pub(super) fn new(b: &'b [u8], stop: bool) -> Self {
-        Scan { b, i: 0, stop, stopped: false }
+    pub(super) fn new(b: &'b [u8]) -> Self {
+        Scan { b, i: 0, stopped: false }
+    }
+
+    /// After a value at a pointer: whether the walk stops here (in stop mode, once no
+    /// pointer is missing).
+    #[inline]
+    fn done(&mut self, cx: &Ctx<'_>) -> bool {
+        self.stopped |= cx.first && cx.all_found();
+        self.stopped
     }
 
     #[inline]
@@ -196,8 +204,7 @@ impl<'b> Scan<'b> {
                     self.skip(depth)?;
                 } else {
                     self.at(cx, clo, chi, depth)?;
-                    if self.stopped || (self.stop && cx.all_found()) {
-                        self.stopped = true;
+                    if self.done(cx) {
                         return Some(());
                     }
                 }
@@ -230,8 +237,7 @@ impl<'b> Scan<'b> {
                 self.skip(depth)?;
             } else {
                 self.at(cx, clo, chi, depth)?;
-                if self.stopped || (self.stop && cx.all_found()) {
-                    self.stopped = true;
+                if self.done(cx) {
                     return Some(());
                 }
             }

@@ -301,7 +301,7 @@ impl PointerSet {
         scratch: &'s mut Scratch,
     ) -> Result<Extracted<'s>, serde_json::Error> {
         // The byte scanner first; where it declines, serde_json from the start.
-        if self.walk(scratch, |cx| fast::Scan::new(payload, self.stop_when_found).document(cx)).is_some() {
+        if self.walk(scratch, |cx| fast::Scan::new(payload).document(cx)).is_some() {
             return Ok(Extracted { slots: &scratch.slots, text: &scratch.text });
         }
         self.extract_serde(payload, scratch)

@@ -143,7 +143,7 @@ fn byte_scanner_agrees_with_the_serde_walk() {
     let sets = [Skip::Validate, Skip::Lenient].map(|s| PointerSet::new(ptrs.iter().map(|p| segs(p))).with_skip(s));
     let (mut a, mut b) = (Scratch::new(), Scratch::new());
     let mut check = |set: &PointerSet, doc: &[u8]| -> bool {
-        let fast = set.walk(&mut a, |cx| fast::Scan::new(doc, false).document(cx)).is_some();
+        let fast = set.walk(&mut a, |cx| fast::Scan::new(doc).document(cx)).is_some();
         let got = set.extract(doc, &mut a).map(|r| found_all(&r)).map_err(|e| e.to_string());
         let want = set.extract_serde(doc, &mut b).map(|r| found_all(&r)).map_err(|e| e.to_string());
         assert_eq!(got, want, "on {:?}", String::from_utf8_lossy(doc));

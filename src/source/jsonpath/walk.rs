@@ -11,7 +11,8 @@ pub(super) struct Ctx<'a> {
     pub(super) stack: &'a mut Vec<u32>,
     pub(super) entered: &'a mut [u32],
     pub(super) pass: u32,
-    /// [`PointerSet::stop_when_found`]: a slot keeps the first value set in it.
+    /// [`PointerSet::stop_when_found`]: a slot keeps the first value set in it (and
+    /// the byte scanner stops once none is missing).
     pub(super) first: bool,
 }
 
