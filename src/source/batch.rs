@@ -166,7 +166,8 @@ impl PartitionInput {
     }
 
     /// Takes what the jobs of [`PartitionInput::share_out`] decoded, in offset order,
-    /// as decoded records; returns the time they took (summed).
+    /// as decoded records (after any an earlier sharing decoded); returns the time
+    /// they took (summed).
     pub fn join_shares(&mut self) -> Duration {
         let mut took = Duration::ZERO;
         let mut batches = Vec::new();
@@ -179,6 +180,8 @@ impl PartitionInput {
         }
         if !batches.is_empty() {
             self.undecoded.clear();
+            // Records shared out before these keep their place ahead of them.
+            batches.splice(0..0, self.decoded.take());
             let schema = self.decoder.schema().arrow.clone();
             self.decoded = Some(if batches.len() == 1 {
                 batches.pop().expect("one batch")
@@ -245,5 +248,47 @@ impl PartitionInput {
     /// Forgets the timestamps (after latency was recorded).
     pub fn clear_timestamps(&mut self) {
         self.timestamps_ms.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records decoded in shares — shared out twice, with more records added between —
+    /// come out as the partition's own decoder gives them read one by one: the same
+    /// batch, rows and dead letters, in offset order.
+    #[test]
+    fn shares_equal_decoding_in_place() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let schema = Arc::new(TopicSchema::load(&root.join("schemas/binance-ticks.json")).unwrap());
+        let text = std::fs::read_to_string(root.join("data/binance_ticks_sample.jsonl")).unwrap();
+        let mut lines: Vec<&str> = text.lines().take(2000).collect();
+        lines[700] = "{not json";
+        lines[1500] = "{\"Item\":{}}";
+        let (mut shared, mut own) = (PartitionInput::new(4, schema.clone()), PartitionInput::new(4, schema));
+        let run = |p: &mut PartitionInput| {
+            for job in p.share_out(3) {
+                job.run();
+            }
+            p.join_shares();
+        };
+        for (i, l) in lines.iter().enumerate() {
+            shared.push(None, Some(l.as_bytes()), i as i64, None);
+            own.push(None, Some(l.as_bytes()), i as i64, None);
+            if i == 1199 {
+                run(&mut shared);
+            }
+        }
+        run(&mut shared);
+        own.decode();
+        assert_eq!(shared.undecoded(), 0);
+        let offsets = |p: &PartitionInput| p.rows.iter().map(|r| r.offset).collect::<Vec<_>>();
+        assert_eq!(offsets(&shared), offsets(&own));
+        assert_eq!(shared.dead.iter().map(|d| d.offset).collect::<Vec<_>>(), [700, 1500]);
+        assert_eq!(own.dead.iter().map(|d| d.offset).collect::<Vec<_>>(), [700, 1500]);
+        let (a, b) = (shared.take_batch(), own.take_batch());
+        assert_eq!(a.num_rows(), 1998);
+        assert_eq!(a, b);
     }
 }
