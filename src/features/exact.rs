@@ -28,7 +28,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, PartitionEvaluatorArgs
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Expr, LogicalPlan, PartitionEvaluator, Signature, Volatility,
-    WindowFunctionDefinition, WindowUDF, WindowUDFImpl,
+    WindowFrame, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition, WindowUDF, WindowUDFImpl,
 };
 use datafusion::prelude::SessionContext;
 
@@ -181,7 +181,8 @@ pub fn sliding_frames_read_in_place(plan: LogicalPlan) -> Result<LogicalPlan> {
                 return Ok(Transformed::no(e));
             }
             let name = e.schema_name().to_string();
-            let fun = WindowUDF::from(ExactFrame { name: agg.name, kind: agg.kind, signature: agg.signature.clone() });
+            let rows = RowsFrame::of(&p.window_frame);
+            let fun = WindowUDF::from(ExactFrame { name: agg.name, kind: agg.kind, rows, signature: agg.signature.clone() });
             let call = Expr::WindowFunction(Box::new(WindowFunction { fun: WindowFunctionDefinition::WindowUDF(Arc::new(fun)), params: p.clone() }));
             Ok(Transformed::yes(call.alias(name)))
         })?;
@@ -195,12 +196,76 @@ pub fn sliding_frames_read_in_place(plan: LogicalPlan) -> Result<LogicalPlan> {
 }
 
 /// An exact aggregate as a window function: each row's result computed from its
-/// frame's rows, read in place from the (Float64) argument array.
+/// frame's rows, read in place from the (Float64) argument array. A `ROWS` frame's
+/// bounds are kept here ([`RowsFrame`]): then the evaluator places each row's frame
+/// itself and a whole partition is evaluated in one call ([`PartitionEvaluator::evaluate_all`])
+/// instead of one call and one `ScalarValue` per row; `RANGE` and `GROUPS` frames are
+/// placed by DataFusion row by row.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct ExactFrame {
     name: &'static str,
     kind: Kind,
+    rows: Option<RowsFrame>,
     signature: Signature,
+}
+
+/// One end of a `ROWS` frame, relative to the current row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RowsBound {
+    Preceding(usize),
+    Current,
+    Following(usize),
+    UnboundedFollowing,
+}
+
+/// A `ROWS` frame with a bounded start: each row's range computed from its index as
+/// DataFusion's `WindowFrameContext` computes it for `ROWS` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RowsFrame {
+    start: RowsBound,
+    end: RowsBound,
+}
+
+impl RowsFrame {
+    /// The frame's bounds if it is a `ROWS` frame with a bounded start (`None` for
+    /// anything else, which is then left to DataFusion's frame placement).
+    fn of(frame: &WindowFrame) -> Option<Self> {
+        if frame.units != WindowFrameUnits::Rows {
+            return None;
+        }
+        let bound = |b: &WindowFrameBound| match b {
+            WindowFrameBound::Preceding(ScalarValue::UInt64(Some(n))) => usize::try_from(*n).ok().map(RowsBound::Preceding),
+            WindowFrameBound::CurrentRow => Some(RowsBound::Current),
+            WindowFrameBound::Following(ScalarValue::UInt64(Some(n))) => usize::try_from(*n).ok().map(RowsBound::Following),
+            WindowFrameBound::Following(ScalarValue::UInt64(None)) => Some(RowsBound::UnboundedFollowing),
+            _ => None,
+        };
+        let start = bound(&frame.start_bound)?;
+        let end = bound(&frame.end_bound)?;
+        (start != RowsBound::UnboundedFollowing).then_some(RowsFrame { start, end })
+    }
+
+    /// Row `i`'s frame in a partition of `len` rows (empty where the end falls before the start).
+    fn range(&self, i: usize, len: usize) -> Range<usize> {
+        let start = match self.start {
+            RowsBound::Preceding(n) => i.saturating_sub(n),
+            RowsBound::Current => i,
+            RowsBound::Following(n) => i.saturating_add(n).min(len),
+            RowsBound::UnboundedFollowing => len,
+        };
+        let end = match self.end {
+            RowsBound::Preceding(n) => (i + 1).saturating_sub(n),
+            RowsBound::Current => i + 1,
+            RowsBound::Following(n) => i.saturating_add(n).saturating_add(1).min(len),
+            RowsBound::UnboundedFollowing => len,
+        };
+        start..end.max(start)
+    }
+
+    /// Whether a row's frame ends at or before the row itself.
+    fn is_causal(&self) -> bool {
+        matches!(self.end, RowsBound::Preceding(_) | RowsBound::Current | RowsBound::Following(0))
+    }
 }
 
 impl WindowUDFImpl for ExactFrame {
@@ -213,7 +278,7 @@ impl WindowUDFImpl for ExactFrame {
     }
 
     fn partition_evaluator(&self, _args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
-        Ok(Box::new(FrameEval { kind: self.kind }))
+        Ok(Box::new(FrameEval { kind: self.kind, rows: self.rows }))
     }
 
     fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
@@ -224,27 +289,61 @@ impl WindowUDFImpl for ExactFrame {
 #[derive(Debug)]
 struct FrameEval {
     kind: Kind,
+    rows: Option<RowsFrame>,
+}
+
+impl FrameEval {
+    /// The aggregate of `a`'s rows in `range`, NULLs skipped.
+    fn over(&self, a: &Float64Array, range: Range<usize>) -> Option<f64> {
+        if a.null_count() == 0 {
+            evaluate(self.kind, a.values()[range].iter().copied())
+        } else {
+            evaluate(self.kind, range.filter(|&i| a.is_valid(i)).map(|i| a.value(i)))
+        }
+    }
+
+    fn floats<'a>(&self, values: &'a [ArrayRef]) -> Result<&'a Float64Array> {
+        match values[0].as_primitive_opt::<Float64Type>() {
+            Some(a) => Ok(a),
+            None => internal_err!("{:?} over a frame got {} instead of Float64", self.kind, values[0].data_type()),
+        }
+    }
 }
 
 impl PartitionEvaluator for FrameEval {
+    /// A `ROWS` frame is placed by [`Self::get_range`]; other frames by DataFusion.
     fn uses_window_frame(&self) -> bool {
-        true
+        self.rows.is_none()
     }
 
     fn supports_bounded_execution(&self) -> bool {
         true
     }
 
+    fn get_range(&self, idx: usize, n_rows: usize) -> Result<Range<usize>> {
+        match &self.rows {
+            Some(f) => Ok(f.range(idx, n_rows)),
+            None => internal_err!("a RANGE or GROUPS frame is placed by DataFusion"),
+        }
+    }
+
+    fn is_causal(&self) -> bool {
+        self.rows.is_some_and(|f| f.is_causal())
+    }
+
     fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> Result<ScalarValue> {
-        let Some(a) = values[0].as_primitive_opt::<Float64Type>() else {
-            return internal_err!("{:?} over a frame got {} instead of Float64", self.kind, values[0].data_type());
+        let a = self.floats(values)?;
+        Ok(ScalarValue::Float64(self.over(a, range.clone())))
+    }
+
+    /// A whole partition at once (`ROWS` frames): each row's frame from its index.
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        let Some(f) = self.rows else {
+            return internal_err!("a RANGE or GROUPS frame is evaluated row by row");
         };
-        let r = if a.null_count() == 0 {
-            evaluate(self.kind, a.values()[range.clone()].iter().copied())
-        } else {
-            evaluate(self.kind, range.clone().filter(|&i| a.is_valid(i)).map(|i| a.value(i)))
-        };
-        Ok(ScalarValue::Float64(r))
+        let a = self.floats(values)?;
+        let out: Float64Array = (0..num_rows).map(|i| self.over(a, f.range(i, num_rows))).collect();
+        Ok(Arc::new(out))
     }
 }
 
@@ -274,8 +373,9 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::Schema;
-    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::datasource::MemTable;
+    use datafusion::physical_plan::ExecutionPlan;
 
     /// By hand: xs = 2, 4, 4, 4, 5, 5, 7, 9 → sum 40, mean 5, Σ(x−5)² = 32,
     /// population variance 4 (σ = 2), sample variance 32/7.
@@ -342,7 +442,23 @@ mod tests {
         (x, k, t, batch)
     }
 
-    async fn run(sql: &str, rewrite: bool) -> (RecordBatch, usize) {
+    /// Streaming and whole-partition window operators in a physical plan.
+    fn operators(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
+        use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+        let mut n = (0, 0);
+        plan.apply(|p| {
+            n.0 += p.downcast_ref::<BoundedWindowAggExec>().is_some() as usize;
+            n.1 += p.downcast_ref::<WindowAggExec>().is_some() as usize;
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        n
+    }
+
+    /// Runs `sql` over [`table`]: with the frames rewritten to be read in place or
+    /// not, and with the streaming window operators swapped for whole-partition ones
+    /// (what a feature plan runs) or not. Also returns the number of rewritten frames.
+    async fn run_with(sql: &str, rewrite: bool, whole: bool) -> (RecordBatch, usize) {
         let ctx = SessionContext::new();
         register(&ctx);
         let (_, _, _, batch) = table();
@@ -351,8 +467,17 @@ mod tests {
         let plan = if rewrite { sliding_frames_read_in_place(plan).unwrap() } else { plan };
         let frames = frames_in(&plan);
         let phys = state.create_physical_plan(&plan).await.unwrap();
+        let before = operators(&phys);
+        let phys = if whole { crate::features::whole_partition_windows(phys).unwrap() } else { phys };
+        if whole {
+            assert_eq!(operators(&phys), (0, before.0 + before.1), "every streaming window operator swapped");
+        }
         let out = datafusion::physical_plan::collect(phys, ctx.task_ctx()).await.unwrap();
         (arrow::compute::concat_batches(&out[0].schema(), &out).unwrap(), frames)
+    }
+
+    async fn run(sql: &str, rewrite: bool) -> (RecordBatch, usize) {
+        run_with(sql, rewrite, false).await
     }
 
     fn column(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
@@ -376,22 +501,37 @@ mod tests {
           avg(i) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) - x AS gap, \
           sum(y) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 5 PRECEDING AND CURRENT ROW) AS ys6, \
           var(y) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 5 PRECEDING AND CURRENT ROW) AS yv6, \
-          sum(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum \
+          sum(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum, \
+          sum(y) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 1 FOLLOWING AND 3 FOLLOWING) AS yf, \
+          avg(x) OVER (PARTITION BY k ORDER BY o ROWS BETWEEN 4 PRECEDING AND 2 PRECEDING) AS xp, \
+          lag(x, 2) OVER (PARTITION BY k ORDER BY o) AS lag2, \
+          lead(y, 1) OVER (PARTITION BY k ORDER BY o) AS lead1 \
           FROM w ORDER BY o";
         let (fast, frames) = run(sql, true).await;
         let (slow, none) = run(sql, false).await;
-        assert_eq!((frames, none), (9, 0), "all but the unbounded frame are read in place");
+        assert_eq!((frames, none), (11, 0), "all but the unbounded frame are read in place");
         assert_eq!(fast, slow, "the same bits as the aggregate path");
+        // What a feature plan runs: whole partitions, the ROWS frames placed by the
+        // evaluator; RANGE frames and the unbounded aggregate row by row as before.
+        let (whole, _) = run_with(sql, true, true).await;
+        assert_eq!(whole, fast, "whole-partition operators give the streaming ones' bits");
 
         let (x, k, t, input) = table();
         let i_col: Vec<f64> = input.column_by_name("i").unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().iter().map(|&v| v as f64).collect();
         let y = column(&input, "y");
-        // Each row's frame: the rows of its key from `lo` rows before to `hi` after.
-        let rows_frame = |r: usize, lo: usize, hi: usize| -> Vec<usize> {
+        // The rows of row r's key from `a` to `b` rows after it (negative: before),
+        // both included, clipped to the key's rows.
+        let rows_between = |r: usize, a: isize, b: isize| -> Vec<usize> {
             let same: Vec<usize> = (0..x.len()).filter(|&j| k[j] == k[r]).collect();
-            let p = same.iter().position(|&j| j == r).unwrap();
-            same[p.saturating_sub(lo)..(p + hi + 1).min(same.len())].to_vec()
+            let p = same.iter().position(|&j| j == r).unwrap() as isize;
+            let (lo, hi) = ((p + a).max(0), (p + b).min(same.len() as isize - 1));
+            if lo > hi {
+                return Vec::new();
+            }
+            same[lo as usize..=hi as usize].to_vec()
         };
+        // Each row's frame: the rows of its key from `lo` rows before to `hi` after.
+        let rows_frame = |r: usize, lo: usize, hi: usize| rows_between(r, -(lo as isize), hi as isize);
         let vals = |idx: &[usize]| -> Vec<f64> { idx.iter().filter_map(|&j| x[j]).collect() };
         let sum = |v: &[f64]| v.iter().fold(0.0, |s, x| s + x);
         let var = |v: &[f64], ddof: usize| {
@@ -415,6 +555,15 @@ mod tests {
             let y6: Vec<f64> = rows_frame(r, 5, 0).iter().map(|&j| y[j].unwrap()).collect();
             assert_eq!(column(&fast, "ys6")[r], Some(sum(&y6)), "ys6 row {r}");
             assert_eq!(column(&fast, "yv6")[r], var(&y6, 1), "yv6 row {r}");
+            let yf: Vec<f64> = rows_between(r, 1, 3).iter().map(|&j| y[j].unwrap()).collect();
+            assert_eq!(column(&whole, "yf")[r], (!yf.is_empty()).then(|| sum(&yf)), "yf row {r}");
+            let xp = vals(&rows_between(r, -4, -2));
+            assert_eq!(column(&whole, "xp")[r], (!xp.is_empty()).then(|| sum(&xp) / xp.len() as f64), "xp row {r}");
+            let back2 = rows_between(r, -2, 0);
+            let lag2 = if back2.len() == 3 { x[back2[0]] } else { None };
+            assert_eq!(column(&whole, "lag2")[r], lag2, "lag2 row {r}");
+            let next = rows_between(r, 0, 1);
+            assert_eq!(column(&whole, "lead1")[r], next.get(1).map(|&j| y[j].unwrap()), "lead1 row {r}");
         }
     }
 }

@@ -19,7 +19,9 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::physical_plan::{collect, ExecutionPlan, SendableRecordBatchStream};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+use datafusion::physical_plan::{collect, ExecutionPlan, InputOrderMode, SendableRecordBatchStream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
@@ -42,6 +44,25 @@ impl PartitionStream for SlotStream {
         let items = batch.into_iter().map(Ok);
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::iter(items)))
     }
+}
+
+/// Swaps each streaming window operator (`BoundedWindowAggExec`) that reads its
+/// input sorted on the partition keys for the whole-partition one (`WindowAggExec`).
+/// Every execution of a feature plan reads one finite batch, so the streaming
+/// operator's per-row machinery (frame state, one evaluator call and one
+/// `ScalarValue` per row) buys nothing; the whole-partition operator evaluates
+/// `LAG`/`LEAD`, ranks and the exact `ROWS` frames one partition at a time. Operators
+/// in another input order mode are kept (the whole-partition one needs sorted input).
+pub(crate) fn whole_partition_windows(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let t = plan.transform_up(|p| {
+        let Some(b) = p.downcast_ref::<BoundedWindowAggExec>() else { return Ok(Transformed::no(p)) };
+        if b.input_order_mode != InputOrderMode::Sorted {
+            return Ok(Transformed::no(p));
+        }
+        let w = WindowAggExec::try_new(b.window_expr().to_vec(), b.input().clone(), false)?;
+        Ok(Transformed::yes(Arc::new(w) as Arc<dyn ExecutionPlan>))
+    })?;
+    Ok(t.data)
 }
 
 /// A planned feature query.
@@ -72,6 +93,7 @@ impl FeatureEngine {
         ctx.register_table(table, Arc::new(provider))?;
         let (state, logical) = ctx.sql(sql).await?.into_parts();
         let plan = state.create_physical_plan(&exact::sliding_frames_read_in_place(logical)?).await?;
+        let plan = whole_partition_windows(plan)?;
         let output_schema = plan.schema();
         let offset_out = output_schema.index_of(OFFSET_COLUMN).map_err(|_| {
             Error::Config(format!(
