@@ -8,6 +8,7 @@
 
 pub mod exact;
 pub mod lookback;
+pub mod order;
 
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +20,9 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::SortExpr;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{collect, ExecutionPlan, InputOrderMode, SendableRecordBatchStream};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -65,22 +68,26 @@ pub(crate) fn whole_partition_windows(plan: Arc<dyn ExecutionPlan>) -> Result<Ar
     Ok(t.data)
 }
 
-/// A planned feature query.
-pub struct FeatureEngine {
-    sql: String,
-    table: String,
+/// Sort operators in a physical plan.
+fn sorts(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let mut n = 0;
+    let _ = plan.apply(|p| {
+        n += p.downcast_ref::<SortExec>().is_some() as usize;
+        Ok(TreeNodeRecursion::Continue)
+    });
+    n
+}
+
+/// One planning of the query: its context, physical plan and input slot.
+struct Planned {
     task_ctx: Arc<TaskContext>,
     plan: Arc<dyn ExecutionPlan>,
     slot: Arc<Mutex<Option<RecordBatch>>>,
-    input_schema: SchemaRef,
-    output_schema: SchemaRef,
-    offset_out: usize,
 }
 
-impl FeatureEngine {
-    /// Plans `sql` against a table `table` of `input_schema` (which must contain
-    /// `_offset`). The output must contain `_offset` too.
-    pub async fn plan(sql: &str, table: &str, input_schema: SchemaRef) -> Result<Self> {
+impl Planned {
+    /// Plans `sql` over a table whose batches come in `order` (none: any order).
+    async fn new(sql: &str, table: &str, input_schema: &SchemaRef, order: Vec<SortExpr>) -> Result<Self> {
         let config = SessionConfig::new()
             .with_target_partitions(1)
             .with_batch_size(8192)
@@ -89,12 +96,54 @@ impl FeatureEngine {
         exact::register(&ctx);
         let slot = Arc::new(Mutex::new(None));
         let stream = SlotStream { schema: input_schema.clone(), slot: slot.clone() };
-        let provider = StreamingTable::try_new(input_schema.clone(), vec![Arc::new(stream)])?;
+        let provider = StreamingTable::try_new(input_schema.clone(), vec![Arc::new(stream)])?.with_sort_order(order);
         ctx.register_table(table, Arc::new(provider))?;
         let (state, logical) = ctx.sql(sql).await?.into_parts();
         let plan = state.create_physical_plan(&exact::sliding_frames_read_in_place(logical)?).await?;
-        let plan = whole_partition_windows(plan)?;
-        let output_schema = plan.schema();
+        Ok(Planned { task_ctx: ctx.task_ctx(), plan: whole_partition_windows(plan)?, slot })
+    }
+}
+
+/// A planned feature query.
+pub struct FeatureEngine {
+    sql: String,
+    table: String,
+    key: Option<String>,
+    task_ctx: Arc<TaskContext>,
+    plan: Arc<dyn ExecutionPlan>,
+    slot: Arc<Mutex<Option<RecordBatch>>>,
+    input_schema: SchemaRef,
+    output_schema: SchemaRef,
+    offset_out: usize,
+    /// Batches are put in (key, `_offset`) order before they run ([`order`]): the
+    /// key's and `_offset`'s input columns.
+    presort: Option<(usize, usize)>,
+}
+
+impl FeatureEngine {
+    /// Plans `sql` against a table `table` of `input_schema` (which must contain
+    /// `_offset`). The output must contain `_offset` too.
+    pub async fn plan(sql: &str, table: &str, input_schema: SchemaRef) -> Result<Self> {
+        Self::plan_keyed(sql, table, input_schema, None).await
+    }
+
+    /// [`FeatureEngine::plan`]; with `key`, the records' key column, the query is also
+    /// planned over input declared in (key, `_offset`) order ([`order::declared`]),
+    /// and that plan is kept if it sorts less — typically windows `PARTITION BY key
+    /// ORDER BY _offset`, whose sort it drops; each batch is then put in that order
+    /// by [`order::sort`] before it runs.
+    pub async fn plan_keyed(sql: &str, table: &str, input_schema: SchemaRef, key: Option<&str>) -> Result<Self> {
+        let mut planned = Planned::new(sql, table, &input_schema, Vec::new()).await?;
+        let mut presort = None;
+        if let Some(order) = key.and_then(|k| order::declared(&input_schema, k)) {
+            let ordered = Planned::new(sql, table, &input_schema, order).await?;
+            if sorts(&ordered.plan) < sorts(&planned.plan) {
+                planned = ordered;
+                let key = key.expect("declared only for a key");
+                presort = Some((input_schema.index_of(key)?, input_schema.index_of(OFFSET_COLUMN)?));
+            }
+        }
+        let output_schema = planned.plan.schema();
         let offset_out = output_schema.index_of(OFFSET_COLUMN).map_err(|_| {
             Error::Config(format!(
                 "the feature SQL must select the {OFFSET_COLUMN} column (it ties each feature row to its record)"
@@ -103,18 +152,26 @@ impl FeatureEngine {
         Ok(FeatureEngine {
             sql: sql.to_string(),
             table: table.to_string(),
-            task_ctx: ctx.task_ctx(),
-            plan,
-            slot,
+            key: key.map(str::to_string),
+            task_ctx: planned.task_ctx,
+            plan: planned.plan,
+            slot: planned.slot,
             input_schema,
             output_schema,
             offset_out,
+            presort,
         })
     }
 
     /// The same query planned again: its own plan and input slot, for another worker.
     pub async fn replica(&self) -> Result<Self> {
-        Self::plan(&self.sql, &self.table, self.input_schema.clone()).await
+        Self::plan_keyed(&self.sql, &self.table, self.input_schema.clone(), self.key.as_deref()).await
+    }
+
+    /// Whether batches are put in key order before they run (the plan then has no
+    /// sort of its own for the windows).
+    pub fn presorted(&self) -> bool {
+        self.presort.is_some()
     }
 
     pub fn output_schema(&self) -> &SchemaRef {
@@ -139,6 +196,10 @@ impl FeatureEngine {
         let input = match history {
             Some(h) if h.num_rows() > 0 => concat_batches(&self.input_schema, [h, new])?,
             _ => new.clone(),
+        };
+        let input = match self.presort {
+            Some((key, offset)) => order::sort(input, key, offset)?,
+            None => input,
         };
         *self.slot.lock().expect("slot lock") = Some(input);
         let plan = reset_plan_states(self.plan.clone())?;

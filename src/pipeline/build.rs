@@ -135,7 +135,7 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
             }
         }
         if !cfg.features.sql.trim().is_empty() {
-            match FeatureEngine::plan(&cfg.features.sql, &cfg.features.table, s.arrow.clone()).await {
+            match FeatureEngine::plan_keyed(&cfg.features.sql, &cfg.features.table, s.arrow.clone(), Some(&cfg.source.key)).await {
                 Ok(e) => engine = Some(e),
                 Err(e) => probs.push(problem("features.sql", e.to_string())),
             }

@@ -145,3 +145,44 @@ async fn one_second_bars_per_tick() {
         assert_eq!(split, whole, "batch size {size}");
     }
 }
+
+/// Planned with the records' key (`plan_keyed`), a query with a window partitioned
+/// by the key and ordered by `_offset` runs on batches put in key order, that
+/// window's sort gone; one whose windows all partition by more keeps the plain plan.
+/// Either way the output, whole and split into batches with look-back, equals the
+/// plain plan's.
+#[tokio::test]
+async fn keyed_plans_give_the_plain_plans_bits() {
+    let bars = "SELECT _offset, symbol, ts, price, \
+      FIRST_VALUE(price) OVER b AS bar_open, COUNT(price) OVER b AS bar_ticks \
+      FROM ticks WINDOW b AS (PARTITION BY symbol, date_bin(INTERVAL '1 second', ts) \
+      ORDER BY _offset ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)";
+    let mixed = "SELECT _offset, symbol, ts, price, \
+      FIRST_VALUE(price) OVER b AS bar_open, COUNT(price) OVER b AS bar_ticks, \
+      LAG(price, 1) OVER (PARTITION BY symbol ORDER BY _offset) AS prev \
+      FROM ticks WINDOW b AS (PARTITION BY symbol, date_bin(INTERVAL '1 second', ts) \
+      ORDER BY _offset ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)";
+    // Three symbols in an irregular interleaving (runs, gaps), prices varying.
+    let syms = ["B", "A", "C", "A", "A", "B", "C", "C", "C", "A", "B", "B"];
+    let rows: Vec<(&str, f64)> = (0..60).map(|i| (syms[(i * 5 + i / 7) % syms.len()], 50.0 + ((i * 13) % 17) as f64 * 0.25)).collect();
+    for (sql, presorted) in [(SQL, true), (bars, false), (mixed, true)] {
+        let plain = FeatureEngine::plan(sql, "ticks", schema().arrow.clone()).await.unwrap();
+        let keyed = FeatureEngine::plan_keyed(sql, "ticks", schema().arrow.clone(), Some("symbol")).await.unwrap();
+        assert!(!plain.presorted());
+        assert_eq!(keyed.presorted(), presorted, "{sql}");
+        assert_eq!(keyed.replica().await.unwrap().presorted(), presorted, "a replica plans the same way");
+        let whole = plain.compute(None, &decode(&rows, 0)).await.unwrap();
+        assert_eq!(keyed.compute(None, &decode(&rows, 0)).await.unwrap(), whole, "{sql}");
+        for size in [1usize, 7, 25] {
+            let mut history = None;
+            let mut parts = Vec::new();
+            for (k, chunk) in rows.chunks(size).enumerate() {
+                let batch = decode(chunk, (k * size) as i64);
+                parts.push(keyed.compute(history.as_ref(), &batch).await.unwrap());
+                history = Some(retain_last_per_key(history.as_ref(), &batch, 0, 30).unwrap());
+            }
+            let split = arrow::compute::concat_batches(&whole.schema(), &parts).unwrap();
+            assert_eq!(split, whole, "batch size {size}: {sql}");
+        }
+    }
+}
