@@ -227,9 +227,8 @@ fn extract(f: &FieldSpec, v: Found<'_>, text: &mut String) -> Result<Cell, Decod
             Found::Str(s) => Ok(push_str(text, s)),
             // Identifiers such as instrument ids arrive as numbers; keep their text.
             Found::Number(n) if n.is_i64() || n.is_u64() => {
-                use std::fmt::Write;
                 let start = text.len();
-                let _ = write!(text, "{n}");
+                crate::source::jsonpath::push_number(text, n);
                 Ok(Cell::Str(start, text.len()))
             }
             _ => Err(wrong("a string")),

@@ -251,8 +251,7 @@ fn fast_fill(line: &[u8], set: &PointerSet, scratch: &mut Scratch, kind: Kind, p
                     true
                 }
                 Found::Number(n) => {
-                    use std::fmt::Write;
-                    let _ = write!(key, "{n}");
+                    jsonpath::push_number(key, n);
                     true
                 }
                 Found::Bool(b) => {

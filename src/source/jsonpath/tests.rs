@@ -279,3 +279,17 @@ fn stop_when_found_keeps_first_occurrences_and_stops_early() {
         assert!(one(&set(&["/a", "/z"]).stop_when_found(), broken, &mut a).is_err(), "{broken}");
     }
 }
+
+/// `push_number` writes what `Number`'s `Display` writes: integers at the edges of
+/// `u64` and `i64`, and floats (which take the `Display` path).
+#[test]
+fn push_number_writes_what_display_writes() {
+    let texts = ["0", "7", "10", "-1", "-10", "9223372036854775807", "9223372036854775808", "18446744073709551615",
+        "-9223372036854775808", "1.5", "-0.0", "1e300", "123456789012345678901234567890"];
+    for t in texts {
+        let n: Number = serde_json::from_str(t).unwrap();
+        let mut out = String::from("x");
+        push_number(&mut out, &n);
+        assert_eq!(out, format!("x{n}"), "{t}");
+    }
+}
