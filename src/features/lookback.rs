@@ -26,15 +26,25 @@ pub fn retain_last_per_key(
     }
     let keys = cast(all.column(key_col), &DataType::Utf8)?;
     let keys = keys.as_string::<i32>();
-    let mut seen: HashMap<Option<&str>, usize> = HashMap::new();
+    // Rows kept so far per key; the previous row's key is looked up only when it changes.
+    let mut seen: HashMap<Option<&str>, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut keep: Vec<u32> = Vec::new();
+    let mut last: Option<(Option<&str>, usize)> = None;
     for i in (0..all.num_rows()).rev() {
         let k = if keys.is_null(i) { None } else { Some(keys.value(i)) };
-        let c = seen.entry(k).or_insert(0);
-        if *c < n {
-            *c += 1;
+        let mut c = match last {
+            Some((lk, c)) if lk == k => c,
+            Some((lk, c)) => {
+                seen.insert(lk, c);
+                seen.get(&k).copied().unwrap_or(0)
+            }
+            None => 0,
+        };
+        if c < n {
+            c += 1;
             keep.push(i as u32);
         }
+        last = Some((k, c));
     }
     if keep.len() == all.num_rows() {
         return Ok(all);
@@ -68,5 +78,40 @@ mod tests {
         let out = retain_last_per_key(Some(&h), &n, 0, 2).unwrap();
         let v: Vec<i64> = out.column(1).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec();
         assert_eq!(v, vec![3, 4, 5, 6, 7]);
+    }
+
+    /// Seeded rows of four keys and NULL, in runs and interleaved: a row is kept
+    /// exactly when fewer than `n` rows of its key (NULL being a key) come after it.
+    #[test]
+    fn keeps_the_rows_with_fewer_than_n_of_their_key_after_them() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let names = [Some("a"), Some("b"), Some("ab"), Some("c"), None];
+        let mut draws = crate::model::rand::Draws(11);
+        for case in 0..30u64 {
+            let len = 1 + draws.below(60) as usize;
+            let mut ks: Vec<Option<&str>> = Vec::with_capacity(len);
+            while ks.len() < len {
+                let k = names[draws.below(names.len() as u64) as usize];
+                let run = 1 + draws.below(if case % 2 == 0 { 1 } else { 6 }) as usize;
+                ks.extend(std::iter::repeat_n(k, run.min(len - ks.len())));
+            }
+            let split = draws.below(len as u64 + 1) as usize;
+            let b = |r: std::ops::Range<usize>| {
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(StringArray::from(ks[r.clone()].to_vec())), Arc::new(Int64Array::from_iter_values(r.map(|i| i as i64)))],
+                )
+                .unwrap()
+            };
+            let n = draws.below(5) as usize;
+            let out = retain_last_per_key(Some(&b(0..split)), &b(split..len), 0, n).unwrap();
+            let got: Vec<i64> = out.column(1).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec();
+            let want: Vec<i64> =
+                (0..len).filter(|&i| ks[i + 1..].iter().filter(|k| **k == ks[i]).count() < n).map(|i| i as i64).collect();
+            assert_eq!(got, want, "case {case}: n {n}, keys {ks:?}");
+        }
     }
 }

@@ -55,7 +55,7 @@ pub fn sort(batch: RecordBatch, key: usize, offset: usize) -> Result<RecordBatch
     }
     let keys = batch.column(key).as_string::<i32>();
     // Each row's group: its key's index among the distinct keys in order of appearance.
-    let mut ids: HashMap<Option<&str>, u32> = HashMap::new();
+    let mut ids: HashMap<Option<&str>, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut distinct: Vec<Option<&str>> = Vec::new();
     let mut group: Vec<u32> = Vec::with_capacity(n);
     let mut last: Option<(Option<&str>, u32)> = None;
