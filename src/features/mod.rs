@@ -4,7 +4,10 @@
 //! the physical plan is built once and each batch just fills the slot, resets the
 //! plan's run state and executes it. Each partition's per-key look-back rows
 //! ([`lookback`]) are prepended to the batch so window functions see the same history
-//! whatever the batch boundaries; only rows of the new batch are returned.
+//! whatever the batch boundaries; only rows of the new batch are returned. Windows
+//! run a whole partition at a time ([`whole_partition_windows`], [`exact`]), and where
+//! they partition by the records' key the batch is put in key order beforehand
+//! ([`order`]) instead of DataFusion sorting it.
 
 pub mod exact;
 pub mod lookback;

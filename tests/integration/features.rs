@@ -42,6 +42,18 @@ fn col(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
     (0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i))).collect()
 }
 
+/// `e`'s output for `batches` run in turn, each with the look-back of the last `n`
+/// rows per key (column 0) of the batches before it, concatenated.
+async fn run_split(e: &FeatureEngine, batches: &[RecordBatch], n: usize) -> RecordBatch {
+    let mut history = None;
+    let mut parts = Vec::new();
+    for batch in batches {
+        parts.push(e.compute(history.as_ref(), batch).await.unwrap());
+        history = Some(retain_last_per_key(history.as_ref(), batch, 0, n).unwrap());
+    }
+    arrow::compute::concat_batches(e.output_schema(), &parts).unwrap()
+}
+
 #[tokio::test]
 async fn windows_match_direct_computation() {
     let rows = prices();
@@ -82,14 +94,8 @@ async fn lookback_makes_batches_bit_identical() {
     let e = FeatureEngine::plan(SQL, "ticks", schema().arrow.clone()).await.unwrap();
     let whole = e.compute(None, &decode(&rows, 0)).await.unwrap();
     for size in [1usize, 3, 7] {
-        let mut history = None;
-        let mut parts = Vec::new();
-        for (k, chunk) in rows.chunks(size).enumerate() {
-            let batch = decode(chunk, (k * size) as i64);
-            parts.push(e.compute(history.as_ref(), &batch).await.unwrap());
-            history = Some(retain_last_per_key(history.as_ref(), &batch, 0, 5).unwrap());
-        }
-        let split = arrow::compute::concat_batches(&whole.schema(), &parts).unwrap();
+        let batches: Vec<RecordBatch> = rows.chunks(size).enumerate().map(|(k, c)| decode(c, (k * size) as i64)).collect();
+        let split = run_split(&e, &batches, 5).await;
         assert_eq!(split, whole, "batch size {size}");
     }
 }
@@ -134,14 +140,8 @@ async fn one_second_bars_per_tick() {
         assert_eq!(ticks.value(i), bar.len() as i64, "row {i}");
     }
     for size in [1usize, 4, 7] {
-        let mut history = None;
-        let mut parts = Vec::new();
-        for (k, chunk) in rows.chunks(size).enumerate() {
-            let batch = mk(chunk, k * size);
-            parts.push(e.compute(history.as_ref(), &batch).await.unwrap());
-            history = Some(retain_last_per_key(history.as_ref(), &batch, 0, 8).unwrap());
-        }
-        let split = arrow::compute::concat_batches(&whole.schema(), &parts).unwrap();
+        let batches: Vec<RecordBatch> = rows.chunks(size).enumerate().map(|(k, c)| mk(c, k * size)).collect();
+        let split = run_split(&e, &batches, 8).await;
         assert_eq!(split, whole, "batch size {size}");
     }
 }
@@ -174,14 +174,8 @@ async fn keyed_plans_give_the_plain_plans_bits() {
         let whole = plain.compute(None, &decode(&rows, 0)).await.unwrap();
         assert_eq!(keyed.compute(None, &decode(&rows, 0)).await.unwrap(), whole, "{sql}");
         for size in [1usize, 7, 25] {
-            let mut history = None;
-            let mut parts = Vec::new();
-            for (k, chunk) in rows.chunks(size).enumerate() {
-                let batch = decode(chunk, (k * size) as i64);
-                parts.push(keyed.compute(history.as_ref(), &batch).await.unwrap());
-                history = Some(retain_last_per_key(history.as_ref(), &batch, 0, 30).unwrap());
-            }
-            let split = arrow::compute::concat_batches(&whole.schema(), &parts).unwrap();
+            let batches: Vec<RecordBatch> = rows.chunks(size).enumerate().map(|(k, c)| decode(c, (k * size) as i64)).collect();
+            let split = run_split(&keyed, &batches, 30).await;
             assert_eq!(split, whole, "batch size {size}: {sql}");
         }
     }
