@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use tickflare::pipeline::config::choice::DeviceChoice;
 use tickflare::solar::frame::decode;
 use tickflare::solar::synth::{synthesize, SynthConfig};
 use tickflare::solar::tracker::{Label, LabelBox, Tracker, TrackerConfig};
@@ -14,12 +15,15 @@ fn main() {
     tickflare::model::init_cpu_threads();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = decode(&std::fs::read(root.join("data/solar/aia_171_level1.fits")).expect("frame"), usize::MAX).expect("decode");
-    let device = std::env::var("TICKFLARE_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device: DeviceChoice = std::env::var("TICKFLARE_DEVICE")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()
+        .unwrap_or_else(|e| panic!("TICKFLARE_DEVICE: {e}"));
     for size in [256usize, 512] {
         let cfg = SynthConfig { size, hours: 4.0, cadence_min: 6.0, missing: 0.0, max_regions: 0, random_regions: 30, ..Default::default() };
         let seq = synthesize(&src, &cfg);
         // (Random patches overlap: no IoU matching, so each label keeps its own track.)
-        let tcfg = TrackerConfig { weights: Some(root.join("data/solar/tracker-eit.safetensors")), device: device.clone(), match_iou: 2.0, ..Default::default() };
+        let tcfg = TrackerConfig { weights: Some(root.join("data/solar/tracker-eit.safetensors")), device, match_iou: 2.0, ..Default::default() };
         let mut tr = Tracker::new(tcfg, root).expect("tracker");
         let first = &seq.frames[0];
         tr.on_frame(first).expect("frame");
