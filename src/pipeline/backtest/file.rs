@@ -2,7 +2,8 @@
 //! file(s) — placed on partitions by key hash and numbered per partition exactly as
 //! `replay` or the embedded broker's seeding would place and number them, with the
 //! event time as timestamp — through the same batches as a topic backtest; outputs go
-//! to Parquet files instead of shadow topics.
+//! to Parquet files instead of shadow topics. A reader thread reads, places and feeds
+//! each batch while the lanes process the one before it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,10 @@ use std::time::Instant;
 
 use crate::error::Context;
 
-use super::{feed, BacktestOptions, BacktestResult, Counts, Input, Lane, LaneSink, Variant};
+use super::{place, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Place, Variant};
+use crate::source::batch::PartitionInput;
+use crate::source::schema::TopicSchema;
+use std::sync::Arc;
 use crate::sink::file::FileSink;
 use crate::source::mapping::FileMessages;
 use crate::source::rows::input_files;
@@ -59,29 +63,28 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
     let mut counts = Counts::default();
     let mut progress = Progress::new("backtesting", opts.progress);
     let total_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-    // The files are read (and each record placed on its partition) on a thread of
-    // their own, a chunk ahead of the batches being processed.
-    let (mut chunks, back, reader) = read_ahead(files, open, n, max_rows).context("starting the file reader thread")?;
-    let mut rows = 0usize;
-    while let Some(chunk) = chunks.recv().await {
-        let chunk = chunk?;
-        for r in &chunk.recs {
-            let bytes = |(s, e): (usize, usize)| &chunk.arena[s..e];
-            let (p, o) = (r.partition, r.offset);
-            if !feed(&mut lanes, &mut counts, opts, Input { partition: p, offset: o, time_ms: r.time_ms, key: r.key.map(bytes), payload: Some(bytes(r.payload)) }) {
-                continue;
-            }
+    // The files are read, each record placed on its partition, numbered, placed
+    // against the range and fed into every lane's next batch on a thread of their
+    // own, while the lanes process the batches before it.
+    let schemas = lanes.iter().map(|l| l.built.schema.clone()).collect();
+    let (mut batches, back, reader) = read_ahead(files, open, n, max_rows, schemas, opts.clone()).context("starting the file reader thread")?;
+    while let Some(fed) = batches.recv().await {
+        let fed = fed?;
+        counts.add(&fed.counts);
+        for (p, o) in fed.first {
             first.entry(p).or_insert(o);
-            rows += 1;
-            if rows >= max_rows {
-                rows = 0;
-                for lane in &mut lanes {
-                    lane.process().await?;
-                }
-                progress.tick(counts.in_range + counts.warmup + counts.before + counts.after, chunk.bytes_done, total_bytes);
-            }
         }
-        let _ = back.send(chunk);
+        for (p, o) in fed.scoring {
+            lanes.iter_mut().for_each(|l| l.start_scoring(p, o));
+        }
+        let mut spent = Vec::with_capacity(lanes.len());
+        for (lane, inputs) in lanes.iter_mut().zip(fed.inputs) {
+            lane.fed = inputs;
+            lane.process().await?;
+            spent.push(std::mem::take(&mut lane.fed));
+        }
+        let _ = back.send(spent);
+        progress.tick(counts.in_range + counts.warmup + counts.before + counts.after, fed.bytes_done, total_bytes);
     }
     let next = reader.join().map_err(|_| crate::error::Error::Internal("the file reader thread panicked".into()))?;
     progress.finish();
@@ -104,55 +107,55 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
     })
 }
 
-/// Records read ahead: their bytes in one arena.
-#[derive(Default)]
-struct Chunk {
-    arena: Vec<u8>,
-    recs: Vec<Rec>,
-    /// Bytes of the input read when the chunk closed (all files so far).
+/// Per lane, its records of one batch by partition.
+type LaneInputs = Vec<BTreeMap<i32, PartitionInput>>;
+
+/// One batch as the reader thread fed it: `max_rows` records in range or warm-up (the
+/// last batch fewer), in every lane's inputs, and what the main loop keeps of them.
+struct Fed {
+    inputs: LaneInputs,
+    /// The batch's records by where they fell against the range (those before and
+    /// after it are counted, not fed).
+    counts: Counts,
+    /// Partitions whose first record in range or warm-up is in this batch, with its offset.
+    first: Vec<(i32, i64)>,
+    /// With a warm-up: partitions whose first record in range is in this batch, with
+    /// its offset (scoring starts there).
+    scoring: Vec<(i32, i64)>,
+    /// Bytes of the input read when the batch closed (all files so far).
     bytes_done: u64,
 }
 
-/// One record of a [`Chunk`], placed on its partition and numbered.
-struct Rec {
-    partition: i32,
-    offset: i64,
-    time_ms: Option<i64>,
-    key: Option<(usize, usize)>,
-    payload: (usize, usize),
-}
-
-impl Chunk {
-    fn stash(&mut self, b: &[u8]) -> (usize, usize) {
-        let s = self.arena.len();
-        self.arena.extend_from_slice(b);
-        (s, self.arena.len())
-    }
-}
-
 /// Starts the thread that reads `files` in order, places every record on one of `n`
-/// partitions by its key's hash and numbers it there, and sends the records in chunks
-/// of `chunk_rows` (or an error, after which it stops). Chunks sent back are reused.
-/// The thread returns each partition's next offset.
+/// partitions by its key's hash and numbers it there, places it against the range of
+/// `opts` and feeds those in range or warm-up into the inputs of every lane (one
+/// schema each), sending them in batches of `max_rows` (or an error, after which it
+/// stops). Inputs sent back (processed, cleared) are filled again. The thread
+/// returns each partition's next offset.
 #[allow(clippy::type_complexity)]
 fn read_ahead(
     files: Vec<PathBuf>,
     open: impl Fn(&Path) -> crate::error::Result<FileMessages> + Send + 'static,
     n: i32,
-    chunk_rows: usize,
-) -> std::io::Result<(tokio::sync::mpsc::Receiver<crate::error::Result<Chunk>>, std::sync::mpsc::Sender<Chunk>, std::thread::JoinHandle<Vec<i64>>)> {
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let (back, returned) = std::sync::mpsc::channel::<Chunk>();
+    max_rows: usize,
+    schemas: Vec<Arc<TopicSchema>>,
+    opts: BacktestOptions,
+) -> std::io::Result<(tokio::sync::mpsc::Receiver<crate::error::Result<Fed>>, std::sync::mpsc::Sender<LaneInputs>, std::thread::JoinHandle<Vec<i64>>)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (back, returned) = std::sync::mpsc::channel::<LaneInputs>();
     let reader = std::thread::Builder::new().name("file-reader".into()).spawn(move || {
         let mut next = vec![0i64; n as usize];
+        let (mut seen, mut scoring) = (vec![false; n as usize], vec![false; n as usize]);
         let mut bytes_before = 0u64;
-        let fresh = || {
-            let mut c = returned.try_recv().unwrap_or_default();
-            c.arena.clear();
-            c.recs.clear();
-            c
+        let fresh = || Fed {
+            inputs: returned.try_recv().unwrap_or_else(|_| schemas.iter().map(|_| BTreeMap::new()).collect()),
+            counts: Counts::default(),
+            first: Vec::new(),
+            scoring: Vec::new(),
+            bytes_done: 0,
         };
-        let mut chunk = fresh();
+        let mut fed = fresh();
+        let mut rows = 0usize;
         for path in &files {
             let mut r = match open(path) {
                 Ok(r) => r,
@@ -172,22 +175,49 @@ fn read_ahead(
                 let p = m.key.map_or(0, |k| partition_for(k.as_bytes(), n));
                 let offset = next[p as usize];
                 next[p as usize] += 1;
-                let key = m.key.map(|k| chunk.stash(k.as_bytes()));
-                let payload = chunk.stash(m.payload);
-                chunk.recs.push(Rec { partition: p, offset, time_ms: m.time_ms, key, payload });
-                if chunk.recs.len() >= chunk_rows {
-                    chunk.bytes_done = bytes_before + r.progress().0;
-                    if tx.blocking_send(Ok(std::mem::replace(&mut chunk, fresh()))).is_err() {
+                let fresh_scoring = match place(m.time_ms, &opts) {
+                    Place::Before => {
+                        fed.counts.before += 1;
+                        continue;
+                    }
+                    Place::After => {
+                        fed.counts.after += 1;
+                        continue;
+                    }
+                    Place::Warmup => {
+                        fed.counts.warmup += 1;
+                        false
+                    }
+                    Place::In => {
+                        fed.counts.in_range += 1;
+                        opts.warmup_from_ms.is_some() && !std::mem::replace(&mut scoring[p as usize], true)
+                    }
+                };
+                if fresh_scoring {
+                    fed.scoring.push((p, offset));
+                }
+                if !std::mem::replace(&mut seen[p as usize], true) {
+                    fed.first.push((p, offset));
+                }
+                for (inputs, schema) in fed.inputs.iter_mut().zip(&schemas) {
+                    inputs
+                        .entry(p)
+                        .or_insert_with(|| PartitionInput::new(p, schema.clone()))
+                        .push(m.key.map(str::as_bytes), Some(m.payload), offset, m.time_ms);
+                }
+                rows += 1;
+                if rows >= max_rows {
+                    rows = 0;
+                    fed.bytes_done = bytes_before + r.progress().0;
+                    if tx.blocking_send(Ok(std::mem::replace(&mut fed, fresh()))).is_err() {
                         return next;
                     }
                 }
             }
             bytes_before += r.progress().1;
         }
-        chunk.bytes_done = bytes_before;
-        if !chunk.recs.is_empty() {
-            let _ = tx.blocking_send(Ok(chunk));
-        }
+        fed.bytes_done = bytes_before;
+        let _ = tx.blocking_send(Ok(fed));
         next
     });
     Ok((rx, back, reader?))

@@ -101,7 +101,8 @@ struct Lane {
     built: Built,
     sink: LaneSink,
     batch: Batch,
-    /// Records fed since the last [`Lane::process`]: the batch after `batch`'s.
+    /// Records fed since the last [`Lane::process`] (by [`feed`], or a whole batch
+    /// from the file reader's thread): the batch after `batch`'s.
     fed: BTreeMap<i32, crate::source::batch::PartitionInput>,
     metrics: PipelineMetrics,
     /// (predictions, dead letters) as named in the report.
@@ -187,6 +188,15 @@ struct Counts {
     before: u64,
     after: u64,
     warmup: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.in_range += o.in_range;
+        self.before += o.before;
+        self.after += o.after;
+        self.warmup += o.warmup;
+    }
 }
 
 /// One input record of a backtest, from a topic or a file.
