@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::error::Context;
 
-use super::{place, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Place, Variant};
+use super::{count, BacktestOptions, BacktestResult, Counts, Lane, LaneSink, Variant};
 use crate::source::batch::PartitionInput;
 use crate::source::schema::TopicSchema;
 use std::sync::Arc;
@@ -175,25 +175,8 @@ fn read_ahead(
                 let p = m.key.map_or(0, |k| partition_for(k.as_bytes(), n));
                 let offset = next[p as usize];
                 next[p as usize] += 1;
-                let fresh_scoring = match place(m.time_ms, &opts) {
-                    Place::Before => {
-                        fed.counts.before += 1;
-                        continue;
-                    }
-                    Place::After => {
-                        fed.counts.after += 1;
-                        continue;
-                    }
-                    Place::Warmup => {
-                        fed.counts.warmup += 1;
-                        false
-                    }
-                    Place::In => {
-                        fed.counts.in_range += 1;
-                        opts.warmup_from_ms.is_some() && !std::mem::replace(&mut scoring[p as usize], true)
-                    }
-                };
-                if fresh_scoring {
+                let Some(in_range) = count(&mut fed.counts, m.time_ms, &opts) else { continue };
+                if in_range && opts.warmup_from_ms.is_some() && !std::mem::replace(&mut scoring[p as usize], true) {
                     fed.scoring.push((p, offset));
                 }
                 if !std::mem::replace(&mut seen[p as usize], true) {

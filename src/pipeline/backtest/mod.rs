@@ -199,7 +199,7 @@ impl Counts {
     }
 }
 
-/// One input record of a backtest, from a topic or a file.
+/// One input record of a topic backtest (file backtests feed on their reader thread).
 struct Input<'a> {
     partition: i32,
     offset: i64,
@@ -208,27 +208,37 @@ struct Input<'a> {
     payload: Option<&'a [u8]>,
 }
 
-/// Counts `r` by where its time falls and, unless it is outside the range (and its
-/// warm-up), adds it to every lane's batch (starting the scoring of its partition at
-/// the range's first record when there is a warm-up); true when added.
-fn feed(lanes: &mut [Lane], counts: &mut Counts, opts: &BacktestOptions, r: Input<'_>) -> bool {
-    let Input { partition: p, offset: o, time_ms: ts, key, payload } = r;
+/// Counts a record with event time `ts` by where it falls against the range: `None`
+/// outside the range and its warm-up (not fed), else whether it is in the range.
+fn count(counts: &mut Counts, ts: Option<i64>, opts: &BacktestOptions) -> Option<bool> {
     match place(ts, opts) {
         Place::Before => {
             counts.before += 1;
-            return false;
+            None
         }
         Place::After => {
             counts.after += 1;
-            return false;
+            None
         }
-        Place::Warmup => counts.warmup += 1,
+        Place::Warmup => {
+            counts.warmup += 1;
+            Some(false)
+        }
         Place::In => {
             counts.in_range += 1;
-            if opts.warmup_from_ms.is_some() {
-                lanes.iter_mut().for_each(|l| l.start_scoring(p, o));
-            }
+            Some(true)
         }
+    }
+}
+
+/// Counts `r` ([`count`]) and, unless it is outside the range (and its warm-up), adds
+/// it to every lane's batch (starting the scoring of its partition at the range's
+/// first record when there is a warm-up); true when added.
+fn feed(lanes: &mut [Lane], counts: &mut Counts, opts: &BacktestOptions, r: Input<'_>) -> bool {
+    let Input { partition: p, offset: o, time_ms: ts, key, payload } = r;
+    let Some(in_range) = count(counts, ts, opts) else { return false };
+    if in_range && opts.warmup_from_ms.is_some() {
+        lanes.iter_mut().for_each(|l| l.start_scoring(p, o));
     }
     for lane in lanes.iter_mut() {
         lane.fed
