@@ -85,8 +85,12 @@ pub struct Itoa([u8; 24]);
 
 impl Itoa {
     pub fn fmt(&mut self, v: i64) -> &str {
+        self.magnitude(v < 0, v.unsigned_abs())
+    }
+
+    /// `u`, with a minus sign when `neg` (any u64: integers beyond i64 too).
+    pub fn magnitude(&mut self, neg: bool, mut u: u64) -> &str {
         let mut i = self.0.len();
-        let mut u = v.unsigned_abs();
         loop {
             i -= 1;
             self.0[i] = b'0' + (u % 10) as u8;
@@ -95,7 +99,7 @@ impl Itoa {
                 break;
             }
         }
-        if v < 0 {
+        if neg {
             i -= 1;
             self.0[i] = b'-';
         }
@@ -239,6 +243,8 @@ mod tests {
         for v in [0, 7, -7, 10, 1234567890123, i64::MAX, i64::MIN] {
             assert_eq!(b.fmt(v), v.to_string());
         }
+        assert_eq!(b.magnitude(false, u64::MAX), u64::MAX.to_string());
+        assert_eq!(b.magnitude(true, u64::MAX), format!("-{}", u64::MAX));
     }
 
     #[test]

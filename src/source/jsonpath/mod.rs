@@ -119,29 +119,15 @@ impl<'s> Found<'s> {
 /// ids, say, read as keys or text once per record) are written digit by digit rather
 /// than through `fmt`.
 pub fn push_number(out: &mut String, n: &Number) {
-    let (neg, mut u) = match (n.as_u64(), n.as_i64()) {
-        (Some(u), _) => (false, u),
-        (None, Some(i)) => (true, i.unsigned_abs()),
+    let mut digits = crate::sink::Itoa::default();
+    match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => out.push_str(digits.magnitude(false, u)),
+        (None, Some(i)) => out.push_str(digits.fmt(i)),
         _ => {
             use std::fmt::Write;
             let _ = write!(out, "{n}");
-            return;
-        }
-    };
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
         }
     }
-    if neg {
-        out.push('-');
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// Reusable buffers for [`PointerSet::extract`]; keep one per decoder.
