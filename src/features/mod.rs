@@ -138,11 +138,10 @@ impl FeatureEngine {
     pub async fn plan_keyed(sql: &str, table: &str, input_schema: SchemaRef, key: Option<&str>) -> Result<Self> {
         let mut planned = Planned::new(sql, table, &input_schema, Vec::new()).await?;
         let mut presort = None;
-        if let Some(order) = key.and_then(|k| order::declared(&input_schema, k)) {
+        if let Some((key, order)) = key.and_then(|k| Some((k, order::declared(&input_schema, k)?))) {
             let ordered = Planned::new(sql, table, &input_schema, order).await?;
             if sorts(&ordered.plan) < sorts(&planned.plan) {
                 planned = ordered;
-                let key = key.expect("declared only for a key");
                 presort = Some((input_schema.index_of(key)?, input_schema.index_of(OFFSET_COLUMN)?));
             }
         }
