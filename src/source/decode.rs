@@ -209,7 +209,7 @@ fn extract(f: &FieldSpec, v: Found<'_>, text: &mut String) -> Result<Cell, Decod
         Kind::Float64 => {
             let x = match v {
                 Found::Number(n) => n.as_f64().ok_or_else(|| wrong("a number"))?,
-                Found::Str(s) => parse_f64(s.trim()).ok_or_else(|| wrong("a number"))?,
+                Found::Str(s) => parse_f64(trim(s)).ok_or_else(|| wrong("a number"))?,
                 _ => return Err(wrong("a number")),
             };
             if !x.is_finite() {
@@ -219,7 +219,7 @@ fn extract(f: &FieldSpec, v: Found<'_>, text: &mut String) -> Result<Cell, Decod
         }
         Kind::Int64 => match v {
             Found::Number(n) => n.as_i64().map(Cell::I64).ok_or_else(|| wrong("an integer")),
-            Found::Str(s) => s.trim().parse::<i64>().map(Cell::I64).map_err(|_| wrong("an integer")),
+            Found::Str(s) => trim(s).parse::<i64>().map(Cell::I64).map_err(|_| wrong("an integer")),
             _ => Err(wrong("an integer")),
         },
         Kind::Boolean => v.as_bool().map(Cell::Bool).ok_or_else(|| wrong("a boolean")),
@@ -244,6 +244,17 @@ fn extract(f: &FieldSpec, v: Found<'_>, text: &mut String) -> Result<Cell, Decod
             }
             _ => Err(wrong("a timestamp")),
         },
+    }
+}
+
+/// `s.trim()`, without its character walk where both ends are already printable
+/// ASCII other than a space: every Unicode white space is either ASCII at or below
+/// 0x20 or encoded in bytes of 0x80 and above, so neither end can be one.
+#[inline]
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(&a), Some(&z)) if (0x21..0x80).contains(&a) && (0x21..0x80).contains(&z) => s,
+        _ => s.trim(),
     }
 }
 
@@ -290,6 +301,25 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use serde_json::Value;
     use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
+
+    /// The trim shortcut equals `str::trim` on every string made of a core and ends
+    /// drawn from ASCII controls, spaces, printable ASCII and Unicode white space
+    /// (NEL, no-break space, em space, ideographic space) or other non-ASCII letters.
+    #[test]
+    fn trim_equals_str_trim() {
+        let ends = ["", " ", "\t", "\n", "\r", "\u{b}", "\u{c}", "\u{1f}", "\u{85}", "\u{a0}", "\u{2003}", "\u{3000}", "é", "!", "~", "0", "\u{7f}", "x"];
+        let mut n = 0;
+        for a in ends {
+            for core in ["", "1.5", " 2 ", "a b", "\u{a0}"] {
+                for z in ends {
+                    let s = format!("{a}{core}{z}");
+                    assert_eq!(trim(&s), s.trim(), "{s:?}");
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 18 * 5 * 18);
+    }
 
     /// The shortcut returns what `str::parse::<f64>` returns, bit for bit (or fails
     /// where it fails): on edge cases, on every string of the tick sample, and on

@@ -157,10 +157,11 @@ impl<'b> Scan<'b> {
         cx.enter(lo, hi);
         match self.peek()? {
             b'"' => {
+                let start = self.i + 1;
                 let s = self.string()?;
                 if cx.has_slots(lo, hi) {
-                    let (a, b) = cx.push_text(s);
-                    cx.set(lo, hi, Slot::Str(a, b));
+                    // Left in the payload: a plain string is its own text.
+                    cx.set(lo, hi, Slot::Raw(start, start + s.len()));
                 }
             }
             b'{' => self.object(cx, lo, hi, depth + 1)?,

@@ -154,6 +154,8 @@ impl Scratch {
 pub struct Extracted<'s> {
     slots: &'s [Slot],
     text: &'s str,
+    /// The payload itself, where the byte scanner leaves plain strings.
+    payload: &'s [u8],
 }
 
 impl<'s> Extracted<'s> {
@@ -166,6 +168,9 @@ impl<'s> Extracted<'s> {
             Slot::Bool(b) => Found::Bool(*b),
             Slot::Number(n) => Found::Number(n),
             Slot::Str(a, b) => Found::Str(&text[*a..*b]),
+            // SAFETY: `Slot::Raw` is only set by the byte scanner, for the contents of
+            // a string whose every byte it checked is printable ASCII (`fast::PLAIN`).
+            Slot::Raw(a, b) => Found::Str(unsafe { std::str::from_utf8_unchecked(&self.payload[*a..*b]) }),
             Slot::Array => Found::Array,
             Slot::Object { keys: 1, key: (a, b) } => Found::Object { single_key: Some(&text[*a..*b]) },
             Slot::Object { .. } => Found::Object { single_key: None },
@@ -193,6 +198,9 @@ enum Slot {
     Number(Number),
     /// Byte range in `Scratch::text`.
     Str(usize, usize),
+    /// Byte range in the payload: a string without escapes, all printable ASCII
+    /// (the byte scanner's, which leaves it where it is rather than copying it).
+    Raw(usize, usize),
     Array,
     /// `keys`: distinct keys seen, capped at 2; `key`: the first one's range in the text.
     Object {
@@ -215,6 +223,8 @@ struct Child {
     key: Box<str>,
     /// The key's first 8 bytes, zero-padded, for a quick mismatch test.
     head: u64,
+    /// For a key of 9 to 16 bytes, its last 8 (see [`tail`]): with `head`, all of it.
+    tail: u64,
     /// The segment as an array index, parsed as the DOM walk does (`str::parse::<usize>`).
     index: Option<usize>,
     node: u32,
@@ -231,6 +241,16 @@ fn head(k: &[u8]) -> u64 {
         return u64::from_le_bytes(*w);
     }
     k.iter().rev().fold(0, |h, &b| h << 8 | b as u64)
+}
+
+/// The last 8 bytes of a key of 9 to 16 bytes as one word (overlapping [`head`]'s, so
+/// that the two words together compare every byte); 0 for other lengths.
+#[inline]
+fn tail(k: &[u8]) -> u64 {
+    match k.len() {
+        9..=16 => u64::from_le_bytes(k[k.len() - 8..].try_into().expect("8 bytes")),
+        _ => 0,
+    }
 }
 
 /// A compiled set of JSON pointers; see the module docs.
@@ -267,6 +287,7 @@ impl PointerSet {
                         nodes[at].children.push(Child {
                             key: seg.into(),
                             head: head(seg.as_bytes()),
+                            tail: tail(seg.as_bytes()),
                             index: seg.parse::<usize>().ok(),
                             node: id as u32,
                         });
@@ -312,12 +333,12 @@ impl PointerSet {
     /// fails (see [`Skip`]), with serde_json's error.
     pub fn extract<'s>(
         &self,
-        payload: &[u8],
+        payload: &'s [u8],
         scratch: &'s mut Scratch,
     ) -> Result<Extracted<'s>, serde_json::Error> {
         // The byte scanner first; where it declines, serde_json from the start.
         if self.walk(scratch, |cx| fast::Scan::new(payload).document(cx)).is_some() {
-            return Ok(Extracted { slots: &scratch.slots, text: &scratch.text });
+            return Ok(Extracted { slots: &scratch.slots, text: &scratch.text, payload });
         }
         self.extract_serde(payload, scratch)
     }
@@ -326,13 +347,13 @@ impl PointerSet {
     /// byte scanner is tested against).
     pub(super) fn extract_serde<'s>(
         &self,
-        payload: &[u8],
+        payload: &'s [u8],
         scratch: &'s mut Scratch,
     ) -> Result<Extracted<'s>, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(payload);
         self.walk(scratch, |cx| At { cx, lo: 0, hi: 1 }.deserialize(&mut de))?;
         de.end()?;
-        Ok(Extracted { slots: &scratch.slots, text: &scratch.text })
+        Ok(Extracted { slots: &scratch.slots, text: &scratch.text, payload })
     }
 
     /// Resets `scratch` and runs `walk` over it.

@@ -225,6 +225,41 @@ fn byte_scanner_agrees_with_the_serde_walk() {
     }
 }
 
+/// Keys match only themselves, whatever their length: for keys of 1 to 40 bytes, a
+/// document holds the key, then every copy of it with one byte changed, one byte
+/// dropped or one added, each with another value. The byte scanner and the serde
+/// walk find the key's own value (2), and so does the walk of a set holding every
+/// near miss as a pointer too.
+#[test]
+fn keys_match_only_themselves() {
+    let mut scratch = Scratch::new();
+    for len in 1..=40usize {
+        let key: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        let mut misses: Vec<String> = Vec::new();
+        for j in 0..len {
+            let mut b = key.clone().into_bytes();
+            b[j] = b'Z';
+            misses.push(String::from_utf8(b).unwrap());
+            misses.push(format!("{}{}", &key[..j], &key[j + 1..]));
+        }
+        misses.push(format!("{key}Z"));
+        let mut doc = format!(r#"{{"{key}": 2"#);
+        for (i, m) in misses.iter().enumerate() {
+            doc.push_str(&format!(r#", "{m}": {}"#, i + 3));
+        }
+        doc.push('}');
+        let alone = PointerSet::new([segs(&format!("/{key}"))]);
+        let r = alone.extract(doc.as_bytes(), &mut scratch).unwrap();
+        assert_eq!(r.get(0).as_number().and_then(|n| n.as_u64()), Some(2), "{len} bytes");
+        let all = PointerSet::new(std::iter::once(key.clone()).chain(misses.iter().cloned()).map(|k| segs(&format!("/{k}"))));
+        let got = found_all(&all.extract(doc.as_bytes(), &mut scratch).unwrap());
+        let mut b = Scratch::new();
+        let want = found_all(&all.extract_serde(doc.as_bytes(), &mut b).unwrap());
+        assert_eq!(got, want, "{len} bytes");
+        assert_eq!(got[0], format!("{:?}", Found::Number(&serde_json::Number::from(2u64))), "{len} bytes");
+    }
+}
+
 /// A key's head word is its first eight bytes, zero-padded, little-endian — what a
 /// copy into a zeroed buffer read with `u64::from_le_bytes` gives.
 #[test]

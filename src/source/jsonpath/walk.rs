@@ -86,10 +86,16 @@ impl Ctx<'_> {
             }
         }
         let k = k.as_bytes();
-        let h = head(k);
+        let (h, t) = (head(k), tail(k));
         self.descend(lo, hi, |c| {
             let ck = c.key.as_bytes();
-            c.head == h && ck.len() == k.len() && (k.len() <= 8 || ck[8..] == k[8..])
+            c.head == h
+                && ck.len() == k.len()
+                && match k.len() {
+                    0..=8 => true,
+                    9..=16 => c.tail == t,
+                    _ => ck[8..] == k[8..],
+                }
         })
     }
 
