@@ -158,29 +158,44 @@ impl FileMessages {
 
     /// The next message; `None` at the end of the file.
     pub fn next_message(&mut self) -> Option<crate::error::Result<FileMessage<'_>>> {
-        match self.fill() {
+        let mut held = None;
+        if let (Some((set, scratch, kind)), true) = (self.fast.as_mut(), self.rows.is_json_lines()) {
+            let line = match self.rows.next_line()? {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
+            match fast_fill(line, set, scratch, *kind, &mut self.key_buf) {
+                // Out as it came, straight from the reader's line buffer.
+                Some((time_ms, has_key)) => {
+                    let payload = self.rows.line();
+                    return Some(Ok(FileMessage { payload, time_ms, key: has_key.then_some(self.key_buf.as_str()) }));
+                }
+                None => held = Some(line.to_vec()),
+            }
+        }
+        match self.fill(held) {
             Ok(true) => Some(Ok(FileMessage { payload: &self.payload, time_ms: self.time_ms, key: self.has_key.then_some(self.key_buf.as_str()) })),
             Ok(false) => None,
             Err(e) => Some(Err(e)),
         }
     }
 
-    fn fill(&mut self) -> crate::error::Result<bool> {
+    /// The next message into `payload`, `time_ms` and the key: of `held` (a JSON line
+    /// already read, which the pointers could not take) or else of the next row.
+    fn fill(&mut self, held: Option<Vec<u8>>) -> crate::error::Result<bool> {
         self.has_key = false;
         let (rec, line) = if self.rows.is_json_lines() {
-            let Some(line) = self.rows.next_line() else { return Ok(false) };
-            let line = line?;
-            if let Some((set, scratch, kind)) = &mut self.fast {
-                if let Some(done) = fast_fill(line, set, scratch, *kind, &mut self.payload, &mut self.key_buf) {
-                    (self.time_ms, self.has_key) = done;
-                    return Ok(true);
-                }
-            }
-            match serde_json::from_slice::<Value>(line) {
-                Ok(Value::Object(m)) => (m, Some(line.to_vec())),
+            let line = match held {
+                Some(l) => l,
+                None => match self.rows.next_line() {
+                    None => return Ok(false),
+                    Some(l) => l?.to_vec(),
+                },
+            };
+            match serde_json::from_slice::<Value>(&line) {
+                Ok(Value::Object(m)) => (m, Some(line)),
                 _ => {
-                    self.payload.clear();
-                    self.payload.extend_from_slice(line);
+                    self.payload = line;
                     self.time_ms = None;
                     return Ok(true);
                 }
@@ -233,7 +248,7 @@ impl FileMessages {
 /// (written to `key`); `None` where the line needs the general path (a time that is
 /// text but not RFC 3339, so it is rewritten; a key that is an array or object).
 /// A line that is not JSON passes through with neither.
-fn fast_fill(line: &[u8], set: &PointerSet, scratch: &mut Scratch, kind: Kind, payload: &mut Vec<u8>, key: &mut String) -> Option<(Option<i64>, bool)> {
+fn fast_fill(line: &[u8], set: &PointerSet, scratch: &mut Scratch, kind: Kind, key: &mut String) -> Option<(Option<i64>, bool)> {
     let (time, has_key) = match set.extract(line, scratch) {
         Err(_) => (None, false),
         Ok(found) => {
@@ -263,8 +278,6 @@ fn fast_fill(line: &[u8], set: &PointerSet, scratch: &mut Scratch, kind: Kind, p
             (time, has_key)
         }
     };
-    payload.clear();
-    payload.extend_from_slice(line);
     Some((time, has_key))
 }
 

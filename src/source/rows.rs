@@ -116,6 +116,14 @@ impl RowReader {
         }
     }
 
+    /// The line [`RowReader::next_line`] returned last (empty for other formats).
+    pub fn line(&self) -> &[u8] {
+        match &self.inner {
+            Inner::Json { line, .. } => line,
+            _ => &[],
+        }
+    }
+
     /// Bytes of the file consumed and its size (rows for Parquet), for progress.
     pub fn progress(&self) -> (u64, u64) {
         match &self.inner {
