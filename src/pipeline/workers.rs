@@ -97,16 +97,14 @@ fn shares<'a>(w: usize, inputs: impl Iterator<Item = &'a mut PartitionInput>) ->
     shares
 }
 
-/// The threads workers run on: started once, at least as many as the machine's cores
-/// (up to 8, the most workers `TICKFLARE_WORKERS` gives) and kept between batches —
-/// a thread spawned per batch started late (1–4 ms behind on a busy core) and with
-/// its allocator caches empty.
+/// The threads workers run on: started once, one per worker (`build::workers()`, the
+/// most any processor has) and kept between batches — a thread spawned per batch
+/// started late (1–4 ms behind on a busy core) and with its allocator caches empty.
 fn pool(w: usize) -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         rayon::ThreadPoolBuilder::new()
-            .num_threads(cores.max(w).clamp(1, 8))
+            .num_threads(super::build::workers().max(w))
             .thread_name(|i| format!("worker-{i}"))
             .build()
             .expect("starting the worker threads")
