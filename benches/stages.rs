@@ -17,6 +17,8 @@ const ROUNDS: usize = 9;
 const BATCH: usize = 8192;
 
 fn main() {
+    // One feature plan and one thread for the per-key model work: a one-core figure.
+    std::env::set_var("TICKFLARE_WORKERS", "1");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let full = root.join("../shared/data/market/binance_spot_l1_trades_2025-03-25.jsonl");
     let input = if full.is_file() { full } else { root.join("data/binance_ticks_sample.jsonl") };
