@@ -5,27 +5,28 @@
 //! per record, best of 25 rounds (the least disturbed by other work on the machine).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use tickflare::source::decode::Decoder;
 use tickflare::source::mapping::FileMessages;
-use tickflare::source::schema::TopicSchema;
 
 const ROUNDS: usize = 25;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let full = root.join("../shared/data/market/binance_spot_l1_trades_2025-03-25.jsonl");
-    let input = if full.is_file() { full } else { root.join("data/binance_ticks_sample.jsonl") };
-    let schema = Arc::new(TopicSchema::load(&root.join("schemas/binance-ticks.json")).expect("schema"));
-    let limit = 200_000;
-    let lines: Vec<Vec<u8>> = std::fs::read(&input).expect("input").split(|&b| b == b'\n').filter(|l| !l.is_empty()).take(limit).map(<[u8]>::to_vec).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let built = match rt.block_on(tickflare::pipeline::build::build(&root.join("pipelines/market-ticks.toml"))) {
+        Ok(b) => b,
+        Err(p) => panic!("pipeline has problems: {p:?}"),
+    };
+    let (schema, src) = (built.schema.clone(), &built.config.source);
+    let input = tickflare::cli::bench::bench_input(&built, None).expect("input");
+    let lines = tickflare::source::sample::read_lines(&input).expect("input");
     let n = lines.len();
 
     let mut best_read = f64::INFINITY;
     for _ in 0..ROUNDS {
-        let mut r = FileMessages::open(&input, &Default::default(), schema.clone(), "ts", Some("symbol")).expect("open");
+        let mut r = FileMessages::open(&input, &src.file, schema.clone(), &src.time, Some(&src.key)).expect("open");
         let t0 = Instant::now();
         let mut seen = 0usize;
         let mut keyed = 0usize;

@@ -20,14 +20,13 @@ fn main() {
     // One feature plan and one thread for the per-key model work: a one-core figure.
     std::env::set_var("TICKFLARE_WORKERS", "1");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let full = root.join("../shared/data/market/binance_spot_l1_trades_2025-03-25.jsonl");
-    let input = if full.is_file() { full } else { root.join("data/binance_ticks_sample.jsonl") };
-    let lines: Vec<Vec<u8>> = std::fs::read(&input).expect("input").split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let built = match rt.block_on(tickflare::pipeline::build::build(&root.join("pipelines/market-ticks.toml"))) {
         Ok(b) => b,
         Err(p) => panic!("pipeline has problems: {p:?}"),
     };
+    let input = tickflare::cli::bench::bench_input(&built, None).expect("input");
+    let lines = tickflare::source::sample::read_lines(&input).expect("input");
     let key = |l: &[u8]| tickflare::source::sample::key_of(l, &built.schema, &built.config.source.key);
     let keys: Vec<Option<String>> = lines.iter().map(|l| key(l)).collect();
     let (mut best_total, mut best_decode, mut best_features) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);

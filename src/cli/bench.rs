@@ -159,7 +159,7 @@ async fn compute_only(
 
 /// The benchmark's input: as given, else the full Binance file in ../shared/data, else
 /// the pipeline's sample.
-fn bench_input(built: &crate::pipeline::build::Built, input: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+pub fn bench_input(built: &crate::pipeline::build::Built, input: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
     let cfg = &built.config;
     let shared = cfg.resolve(std::path::Path::new("../../shared/data/market/binance_spot_l1_trades_2025-03-25.jsonl"));
     Ok(match input {
