@@ -12,12 +12,16 @@
 #      wheel, and exists only on a GPU machine. cudarc (candle's CUDA crate, built with
 #      `dynamic-linking`) links `-lcuda`, so a link-time stub libcuda.so is generated:
 #      soname libcuda.so.1, one empty function per cu* symbol of cudarc's driver
-#      bindings (taken from the cudarc version in Cargo.lock). It is only used by the
-#      linker; at run time the real driver's libcuda.so.1 is loaded.
+#      bindings (taken from the cudarc version in Cargo.lock). It is linked into
+#      $CUDA_ROOT/lib/stubs, a folder cudarc's build script already hands the linker, so
+#      no RUSTFLAGS are needed (RUSTFLAGS would make cargo rebuild every crate). It is only
+#      used by the linker; at run time the real driver's libcuda.so.1 is loaded.
 #   3. cargo: `cargo build --release --locked --features cuda --bin tickflare` with
-#      nvcc on PATH, CUDA_ROOT, CUDA_COMPUTE_CAP and the stub dir on RUSTFLAGS, into its
-#      own target dir (default ~/.cache/tickflare/cuda-target) so it never disturbs the
-#      CPU build's target dir. There is no nvidia-smi to ask, so the GPU generation is
+#      nvcc on PATH, CUDA_ROOT and CUDA_COMPUTE_CAP, into its own target dir (default
+#      ~/.cache/tickflare/cuda-target) so it never disturbs the CPU build's target dir.
+#      With --target-dir pointing at the CPU build's target dir, only candle, cudarc and
+#      tickflare itself are compiled again (the other crates' flags are the same); the
+#      CUDA binary then replaces release/tickflare there until the next CPU build. There is no nvidia-smi to ask, so the GPU generation is
 #      chosen here: default 90 (H100/H200). candle's kernels are then built for sm_90a
 #      only and run on Hopper only; pass --compute-cap 80 (A100), 89 (L4/L40/RTX 40xx),
 #      100 (B200)... for another GPU (a different cap rebuilds candle-kernels).
@@ -38,8 +42,7 @@
 #                              [--jobs N] [--setup-only]
 # Env equivalents: TICKFLARE_CUDA_VENV, TICKFLARE_CUDA_TARGET, CUDA_COMPUTE_CAP,
 # TICKFLARE_CUDA_JOBS. CARGO_TARGET_DIR is deliberately ignored (it usually points at
-# the CPU build's target dir). An existing RUSTFLAGS is kept (the stub's -L is appended);
-# note that RUSTFLAGS, when set, replaces build.rustflags from .cargo/config.toml.
+# the CPU build's target dir).
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -129,6 +132,8 @@ if [[ -z "$bindings" ]]; then
 fi
 [[ -n "$bindings" ]] || { echo "cudarc $cudarc_version sources not found under $cargo_home/registry/src" >&2; exit 1; }
 stubdir="$venv/libcuda-stub/cudarc-$cudarc_version"
+mkdir -p "$cuda_root/lib/stubs"
+ln -sfn "$stubdir/libcuda.so" "$cuda_root/lib/stubs/libcuda.so"
 if [[ -f "$stubdir/libcuda.so" ]]; then
   note="reused $stubdir/libcuda.so"
 else
@@ -150,14 +155,13 @@ export PATH="$cuda_root/bin:$PATH"
 export CUDA_ROOT="$cuda_root"
 export CUDA_COMPUTE_CAP="$cap"
 export NVCC_PREPEND_FLAGS="-I$cuda_root/include/cccl${NVCC_PREPEND_FLAGS:+ $NVCC_PREPEND_FLAGS}"
-export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-L native=$stubdir"
 export CARGO_TARGET_DIR="$target"
 run_line="export LD_LIBRARY_PATH=$libdir\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 
 if ((setup_only)); then
   echo "== setup only; to build by hand:"
   printf 'export %s=%q\n' PATH "$PATH" CUDA_ROOT "$CUDA_ROOT" CUDA_COMPUTE_CAP "$CUDA_COMPUTE_CAP" \
-    NVCC_PREPEND_FLAGS "$NVCC_PREPEND_FLAGS" RUSTFLAGS "$RUSTFLAGS" CARGO_TARGET_DIR "$CARGO_TARGET_DIR"
+    NVCC_PREPEND_FLAGS "$NVCC_PREPEND_FLAGS" CARGO_TARGET_DIR "$CARGO_TARGET_DIR"
   echo "cargo build --release --locked --features cuda --bin tickflare"
   printf '%s\n' "${timings[@]}"
   exit 0
