@@ -16,9 +16,15 @@
 //! the key's rows under the plain LSTM's names, so a key's state moves between a
 //! bank and a `LstmModel` unchanged. `keyed::run_keys` runs a batch's bank keys in
 //! waves; on the CPU a key's results do not depend on which keys share its waves
-//! (tested through batch cuts and threads); on a GPU, whose batched matmuls may pick
-//! their summation by batch size, that is not verified.
+//! (tested through batch cuts and threads). On a GPU a wave is one kernel launch
+//! (`cuda.rs`, `lstm_bank.cu`) that computes each key in a block of its own, so a key's
+//! arithmetic does not depend on its wave either (by construction; CI has no GPU:
+//! `scripts/gpu-check.sh` compares the GPU's forecasts with the CPU's). candle's
+//! tensor form (`TICKFLARE_BANK_KERNEL=candle`) uses batched matmuls that may pick
+//! their summation by batch size.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod key;
 
 pub use key::{lock, BankKey, SharedBank};
@@ -94,6 +100,9 @@ pub struct LstmBank {
     lrs: Vec<f64>,
     loss: Loss,
     base_lr: f64,
+    /// On a GPU: a wave as one kernel launch instead of candle's tensor ops.
+    #[cfg(feature = "cuda")]
+    fused: Option<cuda::Fused>,
 }
 
 impl LstmBank {
@@ -124,6 +133,8 @@ impl LstmBank {
             lrs: Vec::new(),
             loss: t.loss,
             base_lr: t.learning_rate,
+            #[cfg(feature = "cuda")]
+            fused: cuda::Fused::new(device, dtype, window, d, hidden)?,
         };
         // Rows for `keys` keys handed out at once (benchmarks), or a first block for
         // keys added one by one (a pipeline's).
@@ -222,8 +233,14 @@ impl LstmBank {
         self.updates[k]
     }
 
-    /// The wave's key ids as a tensor, after checking each is in range and appears once.
+    /// The wave's key ids as a tensor, after checking them.
     fn ids(&self, keys: &[u32]) -> Result<Tensor> {
+        self.check_keys(keys)?;
+        Ok(Tensor::from_slice(keys, keys.len(), &self.device)?)
+    }
+
+    /// Checks that each of the wave's keys is in range and appears once.
+    fn check_keys(&self, keys: &[u32]) -> Result<()> {
         let mut seen = vec![false; self.keys];
         for &k in keys {
             let s = seen.get_mut(k as usize).ok_or_else(|| Error::Internal(format!("key {k} of a bank of {}", self.keys)))?;
@@ -231,14 +248,20 @@ impl LstmBank {
                 return Err(Error::Internal(format!("key {k} twice in one wave")));
             }
         }
-        Ok(Tensor::from_slice(keys, keys.len(), &self.device)?)
+        Ok(())
+    }
+
+    /// Checks that `xs` holds `n` windows.
+    fn check_windows(&self, n: usize, xs: &[f64]) -> Result<()> {
+        if xs.len() != n * self.window * self.d {
+            return Err(Error::Internal(format!("expected {n}×{}×{} window values, got {}", self.window, self.d, xs.len())));
+        }
+        Ok(())
     }
 
     /// The wave's windows as [n, window, d] in the bank's dtype.
     fn windows(&self, n: usize, xs: &[f64]) -> Result<Tensor> {
-        if xs.len() != n * self.window * self.d {
-            return Err(Error::Internal(format!("expected {n}×{}×{} window values, got {}", self.window, self.d, xs.len())));
-        }
+        self.check_windows(n, xs)?;
         Ok(Tensor::from_slice(xs, (n, self.window, self.d), &self.device)?.to_dtype(self.dtype)?)
     }
 
@@ -265,6 +288,12 @@ impl LstmBank {
 
     /// One forecast per key of the wave (`xs`: their windows, in `keys`' order).
     pub fn predict(&self, keys: &[u32], xs: &[f64], out: &mut Vec<f64>) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(f) = &self.fused {
+            self.check_keys(keys)?;
+            self.check_windows(keys.len(), xs)?;
+            return f.predict(&self.params, keys, xs, out);
+        }
         let ids = self.ids(keys)?;
         let x = self.windows(keys.len(), xs)?;
         let w = self.params.iter().map(|p| p.index_select(&ids, 0)).collect::<candle_core::Result<Vec<_>>>()?;
@@ -278,6 +307,25 @@ impl LstmBank {
         let n = keys.len();
         if ys.len() != n {
             return Err(Error::Internal(format!("{n} keys, {} targets", ys.len())));
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(f) = &self.fused {
+            self.check_keys(keys)?;
+            self.check_windows(n, xs)?;
+            let per_key: Vec<(f64, f64, f64)> = keys
+                .iter()
+                .map(|&k| {
+                    let (m, v) = if self.moments.is_some() { adam_scales(self.steps[k as usize] + 1) } else { (1.0, 1.0) };
+                    (self.lrs[k as usize], m, v)
+                })
+                .collect();
+            let moments = self.moments.as_ref().map(|(m, v)| (m.as_slice(), v.as_slice()));
+            let losses = f.update(&self.params, moments, keys, xs, ys, &per_key, self.loss)?;
+            for &k in keys {
+                self.steps[k as usize] += 1;
+                self.updates[k as usize] += 1;
+            }
+            return Ok(losses);
         }
         let ids = self.ids(keys)?;
         let x = self.windows(n, xs)?;

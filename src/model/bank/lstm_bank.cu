@@ -1,0 +1,203 @@
+// The LSTM bank's wave as one CUDA kernel launch (see cuda.rs): one thread block per
+// key of the wave, 4h threads (thread j owns gate column j of every weight matrix).
+// Compiled at run time by NVRTC. The same arithmetic as the plain-code LstmModel
+// (src/model/lstm/mod.rs): candle-nn's cell (gates i, f, g, o), the last hidden state
+// through a linear head, backpropagation through time, then AdamW or SGD in place.
+//
+// Parameter layouts, per key (the bank's stacks, contiguous [K, rows, cols]):
+//   wih: W_ihᵀ [d, 4h]   whh: W_hhᵀ [h, 4h]   bih, bhh: [4h]   hw: [h]   hb: [1]
+// Moments m, v alike. Shared memory per block (elements of T):
+//   xs[w·d] acts[w·4h] cells[w·h] tanhc[w·h] hid[w·h] dpre[w·4h] dh[h] dc[h] scal[2]
+
+template <typename T> __device__ __forceinline__ T sigm(T x) { return T(1) / (T(1) + exp(-x)); }
+
+template <typename T> struct Stack {
+  T *wih, *whh, *bih, *bhh, *hw, *hb;
+};
+
+template <typename T>
+__device__ __forceinline__ Stack<T> key_rows(T* wih, T* whh, T* bih, T* bhh, T* hw, T* hb, size_t k, int d, int h) {
+  const size_t g = 4 * (size_t)h;
+  Stack<T> s;
+  s.wih = wih + k * d * g;
+  s.whh = whh + k * h * g;
+  s.bih = bih + k * g;
+  s.bhh = bhh + k * g;
+  s.hw = hw + k * h;
+  s.hb = hb + k;
+  return s;
+}
+
+// Forward over the window (already in xs); returns the forecast in every thread.
+template <typename T>
+__device__ T forward(const Stack<T>& p, int d, int h, int w, const T* xs, T* acts, T* cells, T* tanhc, T* hid, T* scal) {
+  const int g = 4 * h;
+  const int j = threadIdx.x;
+  for (int t = 0; t < w; ++t) {
+    if (j < g) {
+      T a = p.bih[j];
+      for (int i = 0; i < d; ++i) a += xs[t * d + i] * p.wih[i * g + j];
+      T b = p.bhh[j];
+      if (t > 0)
+        for (int k = 0; k < h; ++k) b += hid[(t - 1) * h + k] * p.whh[k * g + j];
+      const T pre = a + b;
+      acts[t * g + j] = (j >= 2 * h && j < 3 * h) ? tanh(pre) : sigm(pre);
+    }
+    __syncthreads();
+    if (j < h) {
+      const T prev = t > 0 ? cells[(t - 1) * h + j] : T(0);
+      const T c = acts[t * g + h + j] * prev + acts[t * g + j] * acts[t * g + 2 * h + j];
+      cells[t * h + j] = c;
+      const T tc = tanh(c);
+      tanhc[t * h + j] = tc;
+      hid[t * h + j] = acts[t * g + 3 * h + j] * tc;
+    }
+    __syncthreads();
+  }
+  if (j == 0) {
+    T s = T(0);
+    for (int k = 0; k < h; ++k) s += hid[(w - 1) * h + k] * p.hw[k];
+    scal[0] = s + p.hb[0];
+  }
+  __syncthreads();
+  return scal[0];
+}
+
+template <typename T>
+__device__ __forceinline__ void step(T* th, T* m, T* v, T gr, int adam, T lr, T b1, T b2, T c1, T c2, T eps, T sm, T sv) {
+  if (adam) {
+    const T mm = m[0] * b1 + gr * c1;
+    const T vv = v[0] * b2 + gr * gr * c2;
+    m[0] = mm;
+    v[0] = vv;
+    th[0] -= mm * sm / (sqrt(vv * sv) + eps) * lr;
+  } else {
+    th[0] -= gr * lr;
+  }
+}
+
+template <typename T>
+__device__ void predict_impl(const unsigned* ids, const T* x, T* out, T* wih, T* whh, T* bih, T* bhh, T* hw, T* hb,
+                             int d, int h, int w) {
+  extern __shared__ double smem_raw[];
+  T* xs = reinterpret_cast<T*>(smem_raw);
+  const int g = 4 * h;
+  T* acts = xs + w * d;
+  T* cells = acts + w * g;
+  T* tanhc = cells + w * h;
+  T* hid = tanhc + w * h;
+  T* dpre = hid + w * h;
+  T* dh = dpre + w * g;
+  T* dc = dh + h;
+  T* scal = dc + h;
+  const size_t n = blockIdx.x;
+  for (int i = threadIdx.x; i < w * d; i += blockDim.x) xs[i] = x[n * w * d + i];
+  __syncthreads();
+  const Stack<T> p = key_rows(wih, whh, bih, bhh, hw, hb, ids[n], d, h);
+  const T pred = forward(p, d, h, w, xs, acts, cells, tanhc, hid, scal);
+  if (threadIdx.x == 0) out[n] = pred;
+}
+
+template <typename T>
+__device__ void update_impl(const unsigned* ids, const T* x, const T* y, const T* lrs, const T* scale_m, const T* scale_v,
+                            T* loss_out, T* wih, T* whh, T* bih, T* bhh, T* hw, T* hb, T* mwih, T* mwhh, T* mbih,
+                            T* mbhh, T* mhw, T* mhb, T* vwih, T* vwhh, T* vbih, T* vbhh, T* vhw, T* vhb, int d, int h,
+                            int w, int huber, T delta, int adam, T b1, T b2, T c1, T c2, T eps) {
+  extern __shared__ double smem_raw[];
+  T* xs = reinterpret_cast<T*>(smem_raw);
+  const int g = 4 * h;
+  const int j = threadIdx.x;
+  T* acts = xs + w * d;
+  T* cells = acts + w * g;
+  T* tanhc = cells + w * h;
+  T* hid = tanhc + w * h;
+  T* dpre = hid + w * h;
+  T* dh = dpre + w * g;
+  T* dc = dh + h;
+  T* scal = dc + h;
+  const size_t n = blockIdx.x;
+  const size_t k = ids[n];
+  for (int i = j; i < w * d; i += blockDim.x) xs[i] = x[n * w * d + i];
+  __syncthreads();
+  const Stack<T> p = key_rows(wih, whh, bih, bhh, hw, hb, k, d, h);
+  const T pred = forward(p, d, h, w, xs, acts, cells, tanhc, hid, scal);
+  // The loss and its derivative in the forecast (as LstmModel::loss_grad).
+  const T e = pred - y[n];
+  T dpred;
+  if (huber) {
+    const T a = fabs(e);
+    const T q = fmin(a, delta);
+    if (j == 0) loss_out[n] = T(0.5) * q * q + delta * (a - q);
+    dpred = fmin(fmax(e, -delta), delta);
+  } else {
+    if (j == 0) loss_out[n] = e * e;
+    dpred = T(2) * e;
+  }
+  const T* last = hid + (w - 1) * h;
+  if (j < h) {
+    dh[j] = p.hw[j] * dpred;
+    dc[j] = T(0);
+  }
+  __syncthreads();
+  for (int t = w - 1; t >= 0; --t) {
+    if (j < h) {
+      const T i_ = acts[t * g + j], f = acts[t * g + h + j], gg = acts[t * g + 2 * h + j], o = acts[t * g + 3 * h + j];
+      const T tc = tanhc[t * h + j];
+      const T c_prev = t > 0 ? cells[(t - 1) * h + j] : T(0);
+      const T dck = dc[j] + dh[j] * o * (T(1) - tc * tc);
+      dpre[t * g + j] = dck * gg * i_ * (T(1) - i_);
+      dpre[t * g + h + j] = dck * c_prev * f * (T(1) - f);
+      dpre[t * g + 2 * h + j] = dck * i_ * (T(1) - gg * gg);
+      dpre[t * g + 3 * h + j] = dh[j] * tc * o * (T(1) - o);
+      dc[j] = dck * f;
+    }
+    __syncthreads();
+    if (t > 0) {
+      T acc = T(0);
+      if (j < h)
+        for (int jj = 0; jj < g; ++jj) acc += p.whh[j * g + jj] * dpre[t * g + jj];
+      __syncthreads();
+      if (j < h) dh[j] = acc;
+      __syncthreads();
+    }
+  }
+  // Every read of the old weights is done: each thread steps its own column.
+  const T lr = lrs[n], sm = scale_m[n], sv = scale_v[n];
+  const Stack<T> m = key_rows(mwih, mwhh, mbih, mbhh, mhw, mhb, k, d, h);
+  const Stack<T> v = key_rows(vwih, vwhh, vbih, vbhh, vhw, vhb, k, d, h);
+  if (j < g) {
+    T gb = T(0);
+    for (int t = 0; t < w; ++t) gb += dpre[t * g + j];
+    step(p.bih + j, m.bih + j, v.bih + j, gb, adam, lr, b1, b2, c1, c2, eps, sm, sv);
+    step(p.bhh + j, m.bhh + j, v.bhh + j, gb, adam, lr, b1, b2, c1, c2, eps, sm, sv);
+    for (int i = 0; i < d; ++i) {
+      T gw = T(0);
+      for (int t = 0; t < w; ++t) gw += xs[t * d + i] * dpre[t * g + j];
+      step(p.wih + i * g + j, m.wih + i * g + j, v.wih + i * g + j, gw, adam, lr, b1, b2, c1, c2, eps, sm, sv);
+    }
+    for (int kk = 0; kk < h; ++kk) {
+      T gw = T(0);
+      for (int t = 1; t < w; ++t) gw += hid[(t - 1) * h + kk] * dpre[t * g + j];
+      step(p.whh + kk * g + j, m.whh + kk * g + j, v.whh + kk * g + j, gw, adam, lr, b1, b2, c1, c2, eps, sm, sv);
+    }
+  }
+  if (j < h) step(p.hw + j, m.hw + j, v.hw + j, last[j] * dpred, adam, lr, b1, b2, c1, c2, eps, sm, sv);
+  if (j == 0) step(p.hb, m.hb, v.hb, dpred, adam, lr, b1, b2, c1, c2, eps, sm, sv);
+}
+
+#define BANK_KERNELS(T, S)                                                                                            \
+  extern "C" __global__ void lstm_bank_predict_##S(const unsigned* ids, const T* x, T* out, T* wih, T* whh, T* bih,   \
+                                                   T* bhh, T* hw, T* hb, int d, int h, int w) {                       \
+    predict_impl<T>(ids, x, out, wih, whh, bih, bhh, hw, hb, d, h, w);                                               \
+  }                                                                                                                   \
+  extern "C" __global__ void lstm_bank_update_##S(                                                                   \
+      const unsigned* ids, const T* x, const T* y, const T* lrs, const T* scale_m, const T* scale_v, T* loss_out,     \
+      T* wih, T* whh, T* bih, T* bhh, T* hw, T* hb, T* mwih, T* mwhh, T* mbih, T* mbhh, T* mhw, T* mhb, T* vwih,       \
+      T* vwhh, T* vbih, T* vbhh, T* vhw, T* vhb, int d, int h, int w, int huber, T delta, int adam, T b1, T b2, T c1, \
+      T c2, T eps) {                                                                                                  \
+    update_impl<T>(ids, x, y, lrs, scale_m, scale_v, loss_out, wih, whh, bih, bhh, hw, hb, mwih, mwhh, mbih, mbhh,    \
+                   mhw, mhb, vwih, vwhh, vbih, vbhh, vhw, vhb, d, h, w, huber, delta, adam, b1, b2, c1, c2, eps);     \
+  }
+
+BANK_KERNELS(float, f32)
+BANK_KERNELS(double, f64)
