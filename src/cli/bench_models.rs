@@ -59,6 +59,9 @@ pub struct ModelRate {
     pub precision: String,
     /// Keyed models run as one stacked bank (`--bank`).
     pub bank: bool,
+    /// With keys: the share of the time spent inside the models' predict and update
+    /// calls (the rest is queueing the rows and running the keys' queues).
+    pub model_share: Option<f64>,
 }
 
 pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
@@ -87,9 +90,9 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             // Every key a row of one bank: `run_keys` runs them in waves, as a pipeline does.
             let bank = model::new_bank(&cfg, n, &dev)?;
             let build = || -> crate::error::Result<Box<dyn model::OnlineModel>> { Ok(Box::new(model::bank::BankKey::new(&bank)?)) };
-            let rate = keyed_rate(&build, n, a.keys, a.rows.max(a.keys), 1)?;
-            println!("{kind:<8}  {} keys, one stacked bank: {rate:>10.0} rows/s", a.keys);
-            rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: true });
+            let (rate, share) = keyed_rate(&build, n, a.keys, a.rows.max(a.keys), 1)?;
+            println!("{kind:<8}  {} keys, one stacked bank: {rate:>10.0} rows/s ({:.0} % of the time in the bank's predict and update)", a.keys, 100.0 * share);
+            rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: true, model_share: Some(share) });
             continue;
         }
         if a.keys > 1 {
@@ -100,9 +103,11 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             }
             for threads in counts {
                 let build = || model::build(&cfg, n, &dev);
-                let rate = keyed_rate(&build, n, a.keys, a.rows.max(a.keys), threads)?;
+                let (rate, share) = keyed_rate(&build, n, a.keys, a.rows.max(a.keys), threads)?;
                 println!("{kind:<8}  {} keys, {threads} thread(s): {rate:>10.0} rows/s", a.keys);
-                rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: false });
+                // With threads, the models' time is summed over them: a share only for one.
+                let model_share = (threads == 1).then_some(share);
+                rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: false, model_share });
             }
             continue;
         }
@@ -120,7 +125,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             let s = started.elapsed().as_secs_f64();
             let rate = (steps * batch) as f64 / s;
             line.push_str(&format!("  batch {batch:>3}: {rate:>10.0} rows/s"));
-            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: false });
+            rates.push(ModelRate { kind: kind.to_string(), keys: 1, batch, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: false, model_share: None });
         }
         println!("{line}");
     }
@@ -131,12 +136,14 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Rows/s of K keyed models fed round-robin, each row a predict then an update of
-/// its key's model, in batches of 4,096 rows run through `model::keyed`.
-fn keyed_rate(build: keyed::Build<'_>, n: usize, keys: usize, rows: usize, threads: usize) -> anyhow::Result<f64> {
+/// its key's model, in batches of 4,096 rows run through `model::keyed`; and the
+/// share of the time inside the models' predict and update calls.
+fn keyed_rate(build: keyed::Build<'_>, n: usize, keys: usize, rows: usize, threads: usize) -> anyhow::Result<(f64, f64)> {
     let mut slots: Vec<Option<Box<dyn model::OnlineModel>>> = (0..keys).map(|_| None).collect();
     let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
     let xs: Vec<f64> = (0..keys * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
     let started = Instant::now();
+    let mut in_model = std::time::Duration::ZERO;
     let mut r = 0;
     while r < rows {
         let end = (r + 4096).min(rows);
@@ -147,9 +154,11 @@ fn keyed_rate(build: keyed::Build<'_>, n: usize, keys: usize, rows: usize, threa
             ops[k].learn(x, x[0] - 0.5 * x[1]);
         }
         let work = ops.iter_mut().zip(slots.iter_mut()).filter(|(o, _)| o.queued()).collect();
-        keyed::run_keys(work, threads, build)?;
+        let o = keyed::run_keys(work, threads, build)?;
+        in_model += o.predict + o.update;
         ops.iter_mut().for_each(KeyOps::clear);
         r = end;
     }
-    Ok(rows as f64 / started.elapsed().as_secs_f64())
+    let s = started.elapsed().as_secs_f64();
+    Ok((rows as f64 / s, in_model.as_secs_f64() / s))
 }
