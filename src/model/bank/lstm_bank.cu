@@ -28,6 +28,30 @@ __device__ __forceinline__ Stack<T> key_rows(T* wih, T* whh, T* bih, T* bhh, T* 
   return s;
 }
 
+// The block's shared memory, cut as the header says.
+template <typename T> struct Smem {
+  T *xs, *acts, *cells, *tanhc, *hid, *dpre, *dh, *dc, *scal;
+};
+
+// Cuts the block's shared memory and copies the key's window `x` into it.
+template <typename T> __device__ Smem<T> carve(int d, int h, int w, const T* x) {
+  extern __shared__ double smem_raw[];
+  const int g = 4 * h;
+  Smem<T> s;
+  s.xs = reinterpret_cast<T*>(smem_raw);
+  s.acts = s.xs + w * d;
+  s.cells = s.acts + w * g;
+  s.tanhc = s.cells + w * h;
+  s.hid = s.tanhc + w * h;
+  s.dpre = s.hid + w * h;
+  s.dh = s.dpre + w * g;
+  s.dc = s.dh + h;
+  s.scal = s.dc + h;
+  for (int i = threadIdx.x; i < w * d; i += blockDim.x) s.xs[i] = x[i];
+  __syncthreads();
+  return s;
+}
+
 // Forward over the window (already in xs); returns the forecast in every thread.
 template <typename T>
 __device__ T forward(const Stack<T>& p, int d, int h, int w, const T* xs, T* acts, T* cells, T* tanhc, T* hid, T* scal) {
@@ -79,22 +103,10 @@ __device__ __forceinline__ void step(T* th, T* m, T* v, T gr, int adam, T lr, T 
 template <typename T>
 __device__ void predict_impl(const unsigned* ids, const T* x, T* out, T* wih, T* whh, T* bih, T* bhh, T* hw, T* hb,
                              int d, int h, int w) {
-  extern __shared__ double smem_raw[];
-  T* xs = reinterpret_cast<T*>(smem_raw);
-  const int g = 4 * h;
-  T* acts = xs + w * d;
-  T* cells = acts + w * g;
-  T* tanhc = cells + w * h;
-  T* hid = tanhc + w * h;
-  T* dpre = hid + w * h;
-  T* dh = dpre + w * g;
-  T* dc = dh + h;
-  T* scal = dc + h;
   const size_t n = blockIdx.x;
-  for (int i = threadIdx.x; i < w * d; i += blockDim.x) xs[i] = x[n * w * d + i];
-  __syncthreads();
+  const Smem<T> s = carve<T>(d, h, w, x + n * w * d);
   const Stack<T> p = key_rows(wih, whh, bih, bhh, hw, hb, ids[n], d, h);
-  const T pred = forward(p, d, h, w, xs, acts, cells, tanhc, hid, scal);
+  const T pred = forward(p, d, h, w, s.xs, s.acts, s.cells, s.tanhc, s.hid, s.scal);
   if (threadIdx.x == 0) out[n] = pred;
 }
 
@@ -103,22 +115,13 @@ __device__ void update_impl(const unsigned* ids, const T* x, const T* y, const T
                             T* loss_out, T* wih, T* whh, T* bih, T* bhh, T* hw, T* hb, T* mwih, T* mwhh, T* mbih,
                             T* mbhh, T* mhw, T* mhb, T* vwih, T* vwhh, T* vbih, T* vbhh, T* vhw, T* vhb, int d, int h,
                             int w, int huber, T delta, int adam, T b1, T b2, T c1, T c2, T eps) {
-  extern __shared__ double smem_raw[];
-  T* xs = reinterpret_cast<T*>(smem_raw);
   const int g = 4 * h;
   const int j = threadIdx.x;
-  T* acts = xs + w * d;
-  T* cells = acts + w * g;
-  T* tanhc = cells + w * h;
-  T* hid = tanhc + w * h;
-  T* dpre = hid + w * h;
-  T* dh = dpre + w * g;
-  T* dc = dh + h;
-  T* scal = dc + h;
   const size_t n = blockIdx.x;
   const size_t k = ids[n];
-  for (int i = j; i < w * d; i += blockDim.x) xs[i] = x[n * w * d + i];
-  __syncthreads();
+  const Smem<T> s = carve<T>(d, h, w, x + n * w * d);
+  T *xs = s.xs, *acts = s.acts, *cells = s.cells, *tanhc = s.tanhc, *hid = s.hid, *dpre = s.dpre, *dh = s.dh, *dc = s.dc,
+    *scal = s.scal;
   const Stack<T> p = key_rows(wih, whh, bih, bhh, hw, hb, k, d, h);
   const T pred = forward(p, d, h, w, xs, acts, cells, tanhc, hid, scal);
   // The loss and its derivative in the forecast (as LstmModel::loss_grad).
