@@ -18,8 +18,10 @@
 //! waves; on the CPU a key's results do not depend on which keys share its waves
 //! (tested through batch cuts and threads). On a GPU a wave is one kernel launch
 //! (`cuda.rs`, `lstm_bank.cu`) that computes each key in a block of its own, so a key's
-//! arithmetic does not depend on its wave either (by construction; CI has no GPU:
-//! `scripts/gpu-check.sh` compares the GPU's forecasts with the CPU's). candle's
+//! arithmetic does not depend on its wave either (by construction). CI has no GPU:
+//! a test runs the kernels on the CPU (`lstm_bank_host.cpp`: a thread per GPU thread)
+//! against the candle form, and `scripts/gpu-check.sh` compares a GPU's forecasts with
+//! the CPU's. candle's
 //! tensor form (`TICKFLARE_BANK_KERNEL=candle`) uses batched matmuls that may pick
 //! their summation by batch size.
 
