@@ -323,10 +323,7 @@ impl LstmBank {
                 .collect();
             let moments = self.moments.as_ref().map(|(m, v)| (m.as_slice(), v.as_slice()));
             let losses = f.update(&self.params, moments, keys, xs, ys, &per_key, self.loss)?;
-            for &k in keys {
-                self.steps[k as usize] += 1;
-                self.updates[k as usize] += 1;
-            }
+            self.stepped(keys);
             return Ok(losses);
         }
         let ids = self.ids(keys)?;
@@ -369,11 +366,16 @@ impl LstmBank {
             };
             self.params[j].scatter_set(&rows, &next, 0)?;
         }
+        self.stepped(keys);
+        Ok(losses.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    }
+
+    /// Counts a step and an update for each key of a wave just learned.
+    fn stepped(&mut self, keys: &[u32]) {
         for &k in keys {
             self.steps[k as usize] += 1;
             self.updates[k as usize] += 1;
         }
-        Ok(losses.to_dtype(DType::F64)?.to_vec1::<f64>()?)
     }
 
     /// Key `k`'s parameters in candle's variable order and layout (as
