@@ -314,13 +314,11 @@ impl LstmBank {
         if let Some(f) = &self.fused {
             self.check_keys(keys)?;
             self.check_windows(n, xs)?;
-            let per_key: Vec<(f64, f64, f64)> = keys
-                .iter()
-                .map(|&k| {
-                    let (m, v) = if self.moments.is_some() { adam_scales(self.steps[k as usize] + 1) } else { (1.0, 1.0) };
-                    (self.lrs[k as usize], m, v)
-                })
-                .collect();
+            let (lr, scales) = self.step_rates(keys);
+            let per_key: Vec<(f64, f64, f64)> = match &scales {
+                Some((m, v)) => lr.iter().zip(m).zip(v).map(|((&l, &m), &v)| (l, m, v)).collect(),
+                None => lr.iter().map(|&l| (l, 1.0, 1.0)).collect(),
+            };
             let moments = self.moments.as_ref().map(|(m, v)| (m.as_slice(), v.as_slice()));
             let losses = f.update(&self.params, moments, keys, xs, ys, &per_key, self.loss)?;
             self.stepped(keys);
@@ -335,15 +333,11 @@ impl LstmBank {
         // The sum of the keys' losses: each key's gradient is its own row's.
         let losses = self.loss.per_row(&pred, &target)?;
         let grads = losses.sum_all()?.backward()?;
-        // Per key, as NetOptimizer's scalars: 1/(1 − βᵗ) with the key's own t (this
-        // step's; the counters move once every stack is written).
         let per_key = |s: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(s, (n, 1, 1), &self.device)?.to_dtype(self.dtype)?) };
-        let lr = per_key(keys.iter().map(|&k| self.lrs[k as usize]).collect())?;
-        let adam = match &self.moments {
-            Some(_) => {
-                let (m, v): (Vec<f64>, Vec<f64>) = keys.iter().map(|&k| adam_scales(self.steps[k as usize] + 1)).unzip();
-                Some((per_key(m)?, per_key(v)?))
-            }
+        let (lr, scales) = self.step_rates(keys);
+        let lr = per_key(lr)?;
+        let adam = match scales {
+            Some((m, v)) => Some((per_key(m)?, per_key(v)?)),
             None => None,
         };
         for (j, leaf) in leaves.iter().enumerate() {
@@ -368,6 +362,16 @@ impl LstmBank {
         }
         self.stepped(keys);
         Ok(losses.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    }
+
+    /// Each key's learning rate for this step and, under AdamW, its bias scales as
+    /// NetOptimizer's scalars: 1/(1 − βᵗ) with the key's own t (this step's; the
+    /// counters move once every stack is written).
+    #[allow(clippy::type_complexity)]
+    fn step_rates(&self, keys: &[u32]) -> (Vec<f64>, Option<(Vec<f64>, Vec<f64>)>) {
+        let lr = keys.iter().map(|&k| self.lrs[k as usize]).collect();
+        let scales = self.moments.is_some().then(|| keys.iter().map(|&k| adam_scales(self.steps[k as usize] + 1)).unzip());
+        (lr, scales)
     }
 
     /// Counts a step and an update for each key of a wave just learned.
