@@ -264,6 +264,33 @@ pub fn dot_rows<F: Real>(out: &mut [F], m: &[F], y: &[F]) {
     }
 }
 
+/// One AdamW step (weight decay 0) on θ with gradient `grad`, the moments `m`, `v`
+/// beside it, at step `t` (1 on the first) — `optim::NetOptimizer`'s arithmetic per
+/// element, the constants rounded once to F (exact for f64).
+#[inline(always)]
+pub fn adamw_step<F: Real>(theta: &mut [F], m: &mut [F], v: &mut [F], grad: &[F], t: u64, lr: f64) {
+    use crate::model::linear::{adam_scales, BETA1, BETA2, EPS};
+    let (scale_m, scale_v) = adam_scales(t);
+    let (scale_m, scale_v, lr) = (F::of(scale_m), F::of(scale_v), F::of(lr));
+    let (b1, b2, eps) = (F::of(BETA1), F::of(BETA2), F::of(EPS));
+    let (c1, c2) = (F::of(1.0 - BETA1), F::of(1.0 - BETA2));
+    for (((th, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(grad) {
+        *m = *m * b1 + g * c1;
+        *v = *v * b2 + g * g * c2;
+        let (m_hat, v_hat) = (*m * scale_m, *v * scale_v);
+        *th -= m_hat / (v_hat.root() + eps) * lr;
+    }
+}
+
+/// One SGD step: θ −= lr·grad.
+#[inline(always)]
+pub fn sgd_step<F: Real>(theta: &mut [F], grad: &[F], lr: f64) {
+    let lr = F::of(lr);
+    for (th, &g) in theta.iter_mut().zip(grad) {
+        *th -= g * lr;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

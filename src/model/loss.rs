@@ -24,6 +24,20 @@ impl Loss {
         }
     }
 
+    /// The loss of one prediction against `y` and its derivative in `pred` (the
+    /// plain-code networks' form of [`Loss::per_row`]).
+    pub fn value_slope(&self, pred: f64, y: f64) -> (f64, f64) {
+        let e = pred - y;
+        match *self {
+            Loss::Mse => (e * e, 2.0 * e),
+            Loss::Huber { delta } => {
+                let a = e.abs();
+                let q = a.min(delta);
+                (0.5 * q * q + delta * (a - q), e.clamp(-delta, delta))
+            }
+        }
+    }
+
     /// The mean loss of `pred` against `target` (same shape).
     pub fn apply(&self, pred: &Tensor, target: &Tensor) -> Result<Tensor> {
         Ok(self.per_row(pred, target)?.mean_all()?)

@@ -13,6 +13,7 @@ pub mod lstm;
 pub mod drift;
 pub mod loss;
 pub mod mlp;
+pub mod mlp_plain;
 pub mod net;
 pub mod optim;
 pub mod rand;
@@ -408,6 +409,8 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             let loss = loss::Loss::new(cfg.loss, cfg.huber_delta)?;
             Ok(Box::new(linear::LinearModel::with_loss(n_features, optimizer(cfg), cfg.learning_rate, loss, device)?))
         }
+        // On the CPU the MLP is plain code (the same model, see `mlp_plain`).
+        ModelKind::Mlp if device.is_cpu() => Ok(Box::new(mlp_plain::PlainMlp::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?)?)),
         ModelKind::Mlp => Ok(Box::new(mlp::MlpModel::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?, device)?)),
         // On the CPU the LSTM is plain code in f64 or f32 (the same model, see `lstm`).
         ModelKind::Lstm if device.is_cpu() => {

@@ -21,8 +21,8 @@ mod layout;
 
 use layout::{sized, Layout, Scratch, WithScratch};
 
-use super::kernels::{dot, dot_rows, gemv_acc, sigmoid, tanh, Real};
-use super::linear::{adam_scales, Optim, BETA1, BETA2, EPS};
+use super::kernels::{adamw_step, dot, dot_rows, gemv_acc, sgd_step, sigmoid, tanh, Real};
+use super::linear::Optim;
 use super::loss::Loss;
 use super::net::Training;
 use super::rand::Draws;
@@ -233,27 +233,12 @@ impl<F: Real + WithScratch> LstmModel<F> {
     /// One optimizer step with the gradient in `grad` (as `optim::NetOptimizer`).
     #[inline(always)]
     fn apply(&mut self, grad: &[F]) {
-        // The constants rounded once to F (exact for f64: the f64 bits as before).
-        let lr = F::of(self.lr);
         match self.optim {
             Optim::AdamW => {
                 self.step_t += 1;
-                let (scale_m, scale_v) = adam_scales(self.step_t);
-                let (scale_m, scale_v) = (F::of(scale_m), F::of(scale_v));
-                let (b1, b2, eps) = (F::of(BETA1), F::of(BETA2), F::of(EPS));
-                let (c1, c2) = (F::of(1.0 - BETA1), F::of(1.0 - BETA2));
-                for (((th, m), v), &g) in self.theta.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(grad) {
-                    *m = *m * b1 + g * c1;
-                    *v = *v * b2 + g * g * c2;
-                    let (m_hat, v_hat) = (*m * scale_m, *v * scale_v);
-                    *th -= m_hat / (v_hat.root() + eps) * lr;
-                }
+                adamw_step(&mut self.theta, &mut self.m, &mut self.v, grad, self.step_t, self.lr);
             }
-            _ => {
-                for (th, &g) in self.theta.iter_mut().zip(grad) {
-                    *th -= g * lr;
-                }
-            }
+            _ => sgd_step(&mut self.theta, grad, self.lr),
         }
     }
 
@@ -261,7 +246,7 @@ impl<F: Real + WithScratch> LstmModel<F> {
     #[inline(always)]
     fn learn(&mut self, x: &[f64], y: f64, s: &mut Scratch<F>) -> f64 {
         let pred = self.forward_cached(x, s);
-        let (loss, dpred) = self.loss_grad(pred.f64(), y);
+        let (loss, dpred) = self.loss.value_slope(pred.f64(), y);
         let xs = std::mem::take(&mut s.xs);
         self.backward(&xs, F::of(dpred), s);
         s.xs = xs;
@@ -299,19 +284,6 @@ impl<F: Real + WithScratch> LstmModel<F> {
     #[target_feature(enable = "avx512f")]
     unsafe fn learn_avx512(&mut self, x: &[f64], y: f64, s: &mut Scratch<F>) -> f64 {
         self.learn(x, y, s)
-    }
-
-    /// The loss of `pred` against `y` and its derivative in `pred`.
-    fn loss_grad(&self, pred: f64, y: f64) -> (f64, f64) {
-        let e = pred - y;
-        match self.loss {
-            Loss::Mse => (e * e, 2.0 * e),
-            Loss::Huber { delta } => {
-                let a = e.abs();
-                let q = a.min(delta);
-                (0.5 * q * q + delta * (a - q), e.clamp(-delta, delta))
-            }
-        }
     }
 
     /// θ's values in candle's variable order and layout.
