@@ -13,7 +13,7 @@ pub mod lstm;
 pub mod drift;
 pub mod loss;
 pub mod mlp;
-pub mod mlp_plain;
+pub mod plain;
 pub mod net;
 pub mod optim;
 pub mod rand;
@@ -409,8 +409,8 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             let loss = loss::Loss::new(cfg.loss, cfg.huber_delta)?;
             Ok(Box::new(linear::LinearModel::with_loss(n_features, optimizer(cfg), cfg.learning_rate, loss, device)?))
         }
-        // On the CPU the MLP is plain code (the same model, see `mlp_plain`).
-        ModelKind::Mlp if device.is_cpu() => Ok(Box::new(mlp_plain::PlainMlp::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?)?)),
+        // On the CPU the MLP is plain code (the same model, see `plain`).
+        ModelKind::Mlp if device.is_cpu() => Ok(Box::new(plain::PlainMlp::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?)?)),
         ModelKind::Mlp => Ok(Box::new(mlp::MlpModel::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?, device)?)),
         // On the CPU the LSTM is plain code in f64 or f32 (the same model, see `lstm`).
         ModelKind::Lstm if device.is_cpu() => {
@@ -420,6 +420,12 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
                 Precision::F64 => Box::new(lstm::LstmModel::<f64>::new(window, d, hidden, &t)?),
                 Precision::F32 => Box::new(lstm::LstmModel::<f32>::new(window, d, hidden, &t)?),
             })
+        }
+        // And the CNN (see `plain`).
+        ModelKind::Cnn1d if device.is_cpu() => {
+            let window = cfg.window.max(1);
+            let hidden = cfg.hidden.first().copied().unwrap_or(32);
+            Ok(Box::new(plain::PlainCnn::new(window, n_features / window, hidden, cfg.kernel, &training(cfg)?)?))
         }
         ModelKind::Lstm | ModelKind::Cnn1d => {
             let window = cfg.window.max(1);

@@ -1,7 +1,7 @@
 //! The reference is candle: `mlp::MlpModel` (candle-nn `Linear` layers, autograd's
 //! gradients, `NetOptimizer`) from the same seed, fed the same stream.
 use super::*;
-use crate::model::mlp::MlpModel;
+use crate::model::mlp::{Activation, MlpModel};
 use candle_core::Device;
 
 const D: usize = 3;
@@ -94,7 +94,7 @@ fn batches_as_candles_mlp() {
 /// The AVX2 / AVX-512 builds of the passes give the baseline's bits (no FMA).
 #[test]
 fn simd_builds_give_the_baseline_bits() {
-    let simd = PlainMlp::simd();
+    let simd = Simd::detect();
     for act in [Activation::Relu, Activation::Tanh] {
         let (mut base, _) = pair(act, Loss::Mse, Optim::AdamW, 0.01);
         let (mut wide, _) = pair(act, Loss::Mse, Optim::AdamW, 0.01);

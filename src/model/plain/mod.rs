@@ -1,0 +1,394 @@
+//! Small networks on the CPU as plain code — the MLP ([`mlp`]) and the 1-D CNN
+//! ([`cnn`]): the forward pass, backpropagation written out and AdamW/SGD in place over
+//! one flat θ, no tensors, no per-row allocation. Each is the same model as its candle
+//! version (`mlp::MlpModel`, `seq::SeqModel`'s CNN): the same seeded initial weights
+//! drawn in the same order, the same loss, optimizer and batch semantics — candle's
+//! autograd is the tests' independent reference. candle's versions stay for CUDA (and
+//! the MLP's HL-Gauss head). The plain LSTM (`lstm`) predates this module and keeps its
+//! own f32 form and pass cache.
+//!
+//! A step of a 7 → 32 → 1 MLP is ~300 multiply-adds each way; candle spent it on ~30
+//! tensor ops with an allocation each.
+//!
+//! Checkpoints hold candle's names and layouts (`var.<name>`, `adam_m.<name>`,
+//! `adam_v.<name>`, `step_t`, `lr`, `updates`), so a checkpoint of either
+//! implementation loads into the other.
+
+pub mod cnn;
+pub mod mlp;
+
+use std::cell::RefCell;
+
+use super::kernels::{adamw_step, sgd_step};
+use super::linear::Optim;
+use super::loss::Loss;
+use super::net::Training;
+use super::rand::Draws;
+use super::{OnlineModel, Snapshot};
+use crate::error::{Error, Result};
+
+/// One of candle's variables: its name, its shape as [rows, cols] (a vector as
+/// [n, 1]; only the element count is checked on load), the fan-in its initial values
+/// are drawn with (uniform ±1/√fan_in), and where its element [r, c] sits in θ.
+pub struct Var {
+    pub name: String,
+    pub shape: [usize; 2],
+    pub fan_in: usize,
+    pub at: Box<dyn Fn(usize, usize) -> usize>,
+}
+
+/// One row's working buffers (the net decides what each holds).
+#[derive(Default)]
+pub struct Bufs {
+    pub z: Vec<f64>,
+    pub a: Vec<f64>,
+    pub dz: Vec<f64>,
+    pub dh: Vec<f64>,
+}
+
+/// A network's layers over a flat θ.
+pub trait Net: Send + Sync {
+    /// `update_batch` is one step on the mean loss of its rows (candle's batched MLP),
+    /// else one step per row (candle's sequence nets).
+    const MEAN_BATCH: bool;
+    /// Input values per row.
+    fn inputs(&self) -> usize;
+    /// θ's length.
+    fn len(&self) -> usize;
+    /// candle's variables sorted by name (`NetModel::named`'s order).
+    fn vars(&self) -> Vec<Var>;
+    /// The order the candle version draws its initial values in.
+    fn draw_order(&self) -> Vec<Var>;
+    /// The row `x` through the net, keeping in `s` what `backward` needs; the output.
+    fn forward(&self, th: &[f64], x: &[f64], s: &mut Bufs) -> f64;
+    /// Adds dpred · ∂output/∂θ for the row `x`, whose forward pass is in `s`, to `grad`.
+    fn backward(&self, th: &[f64], x: &[f64], dpred: f64, s: &mut Bufs, grad: &mut [f64]);
+}
+
+/// A network with its parameters, optimizer state and training settings.
+pub struct Plain<N> {
+    net: N,
+    theta: Vec<f64>,
+    /// AdamW moments (empty for SGD).
+    m: Vec<f64>,
+    v: Vec<f64>,
+    step_t: u64,
+    optim: Optim,
+    loss: Loss,
+    lr: f64,
+    base_lr: f64,
+    updates: u64,
+}
+
+/// The MLP regressor in plain code.
+pub type PlainMlp = Plain<mlp::MlpNet>;
+/// The 1-D CNN regressor in plain code.
+pub type PlainCnn = Plain<cnn::CnnNet>;
+
+impl PlainMlp {
+    /// An MLP over `n_features` inputs with the `hidden` layer sizes and one output.
+    pub fn new(n_features: usize, hidden: &[usize], act: crate::model::mlp::Activation, t: &Training) -> Result<Self> {
+        if n_features == 0 || hidden.contains(&0) {
+            return Err(Error::Config("mlp needs ≥ 1 feature and hidden layer sizes ≥ 1".into()));
+        }
+        Plain::with(mlp::MlpNet::new(n_features, hidden, act), t)
+    }
+}
+
+impl PlainCnn {
+    /// A CNN over windows of `window` rows of `d` features: `hidden` filters of
+    /// `kernel` steps.
+    pub fn new(window: usize, d: usize, hidden: usize, kernel: usize, t: &Training) -> Result<Self> {
+        if window == 0 || hidden == 0 || d == 0 {
+            return Err(Error::Config("sequence models need model.window ≥ 1, a hidden size ≥ 1 and ≥ 1 feature".into()));
+        }
+        if kernel == 0 || kernel > window {
+            return Err(Error::Config(format!("model.kernel {kernel} must be in 1..=window ({window})")));
+        }
+        Plain::with(cnn::CnnNet::new(window, d, hidden, kernel), t)
+    }
+}
+
+/// Per-thread buffers (sized on first use, then reused).
+#[derive(Default)]
+struct Scratch {
+    bufs: Bufs,
+    grad: Vec<f64>,
+    /// One prediction's output (for `predict`, which has no caller's buffer).
+    out: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `v`'s first `n` values, growing it (with zeros) if it is shorter.
+pub fn sized(v: &mut Vec<f64>, n: usize) -> &mut [f64] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// The widest instruction set the passes are compiled for that this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Simd {
+    Base,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx2,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512,
+}
+
+impl Simd {
+    fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Simd::Avx512;
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Base
+    }
+}
+
+impl<N: Net> Plain<N> {
+    fn with(net: N, t: &Training) -> Result<Self> {
+        let Training { loss, optim, learning_rate: lr, seed } = *t;
+        if optim == Optim::Nlms {
+            return Err(Error::Config("model.optimizer \"nlms\" is for linear models; use adamw or sgd".into()));
+        }
+        let mut theta = vec![0.0; net.len()];
+        let mut draws = Draws(seed);
+        for var in net.draw_order() {
+            let bound = 1.0 / (var.fan_in.max(1) as f64).sqrt();
+            for r in 0..var.shape[0] {
+                for c in 0..var.shape[1] {
+                    theta[(var.at)(r, c)] = draws.symmetric(bound);
+                }
+            }
+        }
+        let moments = if optim == Optim::AdamW { vec![0.0; theta.len()] } else { Vec::new() };
+        Ok(Plain { net, theta, v: moments.clone(), m: moments, step_t: 0, optim, loss, lr, base_lr: lr, updates: 0 })
+    }
+
+    fn check(&self, xs: &[f64], rows: usize) -> Result<()> {
+        if xs.len() != rows * self.net.inputs() {
+            return Err(Error::Internal(format!("expected {rows} rows of {} values, got {} values", self.net.inputs(), xs.len())));
+        }
+        Ok(())
+    }
+
+    /// One optimizer step on the mean loss of the `ys.len()` rows of `xs`; returns it.
+    #[inline(always)]
+    fn learn(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch) -> f64 {
+        let Scratch { bufs, grad, .. } = s;
+        let grad = sized(grad, self.theta.len());
+        grad.fill(0.0);
+        let rows = ys.len() as f64;
+        let mut total = 0.0;
+        for (x, &y) in xs.chunks_exact(self.net.inputs()).zip(ys) {
+            let pred = self.net.forward(&self.theta, x, bufs);
+            let (loss, slope) = self.loss.value_slope(pred, y);
+            total += loss;
+            self.net.backward(&self.theta, x, slope / rows, bufs, grad);
+        }
+        match self.optim {
+            Optim::AdamW => {
+                self.step_t += 1;
+                adamw_step(&mut self.theta, &mut self.m, &mut self.v, grad, self.step_t, self.lr);
+            }
+            _ => sgd_step(&mut self.theta, grad, self.lr),
+        }
+        self.updates += 1;
+        total / rows
+    }
+
+    #[inline(always)]
+    fn predict_rows(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch) {
+        out.clear();
+        for x in xs.chunks_exact(self.net.inputs()) {
+            out.push(self.net.forward(&self.theta, x, &mut s.bufs));
+        }
+    }
+
+    // The same code compiled for AVX2's and AVX-512's lanes. No FMA: every product
+    // and sum is rounded as in the baseline build, so the bits are the same (tested).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn predict_avx2(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch) {
+        self.predict_rows(xs, out, s)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn learn_avx2(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch) -> f64 {
+        self.learn(xs, ys, s)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn predict_avx512(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch) {
+        self.predict_rows(xs, out, s)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn learn_avx512(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch) -> f64 {
+        self.learn(xs, ys, s)
+    }
+
+    fn predict_into(&self, xs: &[f64], out: &mut Vec<f64>, simd: Simd) {
+        SCRATCH.with(|s| {
+            let s = &mut s.borrow_mut();
+            match simd {
+                // SAFETY: `simd` is what this CPU runs (`Simd::detect`).
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512 => unsafe { self.predict_avx512(xs, out, s) },
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2 => unsafe { self.predict_avx2(xs, out, s) },
+                _ => self.predict_rows(xs, out, s),
+            }
+        })
+    }
+
+    fn learn_rows(&mut self, xs: &[f64], ys: &[f64], simd: Simd) -> f64 {
+        SCRATCH.with(|s| {
+            let s = &mut s.borrow_mut();
+            match simd {
+                // SAFETY: `simd` is what this CPU runs (`Simd::detect`).
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512 => unsafe { self.learn_avx512(xs, ys, s) },
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2 => unsafe { self.learn_avx2(xs, ys, s) },
+                _ => self.learn(xs, ys, s),
+            }
+        })
+    }
+
+    /// `of`'s values (θ or a moment) per candle variable, in name order and candle's layout.
+    fn values(&self, of: &[f64]) -> Vec<(String, Vec<f64>)> {
+        self.net
+            .vars()
+            .into_iter()
+            .map(|Var { name, shape: [rows, cols], at, .. }| (name, (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| of[at(r, c)]).collect()))
+            .collect()
+    }
+
+    fn check_rows(&self, xs: &[f64], n: usize) -> Result<()> {
+        if n != self.net.inputs() || xs.len() % n != 0 {
+            return Err(Error::Internal(format!("expected whole rows of {} values, got {} values in rows of {n}", self.net.inputs(), xs.len())));
+        }
+        Ok(())
+    }
+}
+
+impl<N: Net> OnlineModel for Plain<N> {
+    fn predict(&self, x: &[f64]) -> Result<f64> {
+        self.check(x, 1)?;
+        let mut out = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().out));
+        self.predict_into(x, &mut out, Simd::detect());
+        let p = out[0];
+        SCRATCH.with(|s| s.borrow_mut().out = out);
+        Ok(p)
+    }
+
+    fn update(&mut self, x: &[f64], y: f64) -> Result<f64> {
+        self.check(x, 1)?;
+        Ok(self.learn_rows(x, &[y], Simd::detect()))
+    }
+
+    fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    fn parameters(&self) -> Result<Vec<f64>> {
+        Ok(self.values(&self.theta).into_iter().flat_map(|(_, v)| v).collect())
+    }
+
+    fn predict_batch(&self, xs: &[f64], n: usize, out: &mut Vec<f64>) -> Result<()> {
+        self.check_rows(xs, n)?;
+        self.predict_into(xs, out, Simd::detect());
+        Ok(())
+    }
+
+    /// One step on the mean loss of the rows, or one step per row (`Net::MEAN_BATCH`).
+    fn update_batch(&mut self, xs: &[f64], n: usize, ys: &[f64]) -> Result<()> {
+        self.check_rows(xs, n)?;
+        self.check(xs, ys.len())?;
+        let simd = Simd::detect();
+        if N::MEAN_BATCH {
+            if !ys.is_empty() {
+                self.learn_rows(xs, ys, simd);
+            }
+        } else {
+            for (x, y) in xs.chunks_exact(n).zip(ys) {
+                self.learn_rows(x, std::slice::from_ref(y), simd);
+            }
+        }
+        Ok(())
+    }
+
+    fn reset_optimizer(&mut self) -> Result<()> {
+        self.step_t = 0;
+        self.m.fill(0.0);
+        self.v.fill(0.0);
+        self.lr = self.base_lr;
+        Ok(())
+    }
+
+    fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
+        self.lr = self.base_lr * scale;
+        Ok(())
+    }
+
+    /// The names and layouts the candle version writes (its `NetOptimizer`'s).
+    fn save(&self, s: &mut Snapshot) -> Result<()> {
+        s.put_int("updates", self.updates);
+        s.put_int("step_t", self.step_t);
+        s.put_f64("lr", self.lr);
+        let mut put = |prefix: &str, of: &[f64]| {
+            for (name, v) in self.values(of) {
+                s.put(&format!("{prefix}.{name}"), v);
+            }
+        };
+        put("var", &self.theta);
+        if self.optim == Optim::AdamW {
+            put("adam_m", &self.m);
+            put("adam_v", &self.v);
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, s: &mut Snapshot) -> Result<()> {
+        let (updates, step_t, lr) = (s.int("updates")?, s.int("step_t")?, s.f64("lr")?);
+        // Into copies, so a checkpoint that fails half-way leaves the model as it was.
+        let read = |prefix: &str, into: &mut Vec<f64>| -> Result<()> {
+            for Var { name, shape: [rows, cols], at, .. } in self.net.vars() {
+                let v = s.array_shaped(&format!("{prefix}.{name}"), &[rows, cols])?;
+                for r in 0..rows {
+                    for c in 0..cols {
+                        into[at(r, c)] = v[r * cols + c];
+                    }
+                }
+            }
+            Ok(())
+        };
+        let (mut theta, mut m, mut v) = (self.theta.clone(), self.m.clone(), self.v.clone());
+        read("var", &mut theta)?;
+        if self.optim == Optim::AdamW {
+            read("adam_m", &mut m)?;
+            read("adam_v", &mut v)?;
+        }
+        (self.theta, self.m, self.v) = (theta, m, v);
+        (self.updates, self.step_t, self.lr) = (updates, step_t, lr);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod mlp_tests;
+#[cfg(test)]
+mod cnn_tests;
