@@ -221,3 +221,24 @@ fn rls_learns() {
     let mut m = rls::RlsModel::new(2, 0.999, 1e-3, &Device::Cpu).unwrap();
     check(&mut m, 2000, 0.02);
 }
+
+/// `device = "auto"` asks for a GPU only for a stacked LSTM bank (the one form measured
+/// faster there); every other model resolves to the CPU even where a GPU is present.
+/// (This machine has no GPU, so a bank's `auto` resolves to the CPU here too.)
+#[test]
+fn auto_device_is_the_cpu_but_for_banks() {
+    let cfg = |extra: &str| -> ModelConfig {
+        toml::from_str(&format!("features = [\"a\", \"b\"]\ntarget = \"y\"\nhorizon = 1\ndevice = \"auto\"\n{extra}")).unwrap()
+    };
+    for extra in ["kind = \"linear\"", "kind = \"mlp\"", "kind = \"lstm\"\nwindow = 4", "kind = \"cnn1d\"\nwindow = 4\nkernel = 2", "kind = \"mlp\"\nscope = \"global\"\nupdate_block = 256"] {
+        assert!(!auto_wants_gpu(&cfg(extra)), "{extra}");
+        assert!(model_device(&cfg(extra)).unwrap().is_cpu(), "{extra}");
+    }
+    let bank = cfg("kind = \"lstm\"\nwindow = 4\nbank = true");
+    assert!(auto_wants_gpu(&bank));
+    assert_eq!(model_device(&bank).unwrap().is_cuda(), candle_core::utils::cuda_is_available());
+    // Named devices are taken as named.
+    let mut cpu = cfg("kind = \"mlp\"");
+    cpu.device = DeviceChoice::Cpu;
+    assert!(model_device(&cpu).unwrap().is_cpu());
+}

@@ -237,6 +237,23 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
+/// The device a model runs on: `cpu` and `cuda` as named; `auto` picks a GPU (where
+/// one is present) only for the one model form measured faster there, a stacked LSTM
+/// bank (`model.bank`: one kernel launch per wave of keys, ~3× the CPU's best on an
+/// H200), and the CPU for the rest — key-by-key networks, global models and linear/RLS
+/// ran 15 – 1,000× slower on the GPU than the CPU's plain code (README, GPU).
+pub fn model_device(cfg: &ModelConfig) -> Result<Device> {
+    match cfg.device {
+        DeviceChoice::Auto if !auto_wants_gpu(cfg) => Ok(Device::Cpu),
+        choice => device(choice),
+    }
+}
+
+/// Whether `device = "auto"` looks for a GPU for this model.
+fn auto_wants_gpu(cfg: &ModelConfig) -> bool {
+    cfg.bank
+}
+
 /// The setting that names a resolved device (`auto` resolved; this crate builds no
 /// Metal support, so anything not CUDA is the CPU).
 pub fn resolved(d: &Device) -> DeviceChoice {

@@ -164,7 +164,7 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     // setting is reported here (and by `validate`) with the rest, not a stop mid-run.
     let m = &cfg.model;
     if !m.features.is_empty() {
-        if let Ok(device) = crate::model::device(m.device) {
+        if let Ok(device) = crate::model::model_device(m) {
             if let Err(e) = crate::model::build(m, m.features.len() * m.input_rows(), &device) {
                 // The build stops at its first error; one already reported at that
                 // key by the checks above is not repeated.

@@ -89,7 +89,7 @@ impl Processor {
             return Err(Error::Config("model.features is empty".into()));
         }
         let per_key = model_cfg.scope == Scope::PerKey;
-        let device = model::device(model_cfg.device)?;
+        let device = model::model_device(model_cfg)?;
         let experts = Experts::new(model_cfg, &outs)?;
         let out_expert_cols = experts.columns();
         let bank = match model_cfg.bank {

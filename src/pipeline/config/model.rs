@@ -155,7 +155,8 @@ pub struct ModelConfig {
     #[serde(default = "twenty")]
     pub guard: f64,
 
-    /// `cpu`, `cuda` or `auto`.
+    /// `cpu`, `cuda` or `auto` (a GPU where present for a bank, else the CPU:
+    /// `model::model_device`).
     #[serde(default)]
     pub device: DeviceChoice,
     /// `f64` (default) or `f32` (`lstm` only): the float type the model computes in.
