@@ -43,7 +43,7 @@ impl Net for CnnNet {
         self.window * self.d
     }
 
-    fn len(&self) -> usize {
+    fn params(&self) -> usize {
         self.hb + 1
     }
 

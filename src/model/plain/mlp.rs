@@ -64,7 +64,7 @@ impl Net for MlpNet {
         self.layers[0].fan_in
     }
 
-    fn len(&self) -> usize {
+    fn params(&self) -> usize {
         self.len
     }
 

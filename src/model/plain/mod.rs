@@ -54,7 +54,7 @@ pub trait Net: Send + Sync {
     /// Input values per row.
     fn inputs(&self) -> usize;
     /// θ's length.
-    fn len(&self) -> usize;
+    fn params(&self) -> usize;
     /// candle's variables sorted by name (`NetModel::named`'s order).
     fn vars(&self) -> Vec<Var>;
     /// The order the candle version draws its initial values in.
@@ -160,7 +160,7 @@ impl<N: Net> Plain<N> {
         if optim == Optim::Nlms {
             return Err(Error::Config("model.optimizer \"nlms\" is for linear models; use adamw or sgd".into()));
         }
-        let mut theta = vec![0.0; net.len()];
+        let mut theta = vec![0.0; net.params()];
         let mut draws = Draws(seed);
         for var in net.draw_order() {
             let bound = 1.0 / (var.fan_in.max(1) as f64).sqrt();
@@ -278,7 +278,7 @@ impl<N: Net> Plain<N> {
     }
 
     fn check_rows(&self, xs: &[f64], n: usize) -> Result<()> {
-        if n != self.net.inputs() || xs.len() % n != 0 {
+        if n != self.net.inputs() || !xs.len().is_multiple_of(n) {
             return Err(Error::Internal(format!("expected whole rows of {} values, got {} values in rows of {n}", self.net.inputs(), xs.len())));
         }
         Ok(())
