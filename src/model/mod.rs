@@ -16,6 +16,7 @@ pub mod mlp;
 pub mod plain;
 pub mod net;
 pub mod optim;
+pub mod params;
 pub mod rand;
 pub mod rls;
 pub mod seq;

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use crate::model::kernels::Real;
+use crate::model::params::Var;
 
 /// Where each parameter block starts in θ (d inputs, h hidden units, g = 4h).
 #[derive(Debug, Clone, Copy)]
@@ -34,17 +35,23 @@ impl Layout {
         Layout { d, h, g, wih, whh, b_ih, b_hh, head_w, head_b, len: head_b + 1 }
     }
 
-    /// candle's variables in name order: (name, shape, θ index of element [r, c]).
-    pub(super) fn vars(&self) -> [(&'static str, [usize; 2], Box<dyn Fn(usize, usize) -> usize + '_>); 6] {
+    /// candle's variables in name order, with their θ index of element [r, c] and the
+    /// fan-in `seq::seed_vars` draws them with (the product of the trailing
+    /// dimensions: a weight's columns, a bias's own length).
+    pub(super) fn vars(&self) -> Vec<Var> {
         let (g, s) = (self.g, *self);
-        [
-            ("head.bias", [1, 1], Box::new(move |_, _| s.head_b)),
-            ("head.weight", [1, s.h], Box::new(move |_, c| s.head_w + c)),
-            ("lstm.bias_hh_l0", [1, g], Box::new(move |_, c| s.b_hh + c)),
-            ("lstm.bias_ih_l0", [1, g], Box::new(move |_, c| s.b_ih + c)),
+        let var = |name: &str, shape: [usize; 2], at: Box<dyn Fn(usize, usize) -> usize>| {
+            let fan_in = if name.contains("weight") { shape[1] } else { shape[0] * shape[1] };
+            Var { name: name.into(), shape, fan_in, at }
+        };
+        vec![
+            var("head.bias", [1, 1], Box::new(move |_, _| s.head_b)),
+            var("head.weight", [1, s.h], Box::new(move |_, c| s.head_w + c)),
+            var("lstm.bias_hh_l0", [1, g], Box::new(move |_, c| s.b_hh + c)),
+            var("lstm.bias_ih_l0", [1, g], Box::new(move |_, c| s.b_ih + c)),
             // W_hh is [g, h]: element [r, c] sits at row c, column r of W_hhᵀ.
-            ("lstm.weight_hh_l0", [g, s.h], Box::new(move |r, c| s.whh + c * g + r)),
-            ("lstm.weight_ih_l0", [g, s.d], Box::new(move |r, c| s.wih + c * g + r)),
+            var("lstm.weight_hh_l0", [g, s.h], Box::new(move |r, c| s.whh + c * g + r)),
+            var("lstm.weight_ih_l0", [g, s.d], Box::new(move |r, c| s.wih + c * g + r)),
         ]
     }
 }

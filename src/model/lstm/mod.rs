@@ -21,11 +21,10 @@ mod layout;
 
 use layout::{sized, Layout, Scratch, WithScratch};
 
-use super::kernels::{adamw_step, dot, dot_rows, gemv_acc, sgd_step, sigmoid, tanh, Real};
-use super::linear::Optim;
+use super::kernels::{dot, dot_rows, gemv_acc, sigmoid, tanh, Real};
 use super::loss::Loss;
 use super::net::Training;
-use super::rand::Draws;
+use super::params::Params;
 use super::{OnlineModel, Snapshot};
 use crate::error::{Error, Result};
 
@@ -34,16 +33,9 @@ use crate::error::{Error, Result};
 pub struct LstmModel<F: Real = f64> {
     lay: Layout,
     window: usize,
-    theta: Vec<F>,
-    /// AdamW moments (empty for SGD).
-    m: Vec<F>,
-    v: Vec<F>,
-    step_t: u64,
-    optim: Optim,
+    /// θ and its optimizer state.
+    p: Params<F>,
     loss: Loss,
-    lr: f64,
-    base_lr: f64,
-    updates: u64,
     /// Unique per model (never reused), and bumped whenever θ changes: the tag of a
     /// forward pass kept in the thread's scratch.
     id: u64,
@@ -59,37 +51,14 @@ impl<F: Real + WithScratch> LstmModel<F> {
         if window == 0 || hidden == 0 || d == 0 {
             return Err(Error::Config("lstm needs model.window ≥ 1, a hidden size ≥ 1 and ≥ 1 feature".into()));
         }
-        if optim == Optim::Nlms {
-            return Err(Error::Config("model.optimizer \"nlms\" is for linear models; use adamw or sgd".into()));
-        }
         let lay = Layout::new(d, hidden);
-        let mut theta = vec![F::ZERO; lay.len];
-        // As seq::seed_vars: variables in name order, uniform ±1/√fan_in, fan_in the
-        // product of the trailing dimensions (a vector's own length).
-        let mut draws = Draws(seed);
-        for (name, [rows, cols], at) in lay.vars() {
-            let fan_in = if name.contains("weight") { cols } else { rows * cols };
-            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-            for r in 0..rows {
-                for c in 0..cols {
-                    theta[at(r, c)] = F::of(draws.symmetric(bound));
-                }
-            }
-        }
-        let adam = optim == Optim::AdamW;
-        let moments = if adam { vec![F::ZERO; lay.len] } else { Vec::new() };
+        // As seq::seed_vars: variables in name order, uniform ±1/√fan_in.
+        let vars = lay.vars();
         Ok(LstmModel {
             lay,
             window,
-            theta,
-            v: moments.clone(),
-            m: moments,
-            step_t: 0,
-            optim,
+            p: Params::drawn(lay.len, &vars, seed, optim, lr)?,
             loss,
-            lr,
-            base_lr: lr,
-            updates: 0,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             version: 0,
         })
@@ -127,7 +96,7 @@ impl<F: Real + WithScratch> LstmModel<F> {
         s.last = None;
         let Layout { d, h, g, .. } = self.lay;
         let t_n = self.window;
-        let th = &self.theta;
+        let th = &self.p.theta;
         let acts = sized(&mut s.acts, t_n * g);
         let cells = sized(&mut s.cells, t_n * h);
         let tanh_c = sized(&mut s.tanh_c, t_n * h);
@@ -171,7 +140,7 @@ impl<F: Real + WithScratch> LstmModel<F> {
     fn backward(&self, x: &[F], dpred: F, s: &mut Scratch<F>) {
         let Layout { d, h, g, .. } = self.lay;
         let t_n = self.window;
-        let th = &self.theta;
+        let th = &self.p.theta;
         let lay = self.lay;
         let Scratch { acts, cells, tanh_c, hidden, grad, dh, dh_prev, dc, dpre, coefs, .. } = s;
         let grad = sized(grad, lay.len);
@@ -230,18 +199,6 @@ impl<F: Real + WithScratch> LstmModel<F> {
         }
     }
 
-    /// One optimizer step with the gradient in `grad` (as `optim::NetOptimizer`).
-    #[inline(always)]
-    fn apply(&mut self, grad: &[F]) {
-        match self.optim {
-            Optim::AdamW => {
-                self.step_t += 1;
-                adamw_step(&mut self.theta, &mut self.m, &mut self.v, grad, self.step_t, self.lr);
-            }
-            _ => sgd_step(&mut self.theta, grad, self.lr),
-        }
-    }
-
     /// One update: forward, backward, optimizer step; returns the loss before it.
     #[inline(always)]
     fn learn(&mut self, x: &[f64], y: f64, s: &mut Scratch<F>) -> f64 {
@@ -251,9 +208,8 @@ impl<F: Real + WithScratch> LstmModel<F> {
         self.backward(&xs, F::of(dpred), s);
         s.xs = xs;
         let grad = std::mem::take(&mut s.grad);
-        self.apply(&grad[..self.lay.len]);
+        self.p.step(&grad[..self.lay.len]);
         s.grad = grad;
-        self.updates += 1;
         self.version += 1;
         loss
     }
@@ -284,19 +240,6 @@ impl<F: Real + WithScratch> LstmModel<F> {
     #[target_feature(enable = "avx512f")]
     unsafe fn learn_avx512(&mut self, x: &[f64], y: f64, s: &mut Scratch<F>) -> f64 {
         self.learn(x, y, s)
-    }
-
-    /// θ's values in candle's variable order and layout.
-    fn named(&self) -> Vec<(&'static str, Vec<f64>)> {
-        self.lay.vars().into_iter().map(|(name, [rows, cols], at)| {
-            let mut v = Vec::with_capacity(rows * cols);
-            for r in 0..rows {
-                for c in 0..cols {
-                    v.push(self.theta[at(r, c)].f64());
-                }
-            }
-            (name, v)
-        }).collect()
     }
 }
 
@@ -334,68 +277,32 @@ impl<F: Real + WithScratch> OnlineModel for LstmModel<F> {
     }
 
     fn updates(&self) -> u64 {
-        self.updates
+        self.p.updates
     }
 
     fn parameters(&self) -> Result<Vec<f64>> {
-        Ok(self.named().into_iter().flat_map(|(_, v)| v).collect())
+        Ok(self.p.flat(&self.lay.vars()))
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {
-        self.step_t = 0;
-        self.m.fill(F::ZERO);
-        self.v.fill(F::ZERO);
-        self.lr = self.base_lr;
+        self.p.reset_optimizer();
         Ok(())
     }
 
     fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
-        self.lr = self.base_lr * scale;
+        self.p.set_lr_scale(scale);
         Ok(())
     }
 
     /// The names and layouts `seq::SeqModel` writes (its `NetOptimizer`'s).
     fn save(&self, s: &mut Snapshot) -> Result<()> {
-        s.put_int("updates", self.updates);
-        s.put_int("step_t", self.step_t);
-        s.put_f64("lr", self.lr);
-        let mut put = |prefix: &str, values: &[F]| {
-            for (name, [rows, cols], at) in self.lay.vars() {
-                let v = (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| values[at(r, c)].f64()).collect();
-                s.put(&format!("{prefix}.{name}"), v);
-            }
-        };
-        put("var", &self.theta);
-        if self.optim == Optim::AdamW {
-            put("adam_m", &self.m);
-            put("adam_v", &self.v);
-        }
+        self.p.save(s, &self.lay.vars());
         Ok(())
     }
 
     fn load(&mut self, s: &mut Snapshot) -> Result<()> {
-        self.updates = s.int("updates")?;
         self.version += 1;
-        self.step_t = s.int("step_t")?;
-        self.lr = s.f64("lr")?;
-        let lay = self.lay;
-        let read = |prefix: &str, into: &mut Vec<F>| -> Result<()> {
-            for (name, [rows, cols], at) in lay.vars() {
-                let v = s.array_shaped(&format!("{prefix}.{name}"), &[rows, cols])?;
-                for r in 0..rows {
-                    for c in 0..cols {
-                        into[at(r, c)] = F::of(v[r * cols + c]);
-                    }
-                }
-            }
-            Ok(())
-        };
-        read("var", &mut self.theta)?;
-        if self.optim == Optim::AdamW {
-            read("adam_m", &mut self.m)?;
-            read("adam_v", &mut self.v)?;
-        }
-        Ok(())
+        self.p.load(s, &self.lay.vars())
     }
 }
 

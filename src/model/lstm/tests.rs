@@ -1,6 +1,7 @@
 //! The reference is candle: `seq::SeqModel` (candle-nn's LSTM cell, autograd's
 //! gradients, `NetOptimizer`) from the same seed, fed the same stream.
 use super::*;
+use crate::model::linear::Optim;
 use crate::model::seq::SeqModel;
 use candle_core::Device;
 
@@ -116,8 +117,8 @@ fn f32_checkpoints_cross_load() {
     back.load(&mut from_ours.clone()).unwrap();
     assert_eq!(back.parameters().unwrap(), ours.parameters().unwrap());
     restored.load(&mut from_ours).unwrap();
-    assert_eq!(restored.theta, ours.theta);
-    assert_eq!((restored.m.clone(), restored.v.clone()), (ours.m.clone(), ours.v.clone()));
+    assert_eq!(restored.p.theta, ours.p.theta);
+    assert_eq!((restored.p.m.clone(), restored.p.v.clone()), (ours.p.m.clone(), ours.p.v.clone()));
     for i in 50..100 {
         let (x, y) = stream(i);
         restored.update(&x, y).unwrap();
@@ -196,8 +197,8 @@ fn simd_agree<F: Real + WithScratch>(t: &crate::model::net::Training) {
     }
     for (on, m) in [(avx2, &b), (avx512, &c)] {
         if on {
-            assert_eq!(a.theta, m.theta);
-            assert_eq!((a.m.clone(), a.v.clone()), (m.m.clone(), m.v.clone()));
+            assert_eq!(a.p.theta, m.p.theta);
+            assert_eq!((a.p.m.clone(), a.p.v.clone()), (m.p.m.clone(), m.p.v.clone()));
         }
     }
 }
@@ -220,8 +221,8 @@ fn a_kept_forward_pass_changes_nothing() {
         c.predict(&stream(i + 1).0).unwrap();
         c.update(&x, y).unwrap();
     }
-    assert_eq!(a.theta, b.theta);
-    assert_eq!(c.theta, b.theta);
+    assert_eq!(a.p.theta, b.p.theta);
+    assert_eq!(c.p.theta, b.p.theta);
     // After an update the kept pass (of the old weights) is not reused: b's
     // forecast of the row it just learned equals a restored copy's.
     let (x, y) = stream(100);

@@ -1,6 +1,7 @@
 //! The reference is candle: `seq::SeqModel`'s CNN (candle-nn `Conv1d`, ReLU, linear
 //! head; autograd's gradients, `NetOptimizer`) from the same seed, fed the same stream.
 use super::*;
+use crate::model::linear::Optim;
 use crate::model::seq::{SeqModel, SeqShape};
 use crate::pipeline::config::choice::ModelKind;
 use candle_core::{DType, Device};
@@ -96,7 +97,7 @@ fn simd_builds_give_the_baseline_bits() {
         base.learn_rows(&x, &[y], Simd::Base);
         wide.learn_rows(&x, &[y], simd);
     }
-    let bits = |m: &PlainCnn| m.theta.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let bits = |m: &PlainCnn| m.p.theta.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&base), bits(&wide), "{simd:?}");
 }
 

@@ -1,6 +1,7 @@
 //! The reference is candle: `mlp::MlpModel` (candle-nn `Linear` layers, autograd's
 //! gradients, `NetOptimizer`) from the same seed, fed the same stream.
 use super::*;
+use crate::model::linear::Optim;
 use crate::model::mlp::{Activation, MlpModel};
 use candle_core::Device;
 
@@ -107,7 +108,7 @@ fn simd_builds_give_the_baseline_bits() {
             base.learn_rows(&x, &[y], Simd::Base);
             wide.learn_rows(&x, &[y], simd);
         }
-        let bits = |m: &PlainMlp| m.theta.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits = |m: &PlainMlp| m.p.theta.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&base), bits(&wide), "{act:?} {simd:?}");
     }
 }

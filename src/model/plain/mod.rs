@@ -10,32 +10,20 @@
 //! A step of a 7 → 32 → 1 MLP is ~300 multiply-adds each way; candle spent it on ~30
 //! tensor ops with an allocation each.
 //!
-//! Checkpoints hold candle's names and layouts (`var.<name>`, `adam_m.<name>`,
-//! `adam_v.<name>`, `step_t`, `lr`, `updates`), so a checkpoint of either
-//! implementation loads into the other.
+//! Checkpoints hold candle's names and layouts (`params::Params`), so a checkpoint of
+//! either implementation loads into the other.
 
 pub mod cnn;
 pub mod mlp;
 
 use std::cell::RefCell;
 
-use super::kernels::{adamw_step, sgd_step};
-use super::linear::Optim;
 use super::loss::Loss;
 use super::net::Training;
-use super::rand::Draws;
+pub use super::params::Var;
+use super::params::Params;
 use super::{OnlineModel, Snapshot};
 use crate::error::{Error, Result};
-
-/// One of candle's variables: its name, its shape as [rows, cols] (a vector as
-/// [n, 1]; only the element count is checked on load), the fan-in its initial values
-/// are drawn with (uniform ±1/√fan_in), and where its element [r, c] sits in θ.
-pub struct Var {
-    pub name: String,
-    pub shape: [usize; 2],
-    pub fan_in: usize,
-    pub at: Box<dyn Fn(usize, usize) -> usize>,
-}
 
 /// One row's working buffers (the net decides what each holds).
 #[derive(Default)]
@@ -65,19 +53,11 @@ pub trait Net: Send + Sync {
     fn backward(&self, th: &[f64], x: &[f64], dpred: f64, s: &mut Bufs, grad: &mut [f64]);
 }
 
-/// A network with its parameters, optimizer state and training settings.
+/// A network with its parameters, optimizer state and loss.
 pub struct Plain<N> {
     net: N,
-    theta: Vec<f64>,
-    /// AdamW moments (empty for SGD).
-    m: Vec<f64>,
-    v: Vec<f64>,
-    step_t: u64,
-    optim: Optim,
+    p: Params<f64>,
     loss: Loss,
-    lr: f64,
-    base_lr: f64,
-    updates: u64,
 }
 
 /// The MLP regressor in plain code.
@@ -156,22 +136,8 @@ impl Simd {
 
 impl<N: Net> Plain<N> {
     fn with(net: N, t: &Training) -> Result<Self> {
-        let Training { loss, optim, learning_rate: lr, seed } = *t;
-        if optim == Optim::Nlms {
-            return Err(Error::Config("model.optimizer \"nlms\" is for linear models; use adamw or sgd".into()));
-        }
-        let mut theta = vec![0.0; net.params()];
-        let mut draws = Draws(seed);
-        for var in net.draw_order() {
-            let bound = 1.0 / (var.fan_in.max(1) as f64).sqrt();
-            for r in 0..var.shape[0] {
-                for c in 0..var.shape[1] {
-                    theta[(var.at)(r, c)] = draws.symmetric(bound);
-                }
-            }
-        }
-        let moments = if optim == Optim::AdamW { vec![0.0; theta.len()] } else { Vec::new() };
-        Ok(Plain { net, theta, v: moments.clone(), m: moments, step_t: 0, optim, loss, lr, base_lr: lr, updates: 0 })
+        let p = Params::drawn(net.params(), &net.draw_order(), t.seed, t.optim, t.learning_rate)?;
+        Ok(Plain { net, p, loss: t.loss })
     }
 
     fn check(&self, xs: &[f64], rows: usize) -> Result<()> {
@@ -185,24 +151,17 @@ impl<N: Net> Plain<N> {
     #[inline(always)]
     fn learn(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch) -> f64 {
         let Scratch { bufs, grad, .. } = s;
-        let grad = sized(grad, self.theta.len());
+        let grad = sized(grad, self.p.theta.len());
         grad.fill(0.0);
         let rows = ys.len() as f64;
         let mut total = 0.0;
         for (x, &y) in xs.chunks_exact(self.net.inputs()).zip(ys) {
-            let pred = self.net.forward(&self.theta, x, bufs);
+            let pred = self.net.forward(&self.p.theta, x, bufs);
             let (loss, slope) = self.loss.value_slope(pred, y);
             total += loss;
-            self.net.backward(&self.theta, x, slope / rows, bufs, grad);
+            self.net.backward(&self.p.theta, x, slope / rows, bufs, grad);
         }
-        match self.optim {
-            Optim::AdamW => {
-                self.step_t += 1;
-                adamw_step(&mut self.theta, &mut self.m, &mut self.v, grad, self.step_t, self.lr);
-            }
-            _ => sgd_step(&mut self.theta, grad, self.lr),
-        }
-        self.updates += 1;
+        self.p.step(grad);
         total / rows
     }
 
@@ -210,7 +169,7 @@ impl<N: Net> Plain<N> {
     fn predict_rows(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch) {
         out.clear();
         for x in xs.chunks_exact(self.net.inputs()) {
-            out.push(self.net.forward(&self.theta, x, &mut s.bufs));
+            out.push(self.net.forward(&self.p.theta, x, &mut s.bufs));
         }
     }
 
@@ -268,15 +227,6 @@ impl<N: Net> Plain<N> {
         })
     }
 
-    /// `of`'s values (θ or a moment) per candle variable, in name order and candle's layout.
-    fn values(&self, of: &[f64]) -> Vec<(String, Vec<f64>)> {
-        self.net
-            .vars()
-            .into_iter()
-            .map(|Var { name, shape: [rows, cols], at, .. }| (name, (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| of[at(r, c)]).collect()))
-            .collect()
-    }
-
     fn check_rows(&self, xs: &[f64], n: usize) -> Result<()> {
         if n != self.net.inputs() || !xs.len().is_multiple_of(n) {
             return Err(Error::Internal(format!("expected whole rows of {} values, got {} values in rows of {n}", self.net.inputs(), xs.len())));
@@ -301,11 +251,11 @@ impl<N: Net> OnlineModel for Plain<N> {
     }
 
     fn updates(&self) -> u64 {
-        self.updates
+        self.p.updates
     }
 
     fn parameters(&self) -> Result<Vec<f64>> {
-        Ok(self.values(&self.theta).into_iter().flat_map(|(_, v)| v).collect())
+        Ok(self.p.flat(&self.net.vars()))
     }
 
     fn predict_batch(&self, xs: &[f64], n: usize, out: &mut Vec<f64>) -> Result<()> {
@@ -332,59 +282,23 @@ impl<N: Net> OnlineModel for Plain<N> {
     }
 
     fn reset_optimizer(&mut self) -> Result<()> {
-        self.step_t = 0;
-        self.m.fill(0.0);
-        self.v.fill(0.0);
-        self.lr = self.base_lr;
+        self.p.reset_optimizer();
         Ok(())
     }
 
     fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
-        self.lr = self.base_lr * scale;
+        self.p.set_lr_scale(scale);
         Ok(())
     }
 
     /// The names and layouts the candle version writes (its `NetOptimizer`'s).
     fn save(&self, s: &mut Snapshot) -> Result<()> {
-        s.put_int("updates", self.updates);
-        s.put_int("step_t", self.step_t);
-        s.put_f64("lr", self.lr);
-        let mut put = |prefix: &str, of: &[f64]| {
-            for (name, v) in self.values(of) {
-                s.put(&format!("{prefix}.{name}"), v);
-            }
-        };
-        put("var", &self.theta);
-        if self.optim == Optim::AdamW {
-            put("adam_m", &self.m);
-            put("adam_v", &self.v);
-        }
+        self.p.save(s, &self.net.vars());
         Ok(())
     }
 
     fn load(&mut self, s: &mut Snapshot) -> Result<()> {
-        let (updates, step_t, lr) = (s.int("updates")?, s.int("step_t")?, s.f64("lr")?);
-        // Into copies, so a checkpoint that fails half-way leaves the model as it was.
-        let read = |prefix: &str, into: &mut Vec<f64>| -> Result<()> {
-            for Var { name, shape: [rows, cols], at, .. } in self.net.vars() {
-                let v = s.array_shaped(&format!("{prefix}.{name}"), &[rows, cols])?;
-                for r in 0..rows {
-                    for c in 0..cols {
-                        into[at(r, c)] = v[r * cols + c];
-                    }
-                }
-            }
-            Ok(())
-        };
-        let (mut theta, mut m, mut v) = (self.theta.clone(), self.m.clone(), self.v.clone());
-        read("var", &mut theta)?;
-        if self.optim == Optim::AdamW {
-            read("adam_m", &mut m)?;
-            read("adam_v", &mut v)?;
-        }
-        (self.theta, self.m, self.v) = (theta, m, v);
-        (self.updates, self.step_t, self.lr) = (updates, step_t, lr);
-        Ok(())
+        self.p.load(s, &self.net.vars())
     }
 }
 
