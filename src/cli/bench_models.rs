@@ -31,8 +31,8 @@ pub struct BenchModelsArgs {
     /// Keyed models per partition (rows round-robin over them).
     #[arg(long, default_value_t = 1)]
     pub keys: usize,
-    /// `f64` or `f32` (`model.precision`: the LSTM only; the other kinds are skipped
-    /// under f32).
+    /// `f64` or `f32` (`model.precision`: the networks — lstm, mlp, cnn1d; the other
+    /// kinds are skipped under f32).
     #[arg(long, default_value = "f64")]
     pub precision: Precision,
     /// With `--keys`: run the keyed LSTMs as one stacked bank (`model::bank`: each
@@ -74,7 +74,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
     let precision = a.precision.as_str().to_string();
     let mut rates = Vec::new();
     for kind in kinds {
-        if (a.precision == Precision::F32 || a.bank) && kind != ModelKind::Lstm {
+        if (a.precision == Precision::F32 && !matches!(kind, ModelKind::Lstm | ModelKind::Mlp | ModelKind::Cnn1d)) || (a.bank && kind != ModelKind::Lstm) {
             continue;
         }
         let window = if kind.is_sequence() { 8 } else { 1 };

@@ -264,6 +264,15 @@ pub fn dot_rows<F: Real>(out: &mut [F], m: &[F], y: &[F]) {
     }
 }
 
+/// `v`'s first `n` values, growing it (with zeros) if it is shorter: the plain
+/// networks' reused buffers.
+pub fn sized<F: Real>(v: &mut Vec<F>, n: usize) -> &mut [F] {
+    if v.len() < n {
+        v.resize(n, F::ZERO);
+    }
+    &mut v[..n]
+}
+
 /// One AdamW step (weight decay 0) on θ with gradient `grad`, the moments `m`, `v`
 /// beside it, at step `t` (1 on the first) — `optim::NetOptimizer`'s arithmetic per
 /// element, the constants rounded once to F (exact for f64).

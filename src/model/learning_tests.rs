@@ -242,3 +242,25 @@ fn auto_device_is_the_cpu_but_for_banks() {
     cpu.device = DeviceChoice::Cpu;
     assert!(model_device(&cpu).unwrap().is_cpu());
 }
+
+/// `model.precision = "f32"` builds the f32 MLP and CNN (every weight an f32 value),
+/// the MLP learns the linear process as the f64 one does (below 0.1), and f32 stays
+/// refused where no f32 code exists (the HL-Gauss head, linear models).
+#[test]
+fn f32_mlp_and_cnn_from_the_config() {
+    let cfg = |extra: &str| -> ModelConfig {
+        toml::from_str(&format!("optimizer = \"adamw\"\nlearning_rate = 0.003\nseed = 1\nprecision = \"f32\"\nfeatures = [\"a\", \"b\"]\ntarget = \"y\"\nhorizon = 1\n{extra}")).unwrap()
+    };
+    let f32_exact = |m: &dyn OnlineModel| m.parameters().unwrap().iter().all(|&v| (v as f32) as f64 == v);
+    let mut m = build(&cfg("kind = \"mlp\"\nhidden = [16]"), 2, &Device::Cpu).unwrap();
+    assert!(f32_exact(m.as_ref()));
+    let mae = learn(m.as_mut(), 8000);
+    assert!(f32_exact(m.as_ref()));
+    assert!(mae < 0.1, "f32 mlp: prequential MAE {mae}");
+    let cnn = build(&cfg("kind = \"cnn1d\"\nwindow = 4\nkernel = 2\nhidden = [4]"), 8, &Device::Cpu).unwrap();
+    assert!(f32_exact(cnn.as_ref()));
+    for refused in ["kind = \"mlp\"\nloss = \"hl_gauss\"\nhl_range = [-1.0, 1.0]", "kind = \"linear\"", "kind = \"rls\""] {
+        let e = build(&cfg(refused), 2, &Device::Cpu).err().expect(refused).to_string();
+        assert!(e.contains("precision"), "{refused}: {e}");
+    }
+}

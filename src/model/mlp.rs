@@ -71,6 +71,8 @@ pub struct Mlp {
     hl: Option<(HlGauss, Tensor)>,
     act: Activation,
     n: usize,
+    /// The variables' float type (F64, or F32 for `model.precision = "f32"`).
+    dtype: DType,
 }
 
 /// The MLP as an online model.
@@ -78,11 +80,12 @@ pub type MlpModel = NetModel<Mlp>;
 
 impl NetModel<Mlp> {
     pub fn new(n_features: usize, hidden: &[usize], act: Activation, t: &Training, device: &Device) -> Result<Self> {
-        Self::with_head(n_features, hidden, act, None, t, device)
+        Self::with_head(n_features, hidden, act, None, t, DType::F64, device)
     }
 
-    /// As [`MlpModel::new`], with an HL-Gauss classification head when `hl` is set.
-    pub fn with_head(n_features: usize, hidden: &[usize], act: Activation, hl: Option<HlGauss>, t: &Training, device: &Device) -> Result<Self> {
+    /// As [`MlpModel::new`], with an HL-Gauss classification head when `hl` is set,
+    /// its variables in `dtype` (F64, or F32: the seeded values rounded).
+    pub fn with_head(n_features: usize, hidden: &[usize], act: Activation, hl: Option<HlGauss>, t: &Training, dtype: DType, device: &Device) -> Result<Self> {
         let varmap = VarMap::new();
         let mut rng = Draws(t.seed);
         let mut dims = vec![n_features];
@@ -94,13 +97,13 @@ impl NetModel<Mlp> {
                 let (fan_in, fan_out) = (w[0], w[1]);
                 let bound = 1.0 / (fan_in as f64).sqrt();
                 let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.symmetric(bound)).collect() };
-                let weight = Tensor::from_vec(draw(fan_in * fan_out), (fan_out, fan_in), device)?;
-                let bias = Tensor::from_vec(draw(fan_out), fan_out, device)?;
+                let weight = Tensor::from_vec(draw(fan_in * fan_out), (fan_out, fan_in), device)?.to_dtype(dtype)?;
+                let bias = Tensor::from_vec(draw(fan_out), fan_out, device)?.to_dtype(dtype)?;
                 data.insert(format!("l{i}.weight"), Var::from_tensor(&weight)?);
                 data.insert(format!("l{i}.bias"), Var::from_tensor(&bias)?);
             }
         }
-        let vb = VarBuilder::from_varmap(&varmap, DType::F64, device);
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let layers = dims
             .windows(2)
             .enumerate()
@@ -108,12 +111,12 @@ impl NetModel<Mlp> {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let hl = match hl {
             Some(h) => {
-                let c = Tensor::from_vec(h.centers(), (h.bins, 1), device)?;
+                let c = Tensor::from_vec(h.centers(), (h.bins, 1), device)?.to_dtype(dtype)?;
                 Some((h, c))
             }
             None => None,
         };
-        NetModel::from_parts(Mlp { layers, hl, act, n: n_features }, varmap, t, device)
+        NetModel::from_parts(Mlp { layers, hl, act, n: n_features, dtype }, varmap, t, device)
     }
 }
 
@@ -122,7 +125,7 @@ impl Mlp {
         if x.len() % self.n != 0 || x.is_empty() {
             return Err(Error::Internal(format!("expected rows of {} features, got {} values", self.n, x.len())));
         }
-        let mut h = Tensor::from_slice(x, (x.len() / self.n, self.n), device)?;
+        let mut h = Tensor::from_slice(x, (x.len() / self.n, self.n), device)?.to_dtype(self.dtype)?;
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
@@ -153,10 +156,10 @@ impl Arch for Mlp {
         let out = self.forward(xs, device)?;
         let rows = ys.len();
         Ok(match &self.hl {
-            None => loss.apply(&out, &Tensor::from_slice(ys, (rows, 1), device)?)?,
+            None => loss.apply(&out, &Tensor::from_slice(ys, (rows, 1), device)?.to_dtype(self.dtype)?)?,
             Some((h, _)) => {
                 let p: Vec<f64> = ys.iter().flat_map(|y| h.target(*y)).collect();
-                let p = Tensor::from_vec(p, (rows, h.bins), device)?;
+                let p = Tensor::from_vec(p, (rows, h.bins), device)?.to_dtype(self.dtype)?;
                 ((p * candle_nn::ops::log_softmax(&out, 1)?)?.sum_all()? / rows as f64)?.neg()?
             }
         })

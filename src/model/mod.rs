@@ -321,7 +321,7 @@ pub struct HlAuto {
 fn hl_net(cfg: &ModelConfig, n_features: usize, h: mlp::HlGauss, device: &Device) -> Result<Box<dyn OnlineModel>> {
     let hidden: &[usize] = if cfg.kind == ModelKind::Mlp { &cfg.hidden } else { &[] };
     let t = net::Training { loss: loss::Loss::Mse, ..training(cfg)? };
-    Ok(Box::new(mlp::MlpModel::with_head(n_features, hidden, cfg.activation, Some(h), &t, device)?))
+    Ok(Box::new(mlp::MlpModel::with_head(n_features, hidden, cfg.activation, Some(h), &t, candle_core::DType::F64, device)?))
 }
 
 impl OnlineModel for HlAuto {
@@ -397,8 +397,11 @@ impl OnlineModel for HlAuto {
 }
 
 fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
-    if cfg.precision == Precision::F32 && cfg.kind != ModelKind::Lstm {
-        return Err(Error::Config(format!("model.precision \"f32\" is for kind \"lstm\"; {} runs in f64", cfg.kind)));
+    if cfg.precision == Precision::F32 && !matches!(cfg.kind, ModelKind::Lstm | ModelKind::Mlp | ModelKind::Cnn1d) {
+        return Err(Error::Config(format!("model.precision \"f32\" is for the networks (lstm, mlp, cnn1d); {} runs in f64", cfg.kind)));
+    }
+    if cfg.precision == Precision::F32 && cfg.loss == LossKind::HlGauss {
+        return Err(Error::Config("model.precision \"f32\" is not for loss \"hl_gauss\" (its head runs in f64)".into()));
     }
     if cfg.loss == LossKind::HlGauss {
         if !matches!(cfg.kind, ModelKind::Linear | ModelKind::Mlp) {
@@ -428,8 +431,14 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             Ok(Box::new(linear::LinearModel::with_loss(n_features, optimizer(cfg), cfg.learning_rate, loss, device)?))
         }
         // On the CPU the MLP is plain code (the same model, see `plain`).
-        ModelKind::Mlp if device.is_cpu() => Ok(Box::new(plain::PlainMlp::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?)?)),
-        ModelKind::Mlp => Ok(Box::new(mlp::MlpModel::new(n_features, &cfg.hidden, cfg.activation, &training(cfg)?, device)?)),
+        ModelKind::Mlp if device.is_cpu() => {
+            let (hidden, t) = (&cfg.hidden, training(cfg)?);
+            Ok(match cfg.precision {
+                Precision::F64 => Box::new(plain::PlainMlp::new(n_features, hidden, cfg.activation, &t)?),
+                Precision::F32 => Box::new(plain::Plain::<_, f32>::mlp(n_features, hidden, cfg.activation, &t)?),
+            })
+        }
+        ModelKind::Mlp => Ok(Box::new(mlp::MlpModel::with_head(n_features, &cfg.hidden, cfg.activation, None, &training(cfg)?, dtype(cfg.precision), device)?)),
         // On the CPU the LSTM is plain code in f64 or f32 (the same model, see `lstm`).
         ModelKind::Lstm if device.is_cpu() => {
             let window = cfg.window.max(1);
@@ -443,7 +452,11 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
         ModelKind::Cnn1d if device.is_cpu() => {
             let window = cfg.window.max(1);
             let hidden = cfg.hidden.first().copied().unwrap_or(32);
-            Ok(Box::new(plain::PlainCnn::new(window, n_features / window, hidden, cfg.kernel, &training(cfg)?)?))
+            let (d, t) = (n_features / window, training(cfg)?);
+            Ok(match cfg.precision {
+                Precision::F64 => Box::new(plain::PlainCnn::new(window, d, hidden, cfg.kernel, &t)?),
+                Precision::F32 => Box::new(plain::Plain::<_, f32>::cnn(window, d, hidden, cfg.kernel, &t)?),
+            })
         }
         ModelKind::Lstm | ModelKind::Cnn1d => {
             let window = cfg.window.max(1);

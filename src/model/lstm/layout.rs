@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 
+pub(super) use crate::model::kernels::sized;
 use crate::model::kernels::Real;
 use crate::model::params::Var;
 
@@ -113,11 +114,3 @@ impl WithScratch for f32 {
         SCRATCH32.with(|s| f(&mut s.borrow_mut()))
     }
 }
-
-pub(super) fn sized<F: Real>(v: &mut Vec<F>, n: usize) -> &mut [F] {
-    if v.len() < n {
-        v.resize(n, F::ZERO);
-    }
-    &mut v[..n]
-}
-

@@ -8,7 +8,7 @@
 //! position is one gemv over that run.
 
 use super::{sized, Bufs, Net, Var};
-use crate::model::kernels::{axpy, dot, gemv_acc};
+use crate::model::kernels::{axpy, dot, gemv_acc, Real};
 
 pub struct CnnNet {
     window: usize,
@@ -66,35 +66,35 @@ impl Net for CnnNet {
     }
 
     #[inline(always)]
-    fn forward(&self, th: &[f64], x: &[f64], s: &mut Bufs) -> f64 {
+    fn forward<F: Real>(&self, th: &[F], x: &[F], s: &mut Bufs<F>) -> F {
         let (h, run, n) = (self.hidden, self.kernel * self.d, self.positions * self.hidden);
         let (z, a) = (sized(&mut s.z, n), sized(&mut s.a, n));
         for p in 0..self.positions {
             let zp = &mut z[p * h..(p + 1) * h];
             // The convolution, then the bias (candle adds it to the finished sums).
-            zp.fill(0.0);
+            zp.fill(F::ZERO);
             gemv_acc(zp, &x[p * self.d..p * self.d + run], &th[..self.b]);
             for (zc, bc) in zp.iter_mut().zip(&th[self.b..self.hw]) {
                 *zc += *bc;
             }
         }
-        a.iter_mut().zip(z.iter()).for_each(|(a, z)| *a = z.max(0.0));
+        a.iter_mut().zip(z.iter()).for_each(|(a, z)| *a = if *z > F::ZERO { *z } else { F::ZERO });
         dot(a, &th[self.hw..self.hb]) + th[self.hb]
     }
 
     #[inline(always)]
-    fn backward(&self, th: &[f64], x: &[f64], dpred: f64, s: &mut Bufs, grad: &mut [f64]) {
+    fn backward<F: Real>(&self, th: &[F], x: &[F], dpred: F, s: &mut Bufs<F>, grad: &mut [F]) {
         let (h, run, n) = (self.hidden, self.kernel * self.d, self.positions * self.hidden);
         let (z, a, dz) = (&s.z[..n], &s.a[..n], sized(&mut s.dz, n));
         grad[self.hb] += dpred;
         axpy(&mut grad[self.hw..self.hb], dpred, a);
         // candle's ReLU gradient: 1 where the pre-activation is ≥ 0.
         for ((d, z), w) in dz.iter_mut().zip(z).zip(&th[self.hw..self.hb]) {
-            *d = if *z >= 0.0 { *w * dpred } else { 0.0 };
+            *d = if *z >= F::ZERO { *w * dpred } else { F::ZERO };
         }
         for p in 0..self.positions {
             let dzp = &dz[p * h..(p + 1) * h];
-            axpy(&mut grad[self.b..self.hw], 1.0, dzp);
+            axpy(&mut grad[self.b..self.hw], F::ONE, dzp);
             for (r, &xv) in x[p * self.d..p * self.d + run].iter().enumerate() {
                 axpy(&mut grad[r * h..(r + 1) * h], xv, dzp);
             }

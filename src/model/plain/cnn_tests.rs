@@ -137,3 +137,27 @@ fn bad_shapes_are_errors() {
     assert!(ours.predict(&[0.0; WINDOW * D - 1]).is_err());
     assert!(ours.update(&[0.0; WINDOW * D + 1], 1.0).is_err());
 }
+
+/// `Plain<_, f32>` against candle's CNN with F32 variables from the same seed: 400
+/// steps within f32 rounding, every weight an f32 value.
+#[test]
+fn f32_learns_as_candles_f32_cnn() {
+    let t = training(Loss::Mse, Optim::AdamW, 0.01);
+    let shape = SeqShape { kind: ModelKind::Cnn1d, window: WINDOW, d: D, hidden: H, kernel: 3 };
+    let mut ours = Plain::<_, f32>::cnn(WINDOW, D, H, 3, &t).unwrap();
+    let mut theirs = SeqModel::new(&shape, &t, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(ours.parameters().unwrap(), theirs.parameters().unwrap());
+    let mut worst = 0.0f64;
+    for i in 0..400 {
+        let (x, y) = stream(i);
+        let (p, q) = (ours.predict(&x).unwrap(), theirs.predict(&x).unwrap());
+        worst = worst.max((p - q).abs());
+        assert!((p - q).abs() < 2e-6 * (1.0 + q.abs()), "step {i}: predict {p} vs candle {q}");
+        let (l, m) = (ours.update(&x, y).unwrap(), theirs.update(&x, y).unwrap());
+        assert!((l - m).abs() < 2e-6 * (1.0 + m), "step {i}: loss {l} vs candle {m}");
+    }
+    let a = ours.parameters().unwrap();
+    assert!(a.iter().all(|&v| (v as f32) as f64 == v));
+    assert!(close(&a, &theirs.parameters().unwrap(), 1e-4));
+    eprintln!("f32 CNN vs candle F32 worst forecast difference {worst:e}");
+}

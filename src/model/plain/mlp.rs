@@ -2,7 +2,7 @@
 //! them, one output (as `mlp::MlpModel` without an HL-Gauss head).
 
 use super::{sized, Bufs, Net, Var};
-use crate::model::kernels::{dot_rows, gemv_acc, tanh};
+use crate::model::kernels::{dot_rows, gemv_acc, tanh, Real};
 use crate::model::mlp::Activation;
 
 /// Layer l's place in θ: Wₗᵀ at `w` (`fan_in` rows of `fan_out`), its bias at `b`;
@@ -80,14 +80,14 @@ impl Net for MlpNet {
     }
 
     #[inline(always)]
-    fn forward(&self, th: &[f64], x: &[f64], s: &mut Bufs) -> f64 {
+    fn forward<F: Real>(&self, th: &[F], x: &[F], s: &mut Bufs<F>) -> F {
         let (z, a) = (sized(&mut s.z, self.width), sized(&mut s.a, self.width));
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             let input = if i == 0 { x } else { &a[self.layers[i - 1].z..l.z] };
             let zl = &mut z[l.z..l.z + l.fan_out];
             // x·Wᵀ + b, as candle's Linear: the bias added to the finished products.
-            zl.fill(0.0);
+            zl.fill(F::ZERO);
             gemv_acc(zl, input, &th[l.w..l.b]);
             for (zo, bo) in zl.iter_mut().zip(&th[l.b..l.b + l.fan_out]) {
                 *zo += *bo;
@@ -95,7 +95,7 @@ impl Net for MlpNet {
             if i < last {
                 let (zl, al) = (&z[l.z..l.z + l.fan_out], &mut a[l.z..l.z + l.fan_out]);
                 match self.act {
-                    Activation::Relu => al.iter_mut().zip(zl).for_each(|(a, z)| *a = z.max(0.0)),
+                    Activation::Relu => al.iter_mut().zip(zl).for_each(|(a, z)| *a = if *z > F::ZERO { *z } else { F::ZERO }),
                     Activation::Tanh => al.iter_mut().zip(zl).for_each(|(a, z)| *a = tanh(*z)),
                 }
             }
@@ -104,7 +104,7 @@ impl Net for MlpNet {
     }
 
     #[inline(always)]
-    fn backward(&self, th: &[f64], x: &[f64], dpred: f64, s: &mut Bufs, grad: &mut [f64]) {
+    fn backward<F: Real>(&self, th: &[F], x: &[F], dpred: F, s: &mut Bufs<F>, grad: &mut [F]) {
         let Bufs { z, a, dz, dh } = s;
         let (dz, dh) = (sized(dz, self.widest), sized(dh, self.widest));
         dz[0] = dpred;
@@ -129,8 +129,8 @@ impl Net for MlpNet {
                 let dzb = &mut dz[..below.fan_out];
                 match self.act {
                     // candle's ReLU gradient: 1 where the pre-activation is ≥ 0.
-                    Activation::Relu => dzb.iter_mut().zip(dhl.iter()).zip(zb).for_each(|((d, h), z)| *d = if *z >= 0.0 { *h } else { 0.0 }),
-                    Activation::Tanh => dzb.iter_mut().zip(dhl.iter()).zip(ab).for_each(|((d, h), t)| *d = *h * (1.0 - t * t)),
+                    Activation::Relu => dzb.iter_mut().zip(dhl.iter()).zip(zb).for_each(|((d, h), z)| *d = if *z >= F::ZERO { *h } else { F::ZERO }),
+                    Activation::Tanh => dzb.iter_mut().zip(dhl.iter()).zip(ab).for_each(|((d, h), t)| *d = *h * (F::ONE - *t * *t)),
                 }
             }
         }

@@ -110,6 +110,19 @@ fn simd_builds_give_the_baseline_bits() {
         }
         let bits = |m: &PlainMlp| m.p.theta.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&base), bits(&wide), "{act:?} {simd:?}");
+        // And in f32.
+        let t = training(Loss::Mse, Optim::AdamW, 0.01);
+        let (mut base, mut wide) = (Plain::<_, f32>::mlp(D, &HIDDEN, act, &t).unwrap(), Plain::<_, f32>::mlp(D, &HIDDEN, act, &t).unwrap());
+        for i in 0..300 {
+            let (x, y) = stream(i);
+            base.predict_into(&x, &mut p, Simd::Base);
+            wide.predict_into(&x, &mut q, simd);
+            assert_eq!(p[0].to_bits(), q[0].to_bits(), "f32 {act:?} {simd:?} step {i}");
+            base.learn_rows(&x, &[y], Simd::Base);
+            wide.learn_rows(&x, &[y], simd);
+        }
+        let bits = |m: &Plain<mlp::MlpNet, f32>| m.p.theta.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&base), bits(&wide), "f32 {act:?} {simd:?}");
     }
 }
 
@@ -169,4 +182,39 @@ fn bad_rows_are_errors() {
     assert!(ours.update_batch(&[1.0; 6], D, &[0.0]).is_err());
     assert!(PlainMlp::new(D, &[0], Activation::Relu, &training(Loss::Mse, Optim::Sgd, 0.1)).is_err());
     assert!(PlainMlp::new(D, &[4], Activation::Relu, &training(Loss::Mse, Optim::Nlms, 0.1)).is_err());
+}
+
+/// `Plain<_, f32>` against candle's MLP with F32 variables from the same seed: 400
+/// steps of forecasts and losses within f32 rounding (sums run in another order), and
+/// every weight an f32 value.
+#[test]
+fn f32_learns_as_candles_f32_mlp() {
+    for act in [Activation::Relu, Activation::Tanh] {
+        let t = training(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.01);
+        let mut ours = Plain::<_, f32>::mlp(D, &HIDDEN, act, &t).unwrap();
+        let mut theirs = MlpModel::with_head(D, &HIDDEN, act, None, &t, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(ours.parameters().unwrap(), theirs.parameters().unwrap(), "{act:?}: the same f32 start");
+        let mut worst = 0.0f64;
+        for i in 0..400 {
+            let (x, y) = stream(i);
+            let (p, q) = (ours.predict(&x).unwrap(), theirs.predict(&x).unwrap());
+            worst = worst.max((p - q).abs());
+            assert!((p - q).abs() < 2e-6 * (1.0 + q.abs()), "{act:?} step {i}: predict {p} vs candle {q}");
+            let (l, m) = (ours.update(&x, y).unwrap(), theirs.update(&x, y).unwrap());
+            assert!((l - m).abs() < 2e-6 * (1.0 + m), "{act:?} step {i}: loss {l} vs candle {m}");
+        }
+        let a = ours.parameters().unwrap();
+        assert!(a.iter().all(|&v| (v as f32) as f64 == v), "{act:?}: f32 weights");
+        assert!(close(&a, &theirs.parameters().unwrap(), 1e-4), "{act:?}: weights drifted from candle's");
+        // f32 is not f64: the f64 net's forecasts differ beyond f64 rounding.
+        let mut wide = PlainMlp::new(D, &HIDDEN, act, &t).unwrap();
+        let mut apart = 0.0f64;
+        for i in 0..400 {
+            let (x, y) = stream(i);
+            apart = apart.max((wide.predict(&x).unwrap() - ours.predict(&x).unwrap()).abs());
+            wide.update(&x, y).unwrap();
+        }
+        assert!(apart > 1e-9, "{act:?}: the f32 net computes in f64? ({apart})");
+        eprintln!("{act:?}: f32 vs candle F32 worst forecast difference {worst:e}");
+    }
 }

@@ -18,6 +18,8 @@ pub mod mlp;
 
 use std::cell::RefCell;
 
+use super::kernels::Real;
+pub use super::kernels::sized;
 use super::loss::Loss;
 use super::net::Training;
 pub use super::params::Var;
@@ -27,11 +29,11 @@ use crate::error::{Error, Result};
 
 /// One row's working buffers (the net decides what each holds).
 #[derive(Default)]
-pub struct Bufs {
-    pub z: Vec<f64>,
-    pub a: Vec<f64>,
-    pub dz: Vec<f64>,
-    pub dh: Vec<f64>,
+pub struct Bufs<F> {
+    pub z: Vec<F>,
+    pub a: Vec<F>,
+    pub dz: Vec<F>,
+    pub dh: Vec<F>,
 }
 
 /// A network's layers over a flat θ.
@@ -48,26 +50,41 @@ pub trait Net: Send + Sync {
     /// The order the candle version draws its initial values in.
     fn draw_order(&self) -> Vec<Var>;
     /// The row `x` through the net, keeping in `s` what `backward` needs; the output.
-    fn forward(&self, th: &[f64], x: &[f64], s: &mut Bufs) -> f64;
+    fn forward<F: Real>(&self, th: &[F], x: &[F], s: &mut Bufs<F>) -> F;
     /// Adds dpred · ∂output/∂θ for the row `x`, whose forward pass is in `s`, to `grad`.
-    fn backward(&self, th: &[f64], x: &[f64], dpred: f64, s: &mut Bufs, grad: &mut [f64]);
+    fn backward<F: Real>(&self, th: &[F], x: &[F], dpred: F, s: &mut Bufs<F>, grad: &mut [F]);
 }
 
-/// A network with its parameters, optimizer state and loss.
-pub struct Plain<N> {
+/// A network with its parameters, optimizer state and loss, computed in F: f64, or
+/// f32 for `model.precision = "f32"` (inputs and outputs stay f64).
+pub struct Plain<N, F = f64> {
     net: N,
-    p: Params<f64>,
+    p: Params<F>,
     loss: Loss,
 }
 
 /// The MLP regressor in plain code.
-pub type PlainMlp = Plain<mlp::MlpNet>;
+pub type PlainMlp = Plain<mlp::MlpNet, f64>;
 /// The 1-D CNN regressor in plain code.
-pub type PlainCnn = Plain<cnn::CnnNet>;
+pub type PlainCnn = Plain<cnn::CnnNet, f64>;
 
 impl PlainMlp {
-    /// An MLP over `n_features` inputs with the `hidden` layer sizes and one output.
+    /// An f64 MLP ([`Plain::mlp`]).
     pub fn new(n_features: usize, hidden: &[usize], act: crate::model::mlp::Activation, t: &Training) -> Result<Self> {
+        Self::mlp(n_features, hidden, act, t)
+    }
+}
+
+impl PlainCnn {
+    /// An f64 CNN ([`Plain::cnn`]).
+    pub fn new(window: usize, d: usize, hidden: usize, kernel: usize, t: &Training) -> Result<Self> {
+        Self::cnn(window, d, hidden, kernel, t)
+    }
+}
+
+impl<F: Real + WithScratch> Plain<mlp::MlpNet, F> {
+    /// An MLP over `n_features` inputs with the `hidden` layer sizes and one output.
+    pub fn mlp(n_features: usize, hidden: &[usize], act: crate::model::mlp::Activation, t: &Training) -> Result<Self> {
         if n_features == 0 || hidden.contains(&0) {
             return Err(Error::Config("mlp needs ≥ 1 feature and hidden layer sizes ≥ 1".into()));
         }
@@ -75,10 +92,10 @@ impl PlainMlp {
     }
 }
 
-impl PlainCnn {
+impl<F: Real + WithScratch> Plain<cnn::CnnNet, F> {
     /// A CNN over windows of `window` rows of `d` features: `hidden` filters of
     /// `kernel` steps.
-    pub fn new(window: usize, d: usize, hidden: usize, kernel: usize, t: &Training) -> Result<Self> {
+    pub fn cnn(window: usize, d: usize, hidden: usize, kernel: usize, t: &Training) -> Result<Self> {
         if window == 0 || hidden == 0 || d == 0 {
             return Err(Error::Config("sequence models need model.window ≥ 1, a hidden size ≥ 1 and ≥ 1 feature".into()));
         }
@@ -91,23 +108,42 @@ impl PlainCnn {
 
 /// Per-thread buffers (sized on first use, then reused).
 #[derive(Default)]
-struct Scratch {
-    bufs: Bufs,
-    grad: Vec<f64>,
+pub struct Scratch<F> {
+    bufs: Bufs<F>,
+    /// The row's inputs in F.
+    xs: Vec<F>,
+    grad: Vec<F>,
     /// One prediction's output (for `predict`, which has no caller's buffer).
     out: Vec<f64>,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH64: RefCell<Scratch<f64>> = RefCell::new(Scratch::default());
+    static SCRATCH32: RefCell<Scratch<f32>> = RefCell::new(Scratch::default());
 }
 
-/// `v`'s first `n` values, growing it (with zeros) if it is shorter.
-pub fn sized(v: &mut Vec<f64>, n: usize) -> &mut [f64] {
-    if v.len() < n {
-        v.resize(n, 0.0);
+/// The thread's scratch for the precision `Self`.
+pub trait WithScratch: Real {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R;
+}
+
+impl WithScratch for f64 {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<f64>) -> R) -> R {
+        SCRATCH64.with(|s| f(&mut s.borrow_mut()))
     }
-    &mut v[..n]
+}
+
+impl WithScratch for f32 {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<f32>) -> R) -> R {
+        SCRATCH32.with(|s| f(&mut s.borrow_mut()))
+    }
+}
+
+/// `x` in F, into `xs`.
+#[inline(always)]
+fn take_row<F: Real>(xs: &mut Vec<F>, x: &[f64]) {
+    xs.clear();
+    xs.extend(x.iter().map(|&v| F::of(v)));
 }
 
 /// The widest instruction set the passes are compiled for that this CPU runs.
@@ -134,7 +170,7 @@ impl Simd {
     }
 }
 
-impl<N: Net> Plain<N> {
+impl<N: Net, F: Real + WithScratch> Plain<N, F> {
     fn with(net: N, t: &Training) -> Result<Self> {
         let p = Params::drawn(net.params(), &net.draw_order(), t.seed, t.optim, t.learning_rate)?;
         Ok(Plain { net, p, loss: t.loss })
@@ -149,27 +185,29 @@ impl<N: Net> Plain<N> {
 
     /// One optimizer step on the mean loss of the `ys.len()` rows of `xs`; returns it.
     #[inline(always)]
-    fn learn(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch) -> f64 {
-        let Scratch { bufs, grad, .. } = s;
+    fn learn(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch<F>) -> f64 {
+        let Scratch { bufs, grad, xs: row, .. } = s;
         let grad = sized(grad, self.p.theta.len());
-        grad.fill(0.0);
+        grad.fill(F::ZERO);
         let rows = ys.len() as f64;
         let mut total = 0.0;
         for (x, &y) in xs.chunks_exact(self.net.inputs()).zip(ys) {
-            let pred = self.net.forward(&self.p.theta, x, bufs);
-            let (loss, slope) = self.loss.value_slope(pred, y);
+            take_row(row, x);
+            let pred = self.net.forward(&self.p.theta, row, bufs);
+            let (loss, slope) = self.loss.value_slope(pred.f64(), y);
             total += loss;
-            self.net.backward(&self.p.theta, x, slope / rows, bufs, grad);
+            self.net.backward(&self.p.theta, row, F::of(slope / rows), bufs, grad);
         }
         self.p.step(grad);
         total / rows
     }
 
     #[inline(always)]
-    fn predict_rows(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch) {
+    fn predict_rows(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch<F>) {
         out.clear();
         for x in xs.chunks_exact(self.net.inputs()) {
-            out.push(self.net.forward(&self.p.theta, x, &mut s.bufs));
+            take_row(&mut s.xs, x);
+            out.push(self.net.forward(&self.p.theta, &s.xs, &mut s.bufs).f64());
         }
     }
 
@@ -177,31 +215,30 @@ impl<N: Net> Plain<N> {
     // and sum is rounded as in the baseline build, so the bits are the same (tested).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn predict_avx2(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch) {
+    unsafe fn predict_avx2(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch<F>) {
         self.predict_rows(xs, out, s)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn learn_avx2(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch) -> f64 {
+    unsafe fn learn_avx2(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch<F>) -> f64 {
         self.learn(xs, ys, s)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn predict_avx512(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch) {
+    unsafe fn predict_avx512(&self, xs: &[f64], out: &mut Vec<f64>, s: &mut Scratch<F>) {
         self.predict_rows(xs, out, s)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn learn_avx512(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch) -> f64 {
+    unsafe fn learn_avx512(&mut self, xs: &[f64], ys: &[f64], s: &mut Scratch<F>) -> f64 {
         self.learn(xs, ys, s)
     }
 
     fn predict_into(&self, xs: &[f64], out: &mut Vec<f64>, simd: Simd) {
-        SCRATCH.with(|s| {
-            let s = &mut s.borrow_mut();
+        F::with_scratch(|s| {
             match simd {
                 // SAFETY: `simd` is what this CPU runs (`Simd::detect`).
                 #[cfg(target_arch = "x86_64")]
@@ -214,8 +251,7 @@ impl<N: Net> Plain<N> {
     }
 
     fn learn_rows(&mut self, xs: &[f64], ys: &[f64], simd: Simd) -> f64 {
-        SCRATCH.with(|s| {
-            let s = &mut s.borrow_mut();
+        F::with_scratch(|s| {
             match simd {
                 // SAFETY: `simd` is what this CPU runs (`Simd::detect`).
                 #[cfg(target_arch = "x86_64")]
@@ -235,13 +271,13 @@ impl<N: Net> Plain<N> {
     }
 }
 
-impl<N: Net> OnlineModel for Plain<N> {
+impl<N: Net, F: Real + WithScratch> OnlineModel for Plain<N, F> {
     fn predict(&self, x: &[f64]) -> Result<f64> {
         self.check(x, 1)?;
-        let mut out = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().out));
+        let mut out = F::with_scratch(|s| std::mem::take(&mut s.out));
         self.predict_into(x, &mut out, Simd::detect());
         let p = out[0];
-        SCRATCH.with(|s| s.borrow_mut().out = out);
+        F::with_scratch(|s| s.out = out);
         Ok(p)
     }
 
