@@ -196,6 +196,15 @@ pub fn optimizer(cfg: &ModelConfig) -> linear::Optim {
 /// An empty stacked bank for `model.bank = true`, after checking the settings allow
 /// one: per-key LSTMs without per-key wrappers (normalisation, replay, mixup, drift).
 pub fn new_bank(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<bank::SharedBank> {
+    check_bank(cfg)?;
+    let window = cfg.window.max(1);
+    let b = bank::LstmBank::new(0, window, n_features / window, cfg.hidden.first().copied().unwrap_or(32), &training(cfg)?, dtype(cfg.precision), device)?;
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(b)))
+}
+
+/// Refuses `model.bank` settings a bank cannot run (checked on every machine, also
+/// where `auto` runs the keys as plain LSTMs).
+pub fn check_bank(cfg: &ModelConfig) -> Result<()> {
     let refuse = |why: &str| Err(Error::Config(format!("model.bank {why}")));
     if cfg.kind != ModelKind::Lstm {
         return refuse(&format!("holds LSTMs; kind is \"{}\"", cfg.kind));
@@ -206,9 +215,7 @@ pub fn new_bank(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result
     if cfg.normalize || cfg.replay > 0 || cfg.mixup || cfg.drift != DriftDetector::None {
         return refuse("keys have no per-key wrappers yet: set normalize = false, replay = 0, mixup = false and drift = \"none\"");
     }
-    let window = cfg.window.max(1);
-    let b = bank::LstmBank::new(0, window, n_features / window, cfg.hidden.first().copied().unwrap_or(32), &training(cfg)?, dtype(cfg.precision), device)?;
-    Ok(std::sync::Arc::new(std::sync::Mutex::new(b)))
+    Ok(())
 }
 
 /// candle's dtype for `model.precision`.

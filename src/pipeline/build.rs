@@ -197,6 +197,8 @@ async fn build_loaded(loaded: super::config::Loaded, opts: &BuildOptions) -> Res
     // `device = "auto"` is not the state a CPU-only machine's `auto` would make.
     let mut model_cfg = cfg.model.clone();
     model_cfg.device = crate::model::resolved(processor.device());
+    // And a bank only where one runs (`auto` without a GPU runs plain LSTMs).
+    model_cfg.bank = processor.banked();
     let fingerprint = crate::state::store::sha256(
         format!("{}|{:?}|{:?}|{}|{}", model_text(&model_cfg), cfg.features, schema.arrow, cfg.source.key, cfg.source.time).as_bytes(),
     );
@@ -427,5 +429,41 @@ mod tests {
         // f32 is refused, at its key, for the models that have no f32 code.
         let problems = build_variant(ticks(), &with(&[("precision", "f32")])).await.err().unwrap();
         assert!(problems.iter().any(|p| p.at == "model.precision" && p.message.contains("lstm")), "{problems:?}");
+    }
+
+    /// `bank = true` with `device = "auto"` on a machine without a GPU runs the keys as
+    /// plain per-key LSTMs: no bank, and the fingerprint of the same configuration
+    /// without a bank on the CPU (the same models, the same arithmetic). Settings a
+    /// bank refuses are refused there too.
+    #[tokio::test]
+    async fn an_auto_bank_without_a_gpu_runs_plain_lstms() {
+        if candle_core::utils::cuda_is_available() {
+            return; // On a GPU machine `auto` takes the bank (checked by gpu-check.sh).
+        }
+        let lstm = |pairs: &[(&str, toml::Value)]| {
+            let mut t: toml::Table = [("kind", "lstm"), ("optimizer", "adamw"), ("scope", "per_key")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), toml::Value::String(v.to_string())))
+                .collect();
+            t.insert("window".into(), toml::Value::Integer(2));
+            t.insert("normalize".into(), toml::Value::Boolean(false));
+            for (k, v) in pairs {
+                t.insert(k.to_string(), v.clone());
+            }
+            t
+        };
+        let s = |v: &str| toml::Value::String(v.into());
+        let auto_bank = build_variant(ticks(), &lstm(&[("bank", toml::Value::Boolean(true)), ("device", s("auto"))])).await.map_err(|p| format!("{p:?}")).unwrap();
+        assert!(!auto_bank.processor.banked());
+        assert!(auto_bank.processor.device().is_cpu());
+        let plain = build_variant(ticks(), &lstm(&[("device", s("cpu"))])).await.map_err(|p| format!("{p:?}")).unwrap();
+        assert_eq!(auto_bank.fingerprint, plain.fingerprint);
+        // Named "cpu", the bank runs (stacked, on the CPU) and the fingerprint says so.
+        let cpu_bank = build_variant(ticks(), &lstm(&[("bank", toml::Value::Boolean(true)), ("device", s("cpu"))])).await.map_err(|p| format!("{p:?}")).unwrap();
+        assert!(cpu_bank.processor.banked());
+        assert_ne!(cpu_bank.fingerprint, plain.fingerprint);
+        // A setting no bank runs is refused with `auto` too.
+        let problems = build_variant(ticks(), &lstm(&[("bank", toml::Value::Boolean(true)), ("device", s("auto")), ("normalize", toml::Value::Boolean(true))])).await.err().unwrap();
+        assert!(problems.iter().any(|p| p.at == "model.bank" && p.message.contains("normalize")), "{problems:?}");
     }
 }

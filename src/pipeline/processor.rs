@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::features::{lookback, FeatureEngine};
 use crate::model;
 use crate::model::experts::Experts;
-use crate::pipeline::config::choice::Scope;
+use crate::pipeline::config::choice::{DeviceChoice, Scope};
 use crate::pipeline::config::{Horizon, ModelConfig};
 use crate::sink::Outputs;
 use crate::source::batch::PartitionInput;
@@ -92,6 +92,16 @@ impl Processor {
         let device = model::model_device(model_cfg)?;
         let experts = Experts::new(model_cfg, &outs)?;
         let out_expert_cols = experts.columns();
+        // A bank's settings are checked wherever it runs; with `device = "auto"` on a
+        // machine without a GPU its keys run as the plain per-key LSTMs they are rows
+        // of (the same models and checkpoints; the bank's stacked form is ~75× slower
+        // on the CPU).
+        let mut model_cfg = model_cfg.clone();
+        if model_cfg.bank {
+            model::check_bank(&model_cfg)?;
+            model_cfg.bank = !(model_cfg.device == DeviceChoice::Auto && device.is_cpu());
+        }
+        let model_cfg = &model_cfg;
         let bank = match model_cfg.bank {
             true => Some(model::new_bank(model_cfg, out_features.len() * model_cfg.input_rows(), &device)?),
             false => None,
@@ -131,6 +141,11 @@ impl Processor {
     /// The device models run on, as resolved (`auto` became `cpu` or `cuda`).
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Whether keys are rows of a stacked bank (`model.bank`, unless `auto` found no GPU).
+    pub fn banked(&self) -> bool {
+        self.bank.is_some()
     }
 
     /// Partitions this processor can work on at once.
