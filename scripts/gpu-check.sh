@@ -20,8 +20,9 @@
 #   3. forecasts: the Binance sample's pipeline with a banked per-key LSTM lane on
 #      CUDA (the kernel, and candle's form) and on the CPU, f64 and f32, compared row
 #      by row with the CPU's (scripts/compare_predictions.py, needs pyarrow);
-#   4. single models at batch 1/32/256 and 1,000 keyed models key by key (linear,
-#      MLP, LSTM, CNN) on both;
+#   4. single models at batch 1/32/256 (also the MLP and CNN in f32) and 1,000
+#      keyed models key by key (linear, MLP, LSTM, CNN) on both — on the CPU the
+#      networks are plain code, on CUDA candle;
 #   5. the solar tracker: pre-training and the tracking pipeline on both.
 # Results (bench-models JSON, reports, comparisons, timings) go under --out
 # (default gpu-check/), plus gpu-check.tar.gz of all of it, and summary.txt.
@@ -157,6 +158,9 @@ want 4 && for dev in "$gpu" cpu; do
   step "single models $dev" 90 "${bm[@]}" --device "$dev" --rows $(scale 500) --json "$out/single-$dev.json"
   step "1000 keyed models, key by key, $dev" 120 "${bm[@]}" --device "$dev" --keys 1000 --rows $(scale 1000) \
     --kind linear --kind mlp --kind lstm --kind cnn1d --json "$out/keys1000-$dev.json"
+  # The MLP and CNN in f32 (candle's F32 MLP had not run on a GPU when this was written).
+  step "single f32 nets $dev" 60 "${bm[@]}" --device "$dev" --rows $(scale 500) --precision f32 \
+    --kind mlp --kind cnn1d --json "$out/single-f32-$dev.json"
 done
 
 # 5. The solar tracker's network: pre-training, and the tracking pipeline with [tracker] device.
