@@ -40,9 +40,18 @@ impl HlGauss {
     /// The target histogram of `y`: Φ differences at the bin edges, renormalised
     /// over the range.
     pub fn target(&self, y: f64) -> Vec<f64> {
+        let mut p = vec![0.0; self.bins];
+        self.fill_target(y, &mut p);
+        p
+    }
+
+    /// [`HlGauss::target`] into `p` (`bins` values), without allocating.
+    pub fn fill_target(&self, y: f64, p: &mut [f64]) {
         let (w, sigma) = (self.width(), 0.75 * self.width());
         let cdf = |e: f64| 0.5 * (1.0 + erf((e - y) / (sigma * std::f64::consts::SQRT_2)));
-        let mut p: Vec<f64> = (0..self.bins).map(|k| cdf(self.lo + (k + 1) as f64 * w) - cdf(self.lo + k as f64 * w)).collect();
+        for (k, v) in p.iter_mut().enumerate() {
+            *v = cdf(self.lo + (k + 1) as f64 * w) - cdf(self.lo + k as f64 * w);
+        }
         let total: f64 = p.iter().sum();
         if total > 1e-12 {
             p.iter_mut().for_each(|v| *v /= total);
@@ -51,7 +60,6 @@ impl HlGauss {
             let k = if y < self.lo { 0 } else { self.bins - 1 };
             p.iter_mut().enumerate().for_each(|(i, v)| *v = (i == k) as u8 as f64);
         }
-        p
     }
 }
 

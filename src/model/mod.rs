@@ -328,6 +328,10 @@ pub struct HlAuto {
 fn hl_net(cfg: &ModelConfig, n_features: usize, h: mlp::HlGauss, device: &Device) -> Result<Box<dyn OnlineModel>> {
     let hidden: &[usize] = if cfg.kind == ModelKind::Mlp { &cfg.hidden } else { &[] };
     let t = net::Training { loss: loss::Loss::Mse, ..training(cfg)? };
+    if device.is_cpu() {
+        // Plain code on the CPU (the same model, see `plain`).
+        return Ok(Box::new(plain::PlainHl::new(n_features, hidden, cfg.activation, h, &t)?));
+    }
     Ok(Box::new(mlp::MlpModel::with_head(n_features, hidden, cfg.activation, Some(h), &t, candle_core::DType::F64, device)?))
 }
 

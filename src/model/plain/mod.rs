@@ -34,6 +34,8 @@ pub struct Bufs<F> {
     pub a: Vec<F>,
     pub dz: Vec<F>,
     pub dh: Vec<F>,
+    /// f64 values of a head (the HL-Gauss softmax and target histogram).
+    pub aux: Vec<f64>,
 }
 
 /// A network's layers over a flat θ.
@@ -53,6 +55,17 @@ pub trait Net: Send + Sync {
     fn forward<F: Real>(&self, th: &[F], x: &[F], s: &mut Bufs<F>) -> F;
     /// Adds dpred · ∂output/∂θ for the row `x`, whose forward pass is in `s`, to `grad`.
     fn backward<F: Real>(&self, th: &[F], x: &[F], dpred: F, s: &mut Bufs<F>, grad: &mut [F]);
+    /// The row's loss against `y` (its forward pass included), adding
+    /// ∂(loss / rows)/∂θ to `grad`: the regression loss of the output, unless the net
+    /// brings its own (the HL-Gauss head).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn learn_row<F: Real>(&self, th: &[F], x: &[F], y: f64, loss: &Loss, rows: f64, s: &mut Bufs<F>, grad: &mut [F]) -> f64 {
+        let pred = self.forward(th, x, s);
+        let (value, slope) = loss.value_slope(pred.f64(), y);
+        self.backward(th, x, F::of(slope / rows), s, grad);
+        value
+    }
 }
 
 /// A network with its parameters, optimizer state and loss, computed in F: f64, or
@@ -67,6 +80,18 @@ pub struct Plain<N, F = f64> {
 pub type PlainMlp = Plain<mlp::MlpNet, f64>;
 /// The 1-D CNN regressor in plain code.
 pub type PlainCnn = Plain<cnn::CnnNet, f64>;
+/// The MLP (or, with no hidden layers, a linear trunk) under an HL-Gauss head.
+pub type PlainHl = Plain<mlp::HlNet, f64>;
+
+impl PlainHl {
+    /// As `mlp::MlpModel::with_head(…, Some(hl), …)`.
+    pub fn new(n_features: usize, hidden: &[usize], act: crate::model::mlp::Activation, hl: crate::model::mlp::HlGauss, t: &Training) -> Result<Self> {
+        if n_features == 0 || hidden.contains(&0) || hl.bins < 2 {
+            return Err(Error::Config("hl_gauss needs ≥ 1 feature, hidden layer sizes ≥ 1 and ≥ 2 bins".into()));
+        }
+        Plain::with(mlp::HlNet::new(n_features, hidden, act, hl), t)
+    }
+}
 
 impl PlainMlp {
     /// An f64 MLP ([`Plain::mlp`]).
@@ -193,10 +218,7 @@ impl<N: Net, F: Real + WithScratch> Plain<N, F> {
         let mut total = 0.0;
         for (x, &y) in xs.chunks_exact(self.net.inputs()).zip(ys) {
             take_row(row, x);
-            let pred = self.net.forward(&self.p.theta, row, bufs);
-            let (loss, slope) = self.loss.value_slope(pred.f64(), y);
-            total += loss;
-            self.net.backward(&self.p.theta, row, F::of(slope / rows), bufs, grad);
+            total += self.net.learn_row(&self.p.theta, row, y, &self.loss, rows, bufs, grad);
         }
         self.p.step(grad);
         total / rows
