@@ -1,11 +1,11 @@
-//! Small networks on the CPU as plain code — the MLP ([`mlp`]) and the 1-D CNN
-//! ([`cnn`]): the forward pass, backpropagation written out and AdamW/SGD in place over
-//! one flat θ, no tensors, no per-row allocation. Each is the same model as its candle
-//! version (`mlp::MlpModel`, `seq::SeqModel`'s CNN): the same seeded initial weights
-//! drawn in the same order, the same loss, optimizer and batch semantics — candle's
-//! autograd is the tests' independent reference. candle's versions stay for CUDA (and
-//! the MLP's HL-Gauss head). The plain LSTM (`lstm`) predates this module and keeps its
-//! own f32 form and pass cache.
+//! Small networks on the CPU as plain code — the MLP ([`mlp`], also under an HL-Gauss
+//! head) and the 1-D CNN ([`cnn`]): the forward pass, backpropagation written out and
+//! AdamW/SGD in place over one flat θ, no tensors, no per-row allocation, in f64 or
+//! f32. Each is the same model as its candle version (`mlp::MlpModel`,
+//! `seq::SeqModel`'s CNN): the same seeded initial weights drawn in the same order,
+//! the same loss, optimizer and batch semantics — candle's autograd is the tests'
+//! independent reference. candle's versions stay for CUDA. The plain LSTM (`lstm`)
+//! predates this module and keeps its own pass cache.
 //!
 //! A step of a 7 → 32 → 1 MLP is ~300 multiply-adds each way; candle spent it on ~30
 //! tensor ops with an allocation each.
