@@ -17,6 +17,25 @@ use crate::error::{Error, Result};
 /// One op in this many of each kind is timed (see [`KeyOps::run`]).
 const SAMPLE: u32 = 32;
 
+thread_local! {
+    /// Ops run on this thread so far by kind (learn, predict), all keys together.
+    static SEEN: std::cell::Cell<[u32; 2]> = const { std::cell::Cell::new([0; 2]) };
+}
+
+/// Whether this op of `kind` is one of the timed ones: every SAMPLE-th op of its kind
+/// on this thread, whichever keys they belong to — so the sampled total is unbiased
+/// also where each key runs only a few ops. (Counted per key, every key's first op was
+/// timed and stood for SAMPLE: with 40 ops per key the models' time read 1.6× high.)
+fn sampled(kind: usize) -> bool {
+    SEEN.with(|c| {
+        let mut seen = c.get();
+        let due = seen[kind].is_multiple_of(SAMPLE);
+        seen[kind] = seen[kind].wrapping_add(1);
+        c.set(seen);
+        due
+    })
+}
+
 /// Builds a fresh model (the same configuration for every key).
 pub type Build<'a> = &'a (dyn Fn() -> Result<Box<dyn OnlineModel>> + Sync);
 
@@ -39,8 +58,6 @@ pub struct KeyOps {
     results: Vec<(f64, u64)>,
     /// Predictions handed out by [`KeyOps::next_forecast`].
     read: usize,
-    /// Ops run so far by kind (learn, predict), for sampling their times.
-    seen: [u32; 2],
 }
 
 /// What running queued work did.
@@ -89,15 +106,14 @@ impl KeyOps {
     pub fn run(&mut self, slot: &mut Option<Box<dyn OnlineModel>>, build: Build<'_>) -> Result<Outcome> {
         let mut o = Outcome::default();
         let stride = if self.ops.is_empty() { 0 } else { self.xs.len() / self.ops.len() };
-        // Stage times are sampled: every SAMPLE-th op of each kind (counted across
-        // batches) is timed and stands for SAMPLE (a clock read here costs ~20 ns,
+        // Stage times are sampled: every SAMPLE-th op of each kind on this thread
+        // (`sampled`) is timed and stands for SAMPLE (a clock read here costs ~20 ns,
         // a fifth of a linear model's predict and update).
         while self.done < self.ops.len() {
             let x = &self.xs[self.done * stride..(self.done + 1) * stride];
             let op = self.ops[self.done];
             let kind = matches!(op, Op::Predict) as usize;
-            let t0 = self.seen[kind].is_multiple_of(SAMPLE).then(Instant::now);
-            self.seen[kind] = self.seen[kind].wrapping_add(1);
+            let t0 = sampled(kind).then(Instant::now);
             if slot.is_none() {
                 *slot = Some(build()?);
                 o.built += 1;
@@ -288,6 +304,26 @@ fn run_each(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The timed ops are every 32nd of each kind on the thread, however the ops are
+    /// spread over keys: 1,000 keys with one predict and one update each time 32 of
+    /// each kind (1000 / 32, rounded up, from a fresh thread), where counting per key
+    /// timed all 2,000.
+    #[test]
+    fn sampling_is_per_thread_not_per_key() {
+        let timed = std::thread::spawn(|| {
+            let mut n = [0u32; 2];
+            for _key in 0..1000 {
+                for kind in [1, 0] {
+                    n[kind] += u32::from(sampled(kind));
+                }
+            }
+            n
+        })
+        .join()
+        .unwrap();
+        assert_eq!(timed, [32, 32]);
+    }
     use crate::model::linear::{LinearModel, Optim};
     use candle_core::Device;
 
