@@ -445,7 +445,7 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
         ModelKind::Mlp if device.is_cpu() => {
             let (hidden, t) = (&cfg.hidden, training(cfg)?);
             Ok(match cfg.precision {
-                Precision::F64 => Box::new(plain::PlainMlp::new(n_features, hidden, cfg.activation, &t)?),
+                Precision::F64 => Box::new(plain::PlainMlp::mlp(n_features, hidden, cfg.activation, &t)?),
                 Precision::F32 => Box::new(plain::Plain::<_, f32>::mlp(n_features, hidden, cfg.activation, &t)?),
             })
         }
@@ -465,7 +465,7 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
             let hidden = cfg.hidden.first().copied().unwrap_or(32);
             let (d, t) = (n_features / window, training(cfg)?);
             Ok(match cfg.precision {
-                Precision::F64 => Box::new(plain::PlainCnn::new(window, d, hidden, cfg.kernel, &t)?),
+                Precision::F64 => Box::new(plain::PlainCnn::cnn(window, d, hidden, cfg.kernel, &t)?),
                 Precision::F32 => Box::new(plain::Plain::<_, f32>::cnn(window, d, hidden, cfg.kernel, &t)?),
             })
         }

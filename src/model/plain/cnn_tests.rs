@@ -17,7 +17,7 @@ fn training(loss: Loss, optim: Optim, lr: f64) -> Training {
 fn pair(kernel: usize, loss: Loss, optim: Optim, lr: f64) -> (PlainCnn, SeqModel) {
     let t = training(loss, optim, lr);
     let shape = SeqShape { kind: ModelKind::Cnn1d, window: WINDOW, d: D, hidden: H, kernel };
-    (PlainCnn::new(WINDOW, D, H, kernel, &t).unwrap(), SeqModel::new(&shape, &t, DType::F64, &Device::Cpu).unwrap())
+    (PlainCnn::cnn(WINDOW, D, H, kernel, &t).unwrap(), SeqModel::new(&shape, &t, DType::F64, &Device::Cpu).unwrap())
 }
 
 /// Windows whose filters' pre-activations fall on both sides of 0.
@@ -130,9 +130,9 @@ fn checkpoints_cross_load_with_candles_cnn() {
 #[test]
 fn bad_shapes_are_errors() {
     let t = training(Loss::Mse, Optim::Sgd, 0.1);
-    assert!(PlainCnn::new(WINDOW, D, H, 0, &t).is_err());
-    assert!(PlainCnn::new(WINDOW, D, H, WINDOW + 1, &t).is_err());
-    assert!(PlainCnn::new(WINDOW, 0, H, 2, &t).is_err());
+    assert!(PlainCnn::cnn(WINDOW, D, H, 0, &t).is_err());
+    assert!(PlainCnn::cnn(WINDOW, D, H, WINDOW + 1, &t).is_err());
+    assert!(PlainCnn::cnn(WINDOW, 0, H, 2, &t).is_err());
     let (mut ours, _) = pair(2, Loss::Mse, Optim::Sgd, 0.1);
     assert!(ours.predict(&[0.0; WINDOW * D - 1]).is_err());
     assert!(ours.update(&[0.0; WINDOW * D + 1], 1.0).is_err());

@@ -14,7 +14,7 @@ fn training(loss: Loss, optim: Optim, lr: f64) -> Training {
 
 fn pair(act: Activation, loss: Loss, optim: Optim, lr: f64) -> (PlainMlp, MlpModel) {
     let t = training(loss, optim, lr);
-    (PlainMlp::new(D, &HIDDEN, act, &t).unwrap(), MlpModel::new(D, &HIDDEN, act, &t, &Device::Cpu).unwrap())
+    (PlainMlp::mlp(D, &HIDDEN, act, &t).unwrap(), MlpModel::new(D, &HIDDEN, act, &t, &Device::Cpu).unwrap())
 }
 
 /// A nonlinear target with some pre-activations on both sides of 0.
@@ -57,7 +57,7 @@ fn learns_as_candles_mlp() {
             assert!(close(&a, &b, 1e-9), "{act:?} {loss:?} {optim:?}: weights drifted from candle's");
             assert_eq!(ours.updates(), 400);
             // The comparison means something: the weights moved from their start.
-            let start = PlainMlp::new(D, &HIDDEN, act, &training(loss, optim, lr)).unwrap().parameters().unwrap();
+            let start = PlainMlp::mlp(D, &HIDDEN, act, &training(loss, optim, lr)).unwrap().parameters().unwrap();
             assert!(a.iter().zip(&start).any(|(x, y)| (x - y).abs() > 1e-3), "{act:?} {loss:?} {optim:?}: nothing learned");
             assert!(moved > 0.0);
         }
@@ -160,7 +160,7 @@ fn checkpoints_cross_load_with_candles_mlp() {
 #[test]
 fn a_checkpoint_of_another_shape_is_refused() {
     let t = training(Loss::Mse, Optim::AdamW, 0.01);
-    let mut small = PlainMlp::new(D, &[4], Activation::Relu, &t).unwrap();
+    let mut small = PlainMlp::mlp(D, &[4], Activation::Relu, &t).unwrap();
     let (x, y) = stream(1);
     small.update(&x, y).unwrap();
     let mut s = Snapshot::default();
@@ -180,8 +180,8 @@ fn bad_rows_are_errors() {
     assert!(ours.update(&[1.0; 4], 0.0).is_err());
     assert!(ours.predict_batch(&[1.0; 7], D, &mut Vec::new()).is_err());
     assert!(ours.update_batch(&[1.0; 6], D, &[0.0]).is_err());
-    assert!(PlainMlp::new(D, &[0], Activation::Relu, &training(Loss::Mse, Optim::Sgd, 0.1)).is_err());
-    assert!(PlainMlp::new(D, &[4], Activation::Relu, &training(Loss::Mse, Optim::Nlms, 0.1)).is_err());
+    assert!(PlainMlp::mlp(D, &[0], Activation::Relu, &training(Loss::Mse, Optim::Sgd, 0.1)).is_err());
+    assert!(PlainMlp::mlp(D, &[4], Activation::Relu, &training(Loss::Mse, Optim::Nlms, 0.1)).is_err());
 }
 
 /// `Plain<_, f32>` against candle's MLP with F32 variables from the same seed: 400
@@ -207,7 +207,7 @@ fn f32_learns_as_candles_f32_mlp() {
         assert!(a.iter().all(|&v| (v as f32) as f64 == v), "{act:?}: f32 weights");
         assert!(close(&a, &theirs.parameters().unwrap(), 1e-4), "{act:?}: weights drifted from candle's");
         // f32 is not f64: the f64 net's forecasts differ beyond f64 rounding.
-        let mut wide = PlainMlp::new(D, &HIDDEN, act, &t).unwrap();
+        let mut wide = PlainMlp::mlp(D, &HIDDEN, act, &t).unwrap();
         let mut apart = 0.0f64;
         for i in 0..400 {
             let (x, y) = stream(i);

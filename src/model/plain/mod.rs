@@ -93,20 +93,6 @@ impl PlainHl {
     }
 }
 
-impl PlainMlp {
-    /// An f64 MLP ([`Plain::mlp`]).
-    pub fn new(n_features: usize, hidden: &[usize], act: crate::model::mlp::Activation, t: &Training) -> Result<Self> {
-        Self::mlp(n_features, hidden, act, t)
-    }
-}
-
-impl PlainCnn {
-    /// An f64 CNN ([`Plain::cnn`]).
-    pub fn new(window: usize, d: usize, hidden: usize, kernel: usize, t: &Training) -> Result<Self> {
-        Self::cnn(window, d, hidden, kernel, t)
-    }
-}
-
 impl<F: Real + WithScratch> Plain<mlp::MlpNet, F> {
     /// An MLP over `n_features` inputs with the `hidden` layer sizes and one output.
     pub fn mlp(n_features: usize, hidden: &[usize], act: crate::model::mlp::Activation, t: &Training) -> Result<Self> {
