@@ -264,6 +264,30 @@ pub fn dot_rows<F: Real>(out: &mut [F], m: &[F], y: &[F]) {
     }
 }
 
+/// The widest instruction set the plain networks' passes (LSTM, MLP, CNN) are compiled
+/// for that this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Simd {
+    Base,
+    Avx2,
+    Avx512,
+}
+
+impl Simd {
+    /// AVX-512F, else AVX2, else the baseline build.
+    pub fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Simd::Avx512;
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Base
+    }
+}
+
 /// `v`'s first `n` values, growing it (with zeros) if it is shorter: the plain
 /// networks' reused buffers.
 pub fn sized<F: Real>(v: &mut Vec<F>, n: usize) -> &mut [F] {

@@ -21,7 +21,7 @@ mod layout;
 
 use layout::{sized, Layout, Scratch, WithScratch};
 
-use super::kernels::{dot, dot_rows, gemv_acc, sigmoid, tanh, Real};
+use super::kernels::{dot, dot_rows, gemv_acc, sigmoid, tanh, Real, Simd};
 use super::loss::Loss;
 use super::net::Training;
 use super::params::Params;
@@ -248,15 +248,14 @@ impl<F: Real + WithScratch> OnlineModel for LstmModel<F> {
         self.check(x)?;
         Ok(F::with_scratch(|s| {
             s.take_input(x);
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { self.forward_avx512(x, s) }.f64();
-            } else if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { self.forward_avx2(x, s) }.f64();
+            match Simd::detect() {
+                // SAFETY: `Simd::detect` found the instruction set on this CPU.
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512 => unsafe { self.forward_avx512(x, s) }.f64(),
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2 => unsafe { self.forward_avx2(x, s) }.f64(),
+                _ => self.forward_cached(x, s).f64(),
             }
-            self.forward_cached(x, s).f64()
         }))
     }
 
@@ -264,15 +263,14 @@ impl<F: Real + WithScratch> OnlineModel for LstmModel<F> {
         self.check(x)?;
         F::with_scratch(|s| {
             s.take_input(x);
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return Ok(unsafe { self.learn_avx512(x, y, s) });
-            } else if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return Ok(unsafe { self.learn_avx2(x, y, s) });
-            }
-            Ok(self.learn(x, y, s))
+            Ok(match Simd::detect() {
+                // SAFETY: `Simd::detect` found the instruction set on this CPU.
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512 => unsafe { self.learn_avx512(x, y, s) },
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2 => unsafe { self.learn_avx2(x, y, s) },
+                _ => self.learn(x, y, s),
+            })
         })
     }
 

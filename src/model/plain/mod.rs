@@ -18,7 +18,7 @@ pub mod mlp;
 
 use std::cell::RefCell;
 
-use super::kernels::Real;
+use super::kernels::{Real, Simd};
 pub use super::kernels::sized;
 use super::loss::Loss;
 use super::net::Training;
@@ -155,30 +155,6 @@ impl WithScratch for f32 {
 fn take_row<F: Real>(xs: &mut Vec<F>, x: &[f64]) {
     xs.clear();
     xs.extend(x.iter().map(|&v| F::of(v)));
-}
-
-/// The widest instruction set the passes are compiled for that this CPU runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Simd {
-    Base,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Avx2,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Avx512,
-}
-
-impl Simd {
-    fn detect() -> Simd {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Simd::Avx512;
-            } else if std::arch::is_x86_feature_detected!("avx2") {
-                return Simd::Avx2;
-            }
-        }
-        Simd::Base
-    }
 }
 
 impl<N: Net, F: Real + WithScratch> Plain<N, F> {
