@@ -174,12 +174,11 @@ impl HlNet {
     }
 
     /// The softmax of the logits in `s` into `s.aux[..bins]` (as candle's
-    /// `softmax_last_dim`: shifted by the largest logit); returns log Σ exp of the
+    /// `softmax_last_dim`: shifted by the largest logit); returns Σ exp of the
     /// shifted logits and the shift.
     fn softmax<F: Real>(&self, s: &mut Bufs<F>) -> (f64, f64) {
         let bins = self.hl.bins;
-        let logits: &[F] = self.mlp.outputs(s);
-        let max = logits.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.f64()));
+        let max = self.mlp.outputs(s).iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.f64()));
         let mut p = std::mem::take(&mut s.aux);
         let p2 = sized(&mut p, 2 * bins);
         let mut sum = 0.0;
@@ -189,7 +188,7 @@ impl HlNet {
         }
         p2[..bins].iter_mut().for_each(|q| *q /= sum);
         s.aux = p;
-        (sum.ln(), max)
+        (sum, max)
     }
 }
 
@@ -237,7 +236,8 @@ impl Net for HlNet {
     fn learn_row<F: Real>(&self, th: &[F], x: &[F], y: f64, _loss: &Loss, rows: f64, s: &mut Bufs<F>, grad: &mut [F]) -> f64 {
         let bins = self.hl.bins;
         self.mlp.forward(th, x, s);
-        let (log_sum, max) = self.softmax(s);
+        let (sum, max) = self.softmax(s);
+        let log_sum = sum.ln();
         let mut aux = std::mem::take(&mut s.aux);
         let (q, p) = aux[..2 * bins].split_at_mut(bins);
         self.hl.fill_target(y, p);
