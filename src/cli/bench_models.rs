@@ -74,7 +74,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
     let precision = a.precision.as_str().to_string();
     let mut rates = Vec::new();
     for kind in kinds {
-        if (a.precision == Precision::F32 && !matches!(kind, ModelKind::Lstm | ModelKind::Mlp | ModelKind::Cnn1d)) || (a.bank && kind != ModelKind::Lstm) {
+        if (a.precision == Precision::F32 && !model::has_f32(kind)) || (a.bank && kind != ModelKind::Lstm) {
             continue;
         }
         let window = if kind.is_sequence() { 8 } else { 1 };

@@ -407,8 +407,13 @@ impl OnlineModel for HlAuto {
     }
 }
 
+/// Whether `model.precision = "f32"` has code for this kind (the networks).
+pub fn has_f32(kind: ModelKind) -> bool {
+    matches!(kind, ModelKind::Lstm | ModelKind::Mlp | ModelKind::Cnn1d)
+}
+
 fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<Box<dyn OnlineModel>> {
-    if cfg.precision == Precision::F32 && !matches!(cfg.kind, ModelKind::Lstm | ModelKind::Mlp | ModelKind::Cnn1d) {
+    if cfg.precision == Precision::F32 && !has_f32(cfg.kind) {
         return Err(Error::Config(format!("model.precision \"f32\" is for the networks (lstm, mlp, cnn1d); {} runs in f64", cfg.kind)));
     }
     if cfg.precision == Precision::F32 && cfg.loss == LossKind::HlGauss {
