@@ -265,6 +265,9 @@ fn run_waves(mut keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, ba
 }
 
 /// Every key's ops key by key, spread over up to `threads` threads.
+/// One thread's keys in [`run_each`].
+type Share<'k, 'm> = Vec<(&'k mut KeyOps, &'m mut Option<Box<dyn OnlineModel>>)>;
+
 fn run_each(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads: usize, build: Build<'_>) -> Result<Outcome> {
     let work: usize = keys.iter().map(|(k, _)| k.left()).sum();
     // Below this much work a thread costs more than it saves.
@@ -279,24 +282,33 @@ fn run_each(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads
     // Consecutive keys per thread, cut where the queued work (ops) reaches the next
     // 1/threads of the total: shares balanced to one key's work, and no two threads
     // writing neighbouring keys' queues (dealt round-robin, they shared cache lines).
-    let mut shares: Vec<Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut shares: Vec<Share<'_, '_>> = (0..threads).map(|_| Vec::new()).collect();
     let mut before = 0;
     for k in keys {
         let w = k.0.left();
         shares[(before * threads / work.max(1)).min(threads - 1)].push(k);
         before += w;
     }
-    // On rayon's pool (started once), not threads spawned per batch.
+    // The calling thread runs the first share itself while rayon's pool (started
+    // once, not threads spawned per batch) runs the others. (Handing every share to
+    // the pool left the caller asleep until all were done: a pool thread's wake-up
+    // at the start and the caller's at the end cost more than a batch of linear
+    // models' work, and two threads ran slower than one.)
+    let run = |share: Share<'_, '_>| {
+        share.into_iter().try_fold(Outcome::default(), |mut o, (ops, slot)| {
+            o.add(ops.run(slot, build)?);
+            Ok::<Outcome, Error>(o)
+        })
+    };
     let mut results: Vec<Result<Outcome>> = (0..shares.len()).map(|_| Ok(Outcome::default())).collect();
-    rayon::scope(|s| {
-        for (share, result) in shares.into_iter().zip(results.iter_mut()) {
-            s.spawn(move |_| {
-                *result = share.into_iter().try_fold(Outcome::default(), |mut o, (ops, slot)| {
-                    o.add(ops.run(slot, build)?);
-                    Ok(o)
-                });
-            });
+    let mut shares = shares.into_iter();
+    let (mine, theirs) = (shares.next().expect("two shares or more"), shares);
+    let (first, rest) = results.split_first_mut().expect("two shares or more");
+    rayon::in_place_scope(|s| {
+        for (share, result) in theirs.zip(rest.iter_mut()) {
+            s.spawn(move |_| *result = run(share));
         }
+        *first = run(mine);
     });
     for r in results {
         total.add(r?);
