@@ -264,10 +264,10 @@ fn run_waves(mut keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, ba
     }
 }
 
-/// Every key's ops key by key, spread over up to `threads` threads.
 /// One thread's keys in [`run_each`].
 type Share<'k, 'm> = Vec<(&'k mut KeyOps, &'m mut Option<Box<dyn OnlineModel>>)>;
 
+/// Every key's ops key by key, spread over up to `threads` threads.
 fn run_each(keys: Vec<(&mut KeyOps, &mut Option<Box<dyn OnlineModel>>)>, threads: usize, build: Build<'_>) -> Result<Outcome> {
     let work: usize = keys.iter().map(|(k, _)| k.left()).sum();
     // Below this much work a thread costs more than it saves.
