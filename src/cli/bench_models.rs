@@ -19,9 +19,11 @@ use crate::pipeline::config::ModelConfig;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchModelsArgs {
-    /// Labelled rows per model kind.
-    #[arg(long, default_value_t = 2000)]
-    pub rows: usize,
+    /// Labelled rows per model kind (default 2,000; with `--keys K`, 100 per key and
+    /// at least 2,000 — with fewer, building the models is most of what is timed —
+    /// and never fewer than K).
+    #[arg(long)]
+    pub rows: Option<usize>,
     /// `cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
@@ -70,7 +72,14 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
     let all = [ModelKind::Linear, ModelKind::Rls, ModelKind::Mlp, ModelKind::Lstm, ModelKind::Cnn1d];
     let kinds: Vec<ModelKind> = if a.kinds.is_empty() { all.to_vec() } else { a.kinds.clone() };
     let dev_name = model::device_name(&dev).to_string();
-    println!("device {:?}, {} rows per kind, {d} features, {} key(s), {}", a.device, a.rows, a.keys, a.precision);
+    // Keyed: at least one row per key.
+    let rows = match a.rows {
+        Some(r) if a.keys > 1 => r.max(a.keys),
+        Some(r) => r,
+        None if a.keys > 1 => a.keys.saturating_mul(100).max(2000),
+        None => 2000,
+    };
+    println!("device {:?}, {rows} rows per kind, {d} features, {} key(s), {}", a.device, a.keys, a.precision);
     let precision = a.precision.as_str().to_string();
     let mut rates = Vec::new();
     for kind in kinds {
@@ -90,7 +99,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             // Every key a row of one bank: `run_keys` runs them in waves, as a pipeline does.
             let bank = model::new_bank(&cfg, n, &dev)?;
             let build = || -> crate::error::Result<Box<dyn model::OnlineModel>> { Ok(Box::new(model::bank::BankKey::new(&bank)?)) };
-            let (rate, share) = keyed_rate(&build, n, a.keys, a.rows.max(a.keys), 1)?;
+            let (rate, share) = keyed_rate(&build, n, a.keys, rows, 1)?;
             println!("{kind:<8}  {} keys, one stacked bank: {rate:>10.0} rows/s ({:.0} % of the time in the bank's predict and update)", a.keys, 100.0 * share);
             rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: true, model_share: Some(share) });
             continue;
@@ -103,7 +112,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             }
             for threads in counts {
                 let build = || model::build(&cfg, n, &dev);
-                let (rate, share) = keyed_rate(&build, n, a.keys, a.rows.max(a.keys), threads)?;
+                let (rate, share) = keyed_rate(&build, n, a.keys, rows, threads)?;
                 println!("{kind:<8}  {} keys, {threads} thread(s): {rate:>10.0} rows/s", a.keys);
                 // With threads, the models' time is summed over them: a share only for one.
                 let model_share = (threads == 1).then_some(share);
@@ -116,7 +125,7 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             let xs: Vec<f64> = (0..batch * n).map(|j| ((j * 31 + 17) % 101) as f64 / 50.0 - 1.0).collect();
             let ys: Vec<f64> = xs.chunks(n).map(|x| x[0] - 0.5 * x[1]).collect();
             let mut out = Vec::new();
-            let steps = a.rows.div_ceil(batch);
+            let steps = rows.div_ceil(batch);
             let started = Instant::now();
             for _ in 0..steps {
                 m.predict_batch(&xs, n, &mut out)?;
