@@ -483,6 +483,13 @@ fn build_kind(cfg: &ModelConfig, n_features: usize, device: &Device) -> Result<B
     }
 }
 
+/// Tests: `a` and `b` agree element by element to `tol` relative to `b` (absolute
+/// below 1).
+#[cfg(test)]
+pub(crate) fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+}
+
 #[cfg(test)]
 #[path = "learning_tests.rs"]
 mod learning_tests;

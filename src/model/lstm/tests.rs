@@ -4,6 +4,7 @@ use super::*;
 use crate::model::linear::Optim;
 use crate::model::seq::SeqModel;
 use candle_core::Device;
+use crate::model::close;
 
 const WINDOW: usize = 5;
 const D: usize = 3;
@@ -30,10 +31,6 @@ fn pair32(loss: Loss, optim: Optim, lr: f64) -> (LstmModel<f32>, SeqModel) {
     let shape = crate::model::seq::SeqShape { kind: crate::pipeline::config::choice::ModelKind::Lstm, window: WINDOW, d: D, hidden: H, kernel: 1 };
     let theirs = SeqModel::new(&shape, &t, candle_core::DType::F32, &Device::Cpu).unwrap();
     (ours, theirs)
-}
-
-fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 #[test]

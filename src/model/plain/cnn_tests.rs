@@ -5,6 +5,7 @@ use crate::model::linear::Optim;
 use crate::model::seq::{SeqModel, SeqShape};
 use crate::pipeline::config::choice::ModelKind;
 use candle_core::{DType, Device};
+use crate::model::close;
 
 const WINDOW: usize = 6;
 const D: usize = 3;
@@ -25,10 +26,6 @@ fn stream(i: usize) -> (Vec<f64>, f64) {
     let x: Vec<f64> = (0..WINDOW * D).map(|j| ((i * 7 + j * 13) % 29) as f64 / 14.5 - 1.0).collect();
     let y = 0.8 * x[x.len() - 1] - 0.3 * x[x.len() - 5] * x[2] + 0.1 * ((i % 5) as f64);
     (x, y)
-}
-
-fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 #[test]

@@ -4,6 +4,7 @@ use super::*;
 use crate::model::linear::Optim;
 use crate::model::mlp::{Activation, MlpModel};
 use candle_core::Device;
+use crate::model::close;
 
 const D: usize = 3;
 const HIDDEN: [usize; 2] = [16, 8];
@@ -24,8 +25,17 @@ fn stream(i: usize) -> (Vec<f64>, f64) {
     (x, y)
 }
 
-fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+/// The next `rows` rows of the stream from `*i` on, as one mini-batch (inputs
+/// row-major, targets); `*i` moves past them.
+fn batch(i: &mut usize, rows: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for _ in 0..rows {
+        let (x, y) = stream(*i);
+        xs.extend(x);
+        ys.push(y);
+        *i += 1;
+    }
+    (xs, ys)
 }
 
 #[test]
@@ -72,13 +82,7 @@ fn batches_as_candles_mlp() {
         let (mut ours, mut theirs) = pair(act, Loss::Huber { delta: 0.5 }, Optim::AdamW, 0.01);
         let mut i = 0;
         for rows in [1usize, 3, 7, 3, 1, 7, 7] {
-            let (mut xs, mut ys) = (Vec::new(), Vec::new());
-            for _ in 0..rows {
-                let (x, y) = stream(i);
-                xs.extend(x);
-                ys.push(y);
-                i += 1;
-            }
+            let (xs, ys) = batch(&mut i, rows);
             let (mut p, mut q) = (Vec::new(), Vec::new());
             ours.predict_batch(&xs, D, &mut p).unwrap();
             theirs.predict_batch(&xs, D, &mut q).unwrap();
@@ -241,13 +245,7 @@ fn hl_gauss_head_learns_as_candles() {
         }
         let mut i = 300;
         for rows in [1usize, 3, 7] {
-            let (mut xs, mut ys) = (Vec::new(), Vec::new());
-            for _ in 0..rows {
-                let (x, y) = stream(i);
-                xs.extend(x);
-                ys.push(y);
-                i += 1;
-            }
+            let (xs, ys) = batch(&mut i, rows);
             let (mut p, mut q) = (Vec::new(), Vec::new());
             ours.predict_batch(&xs, D, &mut p).unwrap();
             theirs.predict_batch(&xs, D, &mut q).unwrap();
