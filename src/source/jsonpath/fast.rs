@@ -7,18 +7,21 @@
 //! same values; numbers are read by serde_json itself (`Number`'s own parser), so
 //! their values and range errors are serde_json's.
 
+use super::tape::{Recorder, Token};
 use super::walk::{Ctx, ObjKeys};
 use super::*;
 
 /// Nesting beyond this is left to serde_json (whose limit is 128).
 const MAX_DEPTH: u32 = 64;
 
-pub(super) struct Scan<'b> {
+pub(super) struct Scan<'b, 'r> {
     b: &'b [u8],
-    i: usize,
+    pub(super) i: usize,
     /// Every pointer has found its value and the walk stops
     /// ([`PointerSet::stop_when_found`]).
     stopped: bool,
+    /// Recording the walk as a tape ([`super::tape`]).
+    rec: Option<&'r mut Recorder>,
 }
 
 /// Per byte: 1 for bytes a plain string may hold (printable ASCII but `"` and `\`).
@@ -50,9 +53,19 @@ fn not_plain(w: u64) -> u64 {
     quote | slash | low | high
 }
 
-impl<'b> Scan<'b> {
+impl<'b, 'r> Scan<'b, 'r> {
     pub(super) fn new(b: &'b [u8]) -> Self {
-        Scan { b, i: 0, stopped: false }
+        Scan { b, i: 0, stopped: false, rec: None }
+    }
+
+    /// A scan that records its walk into `rec` (cleared).
+    pub(super) fn recording(b: &'b [u8], rec: &'r mut Recorder) -> Self {
+        Scan { b, i: 0, stopped: false, rec: Some(rec) }
+    }
+
+    /// A scan of one value of `b` at byte `i` (for replaying a tape).
+    pub(super) fn at_byte(b: &'b [u8], i: usize) -> Self {
+        Scan { b, i, stopped: false, rec: None }
     }
 
     /// After a value at a pointer: whether the walk stops here (in stop mode, once no
@@ -82,7 +95,7 @@ impl<'b> Scan<'b> {
 
     /// A plain string at the cursor (the opening quote); its contents.
     #[inline]
-    fn string(&mut self) -> Option<&'b str> {
+    pub(super) fn string(&mut self) -> Option<&'b str> {
         self.eat(b'"')?;
         let start = self.i;
         // Eight bytes at a time: the first byte that is not plain ends the run.
@@ -111,7 +124,7 @@ impl<'b> Scan<'b> {
     /// integer of up to 19 digits without a leading zero, which always fits a `u64`
     /// and which serde_json reads as exactly that integer.
     #[inline]
-    fn number(&mut self) -> Option<Number> {
+    pub(super) fn number(&mut self) -> Option<Number> {
         let start = self.i;
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
             self.i += 1;
@@ -148,41 +161,76 @@ impl<'b> Scan<'b> {
     pub(super) fn document(mut self, cx: &mut Ctx<'_>) -> Option<()> {
         self.ws();
         self.at(cx, 0, 1, 0)?;
-        self.ws();
-        (self.stopped || self.i == self.b.len()).then_some(())
+        if !self.stopped {
+            self.ws();
+            if self.i != self.b.len() {
+                return None;
+            }
+        }
+        if let Some(r) = self.rec.as_deref_mut() {
+            r.end(self.i, self.stopped);
+        }
+        Some(())
     }
 
     /// The value at the active trie nodes `cx.stack[lo..hi]` (as `walk::At`).
     fn at(&mut self, cx: &mut Ctx<'_>, lo: usize, hi: usize, depth: u32) -> Option<()> {
         cx.enter(lo, hi);
+        let start = self.i;
         match self.peek()? {
             b'"' => {
-                let start = self.i + 1;
                 let s = self.string()?;
                 if cx.has_slots(lo, hi) {
                     // Left in the payload: a plain string is its own text.
-                    cx.set(lo, hi, Slot::Raw(start, start + s.len()));
+                    cx.set(lo, hi, Slot::Raw(start + 1, start + 1 + s.len()));
+                }
+                if let Some(r) = self.rec.as_deref_mut() {
+                    r.token(start, self.i, Token::Str, cx.slots_of(lo, hi));
                 }
             }
             b'{' => self.object(cx, lo, hi, depth + 1)?,
             b'[' => self.array(cx, lo, hi, depth + 1)?,
             b't' => {
                 self.literal(b"true")?;
-                cx.set(lo, hi, Slot::Bool(true));
+                self.constant(cx, lo, hi, Slot::Bool(true));
             }
             b'f' => {
                 self.literal(b"false")?;
-                cx.set(lo, hi, Slot::Bool(false));
+                self.constant(cx, lo, hi, Slot::Bool(false));
             }
             b'n' => {
                 self.literal(b"null")?;
-                cx.set(lo, hi, Slot::Null);
+                self.constant(cx, lo, hi, Slot::Null);
             }
             b'-' | b'0'..=b'9' => {
                 let n = self.number()?;
                 cx.set(lo, hi, Slot::Number(n));
+                if let Some(r) = self.rec.as_deref_mut() {
+                    r.token(start, self.i, Token::Num, cx.slots_of(lo, hi));
+                }
             }
             _ => return None,
+        }
+        Some(())
+    }
+
+    /// Sets the slots at the active nodes to `v`, which the bytes before it decide (a
+    /// literal, an array, an object's keys): a tape sets it at its end.
+    #[inline]
+    fn constant(&mut self, cx: &mut Ctx<'_>, lo: usize, hi: usize, v: Slot) {
+        if let Some(r) = self.rec.as_deref_mut() {
+            r.consts(cx.slots_of(lo, hi), &v);
+        }
+        cx.set(lo, hi, v);
+    }
+
+    /// A value outside the pointers, skipped (one value of a tape).
+    #[inline]
+    fn skip_value(&mut self, depth: u32) -> Option<()> {
+        let start = self.i;
+        self.skip(depth)?;
+        if let Some(r) = self.rec.as_deref_mut() {
+            r.token(start, self.i, Token::Skip(depth), std::iter::empty());
         }
         Some(())
     }
@@ -202,7 +250,7 @@ impl<'b> Scan<'b> {
                 self.eat(b':')?;
                 self.ws();
                 if clo == chi {
-                    self.skip(depth)?;
+                    self.skip_value(depth)?;
                 } else {
                     self.at(cx, clo, chi, depth)?;
                     if self.done(cx) {
@@ -216,7 +264,7 @@ impl<'b> Scan<'b> {
             }
         }
         if obj.track {
-            cx.set(lo, hi, Slot::Object { keys: obj.keys, key: obj.key });
+            self.constant(cx, lo, hi, Slot::Object { keys: obj.keys, key: obj.key });
         }
         Some(())
     }
@@ -226,7 +274,7 @@ impl<'b> Scan<'b> {
             return None;
         }
         self.eat(b'[')?;
-        cx.set(lo, hi, Slot::Array);
+        self.constant(cx, lo, hi, Slot::Array);
         self.ws();
         if self.eat(b']').is_some() {
             return Some(());
@@ -235,7 +283,7 @@ impl<'b> Scan<'b> {
         loop {
             let (clo, chi) = cx.descend(lo, hi, |c| c.index == Some(i));
             if clo == chi {
-                self.skip(depth)?;
+                self.skip_value(depth)?;
             } else {
                 self.at(cx, clo, chi, depth)?;
                 if self.done(cx) {
@@ -251,7 +299,7 @@ impl<'b> Scan<'b> {
     }
 
     /// A value outside the pointers: checked, not kept.
-    fn skip(&mut self, depth: u32) -> Option<()> {
+    pub(super) fn skip(&mut self, depth: u32) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
             open @ (b'{' | b'[') => {

@@ -22,6 +22,9 @@
 //! largest payload seen, except inside serde_json for strings with escape sequences
 //! (its own per-`Deserializer` buffer).
 //!
+//! The byte scanner learns the shapes of the payloads it accepts and replays the
+//! next payload of a known shape without walking the trie ([`tape`]).
+//!
 //! [`parse_rfc3339_nanos`] parses `YYYY-MM-DDTHH:MM:SS[.fff…](Z|±HH:MM)` directly and hands
 //! anything else to chrono; its result always equals
 //! `DateTime::parse_from_rfc3339(s).ok().and_then(|t| t.timestamp_nanos_opt())`.
@@ -29,6 +32,7 @@
 mod fast;
 mod rfc3339;
 mod skip;
+mod tape;
 mod walk;
 
 use std::fmt;
@@ -141,6 +145,8 @@ pub struct Scratch {
     /// Per trie node, the last `pass` that entered it (to spot repeated keys).
     entered: Vec<u32>,
     pass: u32,
+    /// The shapes of payloads learned (for one pointer set at a time).
+    tapes: tape::Tapes,
 }
 
 impl Scratch {
@@ -190,7 +196,7 @@ impl<'s> Extracted<'s> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Slot {
     Missing,
     Null,
@@ -260,7 +266,12 @@ pub struct PointerSet {
     len: usize,
     skip: Skip,
     stop_when_found: bool,
+    /// Tells sets apart, for the tapes a scratch learns with one (clones walk alike).
+    id: u64,
 }
+
+/// The next [`PointerSet`]'s `id` (never 0).
+static NEXT_SET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl PointerSet {
     /// Compiles pre-split pointers (RFC 6901 segments, already unescaped; `[]` is the
@@ -300,12 +311,14 @@ impl PointerSet {
             nodes[at].slots.push(slot);
             len = i + 1;
         }
-        PointerSet { nodes, len, skip: Skip::default(), stop_when_found: false }
+        let id = NEXT_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PointerSet { nodes, len, skip: Skip::default(), stop_when_found: false, id }
     }
 
     /// Chooses how values outside the pointers are checked (default [`Skip::Validate`]).
     pub fn with_skip(mut self, skip: Skip) -> Self {
         self.skip = skip;
+        self.id = NEXT_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
@@ -316,6 +329,7 @@ impl PointerSet {
     /// ahead of their full decode, whose errors are what reject a payload.
     pub fn stop_when_found(mut self) -> Self {
         self.stop_when_found = true;
+        self.id = NEXT_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
@@ -336,8 +350,22 @@ impl PointerSet {
         payload: &'s [u8],
         scratch: &'s mut Scratch,
     ) -> Result<Extracted<'s>, serde_json::Error> {
-        // The byte scanner first; where it declines, serde_json from the start.
-        if self.walk(scratch, |cx| fast::Scan::new(payload).document(cx)).is_some() {
+        // A learned shape first; else the byte scanner (learning the shape of what it
+        // accepts); where it declines, serde_json from the start.
+        let tapes = scratch.tapes.ready(self.id);
+        if tapes && self.walk(scratch, |cx, t| t.replay(payload, cx)) {
+            return Ok(Extracted { slots: &scratch.slots, text: &scratch.text, payload });
+        }
+        let taken = self.walk(scratch, |cx, t| {
+            if !(tapes && t.learning()) {
+                return fast::Scan::new(payload).document(cx).is_some();
+            }
+            let mut rec = t.recorder();
+            let taken = fast::Scan::recording(payload, &mut rec).document(cx).is_some();
+            t.learn(payload, rec, cx.text, taken && !cx.repeated);
+            taken
+        });
+        if taken {
             return Ok(Extracted { slots: &scratch.slots, text: &scratch.text, payload });
         }
         self.extract_serde(payload, scratch)
@@ -351,13 +379,13 @@ impl PointerSet {
         scratch: &'s mut Scratch,
     ) -> Result<Extracted<'s>, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(payload);
-        self.walk(scratch, |cx| At { cx, lo: 0, hi: 1 }.deserialize(&mut de))?;
+        self.walk(scratch, |cx, _| At { cx, lo: 0, hi: 1 }.deserialize(&mut de))?;
         de.end()?;
         Ok(Extracted { slots: &scratch.slots, text: &scratch.text, payload })
     }
 
-    /// Resets `scratch` and runs `walk` over it.
-    fn walk<T>(&self, scratch: &mut Scratch, walk: impl FnOnce(&mut Ctx<'_>) -> T) -> T {
+    /// Resets `scratch` and runs `walk` over it (and its tapes).
+    fn walk<T>(&self, scratch: &mut Scratch, walk: impl FnOnce(&mut Ctx<'_>, &mut tape::Tapes) -> T) -> T {
         scratch.slots.clear();
         scratch.slots.resize(self.len, Slot::Missing);
         scratch.text.clear();
@@ -378,8 +406,9 @@ impl PointerSet {
             entered: &mut scratch.entered,
             pass: scratch.pass,
             first: self.stop_when_found,
+            repeated: false,
         };
-        walk(&mut cx)
+        walk(&mut cx, &mut scratch.tapes)
     }
 }
 

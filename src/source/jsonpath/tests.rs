@@ -143,7 +143,7 @@ fn byte_scanner_agrees_with_the_serde_walk() {
     let sets = [Skip::Validate, Skip::Lenient].map(|s| PointerSet::new(ptrs.iter().map(|p| segs(p))).with_skip(s));
     let (mut a, mut b) = (Scratch::new(), Scratch::new());
     let mut check = |set: &PointerSet, doc: &[u8]| -> bool {
-        let fast = set.walk(&mut a, |cx| fast::Scan::new(doc).document(cx)).is_some();
+        let fast = set.walk(&mut a, |cx, _| fast::Scan::new(doc).document(cx)).is_some();
         let got = set.extract(doc, &mut a).map(|r| found_all(&r)).map_err(|e| e.to_string());
         let want = set.extract_serde(doc, &mut b).map(|r| found_all(&r)).map_err(|e| e.to_string());
         assert_eq!(got, want, "on {:?}", String::from_utf8_lossy(doc));
@@ -327,4 +327,145 @@ fn push_number_writes_what_display_writes() {
         push_number(&mut out, &n);
         assert_eq!(out, format!("x{n}"), "{t}");
     }
+}
+
+
+/// Replays a scratch's learned shapes, with its tapes' counters: the results (or the
+/// error) of `extract`, and whether a tape took the payload.
+fn replayed(set: &PointerSet, doc: &[u8], sc: &mut Scratch) -> (Result<Vec<String>, String>, bool) {
+    let (_, tries, misses, _) = sc.tapes.stats();
+    let got = set.extract(doc, sc).map(|r| found_all(&r)).map_err(|e| e.to_string());
+    let (_, t, m, _) = sc.tapes.stats();
+    // A window that just closed restarts the counters at zero.
+    let hit = if t > tries { m == misses } else { m == 0 && t == 0 && misses < tries };
+    (got, hit)
+}
+
+/// Learned shapes (`tape`): on the shipped samples and on thousands of damaged copies
+/// of their lines, met by a scratch that has learned the clean lines' shapes, what
+/// `extract` answers is what serde_json's walk answers (values or error, for the
+/// decoder's full walk), or what the byte scanner alone answers (for the reader's
+/// early stop, which serde's walk does not make). Clean lines replay from tapes almost
+/// always; damaged ones both replay (a value changed) and miss (a key or bracket).
+#[test]
+fn tapes_answer_what_the_walks_answer() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut lines = Vec::new();
+    for f in ["data/binance_ticks_sample.jsonl", "data/daily_demand.jsonl"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        lines.extend(text.lines().take(1000).map(|l| l.as_bytes().to_vec()));
+    }
+    let full = PointerSet::new(
+        [
+            "/Item/time_exchange", "/Item/instrument", "/Item/kind", "/Item/kind/OrderBookL1/best_bid/price",
+            "/Item/kind/OrderBookL1/best_ask/amount", "/Item/kind/Trade/price", "/Item/kind/Trade/side", "/date",
+            "/demand", "",
+        ]
+        .iter()
+        .map(|p| segs(p)),
+    );
+    let stop = PointerSet::new([segs("/Item/time_exchange"), segs("/Item/instrument")]).with_skip(Skip::Lenient).stop_when_found();
+    let (mut a, mut b) = (Scratch::new(), Scratch::new());
+    // What the walk without tapes answers: serde's, or for the early stop the scanner's
+    // (falling back to serde's where it declines).
+    let want = |set: &PointerSet, doc: &[u8], b: &mut Scratch| {
+        if std::ptr::eq(set, &stop) && set.walk(b, |cx, _| fast::Scan::new(doc).document(cx)).is_some() {
+            return Ok(found_all(&Extracted { slots: &b.slots, text: &b.text, payload: doc }));
+        }
+        set.extract_serde(doc, b).map(|r| found_all(&r)).map_err(|e| e.to_string())
+    };
+    for set in [&full, &stop] {
+        let mut hits = 0;
+        for l in &lines {
+            let (got, hit) = replayed(set, l, &mut a);
+            assert_eq!(got, want(set, l, &mut b), "on {:?}", String::from_utf8_lossy(l));
+            hits += hit as usize;
+        }
+        // Binance L1 updates and trades, and the demand file's rows: a handful of shapes.
+        let (steps, ..) = a.tapes.stats();
+        assert!(hits + 20 > lines.len(), "{hits} of {} lines replayed, {steps} steps learned", lines.len());
+        // Damaged lines, each after a clean one (so the misses stay under half and the
+        // tapes stay on): bytes deleted, replaced or inserted, JSON's own favoured.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"{}[]:,\" \\0123456789.-+eEtrufalsn\x01\xc3\xa9";
+        let (mut replays, mut misses) = (0, 0);
+        for round in 0..8000 {
+            let clean = &lines[round % lines.len()];
+            let (got, _) = replayed(set, clean, &mut a);
+            assert_eq!(got, want(set, clean, &mut b));
+            let mut d = clean.clone();
+            for _ in 0..1 + next() % 2 {
+                let at = (next() as usize) % (d.len() + 1);
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if at < d.len() => {
+                        d.remove(at);
+                    }
+                    1 if at < d.len() => d[at] = c,
+                    _ => d.insert(at, c),
+                }
+            }
+            let (got, hit) = replayed(set, &d, &mut a);
+            assert_eq!(got, want(set, &d, &mut b), "on {:?}", String::from_utf8_lossy(&d));
+            if hit {
+                replays += 1;
+            } else {
+                misses += 1;
+            }
+        }
+        assert!(replays > 1000 && misses > 1000, "replayed {replays}, missed {misses}");
+        assert!(!a.tapes.stats().3, "the tapes turned off");
+    }
+}
+
+/// Shapes that differ only where a value starts (a string, a number, an object, a
+/// literal at the same key), payloads that extend a learned one, and repeated keys:
+/// each answer is serde's, whatever was learned before it, in either order.
+#[test]
+fn tapes_tell_close_shapes_apart() {
+    let set = PointerSet::new(["/v", "/v/w", "/k"].iter().map(|p| segs(p)));
+    let docs = [
+        r#"{"v":"1","k":2}"#, r#"{"v":1,"k":2}"#, r#"{"v":{"w":1},"k":2}"#, r#"{"v":{"w":"x"},"k":2}"#,
+        r#"{"v":true,"k":2}"#, r#"{"v":null,"k":2}"#, r#"{"v":[1],"k":2}"#, r#"{"v":-1.5e3,"k":2}"#,
+        r#"{"v":"1","k":2} "#, r#"{"v":"1","k":2} x"#, r#"{"v":"1","k":2}}"#, r#"{"v":"1","k":2,"z":[{}]}"#,
+        r#"{"v":"1","k":2,"v":3}"#, r#"{"v":{"w":1},"v":{"u":2},"k":2}"#, r#"{"v":"1","k":"2\"3"}"#,
+        r#"{"v":"1","k":01}"#, r#"{"v":"1" ,"k":2}"#, r#"{"v":"1","k":[2,3]}"#, r#"{"v":"1","k":1e400}"#,
+    ];
+    let mut b = Scratch::new();
+    for order in 0..2 {
+        let mut a = Scratch::new();
+        for round in 0..3 {
+            for i in 0..docs.len() {
+                let d = docs[if order == 0 { i } else { docs.len() - 1 - i }].as_bytes();
+                let (got, _) = replayed(&set, d, &mut a);
+                let want = set.extract_serde(d, &mut b).map(|r| found_all(&r)).map_err(|e| e.to_string());
+                assert_eq!(got, want, "round {round}: {:?}", String::from_utf8_lossy(d));
+            }
+        }
+        // The second and third rounds replayed the twelve shapes the scanner takes
+        // without a repeated key (the other seven go to serde every time).
+        let (steps, tries, misses, _) = a.tapes.stats();
+        assert!(steps > 10 && tries - misses >= 24, "{steps} steps, {misses} misses in {tries}");
+    }
+}
+
+/// A stream of ever-new shapes fills the tapes or turns them off, and every answer is
+/// still serde's.
+#[test]
+fn tapes_give_up_on_irregular_streams() {
+    let set = PointerSet::new(["/a", "/b"].iter().map(|p| segs(p)));
+    let (mut a, mut b) = (Scratch::new(), Scratch::new());
+    for i in 0..5000 {
+        let d = format!(r#"{{"a":{i},"k{i}":[{i}],"b":"{i}"}}"#);
+        let (got, _) = replayed(&set, d.as_bytes(), &mut a);
+        let want = set.extract_serde(d.as_bytes(), &mut b).map(|r| found_all(&r)).map_err(|e| e.to_string());
+        assert_eq!(got, want, "{d}");
+    }
+    assert!(a.tapes.stats().3, "the tapes are still on");
 }

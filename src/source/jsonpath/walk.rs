@@ -14,6 +14,8 @@ pub(super) struct Ctx<'a> {
     /// [`PointerSet::stop_when_found`]: a slot keeps the first value set in it (and
     /// the byte scanner stops once none is missing).
     pub(super) first: bool,
+    /// A trie node was entered twice (a repeated key on a pointer's path).
+    pub(super) repeated: bool,
 }
 
 impl Ctx<'_> {
@@ -50,6 +52,11 @@ impl Ctx<'_> {
         self.stack[lo..hi].iter().any(|&n| !self.nodes[n as usize].slots.is_empty())
     }
 
+    /// The slots of the pointers ending at the active nodes `stack[lo..hi]`.
+    pub(super) fn slots_of(&self, lo: usize, hi: usize) -> impl Iterator<Item = u32> + '_ {
+        self.stack[lo..hi].iter().flat_map(|&n| self.nodes[n as usize].slots.iter().copied())
+    }
+
     pub(super) fn push_text(&mut self, s: &str) -> (usize, usize) {
         let a = self.text.len();
         self.text.push_str(s);
@@ -63,9 +70,12 @@ impl Ctx<'_> {
     pub(super) fn enter(&mut self, lo: usize, hi: usize) {
         for &n in &self.stack[lo..hi] {
             let n = n as usize;
-            if self.entered[n] == self.pass && !self.first {
-                for &s in &self.nodes[n].subtree {
-                    self.slots[s as usize] = Slot::Missing;
+            if self.entered[n] == self.pass {
+                self.repeated = true;
+                if !self.first {
+                    for &s in &self.nodes[n].subtree {
+                        self.slots[s as usize] = Slot::Missing;
+                    }
                 }
             }
             self.entered[n] = self.pass;
