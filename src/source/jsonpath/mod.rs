@@ -270,8 +270,11 @@ pub struct PointerSet {
     id: u64,
 }
 
-/// The next [`PointerSet`]'s `id` (never 0).
-static NEXT_SET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// A [`PointerSet`] `id` no set has had (never 0).
+fn new_set_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 impl PointerSet {
     /// Compiles pre-split pointers (RFC 6901 segments, already unescaped; `[]` is the
@@ -311,14 +314,13 @@ impl PointerSet {
             nodes[at].slots.push(slot);
             len = i + 1;
         }
-        let id = NEXT_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        PointerSet { nodes, len, skip: Skip::default(), stop_when_found: false, id }
+        PointerSet { nodes, len, skip: Skip::default(), stop_when_found: false, id: new_set_id() }
     }
 
     /// Chooses how values outside the pointers are checked (default [`Skip::Validate`]).
     pub fn with_skip(mut self, skip: Skip) -> Self {
         self.skip = skip;
-        self.id = NEXT_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.id = new_set_id();
         self
     }
 
@@ -329,7 +331,7 @@ impl PointerSet {
     /// ahead of their full decode, whose errors are what reject a payload.
     pub fn stop_when_found(mut self) -> Self {
         self.stop_when_found = true;
-        self.id = NEXT_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.id = new_set_id();
         self
     }
 
@@ -353,18 +355,16 @@ impl PointerSet {
         // A learned shape first; else the byte scanner (learning the shape of what it
         // accepts); where it declines, serde_json from the start.
         let tapes = scratch.tapes.ready(self.id);
-        if tapes && self.walk(scratch, |cx, t| t.replay(payload, cx)) {
-            return Ok(Extracted { slots: &scratch.slots, text: &scratch.text, payload });
-        }
-        let taken = self.walk(scratch, |cx, t| {
-            if !(tapes && t.learning()) {
-                return fast::Scan::new(payload).document(cx).is_some();
-            }
-            let mut rec = t.recorder();
-            let taken = fast::Scan::recording(payload, &mut rec).document(cx).is_some();
-            t.learn(payload, rec, cx.text, taken && !cx.repeated);
-            taken
-        });
+        let taken = (tapes && self.walk(scratch, |cx, t| t.replay(payload, cx)))
+            || self.walk(scratch, |cx, t| {
+                if !(tapes && t.learning()) {
+                    return fast::Scan::new(payload).document(cx).is_some();
+                }
+                let mut rec = t.recorder();
+                let taken = fast::Scan::recording(payload, &mut rec).document(cx).is_some();
+                t.learn(payload, rec, cx.text, taken && !cx.repeated);
+                taken
+            });
         if taken {
             return Ok(Extracted { slots: &scratch.slots, text: &scratch.text, payload });
         }

@@ -114,6 +114,17 @@ fn found_all(r: &Extracted<'_>) -> Vec<String> {
     r.iter().map(|f| format!("{f:?}")).collect()
 }
 
+/// The first `n` lines of each shipped JSON-lines sample (ticks, daily demand).
+fn sample_lines(n: usize) -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut lines = Vec::new();
+    for f in ["data/binance_ticks_sample.jsonl", "data/daily_demand.jsonl"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        lines.extend(text.lines().take(n).map(|l| l.as_bytes().to_vec()));
+    }
+    lines
+}
+
 /// The byte scanner against serde_json's walk on the shipped JSON samples and on
 /// thousands of damaged copies of their lines (bytes deleted, replaced or inserted,
 /// JSON's own characters favoured): wherever `extract` answers, it answers what the
@@ -121,12 +132,7 @@ fn found_all(r: &Extracted<'_>) -> Vec<String> {
 /// The scanner must also take the plain lines itself, or it would save nothing.
 #[test]
 fn byte_scanner_agrees_with_the_serde_walk() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut lines = Vec::new();
-    for f in ["data/binance_ticks_sample.jsonl", "data/daily_demand.jsonl"] {
-        let text = std::fs::read_to_string(root.join(f)).unwrap();
-        lines.extend(text.lines().take(400).map(|l| l.as_bytes().to_vec()));
-    }
+    let lines = sample_lines(400);
     let ptrs = [
         "/Item/time_exchange",
         "/Item/kind",
@@ -184,28 +190,10 @@ fn byte_scanner_agrees_with_the_serde_walk() {
     }
     assert!(took > 50, "the scanner took only {took} of the number documents");
     // Damaged lines: a seeded xorshift picks the damage.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let alphabet = b"{}[]:,\"\\ 0123456789.-+eEtrufalsn\x01\xc3\xa9";
+    let mut damage = Damage::new();
     let (mut accepted, mut rejected) = (0, 0);
     for round in 0..6000 {
-        let mut d = lines[round % lines.len()].clone();
-        for _ in 0..1 + next() % 3 {
-            let at = (next() as usize) % (d.len() + 1);
-            let c = alphabet[(next() as usize) % alphabet.len()];
-            match next() % 3 {
-                0 if at < d.len() => {
-                    d.remove(at);
-                }
-                1 if at < d.len() => d[at] = c,
-                _ => d.insert(at, c),
-            }
-        }
+        let d = damage.apply(&lines[round % lines.len()], 3);
         for set in &sets {
             if check(set, &d) {
                 accepted += 1;
@@ -222,6 +210,41 @@ fn byte_scanner_agrees_with_the_serde_walk() {
         for set in &sets {
             check(set, doc.as_bytes());
         }
+    }
+}
+
+/// Damage for the tests' lines, picked by a seeded xorshift.
+struct Damage(u64);
+
+impl Damage {
+    fn new() -> Self {
+        Damage(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `line` with 1 to `most` bytes deleted, replaced or inserted, JSON's own
+    /// characters favoured.
+    fn apply(&mut self, line: &[u8], most: u64) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"{}[]:,\"\\ 0123456789.-+eEtrufalsn\x01\xc3\xa9";
+        let mut d = line.to_vec();
+        for _ in 0..1 + self.next() % most {
+            let at = (self.next() as usize) % (d.len() + 1);
+            let c = ALPHABET[(self.next() as usize) % ALPHABET.len()];
+            match self.next() % 3 {
+                0 if at < d.len() => {
+                    d.remove(at);
+                }
+                1 if at < d.len() => d[at] = c,
+                _ => d.insert(at, c),
+            }
+        }
+        d
     }
 }
 
@@ -349,12 +372,7 @@ fn replayed(set: &PointerSet, doc: &[u8], sc: &mut Scratch) -> (Result<Vec<Strin
 /// always; damaged ones both replay (a value changed) and miss (a key or bracket).
 #[test]
 fn tapes_answer_what_the_walks_answer() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut lines = Vec::new();
-    for f in ["data/binance_ticks_sample.jsonl", "data/daily_demand.jsonl"] {
-        let text = std::fs::read_to_string(root.join(f)).unwrap();
-        lines.extend(text.lines().take(1000).map(|l| l.as_bytes().to_vec()));
-    }
+    let lines = sample_lines(1000);
     let full = PointerSet::new(
         [
             "/Item/time_exchange", "/Item/instrument", "/Item/kind", "/Item/kind/OrderBookL1/best_bid/price",
@@ -386,31 +404,13 @@ fn tapes_answer_what_the_walks_answer() {
         assert!(hits + 20 > lines.len(), "{hits} of {} lines replayed, {steps} steps learned", lines.len());
         // Damaged lines, each after a clean one (so the misses stay under half and the
         // tapes stay on): bytes deleted, replaced or inserted, JSON's own favoured.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let alphabet = b"{}[]:,\" \\0123456789.-+eEtrufalsn\x01\xc3\xa9";
+        let mut damage = Damage::new();
         let (mut replays, mut misses) = (0, 0);
         for round in 0..8000 {
             let clean = &lines[round % lines.len()];
             let (got, _) = replayed(set, clean, &mut a);
             assert_eq!(got, want(set, clean, &mut b));
-            let mut d = clean.clone();
-            for _ in 0..1 + next() % 2 {
-                let at = (next() as usize) % (d.len() + 1);
-                let c = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < d.len() => {
-                        d.remove(at);
-                    }
-                    1 if at < d.len() => d[at] = c,
-                    _ => d.insert(at, c),
-                }
-            }
+            let d = damage.apply(clean, 2);
             let (got, hit) = replayed(set, &d, &mut a);
             assert_eq!(got, want(set, &d, &mut b), "on {:?}", String::from_utf8_lossy(&d));
             if hit {
