@@ -37,7 +37,7 @@ const MAX_BYTES: usize = 1 << 16;
 /// Branches at one step (each one a comparison when replaying).
 const MAX_KIDS: usize = 8;
 /// Replays per check of the miss rate.
-const WINDOW: u32 = 1024;
+const WINDOW: u64 = 1024;
 
 /// What follows a run of bytes between values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +89,11 @@ pub(super) struct Tapes {
     full: bool,
     /// Too many misses: neither replay nor learn.
     off: bool,
-    tries: u32,
-    misses: u32,
+    /// Replays and misses since the tapes were readied.
+    tries: u64,
+    misses: u64,
+    /// `misses` when the current window of [`WINDOW`] replays began.
+    window_misses: u64,
     rec: Recorder,
 }
 
@@ -186,10 +189,10 @@ impl Tapes {
     pub(super) fn replay(&mut self, b: &[u8], cx: &mut Ctx<'_>) -> bool {
         let hit = self.walk(b, cx);
         self.tries += 1;
-        self.misses += u32::from(!hit);
-        if self.tries == WINDOW {
-            self.off = self.misses > WINDOW / 2;
-            (self.tries, self.misses) = (0, 0);
+        self.misses += u64::from(!hit);
+        if self.tries.is_multiple_of(WINDOW) {
+            self.off = self.misses - self.window_misses > WINDOW / 2;
+            self.window_misses = self.misses;
         }
         hit
     }
@@ -261,7 +264,8 @@ impl Tapes {
     }
 
     fn insert(&mut self, b: &[u8], rec: &Recorder, text: &str) {
-        let end = End { consts: rec.consts.clone(), text: text.to_owned() };
+        // The path's one end, moved into the trie if the path is new there.
+        let mut end = Some(End { consts: rec.consts.clone(), text: text.to_owned() });
         // The recorded path as far as the trie holds it already.
         let (mut parent, mut shared) = (None::<u32>, 0);
         for &Recorded { lit: (a, z), token, slots: (sa, sz) } in &rec.steps {
@@ -276,7 +280,7 @@ impl Tapes {
                 break;
             };
             // The same bytes end the same walk the same way.
-            debug_assert!(!matches!(token, Token::End { .. }) || self.ends[self.nodes[k as usize].end as usize] == end);
+            debug_assert!(!matches!(token, Token::End { .. }) || Some(&self.ends[self.nodes[k as usize].end as usize]) == end.as_ref());
             (parent, shared) = (Some(k), shared + 1);
         }
         let rest = &rec.steps[shared..];
@@ -296,15 +300,15 @@ impl Tapes {
             let (l, s) = (self.bytes.len() as u32, self.slots.len() as u32);
             self.bytes.extend_from_slice(&b[a..z]);
             self.slots.extend_from_slice(&rec.slots[sa..sz]);
-            let end = match token {
+            let e = match token {
                 Token::End { .. } => {
-                    self.ends.push(End { consts: end.consts.clone(), text: end.text.clone() });
+                    self.ends.push(end.take().expect("one end per path"));
                     self.ends.len() as u32 - 1
                 }
                 _ => 0,
             };
             let (lit, slots) = ((l, self.bytes.len() as u32), (s, self.slots.len() as u32));
-            self.nodes.push(Node { lit, token, slots, end, kids: Vec::new() });
+            self.nodes.push(Node { lit, token, slots, end: e, kids: Vec::new() });
             match parent {
                 Some(p) => self.nodes[p as usize].kids.push(k),
                 None => self.roots.push(k),
@@ -313,10 +317,10 @@ impl Tapes {
         }
     }
 
-    /// Steps learned, replays and misses in the current window, and whether the tapes
-    /// are off (for tests).
+    /// Steps learned, replays and misses so far, and whether the tapes are off (for
+    /// tests).
     #[cfg(test)]
-    pub(super) fn stats(&self) -> (usize, u32, u32, bool) {
+    pub(super) fn stats(&self) -> (usize, u64, u64, bool) {
         (self.nodes.len(), self.tries, self.misses, self.off)
     }
 }

@@ -359,9 +359,7 @@ fn replayed(set: &PointerSet, doc: &[u8], sc: &mut Scratch) -> (Result<Vec<Strin
     let (_, tries, misses, _) = sc.tapes.stats();
     let got = set.extract(doc, sc).map(|r| found_all(&r)).map_err(|e| e.to_string());
     let (_, t, m, _) = sc.tapes.stats();
-    // A window that just closed restarts the counters at zero.
-    let hit = if t > tries { m == misses } else { m == 0 && t == 0 && misses < tries };
-    (got, hit)
+    (got, t > tries && m == misses)
 }
 
 /// Learned shapes (`tape`): on the shipped samples and on thousands of damaged copies
