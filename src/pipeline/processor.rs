@@ -100,6 +100,12 @@ impl Processor {
         if model_cfg.bank {
             model::check_bank(&model_cfg)?;
             model_cfg.bank = !(model_cfg.device == DeviceChoice::Auto && device.is_cpu());
+            if model_cfg.bank && device.is_cpu() {
+                tracing::warn!(
+                    "model.bank with device = \"cpu\": the stacked bank runs as tensor ops on the CPU, ~75× slower than the \
+                     plain per-key LSTMs it holds (device = \"auto\" runs those where no GPU is present)"
+                );
+            }
         }
         let model_cfg = &model_cfg;
         let bank = match model_cfg.bank {
