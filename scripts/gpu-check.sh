@@ -14,7 +14,10 @@
 #   1. the LSTM as one stacked bank (model::bank: a batched predict and update per
 #      wave of keys), 1,000 and 10,000 keys, f32 and f64, on CUDA: each wave one
 #      kernel launch (model/bank/lstm_bank.cu), and candle's tensor form of the same
-#      wave (TICKFLARE_BANK_KERNEL=candle) beside it;
+#      wave (TICKFLARE_BANK_KERNEL=candle) beside it; the kernel also with its optimizer
+#      step 4 and 8 parameters at a time (TICKFLARE_BANK_STEP_CHUNK) and with each
+#      wave's time split into host preparation, kernel and copy back
+#      (TICKFLARE_BANK_PROFILE=1);
 #   2. the CPU's best path for the same keyed LSTMs (plain code key by key, one
 #      thread and every core) and the bank on the CPU;
 #   3. forecasts: the Binance sample's pipeline with a banked per-key LSTM lane on
@@ -112,6 +115,16 @@ want 1 && for keys in 1000 10000; do
     rows=$(($(scale "$keys") * 32)); ((rows < $(scale 256000))) && rows=$(scale 256000)
     step "bank $keys keys $prec $gpu" 90 "${bm[@]}" --device "$gpu" --keys "$keys" --rows $rows \
       --kind lstm --bank --precision "$prec" --json "$out/bank$keys-$gpu-$prec.json"
+    # The same with the optimizer step 4 and 8 parameters at a time (an experiment: the
+    # same results, more loads in flight, more registers), and with each wave's host /
+    # kernel / copy-back time.
+    for chunk in 4 8; do
+      step "bank $keys keys $prec $gpu, step chunk $chunk" 90 env TICKFLARE_BANK_STEP_CHUNK=$chunk "${bm[@]}" \
+        --device "$gpu" --keys "$keys" --rows $rows --kind lstm --bank --precision "$prec" \
+        --json "$out/bank$keys-$gpu-$prec-chunk$chunk.json"
+    done
+    step "bank $keys keys $prec $gpu, profiled" 90 env TICKFLARE_BANK_PROFILE=1 "${bm[@]}" --device "$gpu" \
+      --keys "$keys" --rows $rows --kind lstm --bank --precision "$prec"
     step "bank $keys keys $prec $gpu, candle's form" 90 "${candle[@]}" "${bm[@]}" --device "$gpu" --keys "$keys" \
       --rows $(($(scale "$keys") * 8)) --kind lstm --bank --precision "$prec" --json "$out/bank$keys-$gpu-$prec-candle.json"
   done

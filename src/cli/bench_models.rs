@@ -101,6 +101,9 @@ pub async fn bench_models(a: BenchModelsArgs) -> anyhow::Result<ExitCode> {
             let build = || -> crate::error::Result<Box<dyn model::OnlineModel>> { Ok(Box::new(model::bank::BankKey::new(&bank)?)) };
             let (rate, share) = keyed_rate(&build, n, a.keys, rows, 1)?;
             println!("{kind:<8}  {} keys, one stacked bank: {rate:>10.0} rows/s ({:.0} % of the time in the bank's predict and update)", a.keys, 100.0 * share);
+            if let Some(p) = model::bank::kernel_profile() {
+                println!("{p}");
+            }
             rates.push(ModelRate { kind: kind.to_string(), keys: a.keys, batch: 1, threads: 1, rows_per_s: rate, device: dev_name.clone(), precision: precision.clone(), bank: true, model_share: Some(share) });
             continue;
         }

@@ -25,10 +25,15 @@ const MODULE: &str = "tickflare_lstm_bank";
 const SMEM_LIMIT: usize = 48 * 1024;
 
 /// The PTX of `lstm_bank.cu`, compiled on first use (both precisions in one module).
+/// `TICKFLARE_BANK_STEP_CHUNK=N` (1 – 64) compiles it with the update's optimizer step
+/// taken N parameters at a time instead of one (the same results; an experiment to
+/// measure on a GPU: more loads in flight, more registers).
 fn ptx() -> Result<&'static str> {
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
     let r = PTX.get_or_init(|| {
-        let opts = CompileOptions { name: Some("lstm_bank.cu".into()), ..Default::default() };
+        let chunk = std::env::var("TICKFLARE_BANK_STEP_CHUNK").ok().and_then(|v| v.parse::<u32>().ok()).filter(|c| (1..=64).contains(c));
+        let options = chunk.map(|c| vec![format!("-DTF_STEP_CHUNK={c}")]).unwrap_or_default();
+        let opts = CompileOptions { name: Some("lstm_bank.cu".into()), options, ..Default::default() };
         compile_ptx_with_opts(SRC, opts).map(|p| p.to_src()).map_err(|e| e.to_string())
     });
     r.as_deref().map_err(|e| Error::Internal(format!("compiling the LSTM bank's CUDA kernel: {e}")))
@@ -89,6 +94,7 @@ impl Fused {
     }
 
     fn predict_as<T: Real>(&self, params: &[Tensor], keys: &[u32], xs: &[f64], out: &mut Vec<f64>) -> Result<()> {
+        let t0 = std::time::Instant::now();
         let n = keys.len();
         let ids = self.dev.clone_htod(keys)?;
         let x = self.dev.clone_htod(xs.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>().as_slice())?;
@@ -106,8 +112,10 @@ impl Fused {
         // key id was checked to be a row of the stacks.
         unsafe { b.launch(self.config(n)) }.map_err(cuda_err)?;
         drop(guards);
+        let (t1, t2) = self.profiled_wait(t0)?;
         out.clear();
         out.extend(self.dev.clone_dtoh(&res)?.into_iter().map(|v| v.to_f64()));
+        PROFILE.add(0, n, t0, t1, t2);
         Ok(())
     }
 
@@ -124,6 +132,7 @@ impl Fused {
 
     #[allow(clippy::too_many_arguments)]
     fn update_as<T: Real>(&self, params: &[Tensor], moments: Option<(&[Tensor], &[Tensor])>, keys: &[u32], xs: &[f64], ys: &[f64], per_key: &[(f64, f64, f64)], loss: Loss) -> Result<Vec<f64>> {
+        let t0 = std::time::Instant::now();
         let n = keys.len();
         let dev = &self.dev;
         let of = |v: &mut dyn Iterator<Item = f64>| -> Vec<T> { v.map(T::from_f64).collect() };
@@ -164,8 +173,77 @@ impl Fused {
         // write the same parameters.
         unsafe { b.launch(self.config(n)) }.map_err(cuda_err)?;
         drop((pg, mg, vg));
-        Ok(dev.clone_dtoh(&losses)?.into_iter().map(|v| v.to_f64()).collect())
+        let (t1, t2) = self.profiled_wait(t0)?;
+        let out = dev.clone_dtoh(&losses)?.into_iter().map(|v| v.to_f64()).collect();
+        PROFILE.add(1, n, t0, t1, t2);
+        Ok(out)
     }
+
+    /// Under `TICKFLARE_BANK_PROFILE=1`: the time the launch was issued, and the time
+    /// the kernel had finished (the stream synchronised: the copy back then only
+    /// copies). Otherwise both are `t0` (and nothing waits here).
+    fn profiled_wait(&self, t0: std::time::Instant) -> Result<(std::time::Instant, std::time::Instant)> {
+        if !PROFILE.on() {
+            return Ok((t0, t0));
+        }
+        let t1 = std::time::Instant::now();
+        self.stream.synchronize().map_err(cuda_err)?;
+        Ok((t1, std::time::Instant::now()))
+    }
+}
+
+/// Where a wave's time goes (`TICKFLARE_BANK_PROFILE=1`): per kind (predict, update),
+/// waves, keys and nanoseconds in the host's preparation (conversions, copies up,
+/// allocations, the launch), the kernel (launch to the stream's synchronisation) and
+/// the copy back.
+struct Profile {
+    on: OnceLock<bool>,
+    counts: [[std::sync::atomic::AtomicU64; 5]; 2],
+}
+
+static PROFILE: Profile = Profile { on: OnceLock::new(), counts: [const { [const { std::sync::atomic::AtomicU64::new(0) }; 5] }; 2] };
+
+impl Profile {
+    fn on(&self) -> bool {
+        *self.on.get_or_init(|| std::env::var("TICKFLARE_BANK_PROFILE").is_ok_and(|v| v == "1"))
+    }
+
+    fn add(&self, kind: usize, keys: usize, t0: std::time::Instant, t1: std::time::Instant, t2: std::time::Instant) {
+        if !self.on() {
+            return;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let end = std::time::Instant::now();
+        let c = &self.counts[kind];
+        c[0].fetch_add(1, Relaxed);
+        c[1].fetch_add(keys as u64, Relaxed);
+        c[2].fetch_add((t1 - t0).as_nanos() as u64, Relaxed);
+        c[3].fetch_add((t2 - t1).as_nanos() as u64, Relaxed);
+        c[4].fetch_add((end - t2).as_nanos() as u64, Relaxed);
+    }
+}
+
+/// The profile since the last report, as text, and a fresh start (None unless
+/// `TICKFLARE_BANK_PROFILE=1`).
+pub fn profile_report() -> Option<String> {
+    if !PROFILE.on() {
+        return None;
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::from("bank kernel profile (TICKFLARE_BANK_PROFILE=1; seconds):");
+    for (kind, c) in ["predict", "update"].iter().zip(&PROFILE.counts) {
+        let v: Vec<u64> = c.iter().map(|a| a.swap(0, Relaxed)).collect();
+        let s = |ns: u64| ns as f64 * 1e-9;
+        out.push_str(&format!(
+            "\n  {kind}: {} waves, {} keys; host preparation {:.4}, kernel {:.4}, copy back {:.4}",
+            v[0],
+            v[1],
+            s(v[2]),
+            s(v[3]),
+            s(v[4])
+        ));
+    }
+    Some(out)
 }
 
 /// The precisions the kernels come in.

@@ -9,6 +9,12 @@
 // Moments m, v alike. Shared memory per block (elements of T):
 //   xs[w·d] acts[w·4h] cells[w·h] tanhc[w·h] hid[w·h] dpre[w·4h] dh[h] dc[h] scal[2]
 
+// Parameters stepped together in the update's optimizer step (see update_impl): 1
+// unless NVRTC is given another by TICKFLARE_BANK_STEP_CHUNK.
+#ifndef TF_STEP_CHUNK
+#define TF_STEP_CHUNK 1
+#endif
+
 template <typename T> __device__ __forceinline__ T sigm(T x) { return T(1) / (T(1) + exp(-x)); }
 
 template <typename T> struct Stack {
@@ -26,6 +32,11 @@ __device__ __forceinline__ Stack<T> key_rows(T* wih, T* whh, T* bih, T* bhh, T* 
   s.hw = hw + k * h;
   s.hb = hb + k;
   return s;
+}
+
+// Element `at` of one of a key's column-owned stacks: 0 bih, 1 bhh, 2 wih, 3 whh.
+template <typename T> __device__ __forceinline__ T* column_cell(const Stack<T>& s, int which, size_t at) {
+  return (which == 0 ? s.bih : which == 1 ? s.bhh : which == 2 ? s.wih : s.whh) + at;
 }
 
 // The block's shared memory, cut as the header says.
@@ -168,6 +179,15 @@ __device__ void update_impl(const unsigned* ids, const T* x, const T* y, const T
   const T lr = lrs[n], sm = scale_m[n], sv = scale_v[n];
   const Stack<T> m = key_rows(mwih, mwhh, mbih, mbhh, mhw, mhb, k, d, h);
   const Stack<T> v = key_rows(vwih, vwhh, vbih, vbhh, vhw, vhb, k, d, h);
+  // Thread j steps its parameters of column j one at a time (TF_STEP_CHUNK 1, the
+  // default), or TF_STEP_CHUNK at a time: the chunk's gradients (from shared memory),
+  // then all its loads of θ, m and v, then its steps and stores, so a chunk's loads
+  // wait on memory together rather than each after the previous parameter's stores
+  // (the pointers may alias, as far as the compiler knows) — at the cost of registers
+  // (sm_90, f64: 56 a thread at 1, 128 at 4, 174 at 8), so fewer blocks per SM. An
+  // experiment for a GPU run (TICKFLARE_BANK_STEP_CHUNK); either form computes each
+  // parameter as `step` does, to the bit (tested on the CPU).
+#if TF_STEP_CHUNK <= 1
   if (j < g) {
     T gb = T(0);
     for (int t = 0; t < w; ++t) gb += dpre[t * g + j];
@@ -184,6 +204,66 @@ __device__ void update_impl(const unsigned* ids, const T* x, const T* y, const T
       step(p.whh + kk * g + j, m.whh + kk * g + j, v.whh + kk * g + j, gw, adam, lr, b1, b2, c1, c2, eps, sm, sv);
     }
   }
+#else
+  // Parameter q of the thread: 0, 1 the biases, 2 … 2+d−1 the rows of W_ihᵀ, then
+  // the rows of W_hhᵀ.
+  if (j < g) {
+    const int np = 2 + d + h;
+    for (int q0 = 0; q0 < np; q0 += TF_STEP_CHUNK) {
+      T gr[TF_STEP_CHUNK], th[TF_STEP_CHUNK], mo[TF_STEP_CHUNK], ve[TF_STEP_CHUNK];
+      size_t at[TF_STEP_CHUNK];
+      int which[TF_STEP_CHUNK];
+#pragma unroll
+      for (int c = 0; c < TF_STEP_CHUNK; ++c) {
+        const int q = q0 + c;
+        if (q < np) {
+          T gw = T(0);
+          if (q < 2) {
+            for (int t = 0; t < w; ++t) gw += dpre[t * g + j];
+            which[c] = q;
+            at[c] = j;
+          } else if (q < 2 + d) {
+            const int i = q - 2;
+            for (int t = 0; t < w; ++t) gw += xs[t * d + i] * dpre[t * g + j];
+            which[c] = 2;
+            at[c] = (size_t)i * g + j;
+          } else {
+            const int kk = q - 2 - d;
+            for (int t = 1; t < w; ++t) gw += hid[(t - 1) * h + kk] * dpre[t * g + j];
+            which[c] = 3;
+            at[c] = (size_t)kk * g + j;
+          }
+          gr[c] = gw;
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < TF_STEP_CHUNK; ++c) {
+        if (q0 + c < np) {
+          th[c] = *column_cell(p, which[c], at[c]);
+          if (adam) {
+            mo[c] = *column_cell(m, which[c], at[c]);
+            ve[c] = *column_cell(v, which[c], at[c]);
+          }
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < TF_STEP_CHUNK; ++c) {
+        if (q0 + c < np) {
+          T* tp = column_cell(p, which[c], at[c]);
+          if (adam) {
+            const T mm = mo[c] * b1 + gr[c] * c1;
+            const T vv = ve[c] * b2 + gr[c] * gr[c] * c2;
+            *column_cell(m, which[c], at[c]) = mm;
+            *column_cell(v, which[c], at[c]) = vv;
+            *tp = th[c] - mm * sm / (sqrt(vv * sv) + eps) * lr;
+          } else {
+            *tp = th[c] - gr[c] * lr;
+          }
+        }
+      }
+    }
+  }
+#endif
   if (j < h) step(p.hw + j, m.hw + j, v.hw + j, last[j] * dpred, adam, lr, b1, b2, c1, c2, eps, sm, sv);
   if (j == 0) step(p.hb, m.hb, v.hb, dpred, adam, lr, b1, b2, c1, c2, eps, sm, sv);
 }

@@ -31,6 +31,19 @@ mod key;
 
 pub use key::{lock, BankKey, SharedBank};
 
+/// Where the GPU kernel's waves spent their time, under `TICKFLARE_BANK_PROFILE=1`
+/// (a CUDA build; None otherwise).
+pub fn kernel_profile() -> Option<String> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::profile_report()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        None
+    }
+}
+
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::linear::{adam_scales, Optim, BETA1, BETA2, EPS};

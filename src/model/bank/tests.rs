@@ -217,25 +217,34 @@ fn bank_settings_are_checked() {
 }
 
 /// `lstm_bank_host.cpp` with the kernel source pasted in, compiled once per test run
-/// (the path of the program).
-fn kernel_host() -> &'static std::path::Path {
-    static HOST: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tickflare-lstm-bank-host-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = include_str!("lstm_bank_host.cpp").replace("// @KERNEL@", include_str!("lstm_bank.cu"));
-        std::fs::write(dir.join("host.cpp"), src).unwrap();
-        let exe = dir.join("host");
-        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let o = std::process::Command::new(&cxx)
-            .args(["-std=c++20", "-O2", "-pthread", "-o"])
-            .arg(&exe)
-            .arg(dir.join("host.cpp"))
-            .output()
-            .unwrap_or_else(|e| panic!("{cxx} (a C++20 compiler, for the CUDA kernel's CPU host) could not run: {e}"));
-        assert!(o.status.success(), "compiling the kernel's CPU host: {}", String::from_utf8_lossy(&o.stderr));
-        exe
-    })
+/// and chunk size (`TF_STEP_CHUNK`: parameters stepped together; None the kernel's
+/// default): the path of the program.
+fn kernel_host(chunk: Option<u32>) -> std::path::PathBuf {
+    static HOSTS: std::sync::Mutex<Vec<(Option<u32>, std::path::PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut hosts = HOSTS.lock().unwrap();
+    if let Some((_, exe)) = hosts.iter().find(|(c, _)| *c == chunk) {
+        return exe.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("tickflare-lstm-bank-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = include_str!("lstm_bank_host.cpp").replace("// @KERNEL@", include_str!("lstm_bank.cu"));
+    std::fs::write(dir.join("host.cpp"), src).unwrap();
+    let exe = dir.join(format!("host-{}", chunk.map_or("default".to_string(), |c| c.to_string())));
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let mut cmd = std::process::Command::new(&cxx);
+    cmd.args(["-std=c++20", "-O2", "-pthread"]);
+    if let Some(c) = chunk {
+        cmd.arg(format!("-DTF_STEP_CHUNK={c}"));
+    }
+    let o = cmd
+        .arg("-o")
+        .arg(&exe)
+        .arg(dir.join("host.cpp"))
+        .output()
+        .unwrap_or_else(|e| panic!("{cxx} (a C++20 compiler, for the CUDA kernel's CPU host) could not run: {e}"));
+    assert!(o.status.success(), "compiling the kernel's CPU host: {}", String::from_utf8_lossy(&o.stderr));
+    hosts.push((chunk, exe.clone()));
+    exe
 }
 
 /// The CUDA kernels of the bank (`lstm_bank.cu`: one launch per wave, one block per
@@ -245,10 +254,13 @@ fn kernel_host() -> &'static std::path::Path {
 /// order: so CI, which has no GPU, tests the kernel's arithmetic (forward, loss
 /// derivative, backpropagation through time, AdamW and SGD) and the stacks' layouts
 /// it assumes. (On an H200 the GPU's forecasts agreed with the CPU's to 7.3e-12 in
-/// f64: README, GPU.)
+/// f64: README, GPU.) The update's optimizer step taken a chunk of parameters at a
+/// time (`TF_STEP_CHUNK`: loads, then stores; an experiment for a GPU run) gives the
+/// default one-at-a-time form's bits, with chunks of three and of eight.
 #[test]
 fn the_cuda_kernels_run_on_the_cpu_follow_the_bank() {
-    let host = kernel_host();
+    let host = kernel_host(None);
+    let others = [kernel_host(Some(3)), kernel_host(Some(8))];
     for (prec, dtype, tol) in [("f64", DType::F64, 1e-13), ("f32", DType::F32, 1e-5)] {
         for (loss, optim, lr) in [(Loss::Huber { delta: 0.3 }, Optim::AdamW, 0.02), (Loss::Mse, Optim::AdamW, 0.01), (Loss::Mse, Optim::Sgd, 0.05)] {
             let t = Training { loss, optim, learning_rate: lr, seed: 9 };
@@ -312,9 +324,16 @@ fn the_cuda_kernels_run_on_the_cpu_follow_the_bank() {
             let dir = tempfile::tempdir().unwrap();
             let (inp, out) = (dir.path().join("in"), dir.path().join("out"));
             std::fs::write(&inp, input.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-            let o = std::process::Command::new(host).arg(prec).arg(&inp).arg(&out).output().unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let got: Vec<f64> = std::fs::read(&out).unwrap().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+            let run = |exe: &std::path::Path| -> Vec<f64> {
+                let o = std::process::Command::new(exe).arg(prec).arg(&inp).arg(&out).output().unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                std::fs::read(&out).unwrap().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+            };
+            let got = run(&host);
+            for other in &others {
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&run(other)) == bits(&got), "{prec} {loss:?} {optim:?}: {} gives other bits", other.display());
+            }
             assert_eq!(got.len(), want.len(), "{prec} {loss:?} {optim:?}");
             let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0.0, f64::max);
             eprintln!("{prec} {loss:?} {optim:?}: largest difference {worst:.2e} over {} values", got.len());
