@@ -31,7 +31,11 @@ const SMEM_LIMIT: usize = 48 * 1024;
 fn ptx() -> Result<&'static str> {
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
     let r = PTX.get_or_init(|| {
-        let chunk = std::env::var("TICKFLARE_BANK_STEP_CHUNK").ok().and_then(|v| v.parse::<u32>().ok()).filter(|c| (1..=64).contains(c));
+        let var = std::env::var("TICKFLARE_BANK_STEP_CHUNK").ok();
+        let chunk = var.as_deref().and_then(|v| v.parse::<u32>().ok()).filter(|c| (1..=64).contains(c));
+        if let (Some(v), None) = (&var, chunk) {
+            tracing::warn!(value = %v, "TICKFLARE_BANK_STEP_CHUNK is not a whole number from 1 to 64: ignored");
+        }
         let options = chunk.map(|c| vec![format!("-DTF_STEP_CHUNK={c}")]).unwrap_or_default();
         let opts = CompileOptions { name: Some("lstm_bank.cu".into()), options, ..Default::default() };
         compile_ptx_with_opts(SRC, opts).map(|p| p.to_src()).map_err(|e| e.to_string())
