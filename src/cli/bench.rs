@@ -88,8 +88,11 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms, r.latency_samples
             )
         };
+        // A latency run keeps every record's send and arrival times in this process
+        // (~100 bytes a record), so its RSS grows with them; a soak samples no latency.
+        let rss_note = if r.latency_samples > 0 { " — includes this bench's send and arrival times of every record (~100 B each): --soak measures the pipeline alone" } else { "" };
         println!(
-            "offered {:.0} msg/s, achieved {:.0} msg/s over {:.1}s ({} records)\n{latency}\nRSS after warm-up: first {:.1} MB, last {:.1} MB, min {:.1}, max {:.1} (spread {:.1} %)",
+            "offered {:.0} msg/s, achieved {:.0} msg/s over {:.1}s ({} records)\n{latency}\nRSS after warm-up: first {:.1} MB, last {:.1} MB, min {:.1}, max {:.1} (spread {:.1} %){rss_note}",
             r.offered_msgs_per_s, r.achieved_msgs_per_s, r.seconds, r.records, r.rss_first_mb, r.rss_last_mb, r.rss_min_mb, r.rss_max_mb, r.rss_spread_pct
         );
         if let Some(p) = a.json {
