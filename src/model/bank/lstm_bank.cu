@@ -39,6 +39,24 @@ template <typename T> __device__ __forceinline__ T* column_cell(const Stack<T>& 
   return (which == 0 ? s.bih : which == 1 ? s.bhh : which == 2 ? s.wih : s.whh) + at;
 }
 
+// Column j's weight gradients, summed over the window from the gate gradients dpre:
+// a bias (both biases have this one), row i of W_ihᵀ, row kk of W_hhᵀ.
+template <typename T> __device__ __forceinline__ T bias_grad(const T* dpre, int g, int w, int j) {
+  T gb = T(0);
+  for (int t = 0; t < w; ++t) gb += dpre[t * g + j];
+  return gb;
+}
+template <typename T> __device__ __forceinline__ T wih_grad(const T* xs, const T* dpre, int d, int g, int w, int j, int i) {
+  T gw = T(0);
+  for (int t = 0; t < w; ++t) gw += xs[t * d + i] * dpre[t * g + j];
+  return gw;
+}
+template <typename T> __device__ __forceinline__ T whh_grad(const T* hid, const T* dpre, int h, int g, int w, int j, int kk) {
+  T gw = T(0);
+  for (int t = 1; t < w; ++t) gw += hid[(t - 1) * h + kk] * dpre[t * g + j];
+  return gw;
+}
+
 // The block's shared memory, cut as the header says.
 template <typename T> struct Smem {
   T *xs, *acts, *cells, *tanhc, *hid, *dpre, *dh, *dc, *scal;
@@ -184,23 +202,20 @@ __device__ void update_impl(const unsigned* ids, const T* x, const T* y, const T
   // then all its loads of θ, m and v, then its steps and stores, so a chunk's loads
   // wait on memory together rather than each after the previous parameter's stores
   // (the pointers may alias, as far as the compiler knows) — at the cost of registers
-  // (sm_90, f64: 56 a thread at 1, 128 at 4, 174 at 8), so fewer blocks per SM. An
+  // (sm_90, f64: 56 a thread at 1, 127 at 4, 174 at 8), so fewer blocks per SM. An
   // experiment for a GPU run (TICKFLARE_BANK_STEP_CHUNK); either form computes each
   // parameter as `step` does, to the bit (tested on the CPU).
 #if TF_STEP_CHUNK <= 1
   if (j < g) {
-    T gb = T(0);
-    for (int t = 0; t < w; ++t) gb += dpre[t * g + j];
+    const T gb = bias_grad(dpre, g, w, j);
     step(p.bih + j, m.bih + j, v.bih + j, gb, adam, lr, b1, b2, c1, c2, eps, sm, sv);
     step(p.bhh + j, m.bhh + j, v.bhh + j, gb, adam, lr, b1, b2, c1, c2, eps, sm, sv);
     for (int i = 0; i < d; ++i) {
-      T gw = T(0);
-      for (int t = 0; t < w; ++t) gw += xs[t * d + i] * dpre[t * g + j];
+      const T gw = wih_grad(xs, dpre, d, g, w, j, i);
       step(p.wih + i * g + j, m.wih + i * g + j, v.wih + i * g + j, gw, adam, lr, b1, b2, c1, c2, eps, sm, sv);
     }
     for (int kk = 0; kk < h; ++kk) {
-      T gw = T(0);
-      for (int t = 1; t < w; ++t) gw += hid[(t - 1) * h + kk] * dpre[t * g + j];
+      const T gw = whh_grad(hid, dpre, h, g, w, j, kk);
       step(p.whh + kk * g + j, m.whh + kk * g + j, v.whh + kk * g + j, gw, adam, lr, b1, b2, c1, c2, eps, sm, sv);
     }
   }
@@ -217,23 +232,21 @@ __device__ void update_impl(const unsigned* ids, const T* x, const T* y, const T
       for (int c = 0; c < TF_STEP_CHUNK; ++c) {
         const int q = q0 + c;
         if (q < np) {
-          T gw = T(0);
           if (q < 2) {
-            for (int t = 0; t < w; ++t) gw += dpre[t * g + j];
+            gr[c] = bias_grad(dpre, g, w, j);
             which[c] = q;
             at[c] = j;
           } else if (q < 2 + d) {
             const int i = q - 2;
-            for (int t = 0; t < w; ++t) gw += xs[t * d + i] * dpre[t * g + j];
+            gr[c] = wih_grad(xs, dpre, d, g, w, j, i);
             which[c] = 2;
             at[c] = (size_t)i * g + j;
           } else {
             const int kk = q - 2 - d;
-            for (int t = 1; t < w; ++t) gw += hid[(t - 1) * h + kk] * dpre[t * g + j];
+            gr[c] = whh_grad(hid, dpre, h, g, w, j, kk);
             which[c] = 3;
             at[c] = (size_t)kk * g + j;
           }
-          gr[c] = gw;
         }
       }
 #pragma unroll
