@@ -302,16 +302,39 @@ pub fn sized<F: Real>(v: &mut Vec<F>, n: usize) -> &mut [F] {
 /// element, the constants rounded once to F (exact for f64).
 #[inline(always)]
 pub fn adamw_step<F: Real>(theta: &mut [F], m: &mut [F], v: &mut [F], grad: &[F], t: u64, lr: f64) {
-    use crate::model::linear::{adam_scales, BETA1, BETA2, EPS};
-    let (scale_m, scale_v) = adam_scales(t);
-    let (scale_m, scale_v, lr) = (F::of(scale_m), F::of(scale_v), F::of(lr));
-    let (b1, b2, eps) = (F::of(BETA1), F::of(BETA2), F::of(EPS));
-    let (c1, c2) = (F::of(1.0 - BETA1), F::of(1.0 - BETA2));
-    for (((th, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(grad) {
-        *m = *m * b1 + g * c1;
-        *v = *v * b2 + g * g * c2;
-        let (m_hat, v_hat) = (*m * scale_m, *v * scale_v);
-        *th -= m_hat / (v_hat.root() + eps) * lr;
+    AdamStep::at(t, lr).apply(theta, m, v, grad);
+}
+
+/// AdamW's constants for one step, worked out once (the bias corrections take a few
+/// dozen multiplications): [`AdamStep::apply`] then steps θ a slice at a time, so a
+/// gradient can be applied as it is computed, block by block, with the same bits
+/// as one [`adamw_step`] over the whole of θ (the arithmetic is per element).
+#[derive(Clone, Copy)]
+pub struct AdamStep<F> {
+    scale_m: F,
+    scale_v: F,
+    lr: F,
+}
+
+impl<F: Real> AdamStep<F> {
+    #[inline(always)]
+    pub fn at(t: u64, lr: f64) -> Self {
+        let (scale_m, scale_v) = crate::model::linear::adam_scales(t);
+        AdamStep { scale_m: F::of(scale_m), scale_v: F::of(scale_v), lr: F::of(lr) }
+    }
+
+    #[inline(always)]
+    pub fn apply(&self, theta: &mut [F], m: &mut [F], v: &mut [F], grad: &[F]) {
+        use crate::model::linear::{BETA1, BETA2, EPS};
+        let AdamStep { scale_m, scale_v, lr } = *self;
+        let (b1, b2, eps) = (F::of(BETA1), F::of(BETA2), F::of(EPS));
+        let (c1, c2) = (F::of(1.0 - BETA1), F::of(1.0 - BETA2));
+        for (((th, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(grad) {
+            *m = *m * b1 + g * c1;
+            *v = *v * b2 + g * g * c2;
+            let (m_hat, v_hat) = (*m * scale_m, *v * scale_v);
+            *th -= m_hat / (v_hat.root() + eps) * lr;
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! plain network and of its candle version load into each other. Shared by the plain
 //! LSTM (`lstm`) and the plain MLP and CNN (`plain`).
 
-use super::kernels::{adamw_step, sgd_step, Real};
+use super::kernels::{adamw_step, sgd_step, AdamStep, Real};
 use super::linear::Optim;
 use super::rand::Draws;
 use super::Snapshot;
@@ -66,6 +66,19 @@ impl<F: Real> Params<F> {
             _ => sgd_step(&mut self.theta, grad, self.lr),
         }
         self.updates += 1;
+    }
+
+    /// Begins one optimizer step, counted as an update, to be applied a slice of θ
+    /// at a time with [`Stepper::slice`] as the gradient is worked out (every
+    /// parameter once per step): the bits of [`Params::step`] with the whole gradient.
+    #[inline(always)]
+    pub fn begin_step(&mut self) -> Stepper<'_, F> {
+        let adam = (self.optim == Optim::AdamW).then(|| {
+            self.step_t += 1;
+            AdamStep::at(self.step_t, self.lr)
+        });
+        self.updates += 1;
+        Stepper { p: self, adam }
     }
 
     /// Forgets the moments and the step count; the configured learning rate again.
@@ -132,5 +145,68 @@ impl<F: Real> Params<F> {
         (self.theta, self.m, self.v) = (theta, m, v);
         (self.updates, self.step_t, self.lr) = (updates, step_t, lr);
         Ok(())
+    }
+}
+
+/// One optimizer step under way ([`Params::begin_step`]).
+pub struct Stepper<'a, F> {
+    p: &'a mut Params<F>,
+    adam: Option<AdamStep<F>>,
+}
+
+impl<F: Real> Stepper<'_, F> {
+    /// Steps θ[at..at + grad.len()] with its gradient `grad`.
+    #[inline(always)]
+    pub fn slice(&mut self, at: usize, grad: &[F]) {
+        let end = at + grad.len();
+        match &self.adam {
+            Some(a) => a.apply(&mut self.p.theta[at..end], &mut self.p.m[at..end], &mut self.p.v[at..end], grad),
+            None => sgd_step(&mut self.p.theta[at..end], grad, self.p.lr),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(optim: Optim) -> Params<f64> {
+        let order = [Var { name: "w".into(), shape: [10, 1], fan_in: 3, at: Box::new(|r, _| r) }];
+        Params::drawn(10, &order, 5, optim, 0.05).unwrap()
+    }
+
+    /// Steps begun once and applied a block at a time, in any block order, give
+    /// θ and the moments of the whole-gradient step, bit for bit; and that step is
+    /// AdamW (weight decay 0) as written out here with `powi` (candle-nn's
+    /// formula: m̂ / (√v̂ + ε), β₁ = 0.9, β₂ = 0.999, ε = 10⁻⁸), or θ − lr·g for SGD.
+    #[test]
+    fn a_step_in_blocks_is_the_whole_step() {
+        for optim in [Optim::AdamW, Optim::Sgd] {
+            let (mut whole, mut blocks) = (params(optim), params(optim));
+            let (mut theta, mut m, mut v) = (whole.theta.clone(), vec![0.0; 10], vec![0.0; 10]);
+            for t in 1..=30i32 {
+                let grad: Vec<f64> = (0..10).map(|i| ((i as f64 + 1.0) * t as f64 * 0.37).sin()).collect();
+                whole.step(&grad);
+                let mut s = blocks.begin_step();
+                for (at, len) in [(7, 3), (0, 4), (4, 3)] {
+                    s.slice(at, &grad[at..at + len]);
+                }
+                for i in 0..10 {
+                    if optim == Optim::AdamW {
+                        m[i] = m[i] * 0.9 + grad[i] * (1.0 - 0.9);
+                        v[i] = v[i] * 0.999 + grad[i] * grad[i] * (1.0 - 0.999);
+                        let (mh, vh) = (m[i] * (1.0 / (1.0 - 0.9f64.powi(t))), v[i] * (1.0 / (1.0 - 0.999f64.powi(t))));
+                        theta[i] -= mh / (vh.sqrt() + 1e-8) * 0.05;
+                    } else {
+                        theta[i] -= grad[i] * 0.05;
+                    }
+                }
+                assert_eq!(blocks.theta, whole.theta, "{optim:?} step {t}");
+                assert_eq!((&blocks.m, &blocks.v), (&whole.m, &whole.v));
+                assert_eq!(whole.theta, theta, "{optim:?} step {t}: the written-out step");
+            }
+            assert_eq!((blocks.updates, blocks.step_t), (whole.updates, whole.step_t));
+            assert_eq!(blocks.updates, 30);
+        }
     }
 }

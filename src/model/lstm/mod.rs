@@ -135,68 +135,92 @@ impl<F: Real + WithScratch> LstmModel<F> {
         dot(last, &th[self.lay.head_w..self.lay.head_w + h]) + th[self.lay.head_b]
     }
 
-    /// ∂loss/∂θ into `s.grad` for the window `x` whose forward pass is in `s`.
+    /// Backpropagation through time for the window `x` whose forward pass is in `s`,
+    /// and the optimizer step: ∂loss/∂θ is worked out a block of θ at a time (a
+    /// weight row, a bias, the head) into one row-sized buffer and each block
+    /// stepped as soon as it is complete — θ, the moments and the gradient meet
+    /// while in cache, and no θ-sized gradient is written, cleared or read back.
+    /// Every value is what a whole gradient then one step over θ gives, bit for bit
+    /// (the step is per element; the block's gradient is the same sums).
     #[inline(always)]
-    fn backward(&self, x: &[F], dpred: F, s: &mut Scratch<F>) {
+    fn backward_step(&mut self, x: &[F], dpred: F, s: &mut Scratch<F>) {
         let Layout { d, h, g, .. } = self.lay;
         let t_n = self.window;
-        let th = &self.p.theta;
         let lay = self.lay;
         let Scratch { acts, cells, tanh_c, hidden, grad, dh, dh_prev, dc, dpre, coefs, .. } = s;
-        let grad = sized(grad, lay.len);
-        grad.fill(F::ZERO);
+        // One block's gradient: a row of g gate values, or the head's h + 1.
+        let row = sized(grad, g.max(h + 1));
         let dh = sized(dh, h);
         let dh_prev = sized(dh_prev, h);
         let dc = sized(dc, h);
         // Every step's ∂loss/∂(gate pre-activations), kept for the weight gradients.
         let dpre_all = sized(dpre, t_n * g);
         let coefs = sized(coefs, t_n);
-        let last = &hidden[(t_n - 1) * h..t_n * h];
-        for k in 0..h {
-            grad[lay.head_w + k] = last[k] * dpred;
-            dh[k] = th[lay.head_w + k] * dpred;
-        }
-        grad[lay.head_b] = dpred;
-        dc.fill(F::ZERO);
-        for t in (0..t_n).rev() {
-            let a = &acts[t * g..(t + 1) * g];
-            let dpre = &mut dpre_all[t * g..(t + 1) * g];
+        {
+            // θ is only read until every step's dpre is known.
+            let th = &self.p.theta;
             for k in 0..h {
-                let (i, f, gg, o) = (a[k], a[h + k], a[2 * h + k], a[3 * h + k]);
-                let tc = tanh_c[t * h + k];
-                let c_prev = if t > 0 { cells[(t - 1) * h + k] } else { F::ZERO };
-                let one = F::ONE;
-                let dck = dc[k] + dh[k] * o * (one - tc * tc);
-                dpre[k] = dck * gg * i * (one - i);
-                dpre[h + k] = dck * c_prev * f * (one - f);
-                dpre[2 * h + k] = dck * i * (one - gg * gg);
-                dpre[3 * h + k] = dh[k] * tc * o * (one - o);
-                dc[k] = dck * f;
+                dh[k] = th[lay.head_w + k] * dpred;
             }
-            if t > 0 {
-                dot_rows(dh_prev, &th[lay.whh..lay.whh + h * g], dpre);
-                dh.copy_from_slice(dh_prev);
+            dc.fill(F::ZERO);
+            for t in (0..t_n).rev() {
+                let a = &acts[t * g..(t + 1) * g];
+                let dpre = &mut dpre_all[t * g..(t + 1) * g];
+                for k in 0..h {
+                    let (i, f, gg, o) = (a[k], a[h + k], a[2 * h + k], a[3 * h + k]);
+                    let tc = tanh_c[t * h + k];
+                    let c_prev = if t > 0 { cells[(t - 1) * h + k] } else { F::ZERO };
+                    let one = F::ONE;
+                    let dck = dc[k] + dh[k] * o * (one - tc * tc);
+                    dpre[k] = dck * gg * i * (one - i);
+                    dpre[h + k] = dck * c_prev * f * (one - f);
+                    dpre[2 * h + k] = dck * i * (one - gg * gg);
+                    dpre[3 * h + k] = dh[k] * tc * o * (one - o);
+                    dc[k] = dck * f;
+                }
+                if t > 0 {
+                    dot_rows(dh_prev, &th[lay.whh..lay.whh + h * g], dpre);
+                    dh.copy_from_slice(dh_prev);
+                }
             }
         }
+        let mut step = self.p.begin_step();
         // The weight gradients sum over the steps: ∂W_ihᵀ[j] = Σₜ xₜ[j]·dpreₜ,
-        // ∂W_hhᵀ[k] = Σₜ₌₁ hₜ₋₁[k]·dpreₜ, the biases Σₜ dpreₜ — each row written once.
+        // ∂W_hhᵀ[k] = Σₜ₌₁ hₜ₋₁[k]·dpreₜ, the biases Σₜ dpreₜ — each row one block.
+        let grow = &mut row[..g];
         coefs.fill(F::ONE);
-        gemv_acc(&mut grad[lay.b_ih..lay.b_ih + g], coefs, dpre_all);
-        grad.copy_within(lay.b_ih..lay.b_ih + g, lay.b_hh);
+        grow.fill(F::ZERO);
+        gemv_acc(grow, coefs, dpre_all);
+        step.slice(lay.b_ih, grow);
+        step.slice(lay.b_hh, grow);
         for j in 0..d {
             for (c, t) in coefs.iter_mut().zip(0..t_n) {
                 *c = x[t * d + j];
             }
-            gemv_acc(&mut grad[lay.wih + j * g..lay.wih + (j + 1) * g], coefs, dpre_all);
+            grow.fill(F::ZERO);
+            gemv_acc(grow, coefs, dpre_all);
+            step.slice(lay.wih + j * g, grow);
         }
-        if t_n > 1 {
-            for k in 0..h {
+        for k in 0..h {
+            grow.fill(F::ZERO);
+            // One step only: W_hh had no part in it; its gradient is zero (and AdamW
+            // still moves it by its moments).
+            if t_n > 1 {
                 for (c, t) in coefs.iter_mut().zip(1..t_n) {
                     *c = hidden[(t - 1) * h + k];
                 }
-                gemv_acc(&mut grad[lay.whh + k * g..lay.whh + (k + 1) * g], &coefs[..t_n - 1], &dpre_all[g..]);
+                gemv_acc(grow, &coefs[..t_n - 1], &dpre_all[g..]);
             }
+            step.slice(lay.whh + k * g, grow);
         }
+        // The head (weights, then the bias right after them in θ).
+        let last = &hidden[(t_n - 1) * h..t_n * h];
+        let head = &mut row[..h + 1];
+        for k in 0..h {
+            head[k] = last[k] * dpred;
+        }
+        head[h] = dpred;
+        step.slice(lay.head_w, head);
     }
 
     /// One update: forward, backward, optimizer step; returns the loss before it.
@@ -205,11 +229,8 @@ impl<F: Real + WithScratch> LstmModel<F> {
         let pred = self.forward_cached(x, s);
         let (loss, dpred) = self.loss.value_slope(pred.f64(), y);
         let xs = std::mem::take(&mut s.xs);
-        self.backward(&xs, F::of(dpred), s);
+        self.backward_step(&xs, F::of(dpred), s);
         s.xs = xs;
-        let grad = std::mem::take(&mut s.grad);
-        self.p.step(&grad[..self.lay.len]);
-        s.grad = grad;
         self.version += 1;
         loss
     }
