@@ -67,6 +67,8 @@ pub struct Scratch<F> {
     pub(super) cells: Vec<F>,
     pub(super) tanh_c: Vec<F>,
     pub(super) hidden: Vec<F>,
+    /// Per step: the gate pre-activations' input part x·W_ihᵀ + b_ih (4h), and the
+    /// current step's recurrent part h·W_hhᵀ + b_hh.
     pub(super) pre_a: Vec<F>,
     pub(super) pre_b: Vec<F>,
     pub(super) grad: Vec<F>,

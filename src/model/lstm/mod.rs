@@ -101,12 +101,17 @@ impl<F: Real + WithScratch> LstmModel<F> {
         let cells = sized(&mut s.cells, t_n * h);
         let tanh_c = sized(&mut s.tanh_c, t_n * h);
         let hidden = sized(&mut s.hidden, t_n * h);
-        let pre_a = sized(&mut s.pre_a, g);
-        let pre_b = sized(&mut s.pre_b, g);
-        for t in 0..t_n {
-            // (x·W_ihᵀ + b_ih) + (h·W_hhᵀ + b_hh), as candle groups it.
+        // (x·W_ihᵀ + b_ih) + (h·W_hhᵀ + b_hh), as candle groups it. The inputs' part
+        // does not wait on the recurrence: every step's, first, while W_ih is in
+        // cache, so the steps' loop streams only W_hh.
+        let pre_all = sized(&mut s.pre_a, t_n * g);
+        for (t, pre_a) in pre_all.chunks_exact_mut(g).enumerate() {
             pre_a.copy_from_slice(&th[self.lay.b_ih..self.lay.b_ih + g]);
             gemv_acc(pre_a, &x[t * d..(t + 1) * d], &th[self.lay.wih..self.lay.wih + d * g]);
+        }
+        let pre_b = sized(&mut s.pre_b, g);
+        for t in 0..t_n {
+            let pre_a = &pre_all[t * g..(t + 1) * g];
             pre_b.copy_from_slice(&th[self.lay.b_hh..self.lay.b_hh + g]);
             if t > 0 {
                 gemv_acc(pre_b, &hidden[(t - 1) * h..t * h], &th[self.lay.whh..self.lay.whh + h * g]);
