@@ -71,6 +71,8 @@ pub struct Scratch<F> {
     /// current step's recurrent part h·W_hhᵀ + b_hh.
     pub(super) pre_a: Vec<F>,
     pub(super) pre_b: Vec<F>,
+    /// One block of ∂loss/∂θ (a weight row, a bias, the head), stepped as soon as
+    /// it is complete.
     pub(super) grad: Vec<F>,
     pub(super) dh: Vec<F>,
     pub(super) dh_prev: Vec<F>,
