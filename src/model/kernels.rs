@@ -158,50 +158,57 @@ pub fn axpy<F: Real>(y: &mut [F], a: F, x: &[F]) {
 /// y += Σᵢ aᵢ·wᵢ, wᵢ the i-th row (of y's length) of `w`, in a fixed order: per
 /// element, the rows four at a time as (a₀w₀ + a₁w₁) + (a₂w₂ + a₃w₃), then the rest
 /// one by one. Sixteen elements of y at a time stay in registers over all the rows
-/// (one load and store of y in all), the rows read sixteen values at a time.
+/// (one load and store of y in all), the rows read sixteen values at a time; a
+/// length that is not a multiple of 16 ends in a block of 8 and one of 4 (vectors
+/// too), then single elements — each element's sums are the same whatever its block.
 #[inline(always)]
 pub fn gemv_acc<F: Real>(y: &mut [F], a: &[F], w: &[F]) {
-    const C: usize = 16;
     let n = y.len();
     assert!(w.len() >= a.len() * n, "a row per coefficient");
-    let full = n - n % C;
-    for c0 in (0..full).step_by(C) {
-        let yb: &mut [F; C] = (&mut y[c0..c0 + C]).try_into().expect("16 values");
-        let mut acc = *yb;
-        let mut coefs = a.chunks_exact(4);
-        let mut r = 0;
-        for c in coefs.by_ref() {
-            let row = |i: usize| -> &[F; C] { w[(r + i) * n + c0..(r + i) * n + c0 + C].try_into().expect("16 values") };
-            let (w0, w1, w2, w3) = (row(0), row(1), row(2), row(3));
-            let (a0, a1, a2, a3) = (c[0], c[1], c[2], c[3]);
-            for k in 0..C {
-                acc[k] += (a0 * w0[k] + a1 * w1[k]) + (a2 * w2[k] + a3 * w3[k]);
-            }
-            r += 4;
-        }
-        for &ai in coefs.remainder() {
-            let wr: &[F; C] = w[r * n + c0..r * n + c0 + C].try_into().expect("16 values");
-            for k in 0..C {
-                acc[k] += ai * wr[k];
-            }
-            r += 1;
-        }
-        *yb = acc;
+    let mut c0 = 0;
+    while c0 + 16 <= n {
+        gemv_block::<F, 16>(y, a, w, c0);
+        c0 += 16;
     }
-    // The last n mod 16 elements, in the same order.
-    for (j, yj) in y.iter_mut().enumerate().skip(full) {
-        let mut coefs = a.chunks_exact(4);
-        let mut r = 0;
-        for c in coefs.by_ref() {
-            let at = |i: usize| w[(r + i) * n + j];
-            *yj += (c[0] * at(0) + c[1] * at(1)) + (c[2] * at(2) + c[3] * at(3));
-            r += 4;
-        }
-        for &ai in coefs.remainder() {
-            *yj += ai * w[r * n + j];
-            r += 1;
-        }
+    if c0 + 8 <= n {
+        gemv_block::<F, 8>(y, a, w, c0);
+        c0 += 8;
     }
+    if c0 + 4 <= n {
+        gemv_block::<F, 4>(y, a, w, c0);
+        c0 += 4;
+    }
+    while c0 < n {
+        gemv_block::<F, 1>(y, a, w, c0);
+        c0 += 1;
+    }
+}
+
+/// [`gemv_acc`] for y[c0..c0 + C], held in registers over all the rows.
+#[inline(always)]
+fn gemv_block<F: Real, const C: usize>(y: &mut [F], a: &[F], w: &[F], c0: usize) {
+    let n = y.len();
+    let yb: &mut [F; C] = (&mut y[c0..c0 + C]).try_into().expect("C values");
+    let mut acc = *yb;
+    let mut coefs = a.chunks_exact(4);
+    let mut r = 0;
+    for c in coefs.by_ref() {
+        let row = |i: usize| -> &[F; C] { w[(r + i) * n + c0..(r + i) * n + c0 + C].try_into().expect("C values") };
+        let (w0, w1, w2, w3) = (row(0), row(1), row(2), row(3));
+        let (a0, a1, a2, a3) = (c[0], c[1], c[2], c[3]);
+        for k in 0..C {
+            acc[k] += (a0 * w0[k] + a1 * w1[k]) + (a2 * w2[k] + a3 * w3[k]);
+        }
+        r += 4;
+    }
+    for &ai in coefs.remainder() {
+        let wr: &[F; C] = w[r * n + c0..r * n + c0 + C].try_into().expect("C values");
+        for k in 0..C {
+            acc[k] += ai * wr[k];
+        }
+        r += 1;
+    }
+    *yb = acc;
 }
 
 /// x·y with sixteen running sums (four 4-wide vectors; fixed order, so
@@ -370,7 +377,7 @@ mod tests {
             }
         }
         let mut d = crate::model::rand::Draws(11);
-        for (rows, n) in [(32, 128), (8, 128), (7, 128), (3, 40), (9, 21), (1, 5), (0, 16)] {
+        for (rows, n) in [(32, 128), (8, 128), (7, 128), (3, 40), (9, 21), (1, 5), (0, 16), (30, 120), (6, 44), (5, 3)] {
             let w: Vec<f64> = (0..rows * n).map(|_| d.symmetric(1.0)).collect();
             let a: Vec<f64> = (0..rows).map(|_| d.symmetric(2.0)).collect();
             let y0: Vec<f64> = (0..n).map(|_| d.symmetric(1.0)).collect();
