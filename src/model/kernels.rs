@@ -304,18 +304,12 @@ pub fn sized<F: Real>(v: &mut Vec<F>, n: usize) -> &mut [F] {
     &mut v[..n]
 }
 
-/// One AdamW step (weight decay 0) on θ with gradient `grad`, the moments `m`, `v`
-/// beside it, at step `t` (1 on the first) — `optim::NetOptimizer`'s arithmetic per
-/// element, the constants rounded once to F (exact for f64).
-#[inline(always)]
-pub fn adamw_step<F: Real>(theta: &mut [F], m: &mut [F], v: &mut [F], grad: &[F], t: u64, lr: f64) {
-    AdamStep::at(t, lr).apply(theta, m, v, grad);
-}
-
-/// AdamW's constants for one step, worked out once (the bias corrections take a few
-/// dozen multiplications): [`AdamStep::apply`] then steps θ a slice at a time, so a
-/// gradient can be applied as it is computed, block by block, with the same bits
-/// as one [`adamw_step`] over the whole of θ (the arithmetic is per element).
+/// One AdamW step (weight decay 0) at step `t` (1 on the first): its constants,
+/// rounded once to F (exact for f64) and worked out once (the bias corrections take
+/// a few dozen multiplications); [`AdamStep::apply`] then steps θ, with the moments
+/// `m`, `v` beside it, a slice at a time with `optim::NetOptimizer`'s arithmetic per
+/// element — so a gradient can be applied block by block as it is computed, with
+/// the bits of one step over the whole of θ.
 #[derive(Clone, Copy)]
 pub struct AdamStep<F> {
     scale_m: F,

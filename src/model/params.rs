@@ -5,7 +5,7 @@
 //! plain network and of its candle version load into each other. Shared by the plain
 //! LSTM (`lstm`) and the plain MLP and CNN (`plain`).
 
-use super::kernels::{adamw_step, sgd_step, AdamStep, Real};
+use super::kernels::{sgd_step, AdamStep, Real};
 use super::linear::Optim;
 use super::rand::Draws;
 use super::Snapshot;
@@ -54,23 +54,17 @@ impl<F: Real> Params<F> {
         Ok(Params { theta, v: moments.clone(), m: moments, step_t: 0, optim, lr, base_lr: lr, updates: 0 })
     }
 
-    /// One optimizer step with the gradient `grad` (as `optim::NetOptimizer`), counted
-    /// as an update.
+    /// One optimizer step with the gradient `grad` of all of θ (as
+    /// `optim::NetOptimizer`), counted as an update: [`Params::begin_step`] with one
+    /// block.
     #[inline(always)]
     pub fn step(&mut self, grad: &[F]) {
-        match self.optim {
-            Optim::AdamW => {
-                self.step_t += 1;
-                adamw_step(&mut self.theta, &mut self.m, &mut self.v, grad, self.step_t, self.lr);
-            }
-            _ => sgd_step(&mut self.theta, grad, self.lr),
-        }
-        self.updates += 1;
+        self.begin_step().slice(0, grad);
     }
 
     /// Begins one optimizer step, counted as an update, to be applied a slice of θ
     /// at a time with [`Stepper::slice`] as the gradient is worked out (every
-    /// parameter once per step): the bits of [`Params::step`] with the whole gradient.
+    /// parameter once per step).
     #[inline(always)]
     pub fn begin_step(&mut self) -> Stepper<'_, F> {
         let adam = (self.optim == Optim::AdamW).then(|| {
