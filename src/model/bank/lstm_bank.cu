@@ -202,7 +202,7 @@ __device__ void update_impl(const unsigned* ids, const T* x, const T* y, const T
   // then all its loads of θ, m and v, then its steps and stores, so a chunk's loads
   // wait on memory together rather than each after the previous parameter's stores
   // (the pointers may alias, as far as the compiler knows) — at the cost of registers
-  // (sm_90, f64: 56 a thread at 1, 127 at 4, 174 at 8), so fewer blocks per SM. An
+  // (sm_90, f64: 56 a thread at 1, 128 at 4, 165 at 8), so fewer blocks per SM. An
   // experiment for a GPU run (TICKFLARE_BANK_STEP_CHUNK); either form computes each
   // parameter as `step` does, to the bit (tested on the CPU).
 #if TF_STEP_CHUNK <= 1
@@ -262,16 +262,13 @@ __device__ void update_impl(const unsigned* ids, const T* x, const T* y, const T
 #pragma unroll
       for (int c = 0; c < TF_STEP_CHUNK; ++c) {
         if (q0 + c < np) {
-          T* tp = column_cell(p, which[c], at[c]);
+          // `step` on the loaded values (registers), then the stores.
+          step(&th[c], &mo[c], &ve[c], gr[c], adam, lr, b1, b2, c1, c2, eps, sm, sv);
           if (adam) {
-            const T mm = mo[c] * b1 + gr[c] * c1;
-            const T vv = ve[c] * b2 + gr[c] * gr[c] * c2;
-            *column_cell(m, which[c], at[c]) = mm;
-            *column_cell(v, which[c], at[c]) = vv;
-            *tp = th[c] - mm * sm / (sqrt(vv * sv) + eps) * lr;
-          } else {
-            *tp = th[c] - gr[c] * lr;
+            *column_cell(m, which[c], at[c]) = mo[c];
+            *column_cell(v, which[c], at[c]) = ve[c];
           }
+          *column_cell(p, which[c], at[c]) = th[c];
         }
       }
     }
