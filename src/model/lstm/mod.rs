@@ -118,9 +118,11 @@ impl<F: Real + WithScratch> LstmModel<F> {
             }
             let a = &mut acts[t * g..(t + 1) * g];
             // Gates i, f and o are sigmoids; the cell candidate (the third) a tanh.
-            // Loops over whole slices, so they vectorise.
-            for ((ar, pa), pb) in a.iter_mut().zip(pre_a.iter()).zip(pre_b.iter()) {
-                *ar = sigmoid(*pa + *pb);
+            // Loops over whole slices, so they vectorise; each gate's function once.
+            for r in [0..2 * h, 3 * h..g] {
+                for ((ar, pa), pb) in a[r.clone()].iter_mut().zip(&pre_a[r.clone()]).zip(&pre_b[r]) {
+                    *ar = sigmoid(*pa + *pb);
+                }
             }
             for ((ar, pa), pb) in a[2 * h..3 * h].iter_mut().zip(&pre_a[2 * h..3 * h]).zip(&pre_b[2 * h..3 * h]) {
                 *ar = tanh(*pa + *pb);
