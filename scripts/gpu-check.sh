@@ -15,13 +15,15 @@
 #      wave of keys), 1,000 and 10,000 keys, f32 and f64, on CUDA: each wave one
 #      kernel launch (model/bank/lstm_bank.cu), and candle's tensor form of the same
 #      wave (TICKFLARE_BANK_KERNEL=candle) beside it; the kernel also with its optimizer
-#      step 4 and 8 parameters at a time (TICKFLARE_BANK_STEP_CHUNK) and with each
-#      wave's time split into host preparation, kernel and copy back
-#      (TICKFLARE_BANK_PROFILE=1);
+#      step 4 and 8 parameters at a time (TICKFLARE_BANK_STEP_CHUNK), with each
+#      wave's inputs packed into reused page-locked buffers (TICKFLARE_BANK_STAGING=
+#      pinned), and with each wave's time split into host preparation, kernel and copy
+#      back (TICKFLARE_BANK_PROFILE=1; default and pinned staging);
 #   2. the CPU's best path for the same keyed LSTMs (plain code key by key, one
 #      thread and every core) and the bank on the CPU;
 #   3. forecasts: the Binance sample's pipeline with a banked per-key LSTM lane on
-#      CUDA (the kernel, and candle's form) and on the CPU, f64 and f32, compared row
+#      CUDA (the kernel with both stagings, and candle's form) and on the CPU, f64 and
+#      f32, compared row
 #      by row with the CPU's (scripts/compare_predictions.py, needs pyarrow);
 #   4. single models at batch 1/32/256 (also the MLP and CNN in f32) and 1,000
 #      keyed models key by key (linear, MLP, LSTM, CNN) on both — on the CPU the
@@ -123,8 +125,16 @@ want 1 && for keys in 1000 10000; do
         --device "$gpu" --keys "$keys" --rows $rows --kind lstm --bank --precision "$prec" \
         --json "$out/bank$keys-$gpu-$prec-chunk$chunk.json"
     done
-    step "bank $keys keys $prec $gpu, profiled" 90 env TICKFLARE_BANK_PROFILE=1 "${bm[@]}" --device "$gpu" \
-      --keys "$keys" --rows $rows --kind lstm --bank --precision "$prec"
+    # Each wave's inputs packed into reused page-locked buffers (one copy up), then both
+    # stagings with each wave's host / kernel / copy-back time.
+    step "bank $keys keys $prec $gpu, pinned staging" 90 env TICKFLARE_BANK_STAGING=pinned "${bm[@]}" \
+      --device "$gpu" --keys "$keys" --rows $rows --kind lstm --bank --precision "$prec" \
+      --json "$out/bank$keys-$gpu-$prec-pinned.json"
+    for staging in pageable pinned; do
+      step "bank $keys keys $prec $gpu, $staging staging, profiled" 90 env TICKFLARE_BANK_PROFILE=1 \
+        TICKFLARE_BANK_STAGING=$staging "${bm[@]}" --device "$gpu" --keys "$keys" --rows $rows --kind lstm \
+        --bank --precision "$prec"
+    done
     step "bank $keys keys $prec $gpu, candle's form" 90 "${candle[@]}" "${bm[@]}" --device "$gpu" --keys "$keys" \
       --rows $(($(scale "$keys") * 8)) --kind lstm --bank --precision "$prec" --json "$out/bank$keys-$gpu-$prec-candle.json"
   done
@@ -145,8 +155,8 @@ done
 # 3. Forecasts on CUDA against the CPU: a banked per-key LSTM lane on the Binance sample.
 head -n $((quick ? 600 : 3000)) data/binance_ticks_sample.jsonl >"$out/input.jsonl"
 want 3 && for prec in f64 f32; do
-  for run in cpu "$gpu" "$gpu-candle"; do
-    dev=${run%-candle}
+  for run in cpu "$gpu" "$gpu-pinned" "$gpu-candle"; do
+    dev=${run%%-*}
     p="pipelines/.gpu-check-bank-$run-$prec.toml"
     sed -e 's/^kind = "linear"/kind = "lstm"/' -e 's/^optimizer = "nlms"/optimizer = "adamw"/' \
       -e 's/^learning_rate = 0.05/learning_rate = 0.01/' -e '/^normalize = true/d' \
@@ -155,11 +165,12 @@ want 3 && for prec in f64 f32; do
       -e "s/^device = \"cpu\"/device = \"$dev\"/" pipelines/market-ticks.toml >"$p"
     kernel=()
     [[ $run == *-candle ]] && kernel=("${candle[@]}")
+    [[ $run == *-pinned ]] && kernel=(env TICKFLARE_BANK_STAGING=pinned)
     step "pipeline bank lane $prec $run" 120 "${kernel[@]}" "$bin" backtest "$p" --input "$out/input.jsonl" --quiet \
       --report "$out/bank-pipeline-$run-$prec"
     rm -f "$p"
   done
-  for run in "$gpu" "$gpu-candle"; do
+  for run in "$gpu" "$gpu-pinned" "$gpu-candle"; do
     step "compare $prec $run vs cpu" 60 python3 scripts/compare_predictions.py \
       "$out/bank-pipeline-cpu-$prec/predictions.parquet" "$out/bank-pipeline-$run-$prec/predictions.parquet" \
       --json "$out/compare-$prec-$run.json"

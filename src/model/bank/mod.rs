@@ -28,6 +28,8 @@
 #[cfg(feature = "cuda")]
 mod cuda;
 mod key;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod staging;
 
 pub use key::{lock, BankKey, SharedBank};
 
