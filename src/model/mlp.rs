@@ -130,7 +130,7 @@ impl NetModel<Mlp> {
 
 impl Mlp {
     fn forward(&self, x: &[f64], device: &Device) -> Result<Tensor> {
-        if x.len() % self.n != 0 || x.is_empty() {
+        if !x.len().is_multiple_of(self.n) || x.is_empty() {
             return Err(Error::Internal(format!("expected rows of {} features, got {} values", self.n, x.len())));
         }
         let mut h = Tensor::from_slice(x, (x.len() / self.n, self.n), device)?.to_dtype(self.dtype)?;

@@ -144,6 +144,8 @@ mod tests {
             b.swap(c, piv);
             for r in c + 1..n {
                 let f = a[r][c] / a[c][c];
+                // Rows r and c both indexed: no single iterator serves.
+                #[allow(clippy::needless_range_loop)]
                 for k in c..n {
                     a[r][k] -= f * a[c][k];
                 }

@@ -167,7 +167,7 @@ impl Batch {
             }
             self.outs = outs;
             if let Some((p, e)) = first_err {
-                return Err(crate::error::Error::from(e).context(format!("partition {p}")));
+                return Err(e.context(format!("partition {p}")));
             }
         } else {
             for p in &parts {

@@ -331,14 +331,14 @@ impl Checkpointer {
         let mut dropped: BTreeMap<i32, usize> = BTreeMap::new();
         let published = &self.published;
         out.predictions.retain(|r| {
-            let keep = !published.get(&r.partition).and_then(|p| p.0).is_some_and(|max| r.offset <= max);
+            let keep = published.get(&r.partition).and_then(|p| p.0).is_none_or(|max| r.offset > max);
             if !keep {
                 *dropped.entry(r.partition).or_default() += 1;
             }
             keep
         });
         out.dead_letters.retain(|d| {
-            let keep = !published.get(&d.partition).and_then(|p| p.1).is_some_and(|max| d.offset <= max);
+            let keep = published.get(&d.partition).and_then(|p| p.1).is_none_or(|max| d.offset > max);
             if !keep {
                 *dropped.entry(d.partition).or_default() += 1;
             }

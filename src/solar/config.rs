@@ -197,7 +197,7 @@ impl SolarConfig {
         let problems: Vec<String> = r.problems().map(|(k, m)| format!("{k}: {m}")).collect();
         if !problems.is_empty() {
             let e = crate::error::Error::Config(format!("in {}: {}", path.display(), problems.join("; ")));
-            return Err(e.into());
+            return Err(e);
         }
         Ok(r.value)
     }

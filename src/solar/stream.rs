@@ -244,7 +244,7 @@ impl<'a> Run<'a> {
             }
             Ok(fr) => self.track(&fr, q.partition, q.offset).await?,
         }
-        if self.pos.frames_done % self.cfg.checkpoint.interval_frames.max(1) == 0 {
+        if self.pos.frames_done.is_multiple_of(self.cfg.checkpoint.interval_frames.max(1)) {
             self.checkpoint().await.context("writing a checkpoint (stopping: restarts would lose the tracker's state)")?;
         }
         Ok(())

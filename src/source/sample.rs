@@ -42,7 +42,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// The partition of `partitions` a keyed record goes to, as Kafka's Java producer
 /// places it: `(murmur2(key) & 0x7fffffff) % partitions`.
 pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
-    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1)) as i32
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
 /// The text of the key field of one JSON line, if it has one.

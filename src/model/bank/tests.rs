@@ -287,7 +287,7 @@ fn the_cuda_kernels_run_on_the_cpu_follow_the_bank() {
             let mut want: Vec<f64> = Vec::new();
             for i in 0..waves {
                 // Four or five of the six keys, in an order that changes wave to wave.
-                let mut ks: Vec<u32> = (0..keys as u32).filter(|k| (*k as usize + i) % 4 != 0).collect();
+                let mut ks: Vec<u32> = (0..keys as u32).filter(|k| !(*k as usize + i).is_multiple_of(4)).collect();
                 let turn = i % ks.len();
                 ks.rotate_left(turn);
                 if i % 2 == 1 {

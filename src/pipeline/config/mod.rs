@@ -233,7 +233,7 @@ pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
         u => return Err(format!("duration {s:?}: unit {u:?} is not one of ns, us, ms, s, m, h, d")),
     };
     let ns = n * mult;
-    if !(ns >= 1.0 && ns < 9.2e18) {
+    if !(1.0..9.2e18).contains(&ns) {
         return Err(format!("duration {s:?} must be positive and below 292 years"));
     }
     Ok(ns.round() as i64)

@@ -124,7 +124,7 @@ async fn a_pipeline_over_tls_with_sasl_plain_and_scram_publishes_what_it_does_in
     let cluster = Secured::start(&pki, &["in", "out", "dlq"]).await;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let opts = RunOptions { brokers: Some(cluster.front.clone()), stop_at_end: true, assign: true, ..Default::default() };
-    let e = tickflare::pipeline::run(&b, opts, rx).await.err().expect("a refused login must stop the run");
+    let e = tickflare::pipeline::run(&b, opts, rx).await.expect_err("a refused login must stop the run");
     let text = format!("{e:#}");
     assert!(text.contains("Authentication failed during authentication due to invalid credentials"), "{text}");
     assert!(!text.contains("wrong-password"), "{text}");
