@@ -165,9 +165,7 @@ impl Fused {
         let mut guard = self.stage::<T>(n)?;
         let st = guard.as_mut().expect("staging buffers just made");
         let xr = pack_predict(st.up.as_mut_slice().map_err(cuda_err)?, xs, T::from_f64);
-        st.ids.as_mut_slice().map_err(cuda_err)?[..n].copy_from_slice(keys);
-        self.stream.memcpy_htod(&Prefix { all: &mut st.up, len: xr.end }, &mut st.d_up).map_err(cuda_err)?;
-        self.stream.memcpy_htod(&Prefix { all: &mut st.ids, len: n }, &mut st.d_ids).map_err(cuda_err)?;
+        st.upload(&self.stream, keys, xr.end)?;
         self.launch_predict(n, &st.d_ids.slice(..n), &st.d_up.slice(xr), &mut st.d_out.slice_mut(..n), params)?;
         let (t1, t2) = self.profiled_wait(t0)?;
         out.clear();
@@ -239,9 +237,7 @@ impl Fused {
         let mut guard = self.stage::<T>(n)?;
         let st = guard.as_mut().expect("staging buffers just made");
         let parts = pack_update(st.up.as_mut_slice().map_err(cuda_err)?, xs, ys, per_key, T::from_f64);
-        st.ids.as_mut_slice().map_err(cuda_err)?[..n].copy_from_slice(keys);
-        self.stream.memcpy_htod(&Prefix { all: &mut st.up, len: parts.sv.end }, &mut st.d_up).map_err(cuda_err)?;
-        self.stream.memcpy_htod(&Prefix { all: &mut st.ids, len: n }, &mut st.d_ids).map_err(cuda_err)?;
+        st.upload(&self.stream, keys, parts.sv.end)?;
         let up = &st.d_up;
         let inputs = [&up.slice(parts.x), &up.slice(parts.y), &up.slice(parts.lr), &up.slice(parts.sm), &up.slice(parts.sv)];
         self.launch_update(n, &st.d_ids.slice(..n), inputs, &mut st.d_out.slice_mut(..n), params, moments, loss)?;
@@ -412,6 +408,14 @@ impl<T: Real> Stage<T> {
                 d_out: stream.alloc(keys).map_err(cuda_err)?,
             })
         }
+    }
+
+    /// Copies the wave's ids `keys` and the first `packed` values of its packed inputs
+    /// (already in `up`) to the device.
+    fn upload(&mut self, stream: &Arc<CudaStream>, keys: &[u32], packed: usize) -> Result<()> {
+        self.ids.as_mut_slice().map_err(cuda_err)?[..keys.len()].copy_from_slice(keys);
+        stream.memcpy_htod(&Prefix { all: &mut self.up, len: packed }, &mut self.d_up).map_err(cuda_err)?;
+        stream.memcpy_htod(&Prefix { all: &mut self.ids, len: keys.len() }, &mut self.d_ids).map_err(cuda_err)
     }
 
     /// Copies the first `n` results back and waits for them.
