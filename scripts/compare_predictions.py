@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Compares two backtests' predictions.parquet row by row (needs pyarrow).
+"""Compares two backtests' predictions.parquet row by row (with pyarrow), or, where
+pyarrow is not installed (a GPU machine that cannot reach PyPI), their labels.csv
+(`tickflare backtest --labels`: every labelled forecast; the standard library reads it).
 
 Used by scripts/gpu-check.sh to put a number on how far a CUDA run's forecasts are
 from the CPU run's of the same pipeline and input: rows are matched by (partition,
@@ -10,17 +12,47 @@ are counted. With --json the summary is also written as JSON. Exit status 1 when
 files do not line up (different rows or a differing non-numeric field), or when
 --rtol is given and a numeric field differs by more than it.
 
-Usage: compare_predictions.py CPU.parquet OTHER.parquet [--json OUT] [--rtol X]
+In the CSV form rows are matched by (lane, key, time, offset predicted at) and the
+numeric columns (predicted, persistence, seasonal_naive, actual) compared; given a
+predictions.parquet path it reads the labels.csv beside it.
+
+Usage: compare_predictions.py CPU.parquet|CPU.csv OTHER.parquet|OTHER.csv [--json OUT] [--rtol X]
 """
 import argparse
+import csv
 import json
 import math
+import os
 import sys
 
-import pyarrow.parquet as pq
+try:
+    import pyarrow.parquet as pq
+except ImportError:
+    pq = None
+
+
+def labels_rows(path):
+    """labels.csv as {(lane, key, time_ns, offset): (key, {column: number or None})}."""
+    out = {}
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            ident = (r["lane"], r["key"], r["time_ns"], r["predicted_at_offset"])
+            vals = {}
+            for c in ("predicted", "persistence", "seasonal_naive", "actual"):
+                v = r.get(c, "")
+                vals[c] = float(v) if v not in ("", None) else None
+            out[ident] = (r["key"], vals)
+    return out
 
 
 def rows(path):
+    if path.endswith(".csv"):
+        return labels_rows(path)
+    if pq is None:
+        csv_path = os.path.join(os.path.dirname(path), "labels.csv")
+        if not os.path.exists(csv_path):
+            sys.exit(f"pyarrow is not installed and {csv_path} does not exist (run the backtest with --labels)")
+        return labels_rows(csv_path)
     t = pq.read_table(path, columns=["partition", "offset", "key", "payload"]).to_pydict()
     out = {}
     for p, o, k, v in zip(t["partition"], t["offset"], t["key"], t["payload"]):
@@ -38,6 +70,8 @@ def main():
     ap.add_argument("--rtol", type=float)
     a = ap.parse_args()
     ref, oth = rows(a.reference), rows(a.other)
+    if pq is None or a.reference.endswith(".csv"):
+        print("comparing labels.csv: labelled forecasts only (pyarrow not installed or CSV given)")
     common = sorted(set(ref) & set(oth))
     fields = {}
     mismatched = 0

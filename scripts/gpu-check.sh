@@ -24,7 +24,8 @@
 #   3. forecasts: the Binance sample's pipeline with a banked per-key LSTM lane on
 #      CUDA (the kernel with both stagings, and candle's form) and on the CPU, f64 and
 #      f32, compared row
-#      by row with the CPU's (scripts/compare_predictions.py, needs pyarrow);
+#      by row with the CPU's (scripts/compare_predictions.py: predictions.parquet
+#      with pyarrow, else the labelled forecasts of labels.csv, standard library only);
 #   4. single models at batch 1/32/256 (also the MLP and CNN in f32) and 1,000
 #      keyed models key by key (linear, MLP, LSTM, CNN) on both — on the CPU the
 #      networks are plain code, on CUDA candle;
@@ -166,7 +167,7 @@ want 3 && for prec in f64 f32; do
     kernel=()
     [[ $run == *-candle ]] && kernel=("${candle[@]}")
     [[ $run == *-pinned ]] && kernel=(env TICKFLARE_BANK_STAGING=pinned)
-    step "pipeline bank lane $prec $run" 120 "${kernel[@]}" "$bin" backtest "$p" --input "$out/input.jsonl" --quiet \
+    step "pipeline bank lane $prec $run" 120 "${kernel[@]}" "$bin" backtest "$p" --input "$out/input.jsonl" --quiet --labels \
       --report "$out/bank-pipeline-$run-$prec"
     rm -f "$p"
   done
