@@ -107,6 +107,9 @@ struct StateFile {
     block: UpdateBlock,
 }
 
+/// A checkpoint's files as (name, bytes), before the store writes them.
+pub type Files = Vec<(String, Vec<u8>)>;
+
 fn cp_err(what: impl std::fmt::Display) -> Error {
     Error::Checkpoint(what.to_string())
 }
@@ -118,7 +121,7 @@ pub fn encode(
     pipeline: &str,
     fingerprint: &str,
     outputs: BTreeMap<String, i64>,
-) -> Result<(Manifest, Vec<(String, Vec<u8>)>)> {
+) -> Result<(Manifest, Files)> {
     let mut names: Vec<&String> = state.keys.keys().collect();
     names.sort();
     let mut snaps: Vec<(String, Snapshot)> = Vec::new();
@@ -345,7 +348,7 @@ mod tests {
         Ok(Box::new(crate::model::linear::LinearModel::new(2, crate::model::linear::Optim::AdamW, 0.1, &candle_core::Device::Cpu)?))
     }
 
-    fn files_of(v: Vec<(String, Vec<u8>)>) -> BTreeMap<String, Bytes> {
+    fn files_of(v: Files) -> BTreeMap<String, Bytes> {
         v.into_iter().map(|(n, b)| (n, Bytes::from(b))).collect()
     }
 

@@ -19,7 +19,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::{Manifest, FORMAT_VERSION};
+use super::checkpoint::{Files, Manifest, FORMAT_VERSION};
 use crate::error::{Error, Result};
 
 pub const MANIFEST: &str = "MANIFEST.json";
@@ -85,7 +85,7 @@ impl CheckpointStore {
 
     /// Writes one checkpoint: `files`, then the manifest (with their checksums).
     /// Returns the bytes written and the manifest as stored.
-    pub async fn write(&self, mut manifest: Manifest, files: Vec<(String, Vec<u8>)>) -> Result<(u64, Manifest)> {
+    pub async fn write(&self, mut manifest: Manifest, files: Files) -> Result<(u64, Manifest)> {
         let dir = self.checkpoint_dir(manifest.partition, manifest.next_offset);
         let mut total = 0u64;
         manifest.files.clear();

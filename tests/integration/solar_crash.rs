@@ -102,8 +102,11 @@ fn final_state(dir: &Path) -> (i64, serde_json::Value, serde_json::Value, std::c
     })
 }
 
+/// A message's key, payload, headers and timestamp.
+type Observed = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<i64>);
+
 /// Everything observable of a message but its offset.
-fn observable(ms: Vec<ReadMessage>) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>, Option<i64>)> {
+fn observable(ms: Vec<ReadMessage>) -> Vec<Observed> {
     ms.into_iter().map(|m| (m.key, m.payload, m.headers, m.timestamp_ms)).collect()
 }
 
