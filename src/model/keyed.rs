@@ -375,12 +375,12 @@ mod tests {
         seq
     }
 
-    /// Runs `seq` (each entry: a key's next row, predicted then learned) queued in
-    /// batches of `batch` rows through `run_keys` on 2 threads; returns each key's
-    /// (forecast, updates when made) and its model.
     /// Each key's (forecast, updates when made), and each key's model.
     type Queued = (Vec<Vec<(f64, u64)>>, Vec<Option<Box<dyn OnlineModel>>>);
 
+    /// Runs `seq` (each entry: a key's next row, predicted then learned) queued in
+    /// batches of `batch` rows through `run_keys` on 2 threads; returns each key's
+    /// (forecast, updates when made) and its model.
     fn run_queued(seq: &[usize], keys: usize, per_key: usize, batch: usize, build: Build<'_>) -> Queued {
         let mut ops: Vec<KeyOps> = (0..keys).map(|_| KeyOps::default()).collect();
         let mut slots: Vec<Option<Box<dyn OnlineModel>>> = (0..keys).map(|_| None).collect();
