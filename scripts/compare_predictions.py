@@ -45,11 +45,16 @@ def labels_rows(path):
     return out
 
 
-def rows(path):
+def labels_path(path):
+    """The labels.csv to read for `path`, or None to read its predictions.parquet."""
     if path.endswith(".csv"):
-        return labels_rows(path)
-    if pq is None:
-        csv_path = os.path.join(os.path.dirname(path), "labels.csv")
+        return path
+    return os.path.join(os.path.dirname(path), "labels.csv") if pq is None else None
+
+
+def rows(path):
+    csv_path = labels_path(path)
+    if csv_path is not None:
         if not os.path.exists(csv_path):
             sys.exit(f"pyarrow is not installed and {csv_path} does not exist (run the backtest with --labels)")
         return labels_rows(csv_path)
@@ -69,9 +74,12 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--rtol", type=float)
     a = ap.parse_args()
-    ref, oth = rows(a.reference), rows(a.other)
-    if pq is None or a.reference.endswith(".csv"):
+    forms = {labels_path(a.reference) is None, labels_path(a.other) is None}
+    if len(forms) > 1:
+        sys.exit("one labels.csv and one predictions.parquet: their rows are not comparable")
+    if False in forms:
         print("comparing labels.csv: labelled forecasts only (pyarrow not installed or CSV given)")
+    ref, oth = rows(a.reference), rows(a.other)
     common = sorted(set(ref) & set(oth))
     fields = {}
     mismatched = 0
