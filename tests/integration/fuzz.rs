@@ -8,7 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use tickflare::model::rand::Draws;
+use tickflare::pipeline::config::PipelineConfig;
 use tickflare::source::decode::Decoder;
+use tickflare::source::mapping::FileMessages;
 use tickflare::source::schema::TopicSchema;
 
 use crate::common::repo;
@@ -89,17 +91,60 @@ fn lines(path: &str, n: usize) -> Vec<Vec<u8>> {
     std::fs::read_to_string(repo().join(path)).unwrap().lines().filter(|l| !l.trim().is_empty()).take(n).map(|l| l.as_bytes().to_vec()).collect()
 }
 
-/// The schema-driven JSON decoder, on every shipped JSON schema with records of its
-/// own: accepted records become rows, refused ones a reason.
+/// market-bars' pipeline (EUR/USD hourly bars from a CSV file) and its input schema.
+fn market_bars() -> (PipelineConfig, Arc<TopicSchema>) {
+    let cfg = PipelineConfig::load(&repo().join("pipelines/market-bars.toml")).unwrap().value;
+    let schema = Arc::new(TopicSchema::load(&cfg.resolve(&cfg.source.schema)).unwrap());
+    (cfg, schema)
+}
+
+/// The first `n` messages market-bars' file mapping makes of the shipped EUR/USD
+/// hourly bars (JSON in `ohlcv-bars.json`'s shape), with each one's time in ms.
+fn bar_messages(n: usize) -> Vec<(Vec<u8>, i64)> {
+    let (cfg, schema) = market_bars();
+    let mut m = FileMessages::open(&repo().join("data/eurusd_1h_2017_q1.csv"), &cfg.source.file, schema, &cfg.source.time, Some(&cfg.source.key)).unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = m.next_message() {
+        let msg = r.unwrap();
+        out.push((msg.payload.to_vec(), msg.time_ms.expect("a bar's time")));
+        if out.len() == n {
+            break;
+        }
+    }
+    out
+}
+
+/// The schema-driven JSON decoder, on every shipped JSON input schema with records of
+/// its own: accepted records become rows, refused ones a reason.
 #[test]
 fn json_decoders_never_panic() {
     let flat = vec![br#"{"symbol":"BTCUSDT","ts":1742944020773,"price":87232.0,"size":0.5}"#.to_vec(), br#"{"symbol":"ETH","ts":"2025-03-25T23:07:00.773Z","price":2059.1}"#.to_vec()];
+    let bars = bar_messages(50);
+    // series.json's records, made from the same bars' closes: the time as text, or
+    // as epoch milliseconds (the schema reads an integer time as ms).
+    let series: Vec<Vec<u8>> = bars
+        .iter()
+        .enumerate()
+        .map(|(i, (bar, ms))| {
+            let v: serde_json::Value = serde_json::from_slice(bar).unwrap();
+            let time = if i % 2 == 0 { v["time"].clone() } else { serde_json::json!(ms) };
+            serde_json::to_vec(&serde_json::json!({"series": "eurusd_1h_2017_q1", "time": time, "value": v["close"]})).unwrap()
+        })
+        .collect();
     for (schema, seeds) in [
         ("schemas/binance-ticks.json", lines("data/binance_ticks_sample.jsonl", 200)),
         ("schemas/daily-demand.json", lines("data/daily_demand.jsonl", 50)),
         ("schemas/flat-ticks.json", flat),
+        ("schemas/ohlcv-bars.json", bars.into_iter().map(|(b, _)| b).collect()),
+        ("schemas/series.json", series),
     ] {
         let s = Arc::new(TopicSchema::load(&repo().join(schema)).unwrap());
+        // The seeds themselves are records of the schema (else only refusals are fuzzed).
+        let mut whole = Decoder::new(s.clone());
+        for seed in &seeds {
+            whole.push(Some(seed), 0).unwrap_or_else(|e| panic!("{schema}: a seed is refused: {}", e.reason()));
+        }
+        assert_eq!(whole.finish().num_rows(), seeds.len());
         let mut d = Decoder::new(s);
         let mut accepted = 0;
         fuzz(schema, &seeds, budget(4000), |input| match d.push(Some(input), 0) {
@@ -145,10 +190,7 @@ fn solar_frames_never_panic() {
 /// mutated file is read record by record; a record is a message or an error.
 #[test]
 fn csv_files_never_panic() {
-    use tickflare::pipeline::config::PipelineConfig;
-    use tickflare::source::mapping::FileMessages;
-    let cfg = PipelineConfig::load(&repo().join("pipelines/market-bars.toml")).unwrap().value;
-    let schema = Arc::new(TopicSchema::load(&cfg.resolve(&cfg.source.schema)).unwrap());
+    let (cfg, schema) = market_bars();
     let text = std::fs::read_to_string(repo().join("data/eurusd_1h_2017_q1.csv")).unwrap();
     let seed: Vec<u8> = text.lines().take(12).collect::<Vec<_>>().join("\n").into_bytes();
     let dir = tempfile::tempdir().unwrap();
