@@ -110,7 +110,7 @@ async fn validate_solar(path: &std::path::Path, brokers: Option<&str>) -> Vec<Pr
             Err(e) => probs.push(problem("tracker", format!("{e:#}"))),
             Ok(mut t) => {
                 if let Some(dir) = &cfg.checkpoint.dir {
-                    let loc = cfg.resolve(dir).to_string_lossy().into_owned();
+                    let loc = crate::state::store::location_in_file(&dir.to_string_lossy(), &cfg.base_dir);
                     let restored = async { crate::solar::checkpoint::SolarCheckpoints::open(&loc, &cfg)?.restore(&mut t).await };
                     if let Err(e) = restored.await {
                         probs.push(problem("checkpoint.dir", format!("{e:#}")));

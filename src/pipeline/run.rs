@@ -126,7 +126,7 @@ impl<'a> Live<'a> {
         let consumer = consumer_with(&conn.brokers, &group, ctx, &props)?;
         let ends = end_offsets(&consumer, &cfg.source.topic, Duration::from_secs(10))
             .with_context(|| diagnosed(&conn.brokers, &props, format!("reading end offsets of {:?}", cfg.source.topic)))?;
-        let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.clone());
+        let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.as_deref().map(|d| crate::state::store::location_in_file(d, &cfg.base_dir)));
         let ckpt = match &location {
             Some(l) => Some(Checkpointer::new(built, l, &conn.brokers, &props).with_context(|| format!("opening checkpoints at {l:?}"))?),
             None => None,

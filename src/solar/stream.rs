@@ -169,7 +169,7 @@ impl<'a> Run<'a> {
     /// The tracker from the newest checkpoint (or fresh), and the outputs' tails.
     async fn restore(cfg: &'a SolarConfig, opts: &SolarRunOptions, brokers: &str, props: &KafkaProps, seeded: Option<&Seeded>) -> crate::error::Result<Run<'a>> {
         let mut tracker = Tracker::new(cfg.tracker.clone(), &cfg.base_dir)?;
-        let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.as_ref().map(|d| cfg.resolve(d).to_string_lossy().into_owned()));
+        let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.as_ref().map(|d| crate::state::store::location_in_file(&d.to_string_lossy(), &cfg.base_dir)));
         let ckpt = match &location {
             Some(l) => Some(SolarCheckpoints::open(l, cfg).with_context(|| format!("opening checkpoints at {l:?}"))?),
             None => None,

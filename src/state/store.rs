@@ -43,6 +43,18 @@ fn cp_err(what: impl std::fmt::Display) -> Error {
     Error::Checkpoint(what.to_string())
 }
 
+/// Where a pipeline file's `[checkpoint] dir` points: an object-store URL
+/// (`scheme://…`) or an absolute path as written, a relative path under the pipeline
+/// file's directory `base` (as every other path in the file). A location given on
+/// the command line or in `TICKFLARE_CHECKPOINT_DIR` is used as given instead.
+pub fn location_in_file(written: &str, base: &std::path::Path) -> String {
+    if written.contains("://") || std::path::Path::new(written).is_absolute() {
+        written.to_string()
+    } else {
+        base.join(written).to_string_lossy().into_owned()
+    }
+}
+
 impl CheckpointStore {
     /// Opens `dir_or_url` (a directory, created if missing, or an object-store URL)
     /// for `pipeline`.
@@ -284,6 +296,20 @@ pub fn sha256(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pipeline file's relative `[checkpoint] dir` lives beside the file; absolute
+    /// paths and object-store URLs are taken as written (a URL joined onto a folder
+    /// would no longer parse).
+    #[test]
+    fn a_files_checkpoint_dir_resolves_against_the_file() {
+        let base = std::path::Path::new("pipelines");
+        assert_eq!(location_in_file("checkpoints", base), "pipelines/checkpoints");
+        assert_eq!(location_in_file("../state/ck", base), "pipelines/../state/ck");
+        assert_eq!(location_in_file("/var/lib/tickflare", base), "/var/lib/tickflare");
+        assert_eq!(location_in_file("s3://bucket/prefix", base), "s3://bucket/prefix");
+        assert_eq!(location_in_file("file:///tmp/ck", base), "file:///tmp/ck");
+        assert_eq!(location_in_file("checkpoints", std::path::Path::new("")), "checkpoints");
+    }
 
     fn manifest(next_offset: i64) -> Manifest {
         Manifest {
