@@ -12,7 +12,8 @@ use super::{hundred, parse_duration_ns, thousand, three_usize};
 /// `[model]`: the online regression model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
-    /// Model kind: `linear` (SGD/AdamW) or `rls` (recursive least squares).
+    /// Model kind: `linear` (SGD, AdamW or NLMS), `rls` (recursive least squares),
+    /// `mlp`, `lstm` or `cnn1d`.
     #[serde(default)]
     pub kind: ModelKind,
     /// `auto` (normalised LMS for `linear`, AdamW for the networks), `sgd`, `adamw`
@@ -159,7 +160,8 @@ pub struct ModelConfig {
     /// `model::model_device`).
     #[serde(default)]
     pub device: DeviceChoice,
-    /// `f64` (default) or `f32` (`lstm` only): the float type the model computes in.
+    /// `f64` (default) or `f32` (the networks: `mlp`, `lstm`, `cnn1d`): the float type
+    /// the model computes in.
     #[serde(default)]
     pub precision: Precision,
     /// `scope = "per_key"` LSTMs held as one stacked bank per pipeline: a batch's
