@@ -91,7 +91,11 @@ impl ConsumerContext for SourceContext {
                 self.post_rebalance(c, &Rebalance::Assign(tpl));
                 r
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if self.hold_revoked.load(Ordering::SeqCst) => {
+            // (A revocation of nothing — the eager protocol revokes a whole
+            // assignment, which can be empty — has nothing to hand over and is not
+            // held: the run loop releases what it holds, so it would never be
+            // released, and the member would never rejoin the group.)
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if self.hold_revoked.load(Ordering::SeqCst) && !tpl.elements_for_topic(&self.topic).is_empty() => {
                 let parts: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
                 tracing::info!(partitions = ?parts, "revocation held until the partitions are checkpointed");
                 if let Ok(mut h) = self.held.lock() {

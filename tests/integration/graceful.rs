@@ -24,6 +24,9 @@ struct Group {
     _broker: Child,
     addr: String,
     dir: tempfile::TempDir,
+    /// The members' logs, and their metrics addresses.
+    logs: tempfile::TempDir,
+    members: std::cell::RefCell<Vec<String>>,
 }
 
 impl Group {
@@ -37,26 +40,52 @@ impl Group {
         let mut input = read(&ref_addr, "ticks");
         input.sort_by_key(|m| (m.offset, m.partition));
         let (_broker, addr) = broker_process_with(&TOPICS);
-        Group { _ref_broker, ref_addr, want, input, _broker, addr, dir: tempfile::tempdir().unwrap() }
+        Group { _ref_broker, ref_addr, want, input, _broker, addr, dir: tempfile::tempdir().unwrap(), logs: tempfile::tempdir().unwrap(), members: Default::default() }
     }
 
     /// A member of consumer group `group` serving metrics on `http`, with short
-    /// sessions (6 s) and `env` on top.
+    /// sessions (6 s) and `env` on top; its log goes to [`Group::log_of`].
     fn member(&self, group: &str, http: &str, env: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.log_of(http)).unwrap();
+        self.members.borrow_mut().push(http.to_string());
         let mut c = Command::new(bin());
         c.current_dir(repo())
             .args(["run", PIPELINE, "--group", group, "--brokers", &self.addr, "--metrics-addr", http, "--checkpoint-dir"])
             .arg(self.dir.path())
             .env("TICKFLARE_KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("TICKFLARE_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,tickflare=info")
             .env_remove("TICKFLARE_FAULT")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log);
         for (k, v) in env {
             c.env(k, v);
         }
         Child(c.spawn().unwrap())
+    }
+
+    /// Where the member serving metrics on `http` writes its log.
+    fn log_of(&self, http: &str) -> std::path::PathBuf {
+        self.logs.path().join(format!("{}.log", http.replace([':', '.'], "_")))
+    }
+
+    /// [`wait_for`], printing what each member (metrics address) reports and the
+    /// end of its log if it times out, so a failure on a loaded machine says why.
+    fn wait<T>(&self, what: &str, secs: u64, f: impl FnMut() -> Option<T>) -> T {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_for(what, secs, f))) {
+            Ok(v) => v,
+            Err(e) => {
+                for http in self.members.borrow().iter() {
+                    let log = std::fs::read_to_string(self.log_of(http)).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    eprintln!("--- member {http}: assigned {:?}; its log's last lines:", assigned(http));
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+                std::panic::resume_unwind(e)
+            }
+        }
     }
 
     /// Predictions and dead letters on the broker under test.
@@ -103,40 +132,40 @@ fn graceful_rounds(strategy: &str) {
     let [ha, hb, hc] = [0, 1, 2].map(|_| format!("127.0.0.1:{}", free_port()));
     copy_input(&g.input[..quarter], &g.addr);
     let mut a = member(&ha);
-    wait_for("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
+    g.wait("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
 
     // B joins while records arrive.
     let t = Instant::now();
     let mut b = member(&hb);
     copy_input(&g.input[quarter..2 * quarter], &g.addr);
-    wait_for("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
+    g.wait("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
     let join_b = t.elapsed();
 
     // C joins.
     let t = Instant::now();
     let mut c = member(&hc);
     copy_input(&g.input[2 * quarter..3 * quarter], &g.addr);
-    wait_for("three members to share", 90, || (assigned(&ha)? == 1.0 && assigned(&hb)? == 1.0 && assigned(&hc)? == 1.0).then_some(()));
+    g.wait("three members to share", 90, || (assigned(&ha)? == 1.0 && assigned(&hb)? == 1.0 && assigned(&hc)? == 1.0).then_some(()));
     let join_c = t.elapsed();
 
     // B leaves gracefully (SIGTERM) while records arrive.
-    wait_for("B to have processed records", 60, || (scrape(&hb, "tickflare_records_in_total")? >= 1.0).then_some(()));
+    g.wait("B to have processed records", 60, || (scrape(&hb, "tickflare_records_in_total")? >= 1.0).then_some(()));
     let t = Instant::now();
     Command::new("kill").args(["-TERM", &b.0.id().to_string()]).status().unwrap();
     copy_input(&g.input[3 * quarter..], &g.addr);
     assert!(b.0.wait().unwrap().success(), "B's graceful stop failed");
-    wait_for("A and C to take B's partition", 90, || (assigned(&ha)? + assigned(&hc)? == 3.0).then_some(()));
+    g.wait("A and C to take B's partition", 90, || (assigned(&ha)? + assigned(&hc)? == 3.0).then_some(()));
     let leave_b = t.elapsed();
 
     // C dies without warning.
     let t = Instant::now();
     Command::new("kill").args(["-KILL", &c.0.id().to_string()]).status().unwrap();
     c.0.wait().unwrap();
-    wait_for("A to take every partition", 90, || (assigned(&ha)? == 3.0).then_some(()));
+    g.wait("A to take every partition", 90, || (assigned(&ha)? == 3.0).then_some(()));
     let kill_c = t.elapsed();
     eprintln!("{strategy}: rebalances — B joins {join_b:?}, C joins {join_c:?}, B leaves (SIGTERM) {leave_b:?}, C killed (SIGKILL, session timeout 6 s) {kill_c:?}");
 
-    wait_for("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
+    g.wait("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
     g.stop_and_compare(&mut [&mut a]);
 }
 
@@ -210,6 +239,93 @@ fn a_held_revocation_keeps_the_partitions_from_the_next_owner_until_released() {
     });
 }
 
+/// A revocation of nothing — the eager protocol revokes a member's whole
+/// assignment, which can be empty (more members than partitions, or a transient
+/// assignment of a loaded group) — has nothing to hand over and must not be held:
+/// the run loop releases only what it holds, so a held empty revocation was never
+/// released, and the member never rejoined the group. One partition, two members:
+/// when the owner leaves, the other must rejoin and take it.
+#[test]
+fn a_member_revoked_of_nothing_rejoins_and_takes_over_when_the_owner_leaves() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use rdkafka::consumer::Consumer;
+    use tickflare::source::context::{assigned_count, release_revoked, SourceContext};
+    let (_b, addr) = broker_process_with(&["lone:1"]);
+    /// A consumer, and what the run loop's hand-off reads of its context.
+    struct Member {
+        c: Detached,
+        revocations: Arc<AtomicU64>,
+        held: Arc<Mutex<Vec<i32>>>,
+        hold: Arc<AtomicBool>,
+        seen: std::cell::Cell<u64>,
+    }
+    impl Member {
+        fn assigned(&self) -> usize {
+            assigned_count(&*self.c, "lone")
+        }
+    }
+    let member = || {
+        let ctx = SourceContext::new("lone-test", "lone", tickflare::telemetry::Health::new());
+        ctx.hold_revoked.store(true, Ordering::SeqCst);
+        let (revocations, held, hold) = (ctx.revocations.clone(), ctx.held.clone(), ctx.hold_revoked.clone());
+        let props: tickflare::pipeline::kafka_props::KafkaProps = toml::from_str("[consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500").unwrap();
+        let c = tickflare::source::kafka::consumer_with(&addr, "lone-group", ctx, &props).unwrap();
+        c.subscribe(&["lone"]).unwrap();
+        Member { c: Detached(Some(c)), revocations, held, hold, seen: Default::default() }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Serves the members' callbacks and, like the run loop's hand-off, releases
+        // what a revocation held, for `secs` or until `done`.
+        async fn serve(ms: &[&Member], secs: u64, done: &dyn Fn() -> bool) -> bool {
+            let end = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < end {
+                for m in ms {
+                    let _ = tokio::time::timeout(Duration::from_millis(50), m.c.recv()).await;
+                    let r = m.revocations.load(Ordering::SeqCst);
+                    if r != m.seen.get() {
+                        m.seen.set(r);
+                        let held: Vec<i32> = std::mem::take(&mut *m.held.lock().unwrap());
+                        if !held.is_empty() {
+                            release_revoked(&*m.c, "lone", &held).unwrap();
+                        }
+                    }
+                }
+                if done() {
+                    return true;
+                }
+            }
+            false
+        }
+        let a = member();
+        assert!(serve(&[&a], 60, &|| a.assigned() == 1).await, "A was never assigned");
+        let b = member();
+        // B's join revokes A's partition (held, then released) and assigns it to one
+        // of the two; the other's assignment is empty.
+        let released = std::cell::Cell::new(false);
+        let shared = || {
+            released.set(released.get() || a.assigned() == 0);
+            released.get() && a.assigned() + b.assigned() == 1
+        };
+        assert!(serve(&[&a, &b], 60, &shared).await, "the two members never shared: A {}, B {}", a.assigned(), b.assigned());
+        let (owner, other) = if a.assigned() == 1 { (a, b) } else { (b, a) };
+        // The owner leaves (nothing held on the way out); the other is revoked of
+        // nothing, must rejoin, and is assigned the partition.
+        owner.hold.store(false, Ordering::SeqCst);
+        drop(owner);
+        let t = Instant::now();
+        assert!(
+            serve(&[&other], 60, &|| other.assigned() == 1).await,
+            "the remaining member never took the partition (its revocation of nothing still held: {})",
+            other.revocations.load(Ordering::SeqCst)
+        );
+        eprintln!("taken over {:?} after the owner left", t.elapsed());
+        drop(other);
+    });
+}
+
 /// A consumer closed on its own thread when dropped — also when a failed assertion
 /// unwinds: closing waits for the group's LeaveGroup, which this broker can keep
 /// behind a pending JoinGroup for minutes.
@@ -241,13 +357,13 @@ fn graceful_a_paused_member_resumed_after_its_partitions_moved_is_fenced() {
     let half = g.input.len() / 2;
     let [ha, hb] = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
     let mut a = g.member("fencing-group", &ha, &[]);
-    wait_for("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
+    g.wait("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
     let mut b = g.member("fencing-group", &hb, &[]);
-    wait_for("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
+    g.wait("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
     copy_input(&g.input[..half], &g.addr);
     // Idle before the pause: nothing of B's in flight.
     let mut last = g.outputs();
-    wait_for("the first half to be processed", 90, || {
+    g.wait("the first half to be processed", 90, || {
         std::thread::sleep(std::time::Duration::from_secs(2));
         let now = g.outputs();
         let settled = now == last && now.0 > 0;
@@ -256,10 +372,10 @@ fn graceful_a_paused_member_resumed_after_its_partitions_moved_is_fenced() {
     });
     Command::new("kill").args(["-STOP", &b.0.id().to_string()]).status().unwrap();
     copy_input(&g.input[half..], &g.addr);
-    wait_for("A to take B's partitions", 90, || (assigned(&ha)? == 3.0).then_some(()));
-    wait_for("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
+    g.wait("A to take B's partitions", 90, || (assigned(&ha)? == 3.0).then_some(()));
+    g.wait("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
     Command::new("kill").args(["-CONT", &b.0.id().to_string()]).status().unwrap();
-    let fenced = wait_for("B to find itself fenced", 60, || scrape(&hb, "tickflare_fenced_partitions_total").filter(|n| *n >= 1.0));
+    let fenced = g.wait("B to find itself fenced", 60, || scrape(&hb, "tickflare_fenced_partitions_total").filter(|n| *n >= 1.0));
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(g.outputs(), g.want, "the resumed member published again");
     eprintln!("B fenced from {fenced} partition(s)");
@@ -278,17 +394,17 @@ fn graceful_a_member_stalled_before_publishing_is_fenced_when_it_wakes() {
     let [ha, hb] = [0, 1].map(|_| format!("127.0.0.1:{}", free_port()));
     let poll = ("TICKFLARE_KAFKA_MAX_POLL_INTERVAL_MS", "6000");
     let mut a = g.member("stall-group", &ha, &[poll]);
-    wait_for("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
+    g.wait("A to be assigned", 60, || (assigned(&ha)? == 3.0).then_some(()));
     copy_input(&g.input[..third], &g.addr);
     let mut b = g.member("stall-group", &hb, &[poll, ("TICKFLARE_FAULT", "before_publish:3"), ("TICKFLARE_FAULT_STALL_MS", "25000")]);
-    wait_for("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
+    g.wait("A and B to share", 90, || (assigned(&ha)? > 0.0 && assigned(&hb)? > 0.0 && assigned(&ha)? + assigned(&hb)? == 3.0).then_some(()));
     copy_input(&g.input[third..], &g.addr);
     // B stalls at its third publish; the group drops it and A takes everything.
-    wait_for("A to take B's partitions", 90, || (assigned(&ha)? == 3.0).then_some(()));
-    wait_for("B to wake and find itself fenced", 90, || {
+    g.wait("A to take B's partitions", 90, || (assigned(&ha)? == 3.0).then_some(()));
+    g.wait("B to wake and find itself fenced", 90, || {
         g.no_more_than_reference();
         scrape(&hb, "tickflare_fenced_partitions_total").filter(|n| *n >= 1.0)
     });
-    wait_for("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
+    g.wait("A to finish", 120, || (g.no_more_than_reference() == g.want).then_some(()));
     g.stop_and_compare(&mut [&mut b, &mut a]);
 }
