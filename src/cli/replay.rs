@@ -85,8 +85,8 @@ fn speed_factor(s: &str) -> anyhow::Result<Option<f64>> {
 /// The file's records as messages, read as they are published: by the pipeline's
 /// mapping, or as flat records with the flags' time and key fields.
 enum Feed {
-    Mapped(FileMessages),
-    Plain { rows: RowReader, time: String, key: Option<String> },
+    Mapped(Box<FileMessages>),
+    Plain { rows: Box<RowReader>, time: String, key: Option<String> },
 }
 
 impl Feed {
@@ -142,14 +142,14 @@ fn outgoing(a: &ReplayArgs) -> anyhow::Result<(String, Feed, KafkaProps)> {
         let time = a.time.clone().unwrap_or_else(|| cfg.source.time.clone());
         let key = a.key.clone().unwrap_or_else(|| cfg.source.key.clone());
         let reader = FileMessages::open(&a.file, &cfg.source.file, schema, &time, Some(&key))?;
-        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), Feed::Mapped(reader), cfg.kafka));
+        return Ok((a.topic.clone().unwrap_or(cfg.source.topic), Feed::Mapped(Box::new(reader)), cfg.kafka));
     }
     if a.series.column.is_some() || a.series.time_column.is_some() || a.series.frequency.is_some() {
         bail!("--column, --time-column and --frequency need --pipeline with a [series] table");
     }
     let topic = a.topic.clone().context("give --topic (or --pipeline)")?;
     let time = a.time.clone().context("give --time FIELD (or --pipeline)")?;
-    Ok((topic, Feed::Plain { rows: RowReader::open(&a.file)?, time, key: a.key.clone() }, KafkaProps::default()))
+    Ok((topic, Feed::Plain { rows: Box::new(RowReader::open(&a.file)?), time, key: a.key.clone() }, KafkaProps::default()))
 }
 
 pub async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {

@@ -52,7 +52,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, input: &Path, opts: &Backte
             .with_context(|| format!("creating the output files in {}", dir.display()))?;
         let name = |p: &PathBuf| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let outputs = (name(&sink.predictions_path), name(&sink.dead_letters_path));
-        lanes.push(Lane::new(v, LaneSink::File(sink), outputs, 0..n, warmup));
+        lanes.push(Lane::new(v, LaneSink::File(Box::new(sink)), outputs, 0..n, warmup));
     }
     // Outputs do not depend on where batches end; bigger ones spread the feature
     // plan's per-batch cost (and the look-back rows it re-reads) over more records.

@@ -92,7 +92,7 @@ pub struct BacktestResult {
 /// Where a lane's outputs go.
 enum LaneSink {
     Kafka(KafkaSink),
-    File(FileSink),
+    File(Box<FileSink>),
     Discard(crate::sink::Discard),
 }
 
@@ -140,7 +140,7 @@ impl Lane {
             let (b, fed, m) = (&mut self.batch, &mut self.fed, &mut self.metrics);
             let r = match &self.sink {
                 LaneSink::Kafka(s) => b.process_ahead(&self.built, s, m, None, fed).await,
-                LaneSink::File(s) => b.process_ahead(&self.built, s, m, None, fed).await,
+                LaneSink::File(s) => b.process_ahead(&self.built, &**s, m, None, fed).await,
                 LaneSink::Discard(s) => b.process_ahead(&self.built, s, m, None, fed).await,
             };
             r.with_context(|| format!("lane {:?}", self.name))?;
