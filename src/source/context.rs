@@ -85,21 +85,26 @@ impl ConsumerContext for SourceContext {
     /// protocol), except that a revocation is held while `hold_revoked` is set.
     fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        // What a revocation would hold. (A revocation of nothing — the eager protocol
+        // revokes a whole assignment, which can be empty — has nothing to hand over
+        // and is not held: the run loop releases what it holds, so it would never be
+        // released, and the member would never rejoin the group.)
+        let hold: Vec<i32> = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if self.hold_revoked.load(Ordering::SeqCst) => {
+                tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
+            }
+            _ => Vec::new(),
+        };
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let r = if cooperative { c.incremental_assign(tpl) } else { c.assign(tpl) };
                 self.post_rebalance(c, &Rebalance::Assign(tpl));
                 r
             }
-            // (A revocation of nothing — the eager protocol revokes a whole
-            // assignment, which can be empty — has nothing to hand over and is not
-            // held: the run loop releases what it holds, so it would never be
-            // released, and the member would never rejoin the group.)
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if self.hold_revoked.load(Ordering::SeqCst) && !tpl.elements_for_topic(&self.topic).is_empty() => {
-                let parts: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
-                tracing::info!(partitions = ?parts, "revocation held until the partitions are checkpointed");
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if !hold.is_empty() => {
+                tracing::info!(partitions = ?hold, "revocation held until the partitions are checkpointed");
                 if let Ok(mut h) = self.held.lock() {
-                    h.extend(parts);
+                    h.extend(hold);
                 }
                 self.revocations.fetch_add(1, Ordering::SeqCst);
                 Rebalanced { pipeline: &self.pipeline, kind: "revoke", partitions: tpl.count() }.emit();
