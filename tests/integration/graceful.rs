@@ -188,19 +188,14 @@ fn a_held_revocation_keeps_the_partitions_from_the_next_owner_until_released() {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
     use rdkafka::consumer::Consumer;
-    use tickflare::source::context::{assigned_count, release_revoked, SourceContext};
+    use tickflare::source::context::{assigned_count, release_revoked};
     let (_b, addr) = broker_process_with(&["held:2"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let member = || {
-            let ctx = SourceContext::new("held-test", "held", tickflare::telemetry::Health::new());
-            ctx.hold_revoked.store(true, Ordering::SeqCst);
-            let (hold, held) = (ctx.hold_revoked.clone(), ctx.held.clone());
-            // Short sessions: the broker completes a rebalance within a few heartbeats.
-            let props: tickflare::pipeline::kafka_props::KafkaProps = toml::from_str("[consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500").unwrap();
-            let c = tickflare::source::kafka::consumer_with(&addr, "held-group", ctx, &props).unwrap();
-            c.subscribe(&["held"]).unwrap();
-            (Detached(Some(c)), hold, held)
+            let c = holding_member(&addr, "held-group", "held");
+            let ctx = c.context().clone();
+            (c, ctx.hold_revoked.clone(), ctx.held.clone())
         };
         // Serves both members' rebalance callbacks for `secs` or until `done`.
         async fn poll(cs: &[&Detached], secs: u64, done: &dyn Fn() -> bool) -> bool {
@@ -247,18 +242,14 @@ fn a_held_revocation_keeps_the_partitions_from_the_next_owner_until_released() {
 /// when the owner leaves, the other must rejoin and take it.
 #[test]
 fn a_member_revoked_of_nothing_rejoins_and_takes_over_when_the_owner_leaves() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
     use rdkafka::consumer::Consumer;
-    use tickflare::source::context::{assigned_count, release_revoked, SourceContext};
+    use tickflare::source::context::{assigned_count, release_revoked};
     let (_b, addr) = broker_process_with(&["lone:1"]);
-    /// A consumer, and what the run loop's hand-off reads of its context.
+    /// A consumer, and the revocations the run loop's hand-off has seen of it.
     struct Member {
         c: Detached,
-        revocations: Arc<AtomicU64>,
-        held: Arc<Mutex<Vec<i32>>>,
-        hold: Arc<AtomicBool>,
         seen: std::cell::Cell<u64>,
     }
     impl Member {
@@ -266,15 +257,7 @@ fn a_member_revoked_of_nothing_rejoins_and_takes_over_when_the_owner_leaves() {
             assigned_count(&*self.c, "lone")
         }
     }
-    let member = || {
-        let ctx = SourceContext::new("lone-test", "lone", tickflare::telemetry::Health::new());
-        ctx.hold_revoked.store(true, Ordering::SeqCst);
-        let (revocations, held, hold) = (ctx.revocations.clone(), ctx.held.clone(), ctx.hold_revoked.clone());
-        let props: tickflare::pipeline::kafka_props::KafkaProps = toml::from_str("[consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500").unwrap();
-        let c = tickflare::source::kafka::consumer_with(&addr, "lone-group", ctx, &props).unwrap();
-        c.subscribe(&["lone"]).unwrap();
-        Member { c: Detached(Some(c)), revocations, held, hold, seen: Default::default() }
-    };
+    let member = || Member { c: holding_member(&addr, "lone-group", "lone"), seen: Default::default() };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Serves the members' callbacks and, like the run loop's hand-off, releases
@@ -284,10 +267,11 @@ fn a_member_revoked_of_nothing_rejoins_and_takes_over_when_the_owner_leaves() {
             while Instant::now() < end {
                 for m in ms {
                     let _ = tokio::time::timeout(Duration::from_millis(50), m.c.recv()).await;
-                    let r = m.revocations.load(Ordering::SeqCst);
+                    let ctx = m.c.context();
+                    let r = ctx.revocations.load(Ordering::SeqCst);
                     if r != m.seen.get() {
                         m.seen.set(r);
-                        let held: Vec<i32> = std::mem::take(&mut *m.held.lock().unwrap());
+                        let held: Vec<i32> = std::mem::take(&mut *ctx.held.lock().unwrap());
                         if !held.is_empty() {
                             release_revoked(&*m.c, "lone", &held).unwrap();
                         }
@@ -313,17 +297,31 @@ fn a_member_revoked_of_nothing_rejoins_and_takes_over_when_the_owner_leaves() {
         let (owner, other) = if a.assigned() == 1 { (a, b) } else { (b, a) };
         // The owner leaves (nothing held on the way out); the other is revoked of
         // nothing, must rejoin, and is assigned the partition.
-        owner.hold.store(false, Ordering::SeqCst);
+        owner.c.context().hold_revoked.store(false, Ordering::SeqCst);
         drop(owner);
         let t = Instant::now();
         assert!(
             serve(&[&other], 60, &|| other.assigned() == 1).await,
             "the remaining member never took the partition (its revocation of nothing still held: {})",
-            other.revocations.load(Ordering::SeqCst)
+            other.c.context().revocations.load(Ordering::SeqCst)
         );
         eprintln!("taken over {:?} after the owner left", t.elapsed());
         drop(other);
     });
+}
+
+/// A consumer of `topic` in `group` that holds its revocations (as a run with
+/// checkpoints does), with short sessions: the broker completes a rebalance within
+/// a few heartbeats. Its context's `hold_revoked`, `held` and `revocations` are
+/// what the run loop reads.
+fn holding_member(addr: &str, group: &str, topic: &str) -> Detached {
+    use rdkafka::consumer::Consumer;
+    let ctx = tickflare::source::context::SourceContext::new("hold-test", topic, tickflare::telemetry::Health::new());
+    ctx.hold_revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+    let props: tickflare::pipeline::kafka_props::KafkaProps = toml::from_str("[consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500").unwrap();
+    let c = tickflare::source::kafka::consumer_with(addr, group, ctx, &props).unwrap();
+    c.subscribe(&[topic]).unwrap();
+    Detached(Some(c))
 }
 
 /// A consumer closed on its own thread when dropped — also when a failed assertion
