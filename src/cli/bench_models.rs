@@ -45,8 +45,8 @@ pub struct BenchModelsArgs {
     /// With `--keys`: each row's update comes this many of its key's rows after its
     /// prediction, as when its label arrives later (a pipeline's `horizon`): the
     /// update then runs a forward pass of its own, at the weights of then. With 0
-    /// (the default) a row is predicted and updated back to back, and a network's
-    /// update reuses the prediction's pass.
+    /// (the default) a row is predicted and updated back to back, and the LSTM's
+    /// update reuses the prediction's pass (the MLP and CNN always run their own).
     #[arg(long, default_value_t = 0)]
     pub lag: usize,
     /// Also write the results as a JSON list of {kind, keys, batch, threads, rows_per_s, device, precision}.
