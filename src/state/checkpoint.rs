@@ -71,13 +71,17 @@ struct KeyFile {
     last_used: u64,
     max_time: Option<i64>,
     pending: Vec<Pending>,
+    #[serde(with = "floats")]
     pending_x: Vec<f64>,
+    #[serde(with = "floats")]
     window: Vec<f64>,
+    #[serde(with = "floats")]
     history: Vec<f64>,
     errors: [ErrorStats; 3],
     rolling: Rolling,
     has_model: bool,
-    #[serde(default)]
+    /// NaN where an expert had no forecast (a seasonal one before a season of history).
+    #[serde(default, with = "floats")]
     pending_e: Vec<f64>,
     #[serde(default)]
     agg: Option<Aggregator>,
@@ -87,6 +91,47 @@ struct KeyFile {
     base_abs: f64,
     #[serde(default)]
     base_n: u64,
+}
+
+/// f64 lists in `state.json` with their non-finite values kept: JSON numbers cannot
+/// be NaN or infinite (serde_json writes them as `null`, then refuses to read `null`
+/// back as a number), so these are the strings "NaN", "inf" and "-inf". A `null`
+/// (what versions before this wrote for any of them) reads as NaN.
+mod floats {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Float {
+        Number(f64),
+        Text(String),
+        Null(()),
+    }
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|&x| match x {
+            x if x.is_nan() => Float::Text("NaN".into()),
+            f64::INFINITY => Float::Text("inf".into()),
+            f64::NEG_INFINITY => Float::Text("-inf".into()),
+            x => Float::Number(x),
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Vec::<Float>::deserialize(d)?
+            .into_iter()
+            .map(|f| match f {
+                Float::Number(x) => Ok(x),
+                Float::Null(()) => Ok(f64::NAN),
+                Float::Text(t) => match t.as_str() {
+                    "NaN" => Ok(f64::NAN),
+                    "inf" => Ok(f64::INFINITY),
+                    "-inf" => Ok(f64::NEG_INFINITY),
+                    _ => Err(serde::de::Error::custom(format!("{t:?} is not a number"))),
+                },
+            })
+            .collect()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -403,5 +448,37 @@ mod tests {
         assert_eq!(back.live_models, 1);
         let e = decode(&man, &files, "other", &fresh).err().unwrap().to_string();
         assert!(e.contains("different pipeline configuration"), "{e}");
+    }
+
+    /// Values that are not numbers come back as they went: an expert with nothing
+    /// to say yet (a seasonal one before a season of history) is a NaN in
+    /// `pending_e`, which JSON cannot write as a number. A checkpoint an earlier
+    /// version wrote with such a NaN (as `null`) restores, the null as NaN.
+    #[test]
+    fn non_finite_values_round_trip() {
+        let mut st = PartitionState::new(0);
+        let mut ks = KeyState::default();
+        let odd = [f64::NAN, 0.5, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1e-310];
+        ks.pending_e.extend(odd);
+        ks.pending_x.extend(odd);
+        ks.window.extend(odd);
+        ks.history.extend(odd);
+        st.keys.insert("k".into(), ks);
+        let (man, files) = encode(&st, "p", "fp", BTreeMap::new()).unwrap();
+        let mut files = files_of(files);
+        let back = decode(&man, &files, "fp", &fresh).unwrap();
+        let bits = |v: &std::collections::VecDeque<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let want: Vec<u64> = odd.iter().map(|x| x.to_bits()).collect();
+        let k = &back.keys["k"];
+        for (name, got) in [("pending_e", &k.pending_e), ("pending_x", &k.pending_x), ("window", &k.window), ("history", &k.history)] {
+            assert_eq!(bits(got), want, "{name}");
+        }
+        // The earlier form: the NaN written as null.
+        let text = String::from_utf8(files["state.json"].to_vec()).unwrap();
+        let old = text.replace(r#""pending_e":["NaN",0.5"#, r#""pending_e":[null,0.5"#);
+        assert_ne!(old, text, "{text}");
+        files.insert("state.json".into(), Bytes::from(old));
+        let back = decode(&man, &files, "fp", &fresh).unwrap();
+        assert!(back.keys["k"].pending_e[0].is_nan());
     }
 }
