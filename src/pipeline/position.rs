@@ -16,8 +16,8 @@ use crate::error::Result;
 /// broker did not serve the wanted offset — some brokers (Tansu) answer a fetch in
 /// the middle of a record batch with the next batch — so the consumer seeks further
 /// back until it sees records before the wanted one. Only a gap the broker shows
-/// in context (records before, then records after: compaction, transaction markers)
-/// is accepted; records are never skipped on a guess.
+/// in context (records before, then records after: compaction, transaction markers),
+/// or one at the log start, is accepted; records are never skipped on a guess.
 #[derive(Debug, Clone, Copy)]
 pub struct Position {
     /// The next offset the state expects.
@@ -42,8 +42,11 @@ pub enum Admit {
 }
 
 impl Position {
-    pub fn new(expect: i64) -> Self {
-        Position { expect, exact: true, seeks: 0, saw_before: false }
+    /// Expecting offset `expect` of a partition whose log starts at `low`. At the
+    /// log start nothing comes before `expect`: the first record served is the first
+    /// there is (records between are compacted away or aborted transactions).
+    pub fn new(expect: i64, low: i64) -> Self {
+        Position { expect, exact: expect != low, seeks: 0, saw_before: false }
     }
 
     pub fn admit(&mut self, offset: i64) -> Admit {
@@ -83,7 +86,7 @@ mod tests {
 
     #[test]
     fn position_skips_old_seeks_back_and_never_guesses() {
-        let mut p = Position::new(10);
+        let mut p = Position::new(10, 0);
         assert_eq!(p.admit(4), Admit::Skip);
         // A record before the wanted one was seen: 12 after it is a gap in context.
         assert_eq!(p.admit(12), Admit::Accept);
@@ -93,7 +96,7 @@ mod tests {
         assert_eq!(p.admit(20), Admit::Accept);
 
         // The broker answers with a later batch: seek at, then further back.
-        let mut q = Position::new(2000);
+        let mut q = Position::new(2000, 0);
         assert_eq!(q.admit(2999), Admit::Seek(2000));
         assert_eq!(q.admit(2999), Admit::Seek(2000 - 256));
         assert_eq!(q.admit(2999), Admit::Seek(2000 - 512));
@@ -101,11 +104,36 @@ mod tests {
         assert_eq!(q.admit(2000), Admit::Accept);
 
         // A broker that never serves it: an error, not a silent skip.
-        let mut r = Position::new(5);
+        let mut r = Position::new(5, 0);
         let mut last = Admit::Skip;
         for _ in 0..13 {
             last = r.admit(9);
         }
         assert!(matches!(last, Admit::Fail(_)), "{last:?}");
+        // Nor one whose log start moved past the checkpoint (retention deleted
+        // records it had not processed).
+        let mut r = Position::new(5, 8);
+        let mut last = Admit::Skip;
+        for _ in 0..13 {
+            last = r.admit(8);
+        }
+        assert!(matches!(last, Admit::Fail(_)), "{last:?}");
+    }
+
+    /// Read from the partition's start (a partition without a checkpoint, or a
+    /// checkpoint at the log start), there is nothing before: the first record the
+    /// broker serves is the first there is, even above the log start — a compacted
+    /// topic keeps its start offset, and a read-committed consumer never sees a
+    /// first transaction that was aborted. It used to seek for records before it
+    /// until it failed, on every start.
+    #[test]
+    fn from_the_log_start_the_first_record_served_is_the_first() {
+        for low in [0, 40] {
+            let mut p = Position::new(low, low);
+            assert_eq!(p.admit(low + 5), Admit::Accept, "log start {low}");
+            assert_eq!(p.admit(low + 6), Admit::Accept);
+            assert_eq!(p.admit(low + 6), Admit::Skip);
+            assert_eq!(p.admit(low + 9), Admit::Accept);
+        }
     }
 }

@@ -196,7 +196,8 @@ impl<'a> Live<'a> {
             for st in restored {
                 let p = st.partition;
                 tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(st.next_offset))?;
-                self.batch.positions.insert(p, Position::new(st.next_offset));
+                let low = lows.iter().find(|(q, _)| *q == p).map_or(0, |(_, low)| *low);
+                self.batch.positions.insert(p, Position::new(st.next_offset, low));
                 self.batch.states.insert(p, st);
             }
             self.consumer.assign(&tpl)?;
@@ -323,7 +324,7 @@ impl<'a> Live<'a> {
         let (low, _) = self.consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).with_context(|| format!("reading the offsets of {topic}/{p}"))?;
         let st = ck.restore(self.built, p, low, self.consumer.client()).await.with_context(|| format!("restoring partition {p} from {}", ck.store.location))?;
         recovery::seek(&self.consumer, topic, p, st.next_offset)?;
-        self.batch.positions.insert(p, Position::new(st.next_offset));
+        self.batch.positions.insert(p, Position::new(st.next_offset, low));
         self.batch.inputs.remove(&p);
         self.batch.states.insert(p, st);
         self.health.restoring.store(false, Ordering::Relaxed);
