@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Context;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use tokio::sync::watch;
 
@@ -86,7 +86,7 @@ async fn connect(built: &Built, opts: &RunOptions, shutdown: &mut watch::Receive
 /// A running pipeline: its clients, checkpoints, the batch and its partitions.
 struct Live<'a> {
     built: &'a Built,
-    consumer: StreamConsumer<SourceContext>,
+    consumer: crate::source::kafka::Leaving<SourceContext>,
     sink: KafkaSink,
     ckpt: Option<Checkpointer>,
     coord: Coordinator,
@@ -124,7 +124,7 @@ impl<'a> Live<'a> {
         // The `[kafka]` properties are for real clusters, not the embedded broker.
         let props = if conn.embedded.is_some() { Default::default() } else { cfg.kafka.clone() };
         let consumer = consumer_with(&conn.brokers, &group, ctx, &props)?;
-        let ends = end_offsets(&consumer, &cfg.source.topic, Duration::from_secs(10))
+        let ends = end_offsets(&*consumer, &cfg.source.topic, Duration::from_secs(10))
             .with_context(|| diagnosed(&conn.brokers, &props, format!("reading end offsets of {:?}", cfg.source.topic)))?;
         let location = opts.checkpoint_dir.clone().or_else(|| cfg.checkpoint.dir.as_deref().map(|d| crate::state::store::location_in_file(d, &cfg.base_dir)));
         let ckpt = match &location {
@@ -204,7 +204,7 @@ impl<'a> Live<'a> {
             drop(tpl);
             self.health.restoring.store(false, Ordering::Relaxed);
         } else {
-            assign_all(&self.consumer, topic, self.ends.len() as i32)?;
+            assign_all(&*self.consumer, topic, self.ends.len() as i32)?;
         }
         if conn.assign {
             self.health.assigned.store(self.ends.len(), Ordering::Relaxed);
@@ -251,7 +251,7 @@ impl<'a> Live<'a> {
                     Admit::Accept => {}
                     Admit::Skip => return Ok(Take::Skip),
                     Admit::Seek(o) => {
-                        recovery::seek(consumer, &src.topic, p, o)?;
+                        recovery::seek(&**consumer, &src.topic, p, o)?;
                         return Ok(Take::Skip);
                     }
                     Admit::Fail(why) => crate::fail!(Checkpoint, "partition {p}: {why}"),
@@ -275,7 +275,7 @@ impl<'a> Live<'a> {
     /// acknowledgements made safe.
     async fn step(&mut self) -> crate::error::Result<()> {
         if let Some(acked) = self.batch.process(self.built, &self.sink, &mut self.metrics, self.ckpt.as_mut()).await? {
-            store_offsets(&self.consumer, &self.built.config.source.topic, &acked);
+            store_offsets(&*self.consumer, &self.built.config.source.topic, &acked);
         }
         // Partitions the batch found fenced before publishing are dropped now.
         if !self.batch.fenced.is_empty() {
@@ -287,7 +287,7 @@ impl<'a> Live<'a> {
     /// Waits for the outstanding acknowledgements and stores their offsets.
     async fn settle(&mut self) -> crate::error::Result<()> {
         if let Some(acked) = self.batch.drain().await? {
-            store_offsets(&self.consumer, &self.built.config.source.topic, &acked);
+            store_offsets(&*self.consumer, &self.built.config.source.topic, &acked);
         }
         Ok(())
     }
@@ -323,7 +323,7 @@ impl<'a> Live<'a> {
         let topic = &self.built.config.source.topic;
         let (low, _) = self.consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).with_context(|| format!("reading the offsets of {topic}/{p}"))?;
         let st = ck.restore(self.built, p, low, self.consumer.client()).await.with_context(|| format!("restoring partition {p} from {}", ck.store.location))?;
-        recovery::seek(&self.consumer, topic, p, st.next_offset)?;
+        recovery::seek(&*self.consumer, topic, p, st.next_offset)?;
         self.batch.positions.insert(p, Position::new(st.next_offset, low));
         self.batch.inputs.remove(&p);
         self.batch.states.insert(p, st);
@@ -375,7 +375,7 @@ impl Drop for Live<'_> {
         self.hold_revoked.store(false, Ordering::SeqCst);
         let held = self.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
         if !held.is_empty() {
-            let _ = crate::source::context::release_revoked(&self.consumer, &self.built.config.source.topic, &held);
+            let _ = crate::source::context::release_revoked(&*self.consumer, &self.built.config.source.topic, &held);
         }
     }
 }

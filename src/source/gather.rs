@@ -59,7 +59,9 @@ pub struct Gathered {
 
 /// Fills one micro-batch from `consumer`: hands every record to `take` until the
 /// window closes. Consume errors are logged (librdkafka reports them and recovers)
-/// and waiting goes on; an error from `take` ends the batch with that error.
+/// and waiting goes on, except a fatal one (a static member fenced by another with
+/// its `group.instance.id`, say), which ends the batch with an error, as an error
+/// from `take` does.
 pub async fn gather<X: ConsumerContext + 'static>(
     consumer: &StreamConsumer<X>,
     window: Window,
@@ -75,6 +77,9 @@ pub async fn gather<X: ConsumerContext + 'static>(
             Next::Record(m) => m,
             Next::Timeout => return Ok(Gathered { rows, closed: Closed::Timeout }),
             Next::Stopped => return Ok(Gathered { rows, closed: Closed::Stopped }),
+            Next::Fatal(e) => {
+                return Err(crate::error::Error::Broker(format!("the Kafka consumer hit a fatal error and will not recover (the process must restart): {e}")))
+            }
         };
         match take(m)? {
             Take::Row => {
@@ -95,6 +100,7 @@ enum Next<'c> {
     Record(BorrowedMessage<'c>),
     Timeout,
     Stopped,
+    Fatal(rdkafka::error::KafkaError),
 }
 
 /// The next record, waiting until `until` at most and returning at once when
@@ -118,6 +124,7 @@ async fn next<'c, X: ConsumerContext + 'static>(
             r = tokio::time::timeout_at(until, consumer.recv()) => match r {
                 Err(_) => return Next::Timeout,
                 Ok(Ok(m)) => return Next::Record(m),
+                Ok(Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_))) => return Next::Fatal(e),
                 Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
             },
         }
@@ -203,5 +210,42 @@ mod tests {
         assert_eq!(got, 3);
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         drop(consumer);
+    }
+
+    /// A fatal consumer error (a static member fenced by another with its
+    /// `group.instance.id`, say) ends the batch with that error: the consumer will
+    /// not recover, and waiting on would leave a process that never consumes again.
+    #[test]
+    fn a_fatal_consumer_error_ends_the_batch_with_it() {
+        // In a thread of its own: a consumer that keeps returning the error spins
+        // without yielding (it did), and the test must fail, not hang.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _ = tx.send(rt.block_on(fatal_error_in_gather()));
+        });
+        let e = rx.recv_timeout(Duration::from_secs(60)).expect("gather returned (it spun on the error instead)");
+        assert!(e.contains("fatal"), "{e}");
+    }
+
+    async fn fatal_error_in_gather() -> String {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        // Left open when dropped, as the pipelines' consumers are (closing hangs).
+        let consumer = crate::source::kafka::Leaving::new(ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).set("group.id", "g").create::<StreamConsumer>().unwrap());
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        drop(tpl);
+        let reason = std::ffi::CString::new("injected by the test").unwrap();
+        // SAFETY: a live client handle and a NUL-terminated reason.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(consumer.client().native_ptr(), rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID, reason.as_ptr())
+        };
+        assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+        let window = Window { max_rows: 10, wait: Duration::from_secs(5), idle: None };
+        let e = gather(&consumer, window, None, |_| Ok(Take::Row)).await.err().expect("a fatal error ends the batch");
+        drop(consumer);
+        e.to_string()
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::context::SourceContext;
@@ -19,10 +19,44 @@ pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer> {
 
 /// The pipeline's consumer, reporting rebalances, errors and lag through `ctx`, with
 /// the `[kafka]` properties (`props`) on top of tickflare's settings.
-pub fn consumer_with(brokers: &str, group: &str, ctx: SourceContext, props: &KafkaProps) -> Result<StreamConsumer<SourceContext>> {
+pub fn consumer_with(brokers: &str, group: &str, ctx: SourceContext, props: &KafkaProps) -> Result<Leaving<SourceContext>> {
     let mut c = consumer_config(brokers, group);
     c.set("statistics.interval.ms", "1000");
-    props.create_with(&mut c, Role::Consumer, ctx)
+    Ok(Leaving::new(props.create_with(&mut c, Role::Consumer, ctx)?))
+}
+
+/// A consumer that is closed when dropped, unless librdkafka raised a fatal error on
+/// it (a static member fenced by another with its `group.instance.id`): librdkafka
+/// 2.12 then never finishes closing it — its main thread spins waiting for the
+/// group handler to end, and the drop waits on that thread forever — so it is left
+/// open instead. The run it served has failed with that error and the process is
+/// on its way out.
+pub struct Leaving<C: ConsumerContext + 'static>(std::mem::ManuallyDrop<StreamConsumer<C>>);
+
+impl<C: ConsumerContext + 'static> Leaving<C> {
+    pub fn new(c: StreamConsumer<C>) -> Self {
+        Leaving(std::mem::ManuallyDrop::new(c))
+    }
+}
+
+impl<C: ConsumerContext + 'static> std::ops::Deref for Leaving<C> {
+    type Target = StreamConsumer<C>;
+    fn deref(&self) -> &StreamConsumer<C> {
+        &self.0
+    }
+}
+
+impl<C: ConsumerContext + 'static> Drop for Leaving<C> {
+    fn drop(&mut self) {
+        // SAFETY: a live client handle; no error string is asked for.
+        let fatal = unsafe { rdkafka::bindings::rd_kafka_fatal_error(self.0.client().native_ptr(), std::ptr::null_mut(), 0) };
+        if fatal != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            tracing::warn!(error = ?fatal, "the consumer hit a fatal error: left open (librdkafka cannot close it)");
+            return;
+        }
+        // SAFETY: dropped once, here; `self.0` is not used after.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.0) }
+    }
 }
 
 fn consumer_config(brokers: &str, group: &str) -> ClientConfig {

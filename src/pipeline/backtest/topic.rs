@@ -28,7 +28,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
     let ctx = SourceContext::new(&cfg.name, &cfg.source.topic, crate::telemetry::Health::new());
     let consumer = consumer_with(brokers, &format!("tickflare-backtest-{}", cfg.name), ctx, &cfg.kafka)?;
     let t = Duration::from_secs(10);
-    let parts = partition_count(&consumer, &cfg.source.topic, t).with_context(|| format!("reading the partitions of {:?}", cfg.source.topic))?;
+    let parts = partition_count(&*consumer, &cfg.source.topic, t).with_context(|| format!("reading the partitions of {:?}", cfg.source.topic))?;
     if parts == 0 {
         crate::fail!(Config, "input topic {:?} does not exist on {brokers}", cfg.source.topic);
     }
@@ -37,11 +37,11 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
     for p in 0..parts {
         let (low, high) = consumer.fetch_watermarks(&cfg.source.topic, p, t)?;
         let start = match start_ms {
-            Some(ts) => offset_for_time(&consumer, &cfg.source.topic, p, ts, low, high)?.unwrap_or(low),
+            Some(ts) => offset_for_time(&*consumer, &cfg.source.topic, p, ts, low, high)?.unwrap_or(low),
             None => low,
         };
         let end = match opts.to_ms {
-            Some(ts) => offset_for_time(&consumer, &cfg.source.topic, p, ts, low, high)?.unwrap_or(high),
+            Some(ts) => offset_for_time(&*consumer, &cfg.source.topic, p, ts, low, high)?.unwrap_or(high),
             None => high,
         };
         offsets.insert(p, (start, end.max(start)));
@@ -101,9 +101,9 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
         } else if g.closed == Closed::Timeout {
             // Nothing for a second: a partition whose last offsets are not records
             // (transaction markers) is done once its position passes the end.
-            mark_passed(&consumer, &cfg.source.topic, &offsets, &mut done);
+            mark_passed(&*consumer, &cfg.source.topic, &offsets, &mut done);
             if quiet_since.get_or_insert_with(Instant::now).elapsed() > idle {
-                crate::fail!(Broker, "no record arrived for {}s before the end of the range; {}", idle.as_secs(), pending(&consumer, &cfg.source.topic, &offsets, &done));
+                crate::fail!(Broker, "no record arrived for {}s before the end of the range; {}", idle.as_secs(), pending(&*consumer, &cfg.source.topic, &offsets, &done));
             }
         }
         for lane in &mut lanes {

@@ -20,7 +20,7 @@ impl Live<'_> {
         let built = self.built;
         let topic = &built.config.source.topic;
         let held: Vec<i32> = self.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
-        let mut owned = crate::source::context::assigned_partitions(&self.consumer, topic);
+        let mut owned = crate::source::context::assigned_partitions(&*self.consumer, topic);
         for p in &held {
             owned.remove(p);
         }
@@ -28,7 +28,7 @@ impl Live<'_> {
         self.fence(true).await?;
         if let Some(ck) = &mut self.ckpt {
             if let Some(acked) = self.batch.drain().await? {
-                store_offsets(&self.consumer, topic, &acked);
+                store_offsets(&*self.consumer, topic, &acked);
             }
             if ck.transactional() {
                 let mut epoch = Epoch { ck: &mut *ck, states: &self.batch.states, ends: &self.batch.output_ends };
@@ -43,8 +43,8 @@ impl Live<'_> {
         // A new assignment follows a revocation: what it gives is this process's again.
         self.fenced.clear();
         if !held.is_empty() {
-            crate::source::context::release_revoked(&self.consumer, topic, &held)?;
-            let n = crate::source::context::assigned_count(&self.consumer, topic);
+            crate::source::context::release_revoked(&*self.consumer, topic, &held)?;
+            let n = crate::source::context::assigned_count(&*self.consumer, topic);
             self.health.assigned.store(n, Ordering::Relaxed);
             tracing::info!(partitions = ?held, seconds = t0.elapsed().as_secs_f64(), "revoked partitions checkpointed and released");
         }
