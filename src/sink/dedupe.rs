@@ -95,8 +95,11 @@ pub fn scan(brokers: &str, props: &KafkaProps, topic: &str, partition: i32, from
 /// Reads `topic`/`partition` from `from` (or its start) to its end and returns, per
 /// source partition, the furthest output found. After reaching the high watermark
 /// it keeps reading until nothing arrives for `settle` (brokers whose reported
-/// watermark lags, such as Tansu). With the `[kafka]` properties `props` (a secured
-/// cluster's TLS and SASL settings). Blocking: call from `spawn_blocking`.
+/// watermark lags, such as Tansu). The watermark is reached by a message just below
+/// it or by the read position passing it: a partition written in transactions ends
+/// in a commit or abort marker, which is never handed over as a message. With the
+/// `[kafka]` properties `props` (a secured cluster's TLS and SASL settings).
+/// Blocking: call from `spawn_blocking`.
 pub fn scan_marks(brokers: &str, props: &KafkaProps, topic: &str, partition: i32, from: i64, settle: Duration) -> Result<TailMarks> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
@@ -130,6 +133,9 @@ pub fn scan_marks(brokers: &str, props: &KafkaProps, topic: &str, partition: i32
             return Err(Error::Internal(format!("tail read of {topic}/{partition} did not reach offset {high} in 120 s")));
         }
         match c.poll(Duration::from_millis(50)) {
+            // A partition written in transactions ends in a commit or abort marker,
+            // which librdkafka never hands over: it only moves the position past it.
+            None if reached.is_none() && passed(&c, topic, partition, high) => reached = Some(Instant::now()),
             None => {}
             Some(Err(e)) => return Err(Error::Kafka(e)),
             Some(Ok(m)) => {
@@ -160,4 +166,13 @@ pub fn scan_marks(brokers: &str, props: &KafkaProps, topic: &str, partition: i32
         }
     }
     Ok(tail)
+}
+
+/// Whether `c`'s position in `topic`/`partition` is at `high` or past it.
+fn passed(c: &BaseConsumer, topic: &str, partition: i32, high: i64) -> bool {
+    let Ok(pos) = c.position() else { return false };
+    let at = pos.find_partition(topic, partition).map(|e| e.offset());
+    // (The list goes before the consumer can: a live list at consumer shutdown hangs.)
+    drop(pos);
+    matches!(at, Some(Offset::Offset(o)) if o >= high)
 }

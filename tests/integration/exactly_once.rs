@@ -266,6 +266,46 @@ fn transactional_delivery_on_apache_kafka_where_given() {
     crash_equivalence(TRANSACTIONAL, &faults, 6, &|| (Child(Command::new("sleep").arg("100000").spawn().unwrap()), kafka.clone()));
 }
 
+/// The tail read that resolves a prepared checkpoint, on a partition written in a
+/// transaction (`TICKFLARE_TEST_KAFKA=host:port`; it makes a topic of its own). The
+/// partition then ends in a commit marker, which librdkafka never hands to the
+/// application, so no message sits at the watermark: the read must see its position
+/// pass it. (The embedded broker writes no markers, so only a real Kafka can show this.)
+#[test]
+#[cfg_attr(not(test_kafka), ignore = "needs TICKFLARE_TEST_KAFKA=host:port (an Apache Kafka with transactions) when building the tests")]
+fn a_tail_read_ends_at_a_commit_marker_where_kafka_is_given() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use tickflare::sink::kafka::{H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
+    let kafka = std::env::var("TICKFLARE_TEST_KAFKA").expect("TICKFLARE_TEST_KAFKA was set when the tests were built; set it when running them too");
+    let topic = format!("tail-marker-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create().unwrap();
+        let made = admin.create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new()).await.unwrap();
+        assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+    });
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).set("transactional.id", &topic).create().unwrap();
+    let t = Duration::from_secs(30);
+    producer.init_transactions(t).unwrap();
+    producer.begin_transaction().unwrap();
+    for offset in ["40", "41"] {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: H_SOURCE_TOPIC, value: Some("ticks") })
+            .insert(Header { key: H_SOURCE_PARTITION, value: Some("0") })
+            .insert(Header { key: H_SOURCE_OFFSET, value: Some(offset) });
+        producer.send(BaseRecord::<[u8], [u8]>::to(&topic).partition(0).payload(b"{}".as_slice()).headers(headers)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.commit_transaction(t).unwrap();
+    // Messages at 0 and 1, the commit marker at 2: read from 1 (where a checkpoint's
+    // noted output end could be).
+    let tail = tickflare::sink::dedupe::scan_marks(&kafka, &Default::default(), &topic, 0, 1, Duration::from_millis(300)).expect("the tail read ends");
+    let mark = tail.marks.get("ticks", 0).expect("the message at offset 1 was read");
+    assert_eq!((mark.offset, tail.scanned), (41, 1));
+}
+
 /// A Tansu broker on a free port with in-memory storage and the three topics.
 fn tansu_process() -> (Child, String) {
     let port = crate::telemetry::free_port();
