@@ -327,12 +327,12 @@ fn holding_member(addr: &str, group: &str, topic: &str) -> Detached {
 /// A consumer closed on its own thread when dropped — also when a failed assertion
 /// unwinds: closing waits for the group's LeaveGroup, which this broker can keep
 /// behind a pending JoinGroup for minutes.
-struct Detached(Option<rdkafka::consumer::StreamConsumer<tickflare::source::context::SourceContext>>);
+struct Detached(Option<tickflare::source::kafka::Leaving<tickflare::source::context::SourceContext>>);
 
 impl std::ops::Deref for Detached {
     type Target = rdkafka::consumer::StreamConsumer<tickflare::source::context::SourceContext>;
     fn deref(&self) -> &Self::Target {
-        self.0.as_ref().expect("until dropped")
+        self.0.as_deref().expect("until dropped")
     }
 }
 
