@@ -141,6 +141,7 @@ impl<'a> Live<'a> {
             source_topic: cfg.source.topic.clone(),
             topic: cfg.sink.topic.clone(),
             dead_letter_topic: cfg.sink.dead_letter_topic.clone(),
+            max_message_bytes: crate::sink::kafka::max_message_bytes(&props),
         };
         let mut coord = Coordinator::default();
         if transactional {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, FutureProducer, Producer, ProducerContext};
 use rdkafka::ClientConfig;
 
@@ -32,6 +32,19 @@ pub const H_SOURCE_INDEX: &str = "tickflare.source.index";
 /// Dead-letter headers.
 pub const H_REASON: &str = "reason";
 pub const H_ERROR: &str = "error";
+/// On a dead letter whose payload (or key) was cut to fit the producer's
+/// `message.max.bytes`: the original length.
+pub const H_PAYLOAD_LENGTH: &str = "tickflare.payload.length";
+pub const H_KEY_LENGTH: &str = "tickflare.key.length";
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The largest message the producer made with `props` sends (`message.max.bytes`).
+pub fn max_message_bytes(props: &KafkaProps) -> usize {
+    let set = props.resolved(Role::Producer).ok().and_then(|kv| kv.into_iter().rev().find(|(k, _)| k == "message.max.bytes"));
+    set.and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
+}
 
 pub fn producer(brokers: &str) -> Result<FutureProducer> {
     Ok(config(brokers, None).create()?)
@@ -255,6 +268,9 @@ pub struct KafkaSink {
     pub source_topic: String,
     pub topic: String,
     pub dead_letter_topic: String,
+    /// The producer's `message.max.bytes` ([`max_message_bytes`]): dead letters are
+    /// cut to fit it.
+    pub max_message_bytes: usize,
 }
 
 impl KafkaSink {
@@ -279,7 +295,7 @@ impl KafkaSink {
             sent += 1;
         }
         for d in &out.dead_letters {
-            let rec = dead_letter_record(&self.dead_letter_topic, &self.source_topic, d, d.partition, acks.clone());
+            let rec = dead_letter_record(&self.dead_letter_topic, &self.source_topic, d, d.partition, acks.clone(), self.max_message_bytes);
             if let Err(e) = self.enqueue(rec).await {
                 acks.settle(total - sent);
                 return Err(e);
@@ -315,13 +331,49 @@ impl super::Publish for KafkaSink {
 
 /// The dead-letter message for `d` on output `partition`: the record's original key,
 /// payload and timestamp, its source coordinates, `reason` and `error` as headers.
-pub fn dead_letter_record<'a, D: rdkafka::util::IntoOpaque>(topic: &'a str, source_topic: &str, d: &'a DeadLetter, partition: i32, opaque: D) -> BaseRecord<'a, [u8], [u8], D> {
-    let mut rec = BaseRecord::<[u8], [u8], D>::with_opaque_to(topic, opaque).partition(partition).headers(dead_letter_headers(source_topic, d));
-    if let Some(k) = &d.key {
-        rec = rec.key(k.as_slice());
+/// A record near the size limit would not fit with the headers added, and a refused
+/// send stops the run — at every restart, on the same record — so the payload, then
+/// the key, is cut to fit `max_bytes` (the producer's `message.max.bytes`), with its
+/// original length in a header ([`H_PAYLOAD_LENGTH`], [`H_KEY_LENGTH`]). The whole
+/// record stays in the input topic, at the offset the headers give.
+pub fn dead_letter_record<'a, D: rdkafka::util::IntoOpaque>(
+    topic: &'a str,
+    source_topic: &str,
+    d: &'a DeadLetter,
+    partition: i32,
+    opaque: D,
+    max_bytes: usize,
+) -> BaseRecord<'a, [u8], [u8], D> {
+    let mut headers = dead_letter_headers(source_topic, d);
+    let (mut key, mut payload) = (d.key.as_deref(), d.payload.as_deref());
+    // librdkafka counts a message as key + value + headers + at most 36 bytes of
+    // framing (`rd_kafka_msg_max_wire_size`); a header is its name and value with
+    // two length varints. Room is kept for the framing, a record batch's header
+    // (61 bytes) and the two length headers this may add.
+    let header_bytes: usize = headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 10).sum();
+    let mut room = max_bytes.saturating_sub(header_bytes + 36 + 61 + 2 * 64);
+    let mut cut = |field: Option<&'a [u8]>, name: &'static str, headers: OwnedHeaders| -> (Option<&'a [u8]>, OwnedHeaders) {
+        match field {
+            Some(v) if v.len() > room => {
+                let kept = &v[..room];
+                room = 0;
+                (Some(kept), headers.insert(Header { key: name, value: Some(Itoa::default().fmt(v.len() as i64)) }))
+            }
+            Some(v) => {
+                room -= v.len();
+                (Some(v), headers)
+            }
+            None => (None, headers),
+        }
+    };
+    (key, headers) = cut(key, H_KEY_LENGTH, headers);
+    (payload, headers) = cut(payload, H_PAYLOAD_LENGTH, headers);
+    let mut rec = BaseRecord::<[u8], [u8], D>::with_opaque_to(topic, opaque).partition(partition).headers(headers);
+    if let Some(k) = key {
+        rec = rec.key(k);
     }
-    if let Some(p) = &d.payload {
-        rec = rec.payload(p.as_slice());
+    if let Some(p) = payload {
+        rec = rec.payload(p);
     }
     if let Some(t) = d.timestamp_ms {
         rec = rec.timestamp(t);
@@ -331,8 +383,8 @@ pub fn dead_letter_record<'a, D: rdkafka::util::IntoOpaque>(topic: &'a str, sour
 
 /// [`dead_letter_record`] for a `FutureProducer` (the solar stream's): the same
 /// message, moved into the future producer's record type.
-pub fn dead_letter_future_record<'a>(topic: &'a str, source_topic: &str, d: &'a DeadLetter, partition: i32) -> rdkafka::producer::FutureRecord<'a, [u8], [u8]> {
-    let r = dead_letter_record(topic, source_topic, d, partition, ());
+pub fn dead_letter_future_record<'a>(topic: &'a str, source_topic: &str, d: &'a DeadLetter, partition: i32, max_bytes: usize) -> rdkafka::producer::FutureRecord<'a, [u8], [u8]> {
+    let r = dead_letter_record(topic, source_topic, d, partition, (), max_bytes);
     rdkafka::producer::FutureRecord { topic: r.topic, partition: r.partition, payload: r.payload, key: r.key, timestamp: r.timestamp, headers: r.headers }
 }
 
@@ -355,4 +407,68 @@ fn dead_letter_headers(source_topic: &str, d: &DeadLetter) -> OwnedHeaders {
     source_headers(source_topic, d.partition, d.offset, 5)
         .insert(Header { key: H_REASON, value: Some(d.reason) })
         .insert(Header { key: H_ERROR, value: Some(&d.detail) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::DefaultProducerContext;
+
+    #[test]
+    fn the_size_limit_is_the_producers_setting() {
+        let props = |text: &str| -> KafkaProps { toml::from_str(text).unwrap() };
+        assert_eq!(max_message_bytes(&props("")), 1_000_000, "librdkafka's default");
+        assert_eq!(max_message_bytes(&props("[producer]\n\"message.max.bytes\" = 200000")), 200_000);
+        assert_eq!(max_message_bytes(&props("\"message.max.bytes\" = \"300000\"")), 300_000);
+        assert_eq!(max_message_bytes(&props("[consumer]\n\"message.max.bytes\" = 5")), 1_000_000, "the consumer's is not the producer's");
+    }
+
+    /// librdkafka itself judges the size: a producer with `message.max.bytes` =
+    /// 200,000 refuses the whole dead letter of a 300,000-byte record and takes the
+    /// cut one, whose payload (or key) keeps its first bytes and says how long it was.
+    #[test]
+    fn a_dead_letter_is_cut_to_what_the_producer_takes() {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("dlq", 1, 1).unwrap();
+        let producer: BaseProducer<DefaultProducerContext> =
+            ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).set("message.max.bytes", "200000").create().unwrap();
+        let max = 200_000;
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let letter = |key: Vec<u8>, payload: Vec<u8>| DeadLetter {
+            partition: 0,
+            offset: 7,
+            reason: "malformed_json",
+            detail: "expected value at line 1 column 1".into(),
+            key: Some(key),
+            payload: Some(payload),
+            timestamp_ms: Some(1),
+        };
+        let header = |r: &BaseRecord<'_, [u8], [u8], ()>, name: &str| -> Option<String> {
+            r.headers.as_ref()?.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8(v.to_vec()).unwrap())
+        };
+        for (key, payload) in [(b"BTC".to_vec(), big.clone()), (big.clone(), b"{}".to_vec())] {
+            let d = letter(key.clone(), payload.clone());
+            let whole = dead_letter_record("dlq", "ticks", &d, 0, (), usize::MAX);
+            let refused = producer.send(whole).err().map(|(e, _)| e);
+            assert_eq!(refused, Some(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)));
+            let cut = dead_letter_record("dlq", "ticks", &d, 0, (), max);
+            let (k, p) = (cut.key.unwrap().to_vec(), cut.payload.unwrap().to_vec());
+            assert_eq!(k, key[..k.len()], "the key's first bytes");
+            assert_eq!(p, payload[..p.len()], "the payload's first bytes");
+            if key.len() > max {
+                assert_eq!(header(&cut, H_KEY_LENGTH).as_deref(), Some("300000"));
+                assert!(k.len() > 199_000 && p.is_empty(), "{} {}", k.len(), p.len());
+            } else {
+                assert_eq!(header(&cut, H_PAYLOAD_LENGTH).as_deref(), Some("300000"));
+                assert!(header(&cut, H_KEY_LENGTH).is_none() && k.len() == 3 && p.len() > 199_000, "{}", p.len());
+            }
+            assert!(producer.send(cut).is_ok(), "the cut dead letter is taken");
+        }
+        // A dead letter that fits is left whole, with no length header.
+        let d = letter(b"BTC".to_vec(), b"{\"price\":".to_vec());
+        let r = dead_letter_record("dlq", "ticks", &d, 0, (), max);
+        assert_eq!((r.key, r.payload), (Some(&b"BTC"[..]), Some(&b"{\"price\":"[..])));
+        assert!(header(&r, H_PAYLOAD_LENGTH).is_none() && header(&r, H_KEY_LENGTH).is_none());
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
 }

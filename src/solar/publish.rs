@@ -35,10 +35,12 @@ pub struct SolarSink {
     pub outputs: OutputMarks,
     pub suppressed: u64,
     pub dead_letters_by_reason: BTreeMap<String, u64>,
+    /// The producer's `message.max.bytes`: dead letters are cut to fit it.
+    max_message_bytes: usize,
 }
 
 impl SolarSink {
-    pub fn new(prod: FutureProducer, cfg: &SolarConfig) -> Self {
+    pub fn new(prod: FutureProducer, cfg: &SolarConfig, max_message_bytes: usize) -> Self {
         SolarSink {
             prod,
             pipeline: cfg.name.clone(),
@@ -47,6 +49,7 @@ impl SolarSink {
             outputs: OutputMarks::default(),
             suppressed: 0,
             dead_letters_by_reason: BTreeMap::new(),
+            max_message_bytes,
         }
     }
 
@@ -108,7 +111,7 @@ impl SolarSink {
         }
         tracing::warn!(topic = source_topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "dead-lettered");
         let topic = &self.topics[DEAD_LETTERS];
-        let at = self.prod.send(dead_letter_future_record(topic, source_topic, d, 0), Duration::from_secs(30)).await.map_err(|(e, _)| e).with_context(|| format!("publishing to {topic:?}"))?;
+        let at = self.prod.send(dead_letter_future_record(topic, source_topic, d, 0, self.max_message_bytes), Duration::from_secs(30)).await.map_err(|(e, _)| e).with_context(|| format!("publishing to {topic:?}"))?;
         self.outputs.ends[DEAD_LETTERS] = self.outputs.ends[DEAD_LETTERS].max(at.offset + 1);
         Ok(())
     }

@@ -174,7 +174,7 @@ impl<'a> Run<'a> {
             Some(l) => Some(SolarCheckpoints::open(l, cfg).with_context(|| format!("opening checkpoints at {l:?}"))?),
             None => None,
         };
-        let mut sink = SolarSink::new(producer_with(brokers, props)?, cfg);
+        let mut sink = SolarSink::new(producer_with(brokers, props)?, cfg, crate::sink::kafka::max_message_bytes(props));
         let mut pos = Position { last_frame_ms: i64::MIN, ..Default::default() };
         if let Some(ck) = &ckpt {
             let restored = ck.restore(&mut tracker).await?;

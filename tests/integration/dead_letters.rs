@@ -86,6 +86,27 @@ async fn empty_payload() {
     assert_eq!(out.len(), 9);
 }
 
+/// A malformed record close to the producer's size limit (librdkafka's default
+/// `message.max.bytes`, 1,000,000): its dead letter — the same bytes plus five
+/// headers — would not fit, and the refused send stopped the daemon on it at every
+/// start. The dead letter keeps the payload's first bytes and says how long it was;
+/// the record itself stays in the input topic at the offset the headers give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_record_at_the_size_limit_is_dead_lettered_shortened() {
+    let mut bad = br#"{"symbol":"A","ts":100450,"pad":""#.to_vec();
+    bad.resize(999_900, b'x');
+    let (out, dlq) = run_with(Some(Some(&bad))).await;
+    assert_eq!(dlq.len(), 1);
+    let d = &dlq[0];
+    assert_eq!(d.header("reason"), Some("malformed_json"));
+    assert_eq!(d.header("tickflare.source.offset"), Some("5"));
+    assert_eq!(d.header("tickflare.payload.length"), Some("999900"));
+    let kept = d.payload.as_deref().unwrap();
+    assert!(kept.len() < bad.len() && kept.len() > 990_000, "{} bytes kept", kept.len());
+    assert_eq!(kept, &bad[..kept.len()], "the payload's first bytes");
+    assert_eq!(out.len(), 9, "every good record still predicted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn later_than_allowed_lateness() {
     // The key's latest event time is 100400 ms; 1000 ms lateness allowed.

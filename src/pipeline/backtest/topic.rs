@@ -54,6 +54,7 @@ pub(super) async fn backtest(variants: Vec<Variant>, brokers: &str, opts: &Backt
             source_topic: v.built.config.source.topic.clone(),
             topic: topic.clone(),
             dead_letter_topic: dlq.clone(),
+            max_message_bytes: crate::sink::kafka::max_message_bytes(&cfg.kafka),
         };
         lanes.push(Lane::new(v, LaneSink::Kafka(sink), (topic.clone(), dlq.clone()), offsets.keys().copied(), warmup));
     }
