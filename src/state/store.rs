@@ -118,7 +118,7 @@ impl CheckpointStore {
             .await
             .map_err(|e| cp_err(format!("writing {dir}/{MANIFEST} in {}: {e}", self.location)))?;
         self.sync(&dir, vec![MANIFEST.to_string()]).await?;
-        self.prune(manifest.partition).await?;
+        self.prune(manifest.partition, manifest.next_offset).await?;
         Ok((total, manifest))
     }
 
@@ -159,11 +159,14 @@ impl CheckpointStore {
         self.store.delete(&p).await.map_err(|e| cp_err(format!("deleting {p}: {e}")))
     }
 
-    /// Deletes all but the newest `keep` checkpoints of a partition (and any folder
-    /// older than them, complete or not).
-    async fn prune(&self, partition: i32) -> Result<()> {
+    /// After checkpoint `written`: deletes all but the newest `keep` checkpoints of a
+    /// partition up to it (and any folder older than them, complete or not). Newer
+    /// ones are not counted: a run writes below them only when the newest was
+    /// damaged and it went on from an older one, and counting them would delete what
+    /// it writes now. They go once checkpoints pass them.
+    async fn prune(&self, partition: i32, written: i64) -> Result<()> {
         let ids = self.ids(partition, false).await?;
-        let complete = self.ids(partition, true).await?;
+        let complete: Vec<i64> = self.ids(partition, true).await?.into_iter().filter(|id| *id <= written).collect();
         if complete.len() <= self.keep {
             return Ok(());
         }
@@ -344,5 +347,33 @@ mod tests {
         assert_eq!(on_disk, [format!("{:020}", 30), format!("{:020}", 40)]);
         let (m, files) = store.latest(0).await.unwrap().unwrap();
         assert_eq!((m.next_offset, files["a.bin"].to_vec()), (40, vec![40u8; 100]));
+    }
+
+    /// A damaged newest checkpoint is skipped for an older one, and the run goes on
+    /// from there: the checkpoints it writes then have lower offsets than the damaged
+    /// one. Pruning must not count the damaged one among the newest `keep` — it
+    /// deleted the checkpoint it had just written (keep = 1), or that and the older
+    /// good one (keep = 2), leaving a next restart nothing but the damaged one.
+    #[tokio::test]
+    async fn a_damaged_newer_checkpoint_does_not_prune_the_ones_written_after_it() {
+        for keep in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = CheckpointStore::open(dir.path().to_str().unwrap(), "p", keep).unwrap();
+            for id in [10, 30] {
+                store.write(manifest(id), vec![("a.bin".into(), vec![id as u8; 100])]).await.unwrap();
+            }
+            std::fs::write(dir.path().join(format!("p/p0/{:020}/a.bin", 30)), [0u8; 100]).unwrap();
+            // A restart finds 30 damaged and takes 10 (with keep = 1, 10 is gone:
+            // nothing), then writes 20 and 25.
+            let restored = store.latest(0).await.unwrap().map(|(m, _)| m.next_offset);
+            assert_eq!(restored, (keep == 2).then_some(10), "keep {keep}");
+            for id in [20, 25] {
+                store.write(manifest(id), vec![("a.bin".into(), vec![id as u8; 100])]).await.unwrap();
+            }
+            let (m, files) = store.latest(0).await.unwrap().expect("a checkpoint to restore");
+            assert_eq!((m.next_offset, files["a.bin"].to_vec()), (25, vec![25u8; 100]), "keep {keep}");
+            let kept: Vec<i64> = store.ids(0, true).await.unwrap().into_iter().filter(|id| *id < 30).collect();
+            assert_eq!(kept, if keep == 1 { vec![25] } else { vec![20, 25] }, "keep {keep}");
+        }
     }
 }
