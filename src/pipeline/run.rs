@@ -326,8 +326,7 @@ impl<'a> Live<'a> {
         let st = ck.restore(self.built, p, low, self.consumer.client()).await.with_context(|| format!("restoring partition {p} from {}", ck.store.location))?;
         recovery::seek(&*self.consumer, topic, p, st.next_offset)?;
         self.batch.positions.insert(p, Position::new(st.next_offset, low));
-        self.batch.inputs.remove(&p);
-        self.batch.states.insert(p, st);
+        self.batch.restored(st);
         self.health.restoring.store(false, Ordering::Relaxed);
         Ok(())
     }
