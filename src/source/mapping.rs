@@ -69,18 +69,19 @@ pub fn event_time_ms(rec: &Value, schema: &TopicSchema, time: &str) -> Option<i6
     let Extract::Pointer(p) = &f.extract else { return None };
     let v = rec.pointer(p)?;
     match (v, f.kind) {
-        (Value::Number(n), Kind::Timestamp { int_unit_ns }) => Some(int_time_ms(n.as_i64()?, int_unit_ns)),
+        (Value::Number(n), Kind::Timestamp { int_unit_ns }) => int_time_ms(n.as_i64()?, int_unit_ns),
         (Value::String(_), _) => parse_time_ms(v),
         _ => None,
     }
 }
 
-/// An integer timestamp in units of `int_unit_ns` nanoseconds, in milliseconds.
-fn int_time_ms(n: i64, int_unit_ns: i64) -> i64 {
+/// An integer timestamp in units of `int_unit_ns` nanoseconds, in milliseconds;
+/// None past i64's range.
+fn int_time_ms(n: i64, int_unit_ns: i64) -> Option<i64> {
     if int_unit_ns >= 1_000_000 {
-        n * (int_unit_ns / 1_000_000)
+        n.checked_mul(int_unit_ns / 1_000_000)
     } else {
-        n / (1_000_000 / int_unit_ns)
+        Some(n / (1_000_000 / int_unit_ns))
     }
 }
 
@@ -254,7 +255,7 @@ fn fast_fill(line: &[u8], set: &PointerSet, scratch: &mut Scratch, kind: Kind, k
         Ok(found) => {
             let time = match (found.get(0), kind) {
                 (Found::Str(s), _) => Some(jsonpath::parse_rfc3339_nanos(s)?.div_euclid(1_000_000)),
-                (Found::Number(n), Kind::Timestamp { int_unit_ns }) => n.as_i64().map(|n| int_time_ms(n, int_unit_ns)),
+                (Found::Number(n), Kind::Timestamp { int_unit_ns }) => n.as_i64().and_then(|n| int_time_ms(n, int_unit_ns)),
                 _ => None,
             };
             key.clear();
@@ -315,6 +316,17 @@ mod tests {
             rename: rename.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             fill: fill.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         }
+    }
+
+    /// An integer time in seconds too large for milliseconds is no time (the
+    /// record is then refused with its reason), not an overflow: a panic in a debug
+    /// build, a wrapped timestamp in a release one.
+    #[test]
+    fn an_integer_time_past_the_range_is_no_time() {
+        assert_eq!(int_time_ms(1_700_000_000, 1_000_000_000), Some(1_700_000_000_000));
+        assert_eq!(int_time_ms(1_700_000_000_123_456, 1_000), Some(1_700_000_000_123));
+        assert_eq!(int_time_ms(9_223_372_036_854_776, 1_000_000_000), None);
+        assert_eq!(int_time_ms(i64::MIN, 1_000_000), Some(i64::MIN));
     }
 
     #[test]

@@ -180,14 +180,25 @@ impl Iterator for RowReader {
     }
 }
 
-/// A CSV cell as JSON: an integer, else a finite float, else the text.
+/// A CSV cell as JSON: nothing (an empty cell) is null; an integer written as one
+/// (no sign but a minus, no leading zero) a number; other integer-looking text (an
+/// identifier such as `0012`, or one past i64) stays text; else a finite float, else
+/// the text. Numeric fields parse text, so only identifiers are told apart.
 fn cell_value(cell: &str) -> Value {
-    match cell.parse::<i64>() {
-        Ok(i) => Value::from(i),
-        Err(_) => match cell.parse::<f64>() {
-            Ok(f) if f.is_finite() => Value::from(f),
+    if cell.is_empty() {
+        return Value::Null;
+    }
+    let digits = cell.strip_prefix('-').unwrap_or(cell);
+    let integer_like = cell.starts_with('+') && cell[1..].bytes().all(|b| b.is_ascii_digit()) || (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+    if integer_like {
+        return match cell.parse::<i64>() {
+            Ok(i) if i.to_string() == cell => Value::from(i),
             _ => Value::from(cell),
-        },
+        };
+    }
+    match cell.parse::<f64>() {
+        Ok(f) if f.is_finite() => Value::from(f),
+        _ => Value::from(cell),
     }
 }
 
@@ -289,6 +300,31 @@ mod tests {
 
     fn rows(path: &Path) -> Vec<Row> {
         RowReader::open(path).unwrap().collect::<crate::error::Result<_>>().unwrap()
+    }
+
+    /// A CSV cell is a number only where the text is one as written: an empty cell
+    /// is missing (NULL where the field is nullable, not a string that is no
+    /// number), and identifiers that look like integers but are not written as one
+    /// (`0012`, `+12`, or past i64) keep their text — as numbers, `0012` and `12`
+    /// were one key. Numeric columns still parse the kept text.
+    #[test]
+    fn csv_cells_are_numbers_only_as_written() {
+        let cells = |c: &str| cell_value(c);
+        assert_eq!(cells(""), Value::Null);
+        assert_eq!(cells("12"), Value::from(12));
+        assert_eq!(cells("-7"), Value::from(-7));
+        assert_eq!(cells("1.05236"), Value::from(1.05236));
+        for text in ["0012", "+12", "-0", "007", "12345678901234567890", "A12"] {
+            assert_eq!(cells(text), Value::from(text), "{text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ids.csv");
+        std::fs::write(&p, "series,value,volume\n0012,1,\n12,2,5\n").unwrap();
+        let keys: Vec<Value> = rows(&p).into_iter().map(|r| match r {
+            Row::Record(m) => m["series"].clone(),
+            other => panic!("{other:?}"),
+        }).collect();
+        assert_eq!(keys, [Value::from("0012"), Value::from(12)]);
     }
 
     /// RFC 4180 CSV: quoted fields holding commas, doubled quotes and line breaks,
