@@ -9,6 +9,7 @@
 //! they partition by the records' key the batch is put in key order beforehand
 //! ([`order`]) instead of DataFusion sorting it.
 
+pub mod causal;
 pub mod exact;
 pub mod lookback;
 pub mod order;
@@ -102,6 +103,7 @@ impl Planned {
         let provider = StreamingTable::try_new(input_schema.clone(), vec![Arc::new(stream)])?.with_sort_order(order);
         ctx.register_table(table, Arc::new(provider))?;
         let (state, logical) = ctx.sql(sql).await?.into_parts();
+        causal::only_earlier_rows(&logical)?;
         let plan = state.create_physical_plan(&exact::sliding_frames_read_in_place(logical)?).await?;
         Ok(Planned { task_ctx: ctx.task_ctx(), plan: whole_partition_windows(plan)?, slot })
     }
