@@ -27,7 +27,7 @@ use crate::sink::txn::Coordinator;
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
 use crate::source::gather::{gather, Take, Window};
-use crate::source::kafka::{assign_all, consumer_with, diagnosed, end_offsets};
+use crate::source::kafka::{assign_all, consumer_with, diagnosed, end_offsets, ends_reached, positions};
 use crate::telemetry::events::PipelineMetrics;
 use crate::telemetry::{self, Health};
 
@@ -214,9 +214,12 @@ impl<'a> Live<'a> {
         Ok(())
     }
 
-    /// Every partition's state reached the input's end offset at start.
+    /// Every partition's state, or the consumer's position past offsets that hold no
+    /// record, reached the input's end offset at start ([`ends_reached`]; checked
+    /// between batches, when every record handed out has been processed).
     fn at_end(&self) -> bool {
-        self.ends.iter().all(|(p, &high)| high <= 0 || self.batch.states.get(p).is_some_and(|s| s.next_offset >= high))
+        let positions = positions(&*self.consumer, &self.built.config.source.topic);
+        ends_reached(&self.ends, |p| self.batch.states.get(&p).map(|s| s.next_offset), &positions)
     }
 
 

@@ -102,6 +102,33 @@ pub fn end_offsets<K: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(c: &K,
     Ok(out)
 }
 
+/// The consumer's position (next offset to hand out) in each partition of `topic`
+/// where it has one.
+pub fn positions<K: Consumer<X>, X: ConsumerContext>(c: &K, topic: &str) -> BTreeMap<i32, i64> {
+    let Ok(list) = c.position() else { return BTreeMap::new() };
+    let out = list
+        .elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect();
+    // (The list goes before the consumer can: a live list at consumer shutdown hangs.)
+    drop(list);
+    out
+}
+
+/// Whether a read that must reach `ends` (per partition, the high watermark at
+/// start) has: in each partition either the next offset to process (`next`) or the
+/// consumer's position is there. The position counts because a partition may end
+/// in offsets that hold no record — a transaction's commit marker, records
+/// compacted away — which librdkafka passes over without handing anything out, so
+/// no record ever brings the next offset to the watermark.
+pub fn ends_reached(ends: &BTreeMap<i32, i64>, next: impl Fn(i32) -> Option<i64>, positions: &BTreeMap<i32, i64>) -> bool {
+    ends.iter().all(|(&p, &high)| high <= 0 || next(p).is_some_and(|n| n >= high) || positions.get(&p).is_some_and(|&o| o >= high))
+}
+
 /// One message read back from a topic (tests, tools).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadMessage {
@@ -254,5 +281,25 @@ pub fn diagnose(brokers: &str, props: &KafkaProps) -> Option<String> {
     match c.fetch_metadata(None, Duration::from_secs(10)) {
         Ok(_) => None,
         Err(e) => Some(probe_failure(&c, brokers, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition is at its end when its next offset or the consumer's position
+    /// reaches the watermark: one whose last offset is a commit marker (records to
+    /// 8, the marker at 9, the watermark 10) never has a record bring the next
+    /// offset past 9, but the position passes the marker.
+    #[test]
+    fn the_end_is_reached_by_the_next_offset_or_the_position() {
+        let ends = BTreeMap::from([(0, 10), (1, 5), (2, 0)]);
+        let next = |n0: i64| move |p: i32| [Some(n0), Some(5), None][p as usize];
+        assert!(ends_reached(&ends, next(10), &BTreeMap::new()));
+        assert!(!ends_reached(&ends, next(9), &BTreeMap::new()), "record 9 not processed, no position");
+        assert!(!ends_reached(&ends, next(9), &BTreeMap::from([(0, 9)])));
+        assert!(ends_reached(&ends, next(9), &BTreeMap::from([(0, 10)])), "the marker at 9 passed");
+        assert!(!ends_reached(&ends, next(9), &BTreeMap::from([(1, 10)])), "another partition's position");
     }
 }
