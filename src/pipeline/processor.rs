@@ -223,15 +223,26 @@ impl Processor {
         out: &mut Outputs,
         timings: &mut StageTimings,
     ) -> Result<()> {
-        state.counters.messages_in += input.messages;
         let t0 = Instant::now();
         input.decode();
         timings.decode += t0.elapsed();
+        // A backtest's warm-up records (before `score_from`) are fed — models,
+        // look-back, watermarks — but neither counted nor published: the counts and
+        // the outputs are the range's (the report counts the warm-up apart).
+        let from = state.score_from.unwrap_or(i64::MIN);
+        let mut warm = 0;
         for d in input.dead.drain(..) {
+            if d.offset < from {
+                warm += 1;
+                continue;
+            }
             state.counters.dead_letter(&d);
             out.dead_letters.push(d);
         }
         let batch = input.take_batch();
+        let in_scope = |b: &RecordBatch| in_scope(b, from);
+        warm += batch.num_rows() - in_scope(&batch);
+        state.counters.messages_in += input.messages - warm as u64;
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -240,7 +251,7 @@ impl Processor {
         let (feats, kept) = match engine.compute(state.lookback.as_ref(), &batch).await {
             Ok(f) => {
                 self.remember(state, &batch)?;
-                (f, batch.num_rows())
+                (f, in_scope(&batch))
             }
             // A runtime SQL error (a cast overflow, say) is caused by some record's
             // values: find which by running the rows one at a time.
@@ -250,7 +261,7 @@ impl Processor {
             }
         };
         timings.features += t0.elapsed();
-        state.counters.filtered += (kept - feats.num_rows()) as u64;
+        state.counters.filtered += (kept - in_scope(&feats)) as u64;
         self.model_stage(state, input, out, &feats, timings, threads)
     }
 
@@ -263,7 +274,8 @@ impl Processor {
 
     /// Runs the feature SQL one record at a time (each with the look-back so far),
     /// dead-lettering records it fails on as `feature_error`; those records do not
-    /// enter the look-back. Returns the feature rows and how many records went in.
+    /// enter the look-back. Returns the feature rows and how many records went in
+    /// (of those at or after `score_from`: a backtest's warm-up is not counted).
     async fn features_row_by_row(
         &self,
         engine: &FeatureEngine,
@@ -273,6 +285,7 @@ impl Processor {
         batch: &RecordBatch,
     ) -> Result<(RecordBatch, usize)> {
         let offsets = batch.column_by_name(OFFSET_COLUMN).expect("decoded batch has _offset").as_primitive::<Int64Type>().clone();
+        let from = state.score_from.unwrap_or(i64::MIN);
         let mut parts = Vec::new();
         let mut kept = 0;
         for i in 0..batch.num_rows() {
@@ -280,13 +293,15 @@ impl Processor {
             match engine.compute(state.lookback.as_ref(), &row).await {
                 Ok(f) => {
                     parts.push(f);
-                    kept += 1;
+                    kept += usize::from(offsets.value(i) >= from);
                     self.remember(state, &row)?;
                 }
                 Err(e) => {
                     let d = input.dead_letter(offsets.value(i), "feature_error", format!("feature SQL failed on this record: {e}"));
-                    state.counters.dead_letter(&d);
-                    out.dead_letters.push(d);
+                    if d.offset >= from {
+                        state.counters.dead_letter(&d);
+                        out.dead_letters.push(d);
+                    }
                 }
             }
         }
@@ -328,8 +343,10 @@ impl Processor {
                         self.lateness_ns / 1_000_000
                     ),
                 );
-                state.counters.dead_letter(&d);
-                out.dead_letters.push(d);
+                if d.offset >= state.score_from.unwrap_or(i64::MIN) {
+                    state.counters.dead_letter(&d);
+                    out.dead_letters.push(d);
+                }
             } else if times.is_valid(i) {
                 ks.max_time = Some(ks.max_time.map_or(times.value(i), |m| m.max(times.value(i))));
             }
@@ -355,4 +372,13 @@ fn key_state<'a>(map: &'a mut crate::state::KeyMap, key: &str) -> &'a mut KeySta
         map.insert(key.to_string(), KeyState::default());
     }
     map.get_mut(key).expect("inserted")
+}
+
+/// Rows of `b` at or after offset `from` (all of them when `from` is `i64::MIN`).
+fn in_scope(b: &RecordBatch, from: i64) -> usize {
+    if from == i64::MIN {
+        return b.num_rows();
+    }
+    let offsets = b.column_by_name(OFFSET_COLUMN).expect("batches carry _offset").as_primitive::<Int64Type>();
+    offsets.values().iter().filter(|&&o| o >= from).count()
 }

@@ -207,7 +207,10 @@ impl PartitionState {
     }
 
     /// Predictions still waiting for a label.
+    /// Predictions awaiting their label (a backtest's warm-up's not counted: none of
+    /// them is published).
     pub fn pending(&self) -> u64 {
-        self.keys.values().map(|k| k.pending.len() as u64).sum()
+        let from = self.score_from.unwrap_or(i64::MIN);
+        self.keys.values().map(|k| k.pending.iter().filter(|p| p.offset >= from).count() as u64).sum()
     }
 }

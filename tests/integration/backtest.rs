@@ -345,6 +345,44 @@ fn warmup_gives_the_models_of_a_live_run() {
     assert_eq!(r["models"][0]["metrics"]["persistence"]["n"], Value::from(inside - 1));
 }
 
+/// A warm-up is fed, not counted or published: with a bad record in the warm-up
+/// and one in range, each model's counts are the range's — `messages_in` is the
+/// records in range and `predictions_out + dead_letters + warmup` adds up to it —
+/// and only the in-range record is dead-lettered. (The warm-up's records were in
+/// `messages_in`, its rows without features in `warmup` and its bad records
+/// published, while its forecasts were not.)
+#[test]
+fn a_warmup_is_fed_but_not_counted_or_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join(SAMPLE)).unwrap();
+    let spoil = |l: &str| {
+        let mut cells: Vec<&str> = l.split(',').collect();
+        cells[4] = "abc";
+        cells.join(",")
+    };
+    // Rows on 2017-01-10 (warm-up) and 2017-02-10 (in range) with a close that is no number.
+    let lines: Vec<String> = text.lines().map(|l| if l.starts_with("10.01.2017 12:") || l.starts_with("10.02.2017 12:") { spoil(l) } else { l.to_string() }).collect();
+    assert_eq!(lines.iter().filter(|l| l.contains(",abc,")).count(), 2);
+    let input = dir.path().join("spoiled.csv");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("warm");
+    tickflare(&["backtest", "pipelines/market-bars.toml", "--input", input.to_str().unwrap(), "--from", "2017-02-01", "--warmup-from", "2016-12-01", "--report", out.to_str().unwrap(), "--quiet"]);
+    let r = report(&out);
+    let in_range = r["records_in_range"].as_u64().unwrap();
+    assert!(r["records_warmup"].as_u64().unwrap() > 500);
+    for m in r["models"].as_array().unwrap() {
+        let n = |k: &str| m[k].as_u64().unwrap();
+        assert_eq!(n("messages_in"), in_range, "{}", m["name"]);
+        assert_eq!(n("predictions_out") + n("dead_letters") + n("warmup"), n("messages_in"), "{}", m["name"]);
+        assert_eq!(n("dead_letters"), 1, "{}", m["name"]);
+        assert_eq!(n("predictions_out"), n("labelled") + n("pending"));
+    }
+    let dead = parquet_outputs(&out.join("dead_letters.parquet"));
+    assert_eq!(dead.len(), 1, "only the in-range bad record is published");
+    let payload = String::from_utf8_lossy(dead[0].4.as_ref().unwrap()).into_owned();
+    assert!(payload.contains("2017-02-10T12:") || payload.contains("10.02.2017 12:"), "{payload}");
+}
+
 /// Partitions processed on two cores give the same outputs as on one: each
 /// partition's output is a function of its records alone (the tick sample fills two
 /// partitions; batches of 500 so that many batches run in parallel, and of 4,000 so

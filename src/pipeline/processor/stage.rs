@@ -142,6 +142,8 @@ impl Processor {
         let mut lx = vec![0.0; stride];
         let mut plan = Vec::with_capacity(cols.target.len());
         let build = || self.fresh_model();
+        // A backtest's warm-up rows (before `score_from`) are fed, not counted.
+        let from = state.score_from.unwrap_or(i64::MIN);
         let PartitionState { keys: key_states, model: global, counters, tick, live_models: live, block, .. } = state;
         for i in 0..cols.target.len() {
             if self.update_block > 0 {
@@ -159,8 +161,10 @@ impl Processor {
                     "non_finite_feature",
                     format!("feature SQL gave a NaN or infinite {:?}", self.engine().output_schema().field(col).name()),
                 );
-                counters.dead_letter(&dl);
-                out.dead_letters.push(dl);
+                if dl.offset >= from {
+                    counters.dead_letter(&dl);
+                    out.dead_letters.push(dl);
+                }
                 plan.push(Row::Dead);
                 continue;
             }
@@ -236,7 +240,7 @@ impl Processor {
                 _ => None,
             };
             match forecast {
-                None => counters.warmup += 1,
+                None => counters.warmup += u64::from(cols.offsets.value(i) >= from),
                 Some(b) => {
                     let (due_row, due_time) = match self.horizon {
                         Horizon::Rows(h) => (ks.rows + h as u64, i64::MAX),
