@@ -193,6 +193,9 @@ impl<'a> Live<'a> {
                 lows.push((p, low));
             }
             let restored = ck.restore_all(self.built, &lows, self.consumer.client()).await.with_context(|| format!("restoring partitions from {}", ck.store.location))?;
+            for st in &restored {
+                within_topic(&*self.consumer, topic, st.partition, st.next_offset).await?;
+            }
             let mut tpl = rdkafka::TopicPartitionList::new();
             for st in restored {
                 let p = st.partition;
@@ -327,6 +330,7 @@ impl<'a> Live<'a> {
         let topic = &self.built.config.source.topic;
         let (low, _) = self.consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).with_context(|| format!("reading the offsets of {topic}/{p}"))?;
         let st = ck.restore(self.built, p, low, self.consumer.client()).await.with_context(|| format!("restoring partition {p} from {}", ck.store.location))?;
+        within_topic(&*self.consumer, topic, p, st.next_offset).await?;
         recovery::seek(&*self.consumer, topic, p, st.next_offset)?;
         self.batch.positions.insert(p, Position::new(st.next_offset, low));
         self.batch.restored(st);
@@ -369,6 +373,30 @@ impl<'a> Live<'a> {
         tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
         Ok(summary)
     }
+}
+
+/// Refuses a restored partition whose next offset is past the input topic's end:
+/// the topic holds fewer records than the checkpoint has read (it was deleted and
+/// recreated, or this is another cluster), and reading on would skip every record
+/// below that offset as already processed. A broker whose reported end lags
+/// (Tansu) gets a few seconds to catch up.
+async fn within_topic<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(c: &C, topic: &str, p: i32, next: i64) -> crate::error::Result<()> {
+    let mut high = 0;
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        high = c.fetch_watermarks(topic, p, Duration::from_secs(10)).with_context(|| format!("reading the offsets of {topic}/{p}"))?.1;
+        if next <= high {
+            return Ok(());
+        }
+    }
+    crate::fail!(
+        Checkpoint,
+        "partition {p}: the checkpoint resumes at offset {next}, but {topic}/{p} ends at {high} — the topic holds fewer records than \
+         the checkpoint has read (was it deleted and recreated, or is this another cluster?); nothing was consumed. To start \
+         over, use a new checkpoint location or delete this one"
+    )
 }
 
 impl Drop for Live<'_> {

@@ -486,6 +486,26 @@ fn a_failing_checkpoint_write_stops_the_daemon() {
     assert!(err.contains("checkpoint"), "{err}");
 }
 
+/// Checkpoints ahead of the topic: the input topic was deleted and recreated (or the
+/// daemon pointed at another cluster), so it holds fewer records than the checkpoints
+/// have read. The restart refuses, saying so, instead of skipping every record below
+/// the checkpoints' offsets (it did: it processed nothing and stopped, "done").
+#[test]
+fn checkpoints_past_the_topics_end_are_refused() {
+    let lines: Vec<Vec<u8>> = input().into_iter().take(4000).collect();
+    let (_broker, addr) = seeded_broker(&lines);
+    let dir = tempfile::tempdir().unwrap();
+    let out = daemon(&addr, dir.path(), None).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The topic again, with a quarter of the records.
+    let (_again, addr) = seeded_broker(&lines[..1000]);
+    let out = daemon(&addr, dir.path(), None).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a restart on the shorter topic succeeded: {err}");
+    assert!(err.contains("the checkpoint resumes at offset") && err.contains("recreated"), "{err}");
+    assert!(read(&addr, "tick-predictions").is_empty(), "nothing published");
+}
+
 #[test]
 fn checkpoint_ls_lists_what_a_run_left() {
     let lines: Vec<Vec<u8>> = input().into_iter().take(4000).collect();
