@@ -6,12 +6,19 @@
 //! batches end, and a forecast would use values from after its own time. Windows
 //! over earlier rows are what look-back serves.
 //!
+//! Also refused: two-column aggregates (`corr`, `covar_*`, `regr_*`) over a sliding
+//! frame. DataFusion slides them by adding the entering row and retracting the
+//! leaving one, so their last bits depend on where accumulation started — on the
+//! batch boundaries (`exact` replaces the one-column ones — `sum`, `avg`, variances —
+//! with versions that read each frame; these have none yet).
+//!
 //! Not checked: the peers of a `RANGE` frame's `CURRENT ROW` (rows tied on the
 //! `ORDER BY` value; order by `_offset`, which has no ties), and joins or subqueries
 //! over the batch.
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, WindowFrameBound, WindowFunctionDefinition};
 
 use crate::error::{Error, Result};
@@ -22,7 +29,15 @@ const LOOK_AHEAD: [&str; 4] = ["lead", "ntile", "percent_rank", "cume_dist"];
 /// Window functions (besides aggregates) whose value comes from their frame.
 const FRAMED: [&str; 3] = ["first_value", "last_value", "nth_value"];
 
-/// An error naming the first window of `plan` that reads later rows.
+/// Aggregates DataFusion slides by add and retract in floating point (`regr_count`
+/// counts, exactly).
+const SLID: [&str; 12] = [
+    "corr", "covar", "covar_samp", "covar_pop", "regr_slope", "regr_intercept", "regr_r2", "regr_avgx", "regr_avgy", "regr_sxx",
+    "regr_syy", "regr_sxy",
+];
+
+/// An error naming the first window of `plan` that reads later rows or slides an
+/// aggregate that is not exact.
 pub fn only_earlier_rows(plan: &LogicalPlan) -> Result<()> {
     let mut found: Option<String> = None;
     plan.apply_with_subqueries(|node| {
@@ -30,12 +45,9 @@ pub fn only_earlier_rows(plan: &LogicalPlan) -> Result<()> {
             for e in &w.window_expr {
                 e.apply(|x| {
                     if let Expr::WindowFunction(f) = x {
-                        if let Some(why) = later_rows(&f.fun, &f.params.window_frame.end_bound) {
-                            found = Some(format!("{} {why}", f.fun.name()));
-                            return Ok(TreeNodeRecursion::Stop);
-                        }
+                        found = refusal(f);
                     }
-                    Ok(TreeNodeRecursion::Continue)
+                    Ok(if found.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
                 })?;
             }
         }
@@ -43,13 +55,27 @@ pub fn only_earlier_rows(plan: &LogicalPlan) -> Result<()> {
     })?;
     match found {
         None => Ok(()),
-        Some(what) => Err(Error::Config(format!(
-            "the feature SQL's window {what}: a feature must come from the row and earlier ones \
-             (a micro-batch holds some later rows and not others, so such a feature would change with the \
-             batch boundaries, and a forecast would see values from after its time); use LAG, or frames \
-             that end at CURRENT ROW or n PRECEDING, with an ORDER BY"
-        ))),
+        Some(why) => Err(Error::Config(format!("the feature SQL's window {why}"))),
     }
+}
+
+/// Why the window call `f` cannot be a feature, if it cannot.
+fn refusal(f: &WindowFunction) -> Option<String> {
+    let name = f.fun.name().to_ascii_lowercase();
+    if let Some(why) = later_rows(&f.fun, &f.params.window_frame.end_bound) {
+        return Some(format!(
+            "{name} {why}: a feature must come from the row and earlier ones (a micro-batch holds some later rows \
+             and not others, so such a feature would change with the batch boundaries, and a forecast would see values \
+             from after its time); use LAG, or frames that end at CURRENT ROW or n PRECEDING, with an ORDER BY"
+        ));
+    }
+    if SLID.contains(&name.as_str()) && !f.params.window_frame.start_bound.is_unbounded() {
+        return Some(format!(
+            "{name} over a sliding frame is computed by adding and retracting rows, so its last bits would depend on \
+             the batch boundaries (not exact here yet; for a covariance, avg(x * y) - avg(x) * avg(y) over the frame is)"
+        ));
+    }
+    None
 }
 
 /// Why a window function over a frame ending at `end` reads later rows, if it does.
@@ -82,7 +108,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![
             Field::new("_offset", DataType::Int64, false),
             Field::new("symbol", DataType::Utf8, false),
-            Field::new("ts", DataType::Int64, false),
+            Field::new("ts", DataType::Float64, false),
             Field::new("price", DataType::Float64, false),
         ]));
         FeatureEngine::plan(sql, "ticks", schema).await
@@ -103,10 +129,12 @@ mod tests {
             (format!("ntile(4) {w})"), "ntile reads the rows after"),
             (format!("cume_dist() {w})"), "cume_dist reads the rows after"),
             (format!("price - lead(price) {w})"), "lead reads"),
+            (format!("corr(price, ts) {w} ROWS BETWEEN 9 PRECEDING AND CURRENT ROW)"), "corr over a sliding frame"),
+            (format!("regr_slope(price, ts) {w} ROWS BETWEEN 9 PRECEDING AND CURRENT ROW)"), "regr_slope over a sliding frame"),
         ] {
             let sql = format!("SELECT _offset, {f} AS x FROM ticks");
             let e = plan(&sql).await.err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(e.contains(what) && e.contains("earlier ones"), "{sql}: {e}");
+            assert!(e.contains(what) && e.contains("batch boundaries"), "{sql}: {e}");
         }
         for f in [
             format!("lag(price, 2) {w})"),
@@ -117,6 +145,8 @@ mod tests {
             format!("row_number() {w})"),
             "row_number() OVER (PARTITION BY symbol)".to_string(),
             format!("first_value(price) {w} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"),
+            format!("covar_pop(price, ts) {w} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"),
+            format!("regr_count(price, ts) {w} ROWS BETWEEN 9 PRECEDING AND CURRENT ROW)"),
         ] {
             let sql = format!("SELECT _offset, {f} AS x FROM ticks");
             assert!(plan(&sql).await.is_ok(), "{sql}");
