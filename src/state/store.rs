@@ -234,8 +234,12 @@ impl CheckpointStore {
         let mut v = Vec::new();
         for p in l.common_prefixes {
             let Some(id) = p.filename().and_then(|f| f.parse::<i64>().ok()) else { continue };
-            if complete && self.store.head(&p.clone().join(MANIFEST)).await.is_err() {
-                continue;
+            if complete {
+                match self.store.head(&p.clone().join(MANIFEST)).await {
+                    Ok(_) => {}
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(Error::Store(e).context(format!("reading checkpoint {p} in {}", self.location))),
+                }
             }
             v.push(id);
         }
@@ -257,9 +261,16 @@ impl CheckpointStore {
         Ok(m)
     }
 
+    /// A checkpoint file. Missing is damage (`Error::Checkpoint`); any other failure
+    /// of the store (unreachable, throttled, refused) is the store's error, which
+    /// [`CheckpointStore::latest`] does not take for damage.
     async fn get(&self, p: &Path) -> Result<Bytes> {
-        let r = self.store.get(p).await.map_err(|e| cp_err(format!("reading {p}: {e}")))?;
-        r.bytes().await.map_err(|e| cp_err(format!("reading {p}: {e}")))
+        let failed = |e: object_store::Error| match e {
+            object_store::Error::NotFound { .. } => cp_err(format!("reading {p}: {e}")),
+            e => Error::Store(e).context(format!("reading checkpoint file {p} in {}", self.location)),
+        };
+        let r = self.store.get(p).await.map_err(failed)?;
+        r.bytes().await.map_err(failed)
     }
 
     /// One checkpoint's manifest and files, checksums verified.
@@ -277,14 +288,17 @@ impl CheckpointStore {
         Ok((m, files))
     }
 
-    /// The newest checkpoint of a partition that reads back intact; corrupt ones are
-    /// skipped with a warning. An unknown format version is an error, not skipped.
+    /// The newest checkpoint of a partition that reads back intact; damaged ones (a
+    /// file missing or failing its checksum, a manifest that does not parse) are
+    /// skipped with a warning. An unknown format version, or a store that fails to
+    /// answer, is an error: skipping on it would restore an older checkpoint (or
+    /// none) as if the newer ones did not exist.
     pub async fn latest(&self, partition: i32) -> Result<Option<(Manifest, BTreeMap<String, Bytes>)>> {
         for id in self.ids(partition, true).await?.into_iter().rev() {
             match self.read(partition, id).await {
                 Ok(c) => return Ok(Some(c)),
-                Err(e @ Error::Config(_)) => return Err(e),
-                Err(e) => tracing::warn!(partition, checkpoint = id, error = %e, "skipping a damaged checkpoint; trying the previous one"),
+                Err(e @ Error::Checkpoint(_)) => tracing::warn!(partition, checkpoint = id, error = %e, "skipping a damaged checkpoint; trying the previous one"),
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
@@ -347,6 +361,31 @@ mod tests {
         assert_eq!(on_disk, [format!("{:020}", 30), format!("{:020}", 40)]);
         let (m, files) = store.latest(0).await.unwrap().unwrap();
         assert_eq!((m.next_offset, files["a.bin"].to_vec()), (40, vec![40u8; 100]));
+    }
+
+    /// Only damage — a file missing or failing its checksum, a manifest that does
+    /// not parse — skips a checkpoint for the one before. A store that fails to
+    /// answer (a throttled or unreachable object store; here, a file the local disk
+    /// cannot open: a symbolic link to itself) is an error: skipping on it restored an
+    /// older checkpoint, or none, as if the newer ones did not exist.
+    #[tokio::test]
+    async fn a_store_that_fails_is_an_error_not_a_damaged_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().to_str().unwrap(), "p", 3).unwrap();
+        for id in [10, 20] {
+            store.write(manifest(id), vec![("a.bin".into(), vec![id as u8; 100])]).await.unwrap();
+        }
+        let file = dir.path().join(format!("p/p0/{:020}/a.bin", 20));
+        std::fs::write(&file, [0u8; 100]).unwrap();
+        let (m, _) = store.latest(0).await.unwrap().unwrap();
+        assert_eq!(m.next_offset, 10, "a checksum failure is damage: the previous checkpoint");
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&file, &file).unwrap();
+        let e = store.latest(0).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("a.bin"), "an error naming the file, not checkpoint 10: {e}");
+        std::fs::remove_file(&file).unwrap();
+        let (m, _) = store.latest(0).await.unwrap().unwrap();
+        assert_eq!(m.next_offset, 10, "a missing file is damage");
     }
 
     /// A damaged newest checkpoint is skipped for an older one, and the run goes on
