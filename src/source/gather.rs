@@ -244,7 +244,7 @@ mod tests {
         };
         assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
         let window = Window { max_rows: 10, wait: Duration::from_secs(5), idle: None };
-        let e = gather(&consumer, window, None, |_| Ok(Take::Row)).await.err().expect("a fatal error ends the batch");
+        let e = gather(&consumer, window, None, |_| Ok(Take::Row)).await.expect_err("a fatal error ends the batch");
         drop(consumer);
         e.to_string()
     }
