@@ -486,17 +486,24 @@ fn a_failing_checkpoint_write_stops_the_daemon() {
     assert!(err.contains("checkpoint"), "{err}");
 }
 
+/// The daemon run to the end of the first `n` input records, checkpointing into a
+/// new directory: the records, the broker, its address and the directory.
+fn checkpointed_run(n: usize) -> (Vec<Vec<u8>>, Child, String, tempfile::TempDir) {
+    let lines: Vec<Vec<u8>> = input().into_iter().take(n).collect();
+    let (broker, addr) = seeded_broker(&lines);
+    let dir = tempfile::tempdir().unwrap();
+    let out = daemon(&addr, dir.path(), None).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (lines, broker, addr, dir)
+}
+
 /// Checkpoints ahead of the topic: the input topic was deleted and recreated (or the
 /// daemon pointed at another cluster), so it holds fewer records than the checkpoints
 /// have read. The restart refuses, saying so, instead of skipping every record below
 /// the checkpoints' offsets (it did: it processed nothing and stopped, "done").
 #[test]
 fn checkpoints_past_the_topics_end_are_refused() {
-    let lines: Vec<Vec<u8>> = input().into_iter().take(4000).collect();
-    let (_broker, addr) = seeded_broker(&lines);
-    let dir = tempfile::tempdir().unwrap();
-    let out = daemon(&addr, dir.path(), None).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (lines, _broker, _, dir) = checkpointed_run(4000);
     // The topic again, with a quarter of the records.
     let (_again, addr) = seeded_broker(&lines[..1000]);
     let out = daemon(&addr, dir.path(), None).output().unwrap();
@@ -508,11 +515,7 @@ fn checkpoints_past_the_topics_end_are_refused() {
 
 #[test]
 fn checkpoint_ls_lists_what_a_run_left() {
-    let lines: Vec<Vec<u8>> = input().into_iter().take(4000).collect();
-    let (_broker, addr) = seeded_broker(&lines);
-    let dir = tempfile::tempdir().unwrap();
-    let out = daemon(&addr, dir.path(), None).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (lines, _broker, _, dir) = checkpointed_run(4000);
     let ls = Command::new(bin()).args(["checkpoint", "ls"]).arg(dir.path()).args(["--pipeline", NAME]).output().unwrap();
     let text = String::from_utf8_lossy(&ls.stdout);
     assert!(ls.status.success(), "{}", String::from_utf8_lossy(&ls.stderr));
