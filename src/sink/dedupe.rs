@@ -16,6 +16,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use super::kafka::{H_SOURCE_INDEX, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
 use crate::error::{Error, Result};
 use crate::pipeline::kafka_props::{KafkaProps, Role};
+use crate::source::kafka::positions;
 
 /// What a tail read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +136,7 @@ pub fn scan_marks(brokers: &str, props: &KafkaProps, topic: &str, partition: i32
         match c.poll(Duration::from_millis(50)) {
             // A partition written in transactions ends in a commit or abort marker,
             // which librdkafka never hands over: it only moves the position past it.
-            None if reached.is_none() && passed(&c, topic, partition, high) => reached = Some(Instant::now()),
+            None if reached.is_none() && positions(&c, topic).get(&partition).is_some_and(|&o| o >= high) => reached = Some(Instant::now()),
             None => {}
             Some(Err(e)) => return Err(Error::Kafka(e)),
             Some(Ok(m)) => {
@@ -166,13 +167,4 @@ pub fn scan_marks(brokers: &str, props: &KafkaProps, topic: &str, partition: i32
         }
     }
     Ok(tail)
-}
-
-/// Whether `c`'s position in `topic`/`partition` is at `high` or past it.
-fn passed(c: &BaseConsumer, topic: &str, partition: i32, high: i64) -> bool {
-    let Ok(pos) = c.position() else { return false };
-    let at = pos.find_partition(topic, partition).map(|e| e.offset());
-    // (The list goes before the consumer can: a live list at consumer shutdown hangs.)
-    drop(pos);
-    matches!(at, Some(Offset::Offset(o)) if o >= high)
 }

@@ -217,14 +217,15 @@ mod tests {
     /// not recover, and waiting on would leave a process that never consumes again.
     #[test]
     fn a_fatal_consumer_error_ends_the_batch_with_it() {
-        // In a thread of its own: a consumer that keeps returning the error spins
-        // without yielding (it did), and the test must fail, not hang.
+        // In a thread of its own, so that the test fails rather than hangs: before,
+        // the batch waited out its window, and dropping the consumer then never
+        // returned (librdkafka's close after a fatal error).
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let _ = tx.send(rt.block_on(fatal_error_in_gather()));
         });
-        let e = rx.recv_timeout(Duration::from_secs(60)).expect("gather returned (it spun on the error instead)");
+        let e = rx.recv_timeout(Duration::from_secs(60)).expect("gather and the consumer's drop return");
         assert!(e.contains("fatal"), "{e}");
     }
 

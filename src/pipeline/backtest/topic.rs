@@ -164,16 +164,12 @@ fn mark_passed<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     offsets: &BTreeMap<i32, (i64, i64)>,
     done: &mut BTreeMap<i32, bool>,
 ) {
-    let Ok(pos) = c.position() else { return };
+    let pos = crate::source::kafka::positions(c, topic);
     for (p, (_, end)) in offsets {
-        if let Some(Offset::Offset(o)) = pos.find_partition(topic, *p).map(|e| e.offset()) {
-            if o >= *end {
-                done.insert(*p, true);
-            }
+        if pos.get(p).is_some_and(|o| o >= end) {
+            done.insert(*p, true);
         }
     }
-    // (The list goes before the consumer can: a live list at consumer shutdown hangs.)
-    drop(pos);
 }
 
 /// Offsets not yet reached, for the error message.
