@@ -27,7 +27,7 @@ use crate::sink::txn::Coordinator;
 use crate::source::batch::PartitionInput;
 use crate::source::context::SourceContext;
 use crate::source::gather::{gather, Take, Window};
-use crate::source::kafka::{assign_all, consumer_with, diagnosed, end_offsets, ends_reached, positions};
+use crate::source::kafka::{assign_all, consumer_with, diagnosed, end_offsets, ends_reached, positions, within_topic};
 use crate::telemetry::events::PipelineMetrics;
 use crate::telemetry::{self, Health};
 
@@ -373,30 +373,6 @@ impl<'a> Live<'a> {
         tracing::info!(pipeline = %cfg.name, messages = summary.messages_in, "pipeline stopped");
         Ok(summary)
     }
-}
-
-/// Refuses a restored partition whose next offset is past the input topic's end:
-/// the topic holds fewer records than the checkpoint has read (it was deleted and
-/// recreated, or this is another cluster), and reading on would skip every record
-/// below that offset as already processed. A broker whose reported end lags
-/// (Tansu) gets a few seconds to catch up.
-async fn within_topic<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(c: &C, topic: &str, p: i32, next: i64) -> crate::error::Result<()> {
-    let mut high = 0;
-    for attempt in 0..5 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        high = c.fetch_watermarks(topic, p, Duration::from_secs(10)).with_context(|| format!("reading the offsets of {topic}/{p}"))?.1;
-        if next <= high {
-            return Ok(());
-        }
-    }
-    crate::fail!(
-        Checkpoint,
-        "partition {p}: the checkpoint resumes at offset {next}, but {topic}/{p} ends at {high} — the topic holds fewer records than \
-         the checkpoint has read (was it deleted and recreated, or is this another cluster?); nothing was consumed. To start \
-         over, use a new checkpoint location or delete this one"
-    )
 }
 
 impl Drop for Live<'_> {

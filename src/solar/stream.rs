@@ -91,6 +91,11 @@ pub async fn run(cfg: &SolarConfig, opts: SolarRunOptions, mut shutdown: tokio::
 
     health.restoring.store(true, Ordering::Relaxed);
     let mut run = Run::restore(cfg, &opts, &brokers, &props, seeded.as_ref()).await?;
+    // A checkpoint past an input's end (the topics were recreated) is refused.
+    for (p, next) in &run.pos.frames_next {
+        crate::source::kafka::within_topic(&*consumer, &cfg.source.frames_topic, *p, *next).await?;
+    }
+    crate::source::kafka::within_topic(&*consumer, &cfg.source.labels_topic, 0, run.pos.labels_next).await?;
     let mut merge = FrameMerge::new(frames_end.clone(), &run.pos.frames_next);
     assign(&consumer, cfg, &frames_end, &run.pos)?;
     health.assigned.store(frames_end.len() + 1, Ordering::Relaxed);

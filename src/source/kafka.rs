@@ -129,6 +129,30 @@ pub fn ends_reached(ends: &BTreeMap<i32, i64>, next: impl Fn(i32) -> Option<i64>
     ends.iter().all(|(&p, &high)| high <= 0 || next(p).is_some_and(|n| n >= high) || positions.get(&p).is_some_and(|&o| o >= high))
 }
 
+/// Refuses a restored partition whose next offset is past the input topic's end:
+/// the topic holds fewer records than the checkpoint has read (it was deleted and
+/// recreated, or this is another cluster), and reading on would skip every record
+/// below that offset as already processed. A broker whose reported end lags
+/// (Tansu) gets a few seconds to catch up.
+pub async fn within_topic<C: Consumer<X>, X: ConsumerContext>(c: &C, topic: &str, p: i32, next: i64) -> Result<()> {
+    let mut high = 0;
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        high = c.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(|e| crate::error::Error::from(e).context(format!("reading the offsets of {topic}/{p}")))?.1;
+        if next <= high {
+            return Ok(());
+        }
+    }
+    crate::fail!(
+        Checkpoint,
+        "partition {p}: the checkpoint resumes at offset {next}, but {topic}/{p} ends at {high} — the topic holds fewer records than \
+         the checkpoint has read (was it deleted and recreated, or is this another cluster?); nothing was consumed. To start \
+         over, use a new checkpoint location or delete this one"
+    )
+}
+
 /// One message read back from a topic (tests, tools).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadMessage {

@@ -151,6 +151,19 @@ async fn restart_from_checkpoint_equals_uninterrupted() {
     for (a, b) in x.iter().zip(&y) {
         assert_eq!(json(a), json(b));
     }
+    // The checkpoint against topics that hold fewer frames than it has read (they
+    // were recreated): refused, not read from past their end.
+    let (_c, fewer) = broker_process_with(&topics);
+    publish(&fewer, &seq, true, 0..n / 4).await;
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .args(["run", "tests/fixtures/solar-small.toml", "--brokers", &fewer, "--stop-at-end", "--metrics-addr", "off", "--checkpoint-dir"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("the checkpoint resumes at offset"), "{err}");
+    assert!(read(&fewer, "solar-tracks").is_empty());
 }
 
 /// A live solar run (no `--stop-at-end`) serves its metrics on the shared endpoint:
