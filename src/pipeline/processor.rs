@@ -229,15 +229,11 @@ impl Processor {
         // A backtest's warm-up records (before `score_from`) are fed — models,
         // look-back, watermarks — but neither counted nor published: the counts and
         // the outputs are the range's (the report counts the warm-up apart).
-        let from = state.score_from.unwrap_or(i64::MIN);
+        let from = state.scores_from();
         let mut warm = 0;
         for d in input.dead.drain(..) {
-            if d.offset < from {
-                warm += 1;
-                continue;
-            }
-            state.counters.dead_letter(&d);
-            out.dead_letters.push(d);
+            warm += usize::from(d.offset < from);
+            dead_letter(&mut state.counters, out, d, from);
         }
         let batch = input.take_batch();
         let in_scope = |b: &RecordBatch| in_scope(b, from);
@@ -285,7 +281,7 @@ impl Processor {
         batch: &RecordBatch,
     ) -> Result<(RecordBatch, usize)> {
         let offsets = batch.column_by_name(OFFSET_COLUMN).expect("decoded batch has _offset").as_primitive::<Int64Type>().clone();
-        let from = state.score_from.unwrap_or(i64::MIN);
+        let from = state.scores_from();
         let mut parts = Vec::new();
         let mut kept = 0;
         for i in 0..batch.num_rows() {
@@ -298,10 +294,7 @@ impl Processor {
                 }
                 Err(e) => {
                     let d = input.dead_letter(offsets.value(i), "feature_error", format!("feature SQL failed on this record: {e}"));
-                    if d.offset >= from {
-                        state.counters.dead_letter(&d);
-                        out.dead_letters.push(d);
-                    }
+                    dead_letter(&mut state.counters, out, d, from);
                 }
             }
         }
@@ -343,10 +336,8 @@ impl Processor {
                         self.lateness_ns / 1_000_000
                     ),
                 );
-                if d.offset >= state.score_from.unwrap_or(i64::MIN) {
-                    state.counters.dead_letter(&d);
-                    out.dead_letters.push(d);
-                }
+                let from = state.scores_from();
+                dead_letter(&mut state.counters, out, d, from);
             } else if times.is_valid(i) {
                 ks.max_time = Some(ks.max_time.map_or(times.value(i), |m| m.max(times.value(i))));
             }
@@ -372,6 +363,15 @@ fn key_state<'a>(map: &'a mut crate::state::KeyMap, key: &str) -> &'a mut KeySta
         map.insert(key.to_string(), KeyState::default());
     }
     map.get_mut(key).expect("inserted")
+}
+
+/// Counts and publishes the dead letter `d` — unless its record is in a backtest's
+/// warm-up (before `from`), which is fed but neither counted nor published.
+pub(super) fn dead_letter(counters: &mut crate::state::Counters, out: &mut Outputs, d: crate::sink::DeadLetter, from: i64) {
+    if d.offset >= from {
+        counters.dead_letter(&d);
+        out.dead_letters.push(d);
+    }
 }
 
 /// Rows of `b` at or after offset `from` (all of them when `from` is `i64::MIN`).

@@ -207,10 +207,16 @@ impl PartitionState {
     }
 
     /// Predictions still waiting for a label.
+    /// The first offset whose outputs count ([`PartitionState::score_from`]; every
+    /// offset outside a backtest's warm-up).
+    pub fn scores_from(&self) -> i64 {
+        self.score_from.unwrap_or(i64::MIN)
+    }
+
     /// Predictions awaiting their label (a backtest's warm-up's not counted: none of
     /// them is published).
     pub fn pending(&self) -> u64 {
-        let from = self.score_from.unwrap_or(i64::MIN);
+        let from = self.scores_from();
         self.keys.values().map(|k| k.pending.iter().filter(|p| p.offset >= from).count() as u64).sum()
     }
 }

@@ -16,6 +16,7 @@ impl Processor {
         let ex = &self.experts;
         let ne = ex.list.len();
         let (mut e, mut le, mut w) = (vec![0.0; ne], vec![0.0; ne], vec![0.0; ne]);
+        let score_from = state.scores_from();
         let PartitionState {
             keys: key_states,
             counters,
@@ -26,10 +27,8 @@ impl Processor {
             rolling,
             partition,
             labels,
-            score_from,
             ..
         } = state;
-        let score_from = score_from.unwrap_or(i64::MIN);
         if let Some(log) = labels.as_mut() {
             if ex.method.is_some() && log.expert_names.is_empty() {
                 log.expert_names = ex.names.clone();

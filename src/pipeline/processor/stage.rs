@@ -19,7 +19,7 @@ use arrow::array::{Array, AsArray, Float64Array, PrimitiveArray, RecordBatch, St
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
-use super::{key_state, str_or_empty, Processor};
+use super::{dead_letter, key_state, str_or_empty, Processor};
 use crate::error::Result;
 use crate::model::keyed::{self, Outcome};
 use crate::pipeline::config::Horizon;
@@ -143,7 +143,7 @@ impl Processor {
         let mut plan = Vec::with_capacity(cols.target.len());
         let build = || self.fresh_model();
         // A backtest's warm-up rows (before `score_from`) are fed, not counted.
-        let from = state.score_from.unwrap_or(i64::MIN);
+        let from = state.scores_from();
         let PartitionState { keys: key_states, model: global, counters, tick, live_models: live, block, .. } = state;
         for i in 0..cols.target.len() {
             if self.update_block > 0 {
@@ -161,10 +161,7 @@ impl Processor {
                     "non_finite_feature",
                     format!("feature SQL gave a NaN or infinite {:?}", self.engine().output_schema().field(col).name()),
                 );
-                if dl.offset >= from {
-                    counters.dead_letter(&dl);
-                    out.dead_letters.push(dl);
-                }
+                dead_letter(counters, out, dl, from);
                 plan.push(Row::Dead);
                 continue;
             }
