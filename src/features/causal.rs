@@ -62,7 +62,7 @@ pub fn only_earlier_rows(plan: &LogicalPlan) -> Result<()> {
 /// Why the window call `f` cannot be a feature, if it cannot.
 fn refusal(f: &WindowFunction) -> Option<String> {
     let name = f.fun.name().to_ascii_lowercase();
-    if let Some(why) = later_rows(&f.fun, &f.params.window_frame.end_bound) {
+    if let Some(why) = later_rows(&f.fun, &name, &f.params.window_frame.end_bound) {
         return Some(format!(
             "{name} {why}: a feature must come from the row and earlier ones (a micro-batch holds some later rows \
              and not others, so such a feature would change with the batch boundaries, and a forecast would see values \
@@ -78,13 +78,13 @@ fn refusal(f: &WindowFunction) -> Option<String> {
     None
 }
 
-/// Why a window function over a frame ending at `end` reads later rows, if it does.
-fn later_rows(fun: &WindowFunctionDefinition, end: &WindowFrameBound) -> Option<&'static str> {
-    let name = fun.name().to_ascii_lowercase();
-    if LOOK_AHEAD.contains(&name.as_str()) {
+/// Why the window function `fun` (named `name`, lower case) over a frame ending at
+/// `end` reads later rows, if it does.
+fn later_rows(fun: &WindowFunctionDefinition, name: &str, end: &WindowFrameBound) -> Option<&'static str> {
+    if LOOK_AHEAD.contains(&name) {
         return Some("reads the rows after the current one");
     }
-    let framed = matches!(fun, WindowFunctionDefinition::AggregateUDF(_)) || FRAMED.contains(&name.as_str());
+    let framed = matches!(fun, WindowFunctionDefinition::AggregateUDF(_)) || FRAMED.contains(&name);
     match end {
         WindowFrameBound::Following(v) if framed && v.is_null() => Some("has a frame that runs to the partition's end (UNBOUNDED FOLLOWING, or no ORDER BY)"),
         WindowFrameBound::Following(v) if framed && !is_zero(v) => Some("has a frame that ends after the current row (n FOLLOWING)"),

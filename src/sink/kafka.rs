@@ -352,22 +352,14 @@ pub fn dead_letter_record<'a, D: rdkafka::util::IntoOpaque>(
     // (61 bytes) and the two length headers this may add.
     let header_bytes: usize = headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 10).sum();
     let mut room = max_bytes.saturating_sub(header_bytes + 36 + 61 + 2 * 64);
-    let mut cut = |field: Option<&'a [u8]>, name: &'static str, headers: OwnedHeaders| -> (Option<&'a [u8]>, OwnedHeaders) {
-        match field {
-            Some(v) if v.len() > room => {
-                let kept = &v[..room];
-                room = 0;
-                (Some(kept), headers.insert(Header { key: name, value: Some(Itoa::default().fmt(v.len() as i64)) }))
-            }
-            Some(v) => {
-                room -= v.len();
-                (Some(v), headers)
-            }
-            None => (None, headers),
+    for (field, name) in [(&mut key, H_KEY_LENGTH), (&mut payload, H_PAYLOAD_LENGTH)] {
+        let Some(v) = *field else { continue };
+        if v.len() > room {
+            *field = Some(&v[..room]);
+            headers = headers.insert(Header { key: name, value: Some(Itoa::default().fmt(v.len() as i64)) });
         }
-    };
-    (key, headers) = cut(key, H_KEY_LENGTH, headers);
-    (payload, headers) = cut(payload, H_PAYLOAD_LENGTH, headers);
+        room -= field.map_or(0, <[u8]>::len);
+    }
     let mut rec = BaseRecord::<[u8], [u8], D>::with_opaque_to(topic, opaque).partition(partition).headers(headers);
     if let Some(k) = key {
         rec = rec.key(k);

@@ -188,9 +188,8 @@ fn cell_value(cell: &str) -> Value {
     if cell.is_empty() {
         return Value::Null;
     }
-    let digits = cell.strip_prefix('-').unwrap_or(cell);
-    let integer_like = cell.starts_with('+') && cell[1..].bytes().all(|b| b.is_ascii_digit()) || (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
-    if integer_like {
+    let digits = cell.strip_prefix(['-', '+']).unwrap_or(cell);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return match cell.parse::<i64>() {
             Ok(i) if i.to_string() == cell => Value::from(i),
             _ => Value::from(cell),
